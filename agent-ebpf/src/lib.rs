@@ -1,0 +1,177 @@
+//! The types the kernel programs (`src/main.rs`) share with the agent.
+//!
+//! Every type is `#[repr(C)]`, padding-free and plain old data, so the kernel writes it and
+//! userspace reads it byte for byte. Field order is chosen so no padding is needed; the
+//! `const` assertions at the bottom keep it that way.
+#![no_std]
+
+/// Largest number of threads of the target process tracked at once.
+pub const MAX_THREADS: u32 = 4096;
+/// Largest number of sockets with unread request bytes tracked at once.
+pub const MAX_UNREAD: u32 = 8192;
+/// Largest number of sockets whose last reader thread is remembered (LRU).
+pub const MAX_READERS: u32 = 16384;
+/// Buckets of the log2 histograms (bucket i counts values in [2^i, 2^(i+1)) ns).
+pub const HIST_BUCKETS: u32 = 64;
+/// Size of the event ring buffer, in bytes (a power of two, as the kernel requires).
+pub const RINGBUF_BYTES: u32 = 256 * 1024;
+
+/// Kinds of [`Event`].
+pub mod kind {
+    /// A thread of the target switched out in the stopped or traced state.
+    pub const STOPPED: u32 = 1;
+    /// A thread that had stopped was woken (SIGCONT) and ran again.
+    pub const CONTINUED: u32 = 2;
+    /// The last thread of the target exited. `value` is the raw exit code (as in wait(2)).
+    pub const EXITED: u32 = 3;
+    /// A thread waited on the run queue longer than the configured threshold. `value` is the wait in ns.
+    pub const RUNQ_LATENCY: u32 = 4;
+    /// The listening socket on the server port closed. `aux` is the port.
+    pub const LISTENER_CLOSED: u32 = 5;
+    /// A socket started listening on the server port; `pid` is the process that did it.
+    pub const LISTENER_OPENED: u32 = 6;
+    /// A reset arrived on a server-port socket. `aux` is the port, `value` the peer port.
+    pub const RESET_RECEIVED: u32 = 7;
+    /// The kernel sent a reset from the server port. `aux` is the port, `value` the peer port.
+    pub const RESET_SENT: u32 = 8;
+    /// A segment from the server port was retransmitted. `aux` is the port, `value` the peer port.
+    pub const RETRANSMIT: u32 = 9;
+}
+
+/// Scheduler view of one thread, kept in the `THREADS` map.
+pub mod thread_state {
+    pub const RUNNING: u32 = 1;
+    /// Woken or preempted, waiting on a run queue.
+    pub const RUNNABLE: u32 = 2;
+    /// Interruptible sleep (S): a syscall such as epoll_wait, nanosleep or futex.
+    pub const SLEEPING: u32 = 3;
+    /// Uninterruptible sleep (D): usually disk I/O.
+    pub const DISK: u32 = 4;
+    /// Stopped by a signal or a debugger (T / t).
+    pub const STOPPED: u32 = 5;
+}
+
+/// Flags in [`ThreadState::flags`].
+pub mod thread_flags {
+    /// The thread was stopped and has been woken, but has not run yet.
+    pub const WAS_STOPPED: u32 = 1;
+}
+
+/// Indexes into the `COUNTERS` per-CPU array map (userspace sums the CPUs).
+pub mod counter {
+    /// Threads of the target seen exiting since the target was set.
+    pub const EXITED_THREADS: u32 = 0;
+    /// Events dropped because the ring buffer was full.
+    pub const EVENTS_DROPPED: u32 = 1;
+    pub const LEN: u32 = 2;
+}
+
+/// One record in the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` when the kernel saw it (CLOCK_MONOTONIC).
+    pub kernel_ns: u64,
+    /// Kind-specific value (see [`kind`]).
+    pub value: u64,
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Process (thread group) id.
+    pub pid: u32,
+    /// Thread id, or 0 when the event is not about one thread.
+    pub tid: u32,
+    /// Kind-specific value (see [`kind`]).
+    pub aux: u32,
+}
+
+/// Field offsets inside classic tracepoint records, read from tracefs `format` files at start-up
+/// so the programs do not depend on one kernel's layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TpOffsets {
+    pub switch_prev_state: u32,
+    pub switch_next_pid: u32,
+    pub wakeup_pid: u32,
+    pub exit_group_dead: u32,
+    pub futex_op: u32,
+    pub probe_sport: u32,
+    pub probe_data_len: u32,
+    pub probe_skaddr: u32,
+    pub recv_sk: u32,
+    pub recv_protocol: u32,
+    pub recv_ret: u32,
+    pub state_skaddr: u32,
+    pub state_oldstate: u32,
+    pub state_newstate: u32,
+    pub state_sport: u32,
+    pub state_protocol: u32,
+    pub rst_rx_sport: u32,
+    pub rst_rx_dport: u32,
+    pub rst_tx_saddr: u32,
+    pub rst_tx_daddr: u32,
+    pub retrans_sport: u32,
+    pub retrans_dport: u32,
+}
+
+/// Runtime configuration, in the single slot of the `CONFIG` array map. Userspace rewrites it to
+/// follow a restarted server without reloading the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Run-queue waits at or above this raise a [`kind::RUNQ_LATENCY`] event.
+    pub runq_threshold_ns: u64,
+    /// Target process (thread group) id; 0 disables every program.
+    pub tgid: u32,
+    /// Server TCP port; 0 disables the socket programs.
+    pub port: u32,
+    /// `offsetof(struct task_struct, exit_code)`, from kernel BTF.
+    pub task_exit_code: u32,
+    pub _reserved: u32,
+    pub tp: TpOffsets,
+}
+
+/// Per-thread scheduler state, in the `THREADS` hash map keyed by thread id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    /// When the current `state` began.
+    pub since_ns: u64,
+    /// Total time on CPU, up to `since_ns` when the thread is running now.
+    pub oncpu_ns: u64,
+    /// Total time runnable but waiting for a CPU, up to `since_ns` when runnable now.
+    pub runq_ns: u64,
+    /// When the thread entered a futex wait, or 0 when it is not inside one.
+    pub futex_since_ns: u64,
+    /// One of [`thread_state`].
+    pub state: u32,
+    /// [`thread_flags`].
+    pub flags: u32,
+}
+
+/// A server-port socket whose request bytes have arrived and not been read, in the `UNREAD` map
+/// keyed by the kernel socket address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// When the first unread bytes arrived.
+    pub first_ns: u64,
+    /// The thread expected to read them: the socket's last reader, else the target's last reader.
+    pub owner_tid: u32,
+    pub _reserved: u32,
+}
+
+// Padding-free: each size is the plain sum of its fields.
+const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4);
+const _: () = assert!(core::mem::size_of::<TpOffsets>() == 22 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 4 * 4 + 22 * 4);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 4 * 8 + 2 * 4);
+const _: () = assert!(core::mem::size_of::<Unread>() == 8 + 2 * 4);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: each type is #[repr(C)], made only of integers, and has no padding (asserted above).
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::Unread {}
+}

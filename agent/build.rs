@@ -1,0 +1,16 @@
+//! Builds the kernel programs in ../agent-ebpf for the bpf target and leaves the object in
+//! OUT_DIR, where `probes.rs` embeds it. Needs the nightly toolchain with rust-src and bpf-linker
+//! on PATH: `cargo xtask setup` installs both.
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let ebpf_dir = std::path::Path::new(&manifest_dir).join("../agent-ebpf");
+    let ebpf_dir = ebpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow::anyhow!("non UTF-8 path"))?;
+    let package = aya_build::Package {
+        name: "vigil-agent-ebpf",
+        root_dir: ebpf_dir,
+        ..Default::default()
+    };
+    aya_build::build_ebpf([package], aya_build::Toolchain::default())
+}

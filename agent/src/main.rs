@@ -1,0 +1,110 @@
+//! The `vigil-agent` binary: command-line parsing, logging, and the tokio runtime.
+use std::{io::IsTerminal, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vigil_agent::watch::{self, WatchOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "vigil-agent",
+    version,
+    about = "vigil's node agent: watches a Redis-protocol server (Dragonfly, Redis, Valkey) from the kernel with eBPF",
+    long_about = "vigil's node agent. It watches one Redis-protocol server process from the kernel \
+                  with eBPF (stopped, exited, starved, blocked, unread requests, connection trouble) \
+                  and reports it. Needs root and a kernel with BTF."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `vigil_agent=debug`).
+    #[arg(long, default_value = "info", env = "VIGIL_LOG", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what the kernel sees of one server process, one line per event (diagnostics).
+    ///
+    /// Finds the process by --pid, or as the owner of the TCP listener on --port, and follows it
+    /// when it restarts on the same port. Events: stopped, continued, exited, starved, blocked,
+    /// busy, deadlock_suspected, unread_stall_cleared, listener_closed, reset_received,
+    /// reset_sent, retransmit, listen_overflow, target_changed. Ctrl-C prints a run-queue latency
+    /// and unread request age summary.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).multiple(true).args(["pid", "port"]))]
+struct WatchArgs {
+    /// The server's process id.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The server's TCP port: the process listening on it is watched (with --pid, which of its ports).
+    #[arg(long)]
+    port: Option<u16>,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Requests unread this many milliseconds make a stall, named by what the reading thread does.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    stall_ms: u64,
+    /// A single run-queue wait this many milliseconds long is reported as `starved`.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    runq_threshold_ms: u64,
+    /// How often, in microseconds, the stall classifier looks at the clock.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    tick_us: u64,
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("--log {filter:?} is not a valid log filter: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("vigil-agent: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(cli.log_format, &cli.log)?;
+    // One thread: the agent's work is small and latency-bound; a second core is the server's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Watch(args) => {
+            let opts = WatchOptions {
+                pid: args.pid,
+                port: args.port,
+                json: args.json,
+                stall: Duration::from_millis(args.stall_ms),
+                runq_threshold: Duration::from_millis(args.runq_threshold_ms),
+                tick: Duration::from_micros(args.tick_us),
+            };
+            runtime.block_on(watch::run(opts))?;
+        }
+    }
+    Ok(())
+}

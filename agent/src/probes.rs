@@ -1,0 +1,259 @@
+//! The userspace half of the kernel programs: load and attach them, point them at a target
+//! (and re-point them when the server restarts), drain the event ring buffer with tokio, and
+//! read the per-thread, per-socket and histogram maps.
+use std::{path::Path, time::Duration};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::TracePoint,
+    util::nr_cpus,
+};
+use tokio::io::{Interest, unix::AsyncFd};
+use vigil_agent_ebpf::{Config, Event, HIST_BUCKETS, ThreadState, Unread, counter, thread_state};
+
+use crate::{
+    btf,
+    error::{AgentError, Result},
+    target, tracefs,
+};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probes"));
+
+/// (program, tracepoint category, tracepoint name).
+const PROGRAMS: &[(&str, &str, &str)] = &[
+    ("sched_switch", "sched", "sched_switch"),
+    ("sched_wakeup", "sched", "sched_wakeup"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("futex_enter", "syscalls", "sys_enter_futex"),
+    ("futex_exit", "syscalls", "sys_exit_futex"),
+    ("tcp_probe", "tcp", "tcp_probe"),
+    ("sock_recv_length", "sock", "sock_recv_length"),
+    ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
+    ("tcp_send_reset", "tcp", "tcp_send_reset"),
+    ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
+];
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so kernel and agent times compare.
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
+        // CLOCK_MONOTONIC always exists on Linux; 0 would only make ages look huge, never panic.
+        Err(_) => 0,
+    }
+}
+
+/// Checks what loading needs, so the operator gets one clear line instead of a verifier dump.
+pub fn preflight() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(AgentError::NotRoot);
+    }
+    if !Path::new(btf::VMLINUX_BTF).exists() {
+        return Err(AgentError::NoBtf(btf::VMLINUX_BTF.into()));
+    }
+    tracefs::ensure_mounted()
+}
+
+pub struct Probes {
+    // Owns the loaded programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+    config: Config,
+    config_map: Array<MapData, Config>,
+    events: AsyncFd<RingBuf<MapData>>,
+    threads: HashMap<MapData, u32, ThreadState>,
+    unread: HashMap<MapData, u64, Unread>,
+    readers: HashMap<MapData, u64, u32>,
+    last_reader: Array<MapData, u32>,
+    counters: PerCpuArray<MapData, u64>,
+    runq_hist: PerCpuArray<MapData, u64>,
+    unread_hist: PerCpuArray<MapData, u64>,
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> AgentError {
+    move |source| AgentError::Map { name, source }
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(AgentError::MissingFromObject(name))?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+impl Probes {
+    /// Loads and attaches every program. They do nothing until [`Probes::set_target`].
+    /// Must run inside a tokio runtime (the ring buffer is registered with its reactor).
+    pub fn load(runq_threshold: Duration) -> Result<Self> {
+        preflight()?;
+        let offsets = btf::kernel_offsets()?;
+        let config = Config {
+            runq_threshold_ns: runq_threshold.as_nanos() as u64,
+            tgid: 0,
+            port: 0,
+            task_exit_code: offsets.task_exit_code,
+            _reserved: 0,
+            tp: tracefs::tracepoint_offsets()?,
+        };
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        for &(name, category, tracepoint) in PROGRAMS {
+            let err = |source| AgentError::Program { name, source };
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(AgentError::MissingFromObject(name))?;
+            let program: &mut TracePoint = program.try_into().map_err(err)?;
+            program.load().map_err(err)?;
+            program.attach(category, tracepoint).map_err(err)?;
+        }
+        let mut config_map: Array<MapData, Config> = take(&mut ebpf, "CONFIG")?;
+        config_map.set(0, config, 0).map_err(map_err("CONFIG"))?;
+        let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
+        // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns until dropped.
+        let events =
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
+                AgentError::io("registering the event ring buffer with tokio", e.into())
+            })?;
+        Ok(Self {
+            config,
+            config_map,
+            events,
+            threads: take(&mut ebpf, "THREADS")?,
+            unread: take(&mut ebpf, "UNREAD")?,
+            readers: take(&mut ebpf, "READERS")?,
+            last_reader: take(&mut ebpf, "LAST_READER")?,
+            counters: take(&mut ebpf, "COUNTERS")?,
+            runq_hist: take(&mut ebpf, "RUNQ_HIST")?,
+            unread_hist: take(&mut ebpf, "UNREAD_HIST")?,
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn target(&self) -> (u32, u16) {
+        (self.config.tgid, self.config.port as u16)
+    }
+
+    /// Points every program at `pid` and `port`, forgetting all state about the previous target.
+    pub fn set_target(&mut self, pid: u32, port: u16) -> Result<()> {
+        // Quiet the programs first so nothing about the old target lands in the cleared maps.
+        let mut config = self.config;
+        config.tgid = 0;
+        self.config_map
+            .set(0, config, 0)
+            .map_err(map_err("CONFIG"))?;
+        clear(&mut self.threads);
+        clear(&mut self.unread);
+        clear(&mut self.readers);
+        self.last_reader
+            .set(0, 0, 0)
+            .map_err(map_err("LAST_READER"))?;
+        let cpus = nr_cpus().map_err(|(_, e)| AgentError::io("counting CPUs", e))?;
+        for i in 0..counter::LEN {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus])
+                .map_err(|e| AgentError::io("per-CPU zeros", e))?;
+            self.counters
+                .set(i, zeros, 0)
+                .map_err(map_err("COUNTERS"))?;
+        }
+        config.tgid = pid;
+        config.port = u32::from(port);
+        self.config_map
+            .set(0, config, 0)
+            .map_err(map_err("CONFIG"))?;
+        self.config = config;
+        // Threads that have not switched since now would be unknown until they do: seed them.
+        let now = monotonic_ns();
+        for t in target::threads(pid)? {
+            let state = match t.state {
+                'R' => thread_state::RUNNING,
+                'D' => thread_state::DISK,
+                'T' | 't' => thread_state::STOPPED,
+                _ => thread_state::SLEEPING,
+            };
+            let seed = ThreadState {
+                since_ns: now,
+                state,
+                ..ThreadState::default()
+            };
+            // BPF_NOEXIST: a thread the kernel already recorded knows better than procfs.
+            match self.threads.insert(t.tid, seed, 1) {
+                Ok(()) | Err(aya::maps::MapError::SyscallError(_)) => {}
+                Err(e) => return Err(map_err("THREADS")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for kernel events and appends every one available to `out`.
+    pub async fn next_events(&mut self, out: &mut Vec<Event>) -> Result<()> {
+        let mut guard = self
+            .events
+            .readable_mut()
+            .await
+            .map_err(|e| AgentError::io("waiting on the event ring buffer", e))?;
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the kernel wrote an `Event` (Pod) at the start of this record.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// The oldest unread request on the server port, if any.
+    pub fn oldest_unread(&self) -> Option<Unread> {
+        self.unread
+            .iter()
+            .filter_map(|r| r.ok().map(|(_, v)| v))
+            .min_by_key(|u| u.first_ns)
+    }
+
+    pub fn thread(&self, tid: u32) -> Option<ThreadState> {
+        self.threads.get(&tid, 0).ok()
+    }
+
+    fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .get(&index, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Threads of the target seen exiting since it was set.
+    pub fn exited_threads(&self) -> u64 {
+        self.counter(counter::EXITED_THREADS)
+    }
+
+    /// Events the kernel could not queue because the ring buffer was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.counter(counter::EVENTS_DROPPED)
+    }
+
+    /// Run-queue waits of the target's threads: bucket i counts waits in [2^i, 2^(i+1)) ns.
+    pub fn runq_histogram(&self) -> Vec<u64> {
+        sum_histogram(&self.runq_hist)
+    }
+
+    /// Ages of request bytes when the server read them, in the same log2 buckets.
+    pub fn unread_histogram(&self) -> Vec<u64> {
+        sum_histogram(&self.unread_hist)
+    }
+}
+
+fn sum_histogram(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {
+    (0..HIST_BUCKETS)
+        .map(|i| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+        .collect()
+}
+
+fn clear<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>) {
+    let keys: Vec<K> = map.keys().filter_map(|k| k.ok()).collect();
+    for key in keys {
+        // A key the kernel removed meanwhile is already gone, which is what we want.
+        let _ = map.remove(&key);
+    }
+}

@@ -1,0 +1,5 @@
+//! vigil.v1: the protocol between agents, the controller and the `vigil` CLI, generated from
+//! `proto/vigil/v1/vigil.proto` by tonic and prost.
+pub mod v1 {
+    tonic::include_proto!("vigil.v1");
+}

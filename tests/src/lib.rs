@@ -1,0 +1,361 @@
+//! The harness vigil's suites and benches share: real `redis-server` processes on 127.0.0.1,
+//! the real `vigil-agent` binary, and cleanup of exactly the processes each test started (by the
+//! pid it got, never by a pattern). Every wait is bounded.
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+/// Longest any single wait in the harness may take before it gives up with an error.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Kernel tests run one at a time: they share two cores, and a parallel test's CPU load would
+/// change what a "busy" or "starved" server looks like.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Panics with a clear message unless running as root. CI runs as root, so nothing is skipped.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test loads eBPF programs and needs root: run `cargo xtask test` as root"
+    );
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `probe` every millisecond until it returns Some, for at most `limit`.
+pub fn wait_until<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("gave up after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends `signal` to a process this test started.
+pub fn signal(pid: u32, signal: Signal) -> Result<()> {
+    kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("sending {signal} to {pid}"))
+}
+
+fn stop_child(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A real redis-server on 127.0.0.1, with no persistence, in its own temporary directory.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Result<Self> {
+        Self::start_on(free_port()?)
+    }
+
+    pub fn start_on(port: u16) -> Result<Self> {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts redis-server with extra arguments (e.g. `["--replicaof", "127.0.0.1", "6379"]`).
+    pub fn start_with(port: u16, extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("vigil-redis-").tempdir()?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--enable-debug-command", "yes", "--dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (is it installed? `cargo xtask setup` installs it)")?;
+        let mut server = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        wait_until(WAIT, "redis-server to answer PING", || server.ping().ok())?;
+        if let Ok(Some(status)) = server.child.try_wait() {
+            bail!("redis-server on port {port} exited at start: {status}");
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn connect(&self) -> Result<redis::Connection> {
+        let client = redis::Client::open(self.url())?;
+        Ok(client.get_connection_with_timeout(Duration::from_secs(2))?)
+    }
+
+    pub fn ping(&self) -> Result<()> {
+        let mut c = self.connect()?;
+        let pong: String = redis::cmd("PING").query(&mut c)?;
+        if pong != "PONG" {
+            bail!("PING answered {pong:?}");
+        }
+        Ok(())
+    }
+
+    pub fn signal(&self, sig: Signal) -> Result<()> {
+        signal(self.pid(), sig)
+    }
+
+    /// Waits (bounded) for the server to exit, e.g. after SHUTDOWN or kill -9.
+    pub fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let child = &mut self.child;
+        wait_until(WAIT, "redis-server to exit", || {
+            child.try_wait().ok().flatten()
+        })
+    }
+
+    /// What the server's main thread is doing, from /proc/PID/syscall: "running" on CPU in user
+    /// space, or the number of the syscall it sleeps in.
+    pub fn main_thread_syscall(&self) -> Option<String> {
+        let text = std::fs::read_to_string(format!("/proc/{}/syscall", self.pid())).ok()?;
+        text.split_whitespace().next().map(str::to_string)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// A test-only process started from one of this workspace's binaries, stopped on drop.
+pub struct Fixture {
+    child: Child,
+}
+
+impl Fixture {
+    pub fn spawn(bin: &str, args: &[&str]) -> Result<Self> {
+        let path = workspace_bin(bin)?;
+        let child = Command::new(&path)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", path.display()))?;
+        Ok(Self { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// Path of a binary built from this workspace: `$VIGIL_BIN_DIR/<name>` when set, else next to
+/// the running test executable (target/<profile>/deps/.. holds the workspace's binaries).
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let dir = match std::env::var_os("VIGIL_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe()?;
+            let mut dir = exe
+                .parent()
+                .ok_or_else(|| anyhow!("test executable has no folder"))?
+                .to_path_buf();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the workspace first (`cargo build --workspace --bins`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A running `vigil-agent watch --json`, its stdout parsed line by line.
+pub struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    /// Every line received so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl Watch {
+    /// Starts `vigil-agent watch --json` with `args` and waits until it is attached.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_from(&workspace_bin("vigil-agent")?, args)
+    }
+
+    /// As [`Watch::start`], with the agent binary at `agent`.
+    pub fn start_from(agent: &std::path::Path, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(agent)
+            .args(["--log-format", "json", "watch", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting vigil-agent watch")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("vigil-agent printed a line that is not JSON ({e}): {line}")
+                    }
+                }
+            }
+        });
+        let (ready_tx, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[vigil-agent] {line}");
+                if line.contains("\"watching\"") {
+                    let _ = ready_tx.send(Ok(()));
+                } else if line.starts_with("vigil-agent: error:") {
+                    let _ = ready_tx.send(Err(line));
+                }
+            }
+        });
+        let mut watch = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        match ready_rx.recv_timeout(WAIT) {
+            Ok(Ok(())) => Ok(watch),
+            Ok(Err(line)) => {
+                stop_child(&mut watch.child);
+                bail!("vigil-agent watch failed to start: {line}")
+            }
+            Err(_) => {
+                stop_child(&mut watch.child);
+                bail!("vigil-agent watch did not attach within {WAIT:?}")
+            }
+        }
+    }
+
+    /// Waits (bounded) for the next line matching `pred`; every line passed over stays in `seen`.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Ok(v.clone());
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return Ok(v);
+                    }
+                }
+                Err(_) => bail!(
+                    "no `{what}` line within {WAIT:?}; lines so far: {:#?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for a line whose `event` is `event`.
+    pub fn wait_event(&mut self, event: &str) -> Result<Value> {
+        self.wait_for(event, |v| v["event"] == event)
+    }
+
+    /// Collects whatever arrives within `period` (used only to gather lines, never to time).
+    pub fn drain_for(&mut self, period: Duration) {
+        let deadline = Instant::now() + period;
+        while let Ok(v) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(v);
+        }
+    }
+
+    /// Stops the agent with SIGINT and returns its summary line.
+    pub fn finish(mut self) -> Result<Value> {
+        signal(self.child.id(), Signal::SIGINT)?;
+        let summary = self.wait_event("summary");
+        let child = &mut self.child;
+        wait_until(WAIT, "vigil-agent to exit", || {
+            child.try_wait().ok().flatten()
+        })?;
+        summary
+    }
+
+    pub fn events(&self) -> Vec<&str> {
+        self.seen
+            .iter()
+            .filter_map(|v| v["event"].as_str())
+            .collect()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}

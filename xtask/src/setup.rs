@@ -1,0 +1,222 @@
+//! `cargo xtask setup`: makes a fresh machine of this kind ready, and is quick when it already is.
+//!
+//! Installs what is missing: Debian's redis-server, redis-sentinel, redis-tools and
+//! protobuf-compiler; the nightly toolchain's rust-src; bpf-linker built against nightly's own
+//! LLVM (into ~/.cargo/bin, so a plain `cargo build` finds it in a new shell). Mounts tracefs and
+//! bpffs when they are not mounted. Says what it did, and fails with a clear message when it
+//! cannot (not root, no BTF, no way to the package registries).
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context, Result, bail};
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("redis-sentinel", "redis-sentinel"),
+    ("redis-cli", "redis-tools"),
+    ("protoc", "protobuf-compiler"),
+];
+
+pub fn run() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("setup installs packages, loads eBPF programs and mounts tracefs: run it as root");
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux); vigil needs CONFIG_DEBUG_INFO_BTF=y"
+        );
+    }
+    debian_packages()?;
+    nightly()?;
+    bpf_linker()?;
+    mount_if_missing(
+        "tracefs",
+        "/sys/kernel/tracing",
+        "/sys/kernel/tracing/events",
+    )?;
+    mount_if_missing("bpf", "/sys/fs/bpf", "")?;
+    Ok(())
+}
+
+fn say(what: &str) {
+    println!("setup: {what}");
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(bin, _)| !on_path(bin))
+        .map(|&(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        say("redis-server, redis-sentinel, redis-cli and protoc are installed");
+        return Ok(());
+    }
+    say(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    let apt_failed = "apt-get failed: are Debian's package mirrors reachable from this machine?";
+    crate::run_cmd(Command::new("apt-get").args(["update", "-q"])).context(apt_failed)?;
+    crate::run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context(apt_failed)?;
+    Ok(())
+}
+
+fn nightly() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("rustup is not working; vigil builds its eBPF programs with rustup's nightly")?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        say("installing the nightly toolchain with rust-src (the eBPF programs build with it)");
+        crate::run_cmd(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context("installing nightly failed: is the Rust distribution server reachable?")?;
+        return Ok(());
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        say("nightly with rust-src is installed");
+    } else {
+        say("adding rust-src to nightly");
+        crate::run_cmd(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))
+        .context("adding rust-src failed: is the Rust distribution server reachable?")?;
+    }
+    Ok(())
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+}
+
+fn bpf_linker() -> Result<()> {
+    let bin = cargo_home().join("bin/bpf-linker");
+    let wanted = format!("bpf-linker {BPF_LINKER_VERSION}");
+    // `--version` also proves the binary still finds nightly's libLLVM it was built against.
+    if output(Command::new(&bin).arg("--version")).is_some_and(|v| v.trim() == wanted) {
+        say(&format!("{wanted} is installed"));
+        return Ok(());
+    }
+    let verbose = output(Command::new("rustc").args(["+nightly", "--version", "--verbose"]))
+        .context("rustc +nightly does not run")?;
+    let llvm_major = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .context("rustc +nightly does not say its LLVM version")?
+        .to_string();
+    let sysroot = PathBuf::from(
+        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+            .context("no nightly sysroot")?
+            .trim(),
+    );
+    let libllvm = std::fs::read_dir(sysroot.join("lib"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") && n.contains("-rust-"))
+        })
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}/lib", sysroot.display()))?;
+    // bpf-linker links nightly's libLLVM through this folder and finds it there at run time
+    // (its RUNPATH), so it lives outside any checkout.
+    let prefix = cargo_home().join(format!("vigil-llvm-{llvm_major}"));
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib)?;
+    let soname = libllvm.file_name().context("libLLVM has no file name")?;
+    for link in [lib.join("libLLVM.so"), lib.join(soname)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    say(&format!(
+        "installing {wanted} against nightly's LLVM {llvm_major} (about a minute)"
+    ));
+    crate::run_cmd(
+        crate::cargo()
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                &format!("llvm-{llvm_major}"),
+            ])
+            .env("LLVM_PREFIX", &prefix),
+    )
+    .context("installing bpf-linker failed: is crates.io reachable?")?;
+    Ok(())
+}
+
+fn mount_if_missing(fstype: &str, target: &str, probe: &str) -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let mounted = if probe.is_empty() {
+        mounts
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(target))
+    } else {
+        Path::new(probe).exists()
+    };
+    if mounted {
+        say(&format!("{fstype} is mounted at {target}"));
+        return Ok(());
+    }
+    say(&format!("mounting {fstype} at {target}"));
+    std::fs::create_dir_all(target).ok();
+    nix::mount::mount(
+        Some(fstype),
+        target,
+        Some(fstype),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting {fstype} at {target}"))
+}
