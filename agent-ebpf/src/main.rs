@@ -52,6 +52,7 @@ const TCP_LISTEN: i32 = 10;
 const REPORT_DISK: i64 = 0x2;
 const REPORT_STOPPED: i64 = 0x4;
 const REPORT_TRACED: i64 = 0x8;
+const REPORT_DEAD: i64 = 0x10 | 0x20; // X and Z: the final switch of an exiting thread
 const REPORT_PREEMPTED: i64 = 0x100;
 // futex commands that put the caller to sleep (FUTEX_CMD_MASK applied).
 const FUTEX_CMD_MASK: i64 = 0x7f;
