@@ -93,11 +93,17 @@ pub fn classify(
     }
 }
 
+/// Ticks a new class must hold before a change is reported: a server resuming from a stop runs
+/// for a moment before it reads, and that moment is not a busy server.
+pub const CHANGE_CONFIRM_TICKS: u32 = 5;
+
 struct Episode {
     first_ns: u64,
     owner_tid: u32,
     base: Option<(ThreadState, u64)>,
     reported: Option<StallClass>,
+    /// A class different from the reported one, and for how many ticks in a row it was seen.
+    pending: Option<(StallClass, u32)>,
     age_ns: u64,
 }
 
@@ -158,6 +164,7 @@ impl Classifier {
                 owner_tid: oldest.owner_tid,
                 base: owner.map(|o| (o, now)),
                 reported: carried,
+                pending: None,
                 age_ns,
             });
             if let Some(p) = previous
@@ -188,10 +195,22 @@ impl Classifier {
                 Some(Decision::Began(stall))
             }
             Some(before) if before != class => {
+                let seen = match episode.pending {
+                    Some((pending, n)) if pending == class => n + 1,
+                    _ => 1,
+                };
+                if seen < CHANGE_CONFIRM_TICKS {
+                    episode.pending = Some((class, seen));
+                    return None;
+                }
+                episode.pending = None;
                 episode.reported = Some(class);
                 Some(Decision::Changed(stall))
             }
-            Some(_) => None,
+            Some(_) => {
+                episode.pending = None;
+                None
+            }
         }
     }
 }
@@ -346,20 +365,46 @@ mod tests {
         );
         // The same state is not repeated.
         assert_eq!(c.tick(101 * MS, unread(0), sleeping), None);
-        // The owner is stopped now: a change.
+        // The owner is stopped now: a change, once it has held for CHANGE_CONFIRM_TICKS ticks.
         let stopped = Some(thread(thread_state::STOPPED, 101 * MS));
+        let mut now = 101 * MS;
+        for _ in 1..CHANGE_CONFIRM_TICKS {
+            now += MS;
+            assert_eq!(c.tick(now, unread(0), stopped), None);
+        }
+        now += MS;
+        let changed = c.tick(now, unread(0), stopped);
         assert!(
-            matches!(c.tick(102 * MS, unread(0), stopped), Some(Decision::Changed(s)) if s.class == StallClass::Stopped)
+            matches!(changed, Some(Decision::Changed(s)) if s.class == StallClass::Stopped),
+            "{changed:?}"
         );
         // Requests read: cleared with the last age seen.
+        let cleared = Some(Decision::Cleared {
+            age_ns: now,
+            owner_tid: 7,
+        });
+        assert_eq!(c.tick(now + MS, None, stopped), cleared);
+        assert_eq!(c.tick(now + 2 * MS, None, stopped), None);
+    }
+
+    #[test]
+    fn a_brief_change_is_not_reported() {
+        let mut c = Classifier::new(T);
+        let stopped = Some(thread(thread_state::STOPPED, 0));
+        assert!(
+            matches!(c.tick(100 * MS, unread(0), stopped), Some(Decision::Began(s)) if s.class == StallClass::Stopped)
+        );
+        // SIGCONT: the thread runs for a couple of ticks before it reads the request.
+        let running = Some(thread(thread_state::RUNNING, 101 * MS));
+        assert_eq!(c.tick(102 * MS, unread(0), running), None);
+        assert_eq!(c.tick(103 * MS, unread(0), running), None);
         assert_eq!(
-            c.tick(103 * MS, None, stopped),
+            c.tick(104 * MS, None, running),
             Some(Decision::Cleared {
-                age_ns: 102 * MS,
+                age_ns: 103 * MS,
                 owner_tid: 7
             })
         );
-        assert_eq!(c.tick(104 * MS, None, stopped), None);
     }
 
     #[test]

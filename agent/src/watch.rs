@@ -5,8 +5,11 @@
 //! with `--json`. On Ctrl-C (or SIGTERM) it prints a run-queue latency and unread-age summary.
 use std::{
     io::Write,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
+
+/// How often the agent may scan every process for the port's new owner while the target is gone.
+const OWNER_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -132,6 +135,7 @@ struct Watcher {
     pid: u32,
     port: u16,
     alive: bool,
+    last_owner_scan: Instant,
     stall_ages_us: Histogram<u64>,
     lines: u64,
 }
@@ -156,6 +160,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         pid,
         port,
         alive: true,
+        last_owner_scan: Instant::now(),
         stall_ages_us: new_histogram(),
         lines: 0,
         opts,
@@ -349,7 +354,13 @@ impl Watcher {
                 .ok()
                 .filter(|p| p.contains(&self.port))
                 .map(|_| pid),
-            None => target::listener_owner(self.port).ok().flatten(),
+            // The kernel's listener_opened event is the fast path; this scan of every process's
+            // fds is the slow fallback, so it runs at most once a second.
+            None if self.last_owner_scan.elapsed() >= OWNER_SCAN_EVERY => {
+                self.last_owner_scan = Instant::now();
+                target::listener_owner(self.port).ok().flatten()
+            }
+            None => None,
         };
         let Some(new_pid) = new_pid.filter(|&p| p != self.pid) else {
             if self.alive && !target::process_exists(self.pid) {

@@ -5,7 +5,7 @@
 //! kill -9, and starts it again on the same port. Everything started is stopped at the end, and on
 //! Ctrl-C.
 use std::{
-    io::Write,
+    io::{Read, Write},
     net::TcpStream,
     process::{Child, Command},
     sync::atomic::{AtomicBool, Ordering},
@@ -56,10 +56,26 @@ impl Drop for Agent {
     }
 }
 
-fn waiting_client(port: u16) -> Result<TcpStream> {
+/// A client that sends PING and waits for the answer on a thread, as a real client would.
+fn waiting_client(port: u16) -> Result<std::thread::JoinHandle<()>> {
     let mut c = TcpStream::connect(("127.0.0.1", port))?;
     c.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-    Ok(c)
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(std::thread::spawn(move || {
+        let mut reply = [0u8; 16];
+        let _ = c.read(&mut reply);
+    }))
+}
+
+/// Sends one raw RESP command and reads its answer on a thread.
+fn send(port: u16, resp: String) -> Result<std::thread::JoinHandle<()>> {
+    let mut c = TcpStream::connect(("127.0.0.1", port))?;
+    c.write_all(resp.as_bytes())?;
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(std::thread::spawn(move || {
+        let mut reply = [0u8; 64];
+        let _ = c.read(&mut reply);
+    }))
 }
 
 pub fn run() -> Result<()> {
@@ -92,7 +108,7 @@ pub fn run() -> Result<()> {
     let client = waiting_client(port)?;
     let resumed = pause(Duration::from_millis(400));
     server.signal(Signal::SIGCONT)?;
-    drop(client);
+    let _ = client.join();
     if !resumed || !pause(Duration::from_millis(800)) {
         return Ok(());
     }
@@ -100,14 +116,16 @@ pub fn run() -> Result<()> {
     step(
         "fault 2: DEBUG SLEEP 0.4 while a client waits -> blocked (a slow command, not a dead server)",
     );
-    let mut sleeper = TcpStream::connect(("127.0.0.1", port))?;
-    sleeper.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n0.4\r\n")?;
+    let sleeper = send(
+        port,
+        "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n0.4\r\n".to_string(),
+    )?;
     std::thread::sleep(Duration::from_millis(30));
     let client = waiting_client(port)?;
-    if !pause(Duration::from_millis(1200)) {
+    let _ = (sleeper.join(), client.join());
+    if !pause(Duration::from_millis(800)) {
         return Ok(());
     }
-    drop((client, sleeper));
 
     step(
         "fault 3: a 400 ms Lua busy loop while a client waits -> busy (on CPU, degraded, not dead)",
