@@ -20,6 +20,12 @@ struct Cli {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `vigil_agent=debug`).
     #[arg(long, default_value = "info", env = "VIGIL_LOG", global = true)]
     log: String,
+    /// SCHED_FIFO priority (1-99) for the agent, so a busy or dying server cannot delay what the
+    /// agent hears from the kernel; 0 keeps the normal scheduler. Its work per wake-up is small
+    /// and bounded, and the kernel's RT throttling still applies.
+    #[arg(long, default_value_t = 10, env = "VIGIL_RT_PRIORITY", global = true,
+          value_parser = clap::value_parser!(u8).range(0..=99))]
+    rt_priority: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +85,19 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Moves the agent (all threads created from here on) to SCHED_FIFO at `priority`.
+fn set_realtime(priority: u8) {
+    let param = nix::libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: sched_setscheduler only reads `param`, which lives for the call.
+    let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        // Not fatal: detection still works, with more latency under CPU contention.
+        tracing::warn!(priority, error = %std::io::Error::last_os_error(), "could not switch to SCHED_FIFO; running with the normal scheduler");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -89,6 +108,9 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log)?;
+    if cli.rt_priority > 0 {
+        set_realtime(cli.rt_priority);
+    }
     // One thread: the agent's work is small and latency-bound; a second core is the server's.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
