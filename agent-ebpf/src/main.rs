@@ -174,6 +174,11 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tgid: u32, tid: u32, now: u
     let Some(prev_state) = read::<i64>(ctx, cfg.tp.switch_prev_state) else {
         return;
     };
+    if prev_state & REPORT_DEAD != 0 {
+        // sched_process_exit already forgot this thread; do not bring it back.
+        let _ = THREADS.remove(tid);
+        return;
+    }
     let state = if prev_state == 0 || prev_state & REPORT_PREEMPTED != 0 {
         thread_state::RUNNABLE
     } else if prev_state & (REPORT_STOPPED | REPORT_TRACED) != 0 {

@@ -126,6 +126,14 @@ impl Classifier {
         self.episode.as_ref().map_or(0, |e| e.age_ns)
     }
 
+    /// When the oldest unread request will cross the threshold, if it has not yet.
+    pub fn pending_deadline_ns(&self) -> Option<u64> {
+        self.episode
+            .as_ref()
+            .filter(|e| e.reported.is_none())
+            .map(|e| e.first_ns + self.threshold_ns)
+    }
+
     /// Forgets everything, e.g. when the target changes.
     pub fn reset(&mut self) {
         self.episode = None;
@@ -215,29 +223,36 @@ impl Classifier {
     }
 }
 
-/// Folds per-thread stop/continue events into process-level transitions.
+/// Folds per-thread stop/continue events into process-level transitions. The process is stopped
+/// while any of its threads is: a thread still waking from the last SIGCONT must not end a stop
+/// that began after it.
 #[derive(Default)]
 pub struct StopTracker {
-    stopped: bool,
+    stopped: std::collections::HashSet<u32>,
 }
 
 impl StopTracker {
-    /// A thread stopped. True when this is the process's transition to stopped.
-    pub fn thread_stopped(&mut self) -> bool {
-        !std::mem::replace(&mut self.stopped, true)
+    /// Thread `tid` stopped. True when this is the process's transition to stopped.
+    pub fn thread_stopped(&mut self, tid: u32) -> bool {
+        let was_running = self.stopped.is_empty();
+        // Bounded like the kernel's thread map.
+        if self.stopped.len() < vigil_agent_ebpf::MAX_THREADS as usize {
+            self.stopped.insert(tid);
+        }
+        was_running
     }
 
-    /// A stopped thread ran again. True when this is the process's transition to running.
-    pub fn thread_continued(&mut self) -> bool {
-        std::mem::replace(&mut self.stopped, false)
+    /// Stopped thread `tid` ran again. True when this is the process's transition to running.
+    pub fn thread_continued(&mut self, tid: u32) -> bool {
+        self.stopped.remove(&tid) && self.stopped.is_empty()
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stopped
+        !self.stopped.is_empty()
     }
 
     pub fn reset(&mut self) {
-        self.stopped = false;
+        self.stopped.clear();
     }
 }
 
@@ -442,13 +457,28 @@ mod tests {
     #[test]
     fn stops_fold_into_one_transition_per_process() {
         let mut s = StopTracker::default();
-        assert!(s.thread_stopped());
-        assert!(!s.thread_stopped());
-        assert!(!s.thread_stopped());
+        assert!(s.thread_stopped(1));
+        assert!(!s.thread_stopped(2));
+        assert!(!s.thread_stopped(3));
         assert!(s.is_stopped());
-        assert!(s.thread_continued());
-        assert!(!s.thread_continued());
+        assert!(!s.thread_continued(2));
+        assert!(!s.thread_continued(3));
+        assert!(s.thread_continued(1));
         assert!(!s.is_stopped());
-        assert!(s.thread_stopped());
+        // A thread that never stopped continuing is not a transition.
+        assert!(!s.thread_continued(9));
+    }
+
+    #[test]
+    fn a_late_continue_from_the_last_stop_does_not_end_a_new_one() {
+        let mut s = StopTracker::default();
+        // Round 1: both threads stop; SIGCONT wakes thread 1, thread 2 has not run yet.
+        assert!(s.thread_stopped(1));
+        assert!(!s.thread_stopped(2));
+        assert!(!s.thread_continued(1));
+        // Round 2 begins: thread 1 stops again; then thread 2 finally runs (a late continue).
+        assert!(!s.thread_stopped(1));
+        assert!(!s.thread_continued(2));
+        assert!(s.is_stopped(), "the new stop must still hold");
     }
 }

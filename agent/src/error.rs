@@ -46,6 +46,13 @@ pub enum AgentError {
     },
     #[error("the eBPF object has no {0}; the build is broken")]
     MissingFromObject(&'static str),
+    #[error("configuration: {field}: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
+    #[error("configuration file {path}: {message}")]
+    ConfigFile { path: PathBuf, message: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

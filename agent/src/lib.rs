@@ -9,11 +9,26 @@
 //! - [`watch`]: the `vigil-agent watch` diagnostic command.
 pub mod btf;
 pub mod classifier;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod deadline;
 pub mod error;
+pub mod failure_detector;
+pub mod fencing;
+pub mod health;
+pub mod info;
+pub mod kernel;
+pub mod link;
 pub mod listen_queue;
+pub mod metrics;
+pub mod monitor;
 pub mod probes;
+pub mod resources;
 pub mod target;
 pub mod tracefs;
+pub mod verdict;
 pub mod watch;
+pub mod wire;
 
 pub use error::AgentError;

@@ -2,7 +2,13 @@
 use std::{io::IsTerminal, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use vigil_agent::watch::{self, WatchOptions};
+use vigil_agent::{
+    config::{RunConfig, RunSettings},
+    daemon,
+    kernel::KernelOptions,
+    verdict::Thresholds,
+    watch::{self, WatchOptions},
+};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +52,21 @@ enum Command {
     /// reset_sent, retransmit, listen_overflow, target_changed. Ctrl-C prints a run-queue latency
     /// and unread request age summary.
     Watch(WatchArgs),
+    /// Run the node agent: watch the local server and report to the controller (a daemon).
+    ///
+    /// Every setting is a flag, an environment variable (VIGIL_<NAME>) or a key in the TOML file
+    /// named by --config, in that order of precedence. --server, --datastore and --node-id are
+    /// required. Runs until SIGINT or SIGTERM.
+    Run(Box<RunArgs>),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// A TOML file with any of the settings below (keys are the flag names with underscores).
+    #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    settings: RunSettings,
 }
 
 #[derive(Args)]
@@ -69,6 +90,18 @@ struct WatchArgs {
     /// How often, in microseconds, the stall classifier looks at the clock.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     tick_us: u64,
+    /// Host the server answers on, for the agent's own PINGs and health questions.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// ACL user for the server (default: the default user).
+    #[arg(long, env = "VIGIL_SERVER_USERNAME")]
+    username: Option<String>,
+    /// Password for the server (prefer the environment variable to the command line).
+    #[arg(long, env = "VIGIL_SERVER_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// How often, in milliseconds, the agent PINGs the server.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    ping_interval_ms: u64,
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -120,12 +153,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = WatchOptions {
                 pid: args.pid,
                 port: args.port,
+                host: args.host,
+                username: args.username,
+                password: args.password,
                 json: args.json,
-                stall: Duration::from_millis(args.stall_ms),
-                runq_threshold: Duration::from_millis(args.runq_threshold_ms),
+                kernel: KernelOptions {
+                    stall: Duration::from_millis(args.stall_ms),
+                    runq_threshold: Duration::from_millis(args.runq_threshold_ms),
+                },
                 tick: Duration::from_micros(args.tick_us),
+                ping_interval: Duration::from_millis(args.ping_interval_ms),
+                thresholds: Thresholds::default(),
             };
             runtime.block_on(watch::run(opts))?;
+        }
+        Command::Run(args) => {
+            let file = match &args.config {
+                Some(path) => RunSettings::from_file(path)?,
+                None => RunSettings::default(),
+            };
+            let config = RunConfig::try_from(args.settings.over(file))?;
+            runtime.block_on(daemon::run(config))?;
         }
     }
     Ok(())

@@ -1,506 +1,143 @@
-//! `vigil-agent watch`: what the kernel sees of one server process, one line per event.
+//! `vigil-agent watch`: what the kernel sees of one server process, one line per event, and every
+//! change of the verdict the agent would report (`"event":"verdict"`).
 //!
-//! Runs the probes against the target, the stall classifier on a ~1 ms tick, and follows the
-//! server when it restarts on the same port. Lines are readable text, or one JSON object each
-//! with `--json`. On Ctrl-C (or SIGTERM) it prints a run-queue latency and unread-age summary.
-use std::{
-    io::Write,
-    time::{Duration, Instant, SystemTime},
-};
+//! Lines are readable text, or one JSON object each with `--json`. On Ctrl-C (or SIGTERM) it
+//! prints a run-queue latency and unread-age summary.
+use std::{io::Write, time::Duration};
 
-/// How often the agent may scan every process for the port's new owner while the target is gone.
-const OWNER_SCAN_EVERY: Duration = Duration::from_secs(1);
-
-use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
-use vigil_agent_ebpf::{Event, kind};
 
 use crate::{
-    classifier::{Classifier, Decision, StopTracker},
     error::{AgentError, Result},
-    listen_queue::ListenQueue,
-    probes::{Probes, monotonic_ns},
+    failure_detector::ServerConn,
+    kernel::{KernelOptions, Line},
+    monitor::{Monitor, MonitorOptions},
     target,
+    verdict::Thresholds,
 };
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
     pub pid: Option<u32>,
     pub port: Option<u16>,
+    /// Host the server answers PINGs on (the port is the watched one).
+    pub host: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
     pub json: bool,
-    /// Requests unread this long make a stall.
-    pub stall: Duration,
-    /// Run-queue waits this long are reported one by one.
-    pub runq_threshold: Duration,
-    /// How often the classifier looks at the clock.
+    pub kernel: KernelOptions,
     pub tick: Duration,
+    pub ping_interval: Duration,
+    pub thresholds: Thresholds,
 }
 
-/// One output line. Fields that do not apply to an event are left out.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Line {
-    pub event: &'static str,
-    pub pid: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tid: Option<u32>,
-    /// CLOCK_MONOTONIC ns when the kernel saw it, or when the classifier decided.
-    pub kernel_ns: u64,
-    /// CLOCK_MONOTONIC ns when the agent handled it.
-    pub seen_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_dumped: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runq_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub old_pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drops: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queued: Option<u64>,
-    /// `kernel_ns` is a kernel timestamp (not a userspace decision), so the lag means something.
-    #[serde(skip)]
-    pub from_kernel: bool,
-}
-
-impl Line {
-    fn new(event: &'static str, pid: u32, kernel_ns: u64) -> Self {
-        Self {
-            event,
-            pid,
-            kernel_ns,
-            seen_ns: monotonic_ns(),
-            ..Self::default()
-        }
-    }
-
-    /// The readable form: time, event, then every field that applies.
-    pub fn to_text(&self) -> String {
-        let mut text = format!(
-            "{} {:<20} pid={}",
-            humantime::format_rfc3339_millis(SystemTime::now()),
-            self.event,
-            self.pid
-        );
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
-            for (key, value) in fields {
-                match (key.as_str(), value) {
-                    ("event" | "pid" | "kernel_ns" | "seen_ns", _) => {}
-                    (_, serde_json::Value::String(s)) => text.push_str(&format!(" {key}={s}")),
-                    (_, value) => text.push_str(&format!(" {key}={value}")),
-                }
-            }
-        }
-        if self.from_kernel {
-            let lag_us = self.seen_ns.saturating_sub(self.kernel_ns) / 1_000;
-            text.push_str(&format!(" (seen {lag_us}us after the kernel)"));
-        }
-        text
-    }
-}
-
-/// Splits a raw exit code as wait(2) encodes it into (exit status, signal, core dumped).
-pub fn decode_exit(code: u64) -> (Option<i32>, Option<i32>, bool) {
-    let code = code as i32;
-    let signal = code & 0x7f;
-    if signal == 0 {
-        (Some((code >> 8) & 0xff), None, false)
-    } else {
-        (None, Some(signal), code & 0x80 != 0)
-    }
-}
-
-struct Watcher {
-    opts: WatchOptions,
-    probes: Probes,
-    classifier: Classifier,
-    stops: StopTracker,
-    listen_queue: ListenQueue,
-    pid: u32,
-    port: u16,
-    alive: bool,
-    last_owner_scan: Instant,
-    stall_ages_us: Histogram<u64>,
+struct Printer {
+    json: bool,
     lines: u64,
 }
 
-enum Wake {
-    Events,
-    Tick,
-    Housekeeping,
-    Quit,
+impl Printer {
+    fn print(&mut self, line: &Line) {
+        self.lines += 1;
+        let text = if self.json {
+            serde_json::to_string(line).unwrap_or_default()
+        } else {
+            line.to_text()
+        };
+        write_stdout(&text);
+    }
+}
+
+fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (the reader went away) is not worth dying over mid-incident.
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
     crate::probes::preflight()?;
     let (pid, port) = target::resolve(opts.pid, opts.port)?;
-    let mut probes = Probes::load(opts.runq_threshold)?;
-    probes.set_target(pid, port)?;
-    let mut w = Watcher {
-        classifier: Classifier::new(opts.stall.as_nanos() as u64),
-        stops: StopTracker::default(),
-        listen_queue: ListenQueue::new(port),
-        probes,
+    let server = ServerConn {
+        host: opts.host.clone(),
+        port,
+        username: opts.username.clone(),
+        password: opts.password.clone(),
+    };
+    let mut monitor = Monitor::start(MonitorOptions {
+        server,
         pid,
         port,
-        alive: true,
-        last_owner_scan: Instant::now(),
-        stall_ages_us: new_histogram(),
+        kernel: opts.kernel,
+        tick: opts.tick,
+        ping_interval: opts.ping_interval,
+        health_interval: Duration::from_millis(500),
+        thresholds: opts.thresholds.clone(),
+        require_kernel: true,
+    })?;
+    let mut printer = Printer {
+        json: opts.json,
         lines: 0,
-        opts,
     };
-    // Before announcing readiness, so a stop that comes later is always seen by the kernel.
-    w.note_initial_state();
+    // Lines from attaching (a server already stopped) come before readiness is announced.
+    for line in monitor.drain_lines() {
+        printer.print(&line);
+    }
     tracing::info!(
         pid,
         port,
-        stall_ms = w.opts.stall.as_millis() as u64,
+        stall_ms = opts.kernel.stall.as_millis() as u64,
         "watching"
     );
-    let mut tick = tokio::time::interval(w.opts.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // Following restarts and sampling the accept queue need no more than a few looks a second.
-    let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| AgentError::io("installing the SIGINT handler", e))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| AgentError::io("installing the SIGTERM handler", e))?;
-    let mut batch = Vec::with_capacity(64);
     loop {
         let wake = tokio::select! {
             biased;
-            _ = interrupt.recv() => Wake::Quit,
-            _ = terminate.recv() => Wake::Quit,
-            r = w.probes.next_events(&mut batch) => { r?; Wake::Events }
-            _ = tick.tick() => Wake::Tick,
-            _ = housekeeping.tick() => Wake::Housekeeping,
+            _ = interrupt.recv() => break,
+            _ = terminate.recv() => break,
+            w = monitor.next() => w?,
         };
-        match wake {
-            Wake::Quit => break,
-            Wake::Events => {
-                for event in batch.drain(..) {
-                    w.on_kernel_event(event);
-                }
-            }
-            Wake::Tick => w.on_tick(),
-            Wake::Housekeeping => {
-                w.follow(None);
-                w.sample_listen_queue();
-            }
+        monitor.handle(wake);
+        for line in monitor.drain_lines() {
+            printer.print(&line);
+        }
+        if monitor.assess().is_some() {
+            printer.print(&monitor.verdict_line());
         }
     }
-    w.print_summary();
+    if let Some(kernel) = monitor.kernel() {
+        let mut summary = kernel.summary();
+        summary["lines"] = printer.lines.into();
+        summary["ping_rtt_p50_us"] = monitor.rtt_us.value_at_quantile(0.5).into();
+        summary["ping_rtt_p99_us"] = monitor.rtt_us.value_at_quantile(0.99).into();
+        write_stdout(&if opts.json {
+            summary.to_string()
+        } else {
+            summary_text(&summary)
+        });
+    }
     Ok(())
 }
 
-impl Watcher {
-    fn emit(&mut self, line: Line) {
-        self.lines += 1;
-        let text = if self.opts.json {
-            serde_json::to_string(&line).unwrap_or_default()
-        } else {
-            line.to_text()
-        };
-        let mut out = std::io::stdout().lock();
-        // A closed stdout (the reader went away) is not worth dying over mid-incident.
-        let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-    }
-
-    /// A server already stopped when we attach never switches out again: say so from procfs.
-    fn note_initial_state(&mut self) {
-        if let Ok(threads) = target::threads(self.pid)
-            && let Some(t) = threads.iter().find(|t| matches!(t.state, 'T' | 't'))
-            && self.stops.thread_stopped()
-        {
-            let mut line = Line::new("stopped", self.pid, monotonic_ns());
-            line.tid = Some(t.tid);
-            line.source = Some("procfs");
-            self.emit(line);
-        }
-    }
-
-    fn on_kernel_event(&mut self, e: Event) {
-        let mut line = match e.kind {
-            kind::STOPPED => {
-                if !self.stops.thread_stopped() {
-                    return;
-                }
-                let mut line = Line::new("stopped", e.pid, e.kernel_ns);
-                line.source = Some("sched_switch");
-                line
-            }
-            kind::CONTINUED => {
-                if !self.stops.thread_continued() {
-                    return;
-                }
-                Line::new("continued", e.pid, e.kernel_ns)
-            }
-            kind::EXITED => {
-                let mut line = Line::new("exited", e.pid, e.kernel_ns);
-                let (status, signal, core) = decode_exit(e.value);
-                line.exit_code = status;
-                line.signal = signal;
-                line.core_dumped = signal.map(|_| core);
-                line.threads = Some(self.probes.exited_threads());
-                if e.pid == self.pid {
-                    self.alive = false;
-                    self.stops.reset();
-                    self.classifier.reset();
-                }
-                line
-            }
-            kind::RUNQ_LATENCY => {
-                let mut line = Line::new("starved", e.pid, e.kernel_ns);
-                line.source = Some("runq");
-                line.runq_us = Some(e.value / 1_000);
-                line
-            }
-            kind::LISTENER_OPENED => {
-                if e.pid != self.pid {
-                    self.follow(Some(e.pid));
-                }
-                return;
-            }
-            kind::LISTENER_CLOSED => Line::new("listener_closed", e.pid, e.kernel_ns),
-            kind::RESET_RECEIVED => Line::new("reset_received", e.pid, e.kernel_ns),
-            kind::RESET_SENT => Line::new("reset_sent", e.pid, e.kernel_ns),
-            kind::RETRANSMIT => Line::new("retransmit", e.pid, e.kernel_ns),
-            other => {
-                tracing::warn!(
-                    kind = other,
-                    "unknown kernel event kind; agent and kernel programs disagree"
-                );
-                return;
-            }
-        };
-        line.from_kernel = true;
-        if e.tid != 0 {
-            line.tid = Some(e.tid);
-        }
-        if matches!(
-            e.kind,
-            kind::LISTENER_CLOSED | kind::RESET_RECEIVED | kind::RESET_SENT | kind::RETRANSMIT
-        ) {
-            line.port = Some(e.aux as u16);
-            if e.value != 0 {
-                line.peer_port = Some(e.value as u16);
-            }
-        }
-        self.emit(line);
-    }
-
-    fn on_tick(&mut self) {
-        if !self.alive {
-            return;
-        }
-        let now = monotonic_ns();
-        let oldest = self.probes.oldest_unread();
-        let owner = oldest.and_then(|u| self.probes.thread(u.owner_tid));
-        let Some(decision) = self.classifier.tick(now, oldest, owner) else {
-            return;
-        };
-        let (event, age_ns, tid) = match decision {
-            Decision::Began(s) | Decision::Changed(s) => (s.class.as_str(), s.age_ns, s.owner_tid),
-            Decision::Cleared { age_ns, owner_tid } => {
-                let _ = self.stall_ages_us.record((age_ns / 1_000).max(1));
-                ("unread_stall_cleared", age_ns, owner_tid)
-            }
-        };
-        let mut line = Line::new(event, self.pid, now);
-        line.tid = Some(tid);
-        line.source = Some("unread_stall");
-        line.age_ms = Some(age_ns / 1_000_000);
-        line.age_us = Some(age_ns / 1_000);
-        line.port = Some(self.port);
-        self.emit(line);
-    }
-
-    fn sample_listen_queue(&mut self) {
-        if let Some(overflow) = self.listen_queue.sample() {
-            let mut line = Line::new("listen_overflow", self.pid, monotonic_ns());
-            line.source = Some("procfs");
-            line.port = Some(self.port);
-            line.drops = Some(overflow.drops);
-            line.queued = Some(overflow.queued);
-            self.emit(line);
-        }
-    }
-
-    /// Re-points the probes when the target is gone and another process listens on the port;
-    /// `candidate` is a process the kernel just saw start listening there.
-    fn follow(&mut self, candidate: Option<u32>) {
-        if candidate.is_none() && self.alive && target::process_exists(self.pid) {
-            return;
-        }
-        let new_pid = match candidate {
-            Some(pid) => target::listening_ports(pid)
-                .ok()
-                .filter(|p| p.contains(&self.port))
-                .map(|_| pid),
-            // The kernel's listener_opened event is the fast path; this scan of every process's
-            // fds is the slow fallback, so it runs at most once a second.
-            None if self.last_owner_scan.elapsed() >= OWNER_SCAN_EVERY => {
-                self.last_owner_scan = Instant::now();
-                target::listener_owner(self.port).ok().flatten()
-            }
-            None => None,
-        };
-        let Some(new_pid) = new_pid.filter(|&p| p != self.pid) else {
-            if self.alive && !target::process_exists(self.pid) {
-                self.alive = false;
-                tracing::warn!(
-                    pid = self.pid,
-                    port = self.port,
-                    "target process is gone; waiting for a server on the port"
-                );
-            }
-            return;
-        };
-        let old_pid = self.pid;
-        if let Err(e) = self.probes.set_target(new_pid, self.port) {
-            tracing::warn!(pid = new_pid, error = %e, "could not follow the new server process");
-            return;
-        }
-        self.pid = new_pid;
-        self.alive = true;
-        self.stops.reset();
-        self.classifier.reset();
-        tracing::info!(
-            old_pid,
-            pid = new_pid,
-            port = self.port,
-            "server restarted; following it"
-        );
-        let mut line = Line::new("target_changed", new_pid, monotonic_ns());
-        line.old_pid = Some(old_pid);
-        line.port = Some(self.port);
-        self.emit(line);
-        self.note_initial_state();
-    }
-
-    fn print_summary(&mut self) {
-        let runq = log2_histogram(&self.probes.runq_histogram());
-        let unread = log2_histogram(&self.probes.unread_histogram());
-        let dropped = self.probes.dropped_events();
-        let summary = serde_json::json!({
-            "event": "summary",
-            "pid": self.pid,
-            "runq_waits": runq.len(),
-            "runq_p50_us": runq.value_at_quantile(0.5),
-            "runq_p99_us": runq.value_at_quantile(0.99),
-            "runq_max_us": runq.max(),
-            "unread_reads": unread.len(),
-            "unread_p50_us": unread.value_at_quantile(0.5),
-            "unread_p99_us": unread.value_at_quantile(0.99),
-            "unread_max_us": unread.max(),
-            "stalls": self.stall_ages_us.len(),
-            "stall_max_us": self.stall_ages_us.max(),
-            "lines": self.lines,
-            "events_dropped": dropped,
-        });
-        let text = if self.opts.json {
-            summary.to_string()
-        } else {
-            format!(
-                "summary: run-queue wait p50={}us p99={}us max={}us over {} waits; unread request age \
-                 p50={}us p99={}us max={}us over {} reads; {} stalls (longest {}us); {} events dropped \
-                 (kernel histograms are log2 buckets, shown at their upper bound)",
-                runq.value_at_quantile(0.5),
-                runq.value_at_quantile(0.99),
-                runq.max(),
-                runq.len(),
-                unread.value_at_quantile(0.5),
-                unread.value_at_quantile(0.99),
-                unread.max(),
-                unread.len(),
-                self.stall_ages_us.len(),
-                self.stall_ages_us.max(),
-                dropped
-            )
-        };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}").and_then(|()| out.flush());
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 us .. 1 h at 3 significant digits: the bounds are valid constants.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Loads log2 ns buckets into an hdrhistogram in us, each bucket at its upper bound.
-pub fn log2_histogram(buckets: &[u64]) -> Histogram<u64> {
-    let mut h = new_histogram();
-    for (i, &count) in buckets.iter().enumerate() {
-        if count > 0 {
-            let upper_ns = (1u128 << (i + 1)) - 1;
-            let us = ((upper_ns / 1_000) as u64).clamp(1, h.high());
-            let _ = h.record_n(us, count);
-        }
-    }
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_decode_as_wait_does() {
-        assert_eq!(decode_exit(9), (None, Some(9), false)); // kill -9
-        assert_eq!(decode_exit(0), (Some(0), None, false)); // exit(0)
-        assert_eq!(decode_exit(1 << 8), (Some(1), None, false)); // exit(1)
-        assert_eq!(decode_exit(11 | 0x80), (None, Some(11), true)); // SIGSEGV with a core
-    }
-
-    #[test]
-    fn log2_buckets_load_at_their_upper_bound() {
-        let mut buckets = vec![0u64; 64];
-        buckets[10] = 3; // [1024, 2048) ns
-        buckets[20] = 1; // [~1.05, ~2.1) ms
-        let h = log2_histogram(&buckets);
-        assert_eq!(h.len(), 4);
-        assert_eq!(h.value_at_quantile(0.5), 2);
-        assert!(h.max() >= 2_097 && h.max() <= 2_100, "{}", h.max());
-    }
-
-    #[test]
-    fn json_lines_carry_the_documented_fields_and_nothing_empty() {
-        let mut line = Line {
-            event: "exited",
-            pid: 42,
-            tid: Some(43),
-            kernel_ns: 10,
-            seen_ns: 20,
-            ..Line::default()
-        };
-        line.signal = Some(9);
-        let v: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&line).unwrap()).unwrap();
-        assert_eq!(v["event"], "exited");
-        assert_eq!(v["pid"], 42);
-        assert_eq!(v["tid"], 43);
-        assert_eq!(v["kernel_ns"], 10);
-        assert_eq!(v["seen_ns"], 20);
-        assert_eq!(v["signal"], 9);
-        assert!(v.get("exit_code").is_none());
-        assert!(line.to_text().contains("exited") && line.to_text().contains("signal=9"));
-    }
+fn summary_text(s: &serde_json::Value) -> String {
+    format!(
+        "summary: run-queue wait p50={}us p99={}us max={}us over {} waits; unread request age p50={}us \
+         p99={}us max={}us over {} reads; {} stalls (longest {}us); local PING p50={}us p99={}us; \
+         {} events dropped (kernel histograms are log2 buckets, shown at their upper bound)",
+        s["runq_p50_us"],
+        s["runq_p99_us"],
+        s["runq_max_us"],
+        s["runq_waits"],
+        s["unread_p50_us"],
+        s["unread_p99_us"],
+        s["unread_max_us"],
+        s["unread_reads"],
+        s["stalls"],
+        s["stall_max_us"],
+        s["ping_rtt_p50_us"],
+        s["ping_rtt_p99_us"],
+        s["events_dropped"],
+    )
 }

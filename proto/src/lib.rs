@@ -3,3 +3,7 @@
 pub mod v1 {
     tonic::include_proto!("vigil.v1");
 }
+
+/// The protocol version agents and controller exchange in Hello and Welcome. Both refuse a peer
+/// with another version, with a message naming both.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -78,6 +78,8 @@ fn stop_child(child: &mut Child) {
 /// A real redis-server on 127.0.0.1, with no persistence, in its own temporary directory.
 pub struct RedisServer {
     pub port: u16,
+    /// The `--requirepass` it was started with, if any.
+    password: Option<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -112,8 +114,13 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .context("starting redis-server (is it installed? `cargo xtask setup` installs it)")?;
+        let password = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].to_string());
         let mut server = Self {
             port,
+            password,
             child,
             _dir: dir,
         };
@@ -129,7 +136,10 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     pub fn connect(&self) -> Result<redis::Connection> {
@@ -357,5 +367,76 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         stop_child(&mut self.child);
+    }
+}
+
+/// A running `vigil-agent run`, its stderr log kept for assertions.
+pub struct Agent {
+    child: Child,
+    log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Starts `vigil-agent --log-format json run <args>` (metrics off unless `args` say otherwise).
+    pub fn run(args: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(workspace_bin("vigil-agent")?);
+        cmd.args(["--log-format", "json", "run"]);
+        if !args.contains(&"--metrics-listen") {
+            cmd.args(["--metrics-listen", "off"]);
+        }
+        let mut child = cmd
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting vigil-agent run")?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[vigil-agent] {line}");
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> Result<String> {
+        wait_until(WAIT, &format!("a log line with {needle:?}"), || {
+            self.log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        })
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = signal(self.child.id(), Signal::SIGTERM);
+        let child = &mut self.child;
+        if wait_until(Duration::from_secs(5), "vigil-agent to stop", || {
+            child.try_wait().ok().flatten()
+        })
+        .is_err()
+        {
+            stop_child(child);
+        }
     }
 }

@@ -300,6 +300,54 @@ fn a_request_thread_blocked_on_a_mutex_is_deadlock_suspected() -> Result<()> {
 }
 
 #[test]
+fn watch_prints_verdicts_unhealthy_for_sigstop_and_never_for_a_500ms_script() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let server = RedisServer::start()?;
+    let mut watch = Watch::start(&["--port", &server.port.to_string()])?;
+    watch.wait_for("a healthy verdict", |v| {
+        v["event"] == "verdict" && v["health"] == "HEALTHY"
+    })?;
+    let script = "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
+                  repeat t=redis.call('TIME') until t[1]*1000000+t[2]-s >= 500000 return 1";
+    let mut c = server.connect()?;
+    let _: i64 = redis::cmd("EVAL").arg(script).arg(0).query(&mut c)?;
+    let degraded = watch.wait_for("DEGRADED", |v| {
+        v["event"] == "verdict" && v["health"] == "DEGRADED"
+    })?;
+    assert!(
+        degraded["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "busy")),
+        "{degraded}"
+    );
+    let after = degraded["seen_ns"].as_u64();
+    watch.wait_for("HEALTHY again", |v| {
+        v["event"] == "verdict" && v["health"] == "HEALTHY" && v["seen_ns"].as_u64() > after
+    })?;
+    let dead = |v: &&Value| {
+        v["event"] == "verdict" && (v["health"] == "UNHEALTHY" || v["health"] == "DOWN")
+    };
+    assert!(
+        watch.seen.iter().find(dead).is_none(),
+        "a 500 ms script looked like a dead server: {:#?}",
+        watch.seen
+    );
+    server.signal(Signal::SIGSTOP)?;
+    let v = watch.wait_for("UNHEALTHY", |v| {
+        v["event"] == "verdict" && v["health"] == "UNHEALTHY"
+    })?;
+    assert!(
+        v["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "stopped")),
+        "{v}"
+    );
+    server.signal(Signal::SIGCONT)?;
+    Ok(())
+}
+
+#[test]
 fn ctrl_c_prints_a_latency_summary() -> Result<()> {
     require_root();
     let _serial = serial();

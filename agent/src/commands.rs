@@ -1,0 +1,155 @@
+//! Carrying out the controller's commands on the local server, and the epoch rule that guards
+//! them: a command older than the newest epoch this agent has seen is refused.
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::{
+    failure_detector::ServerConn,
+    health,
+    info::{Flavour, Role},
+    wire::Action,
+};
+
+/// The newest epoch seen, from commands and desired state alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpochGuard {
+    newest: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("stale epoch {got}: this agent has already seen epoch {newest}")]
+pub struct StaleEpoch {
+    pub got: u64,
+    pub newest: u64,
+}
+
+impl EpochGuard {
+    pub fn newest(&self) -> u64 {
+        self.newest
+    }
+
+    /// Notes an epoch from desired state.
+    pub fn observe(&mut self, epoch: u64) {
+        self.newest = self.newest.max(epoch);
+    }
+
+    /// Admits a command at `epoch` unless it is older than the newest seen.
+    pub fn admit(&mut self, epoch: u64) -> Result<(), StaleEpoch> {
+        if epoch < self.newest {
+            return Err(StaleEpoch {
+                got: epoch,
+                newest: self.newest,
+            });
+        }
+        self.newest = epoch;
+        Ok(())
+    }
+}
+
+/// Role and offset after a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub role: Role,
+    pub offset: u64,
+}
+
+/// How long one command may take, besides a switchover's own timeout.
+const COMMAND_LIMIT: Duration = Duration::from_secs(5);
+
+/// Carries out `action` on `server` and reports the role and offset that follow.
+pub async fn execute(
+    server: &ServerConn,
+    flavour: Option<Flavour>,
+    action: &Action,
+) -> Result<Outcome, String> {
+    let mut conn = server
+        .connect(COMMAND_LIMIT)
+        .await
+        .map_err(|o| format!("cannot reach the server: {o:?}"))?;
+    let mut cmd = redis::Cmd::new();
+    let mut wait_for = None;
+    match action {
+        Action::Promote => {
+            cmd.arg("REPLICAOF").arg("NO").arg("ONE");
+        }
+        Action::ReplicateOf { host, port } => {
+            cmd.arg("REPLICAOF").arg(host).arg(*port);
+        }
+        Action::Fence { pause_ms } => {
+            cmd.arg("CLIENT").arg("PAUSE").arg(*pause_ms).arg("WRITE");
+        }
+        Action::Unfence => {
+            cmd.arg("CLIENT").arg("UNPAUSE");
+        }
+        Action::Switchover {
+            target,
+            timeout_secs,
+        } => {
+            if flavour == Some(Flavour::Dragonfly) {
+                // Dragonfly: the target replica takes over; its primary then shuts itself down.
+                cmd.arg("REPLTAKEOVER").arg(*timeout_secs);
+                wait_for = Some(Role::Primary);
+            } else {
+                // Redis and Valkey: the primary hands over to its replica and becomes one.
+                cmd.arg("FAILOVER")
+                    .arg("TO")
+                    .arg(&target.0)
+                    .arg(target.1)
+                    .arg("TIMEOUT")
+                    .arg(u64::from(*timeout_secs) * 1000);
+                wait_for = Some(Role::Replica);
+            }
+        }
+    }
+    let limit = match action {
+        Action::Switchover { timeout_secs, .. } => {
+            COMMAND_LIMIT + Duration::from_secs(u64::from(*timeout_secs))
+        }
+        _ => COMMAND_LIMIT,
+    };
+    timeout(limit, cmd.query_async::<redis::Value>(&mut conn))
+        .await
+        .map_err(|_| format!("the server did not answer within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + limit;
+    loop {
+        let (replication, _) = timeout(COMMAND_LIMIT, health::ask(&mut conn))
+            .await
+            .map_err(|_| "the server did not answer ROLE".to_string())??;
+        let outcome = Outcome {
+            role: replication.role,
+            offset: replication.offset,
+        };
+        // FAILOVER and REPLTAKEOVER finish in the background: wait for the role to turn.
+        if wait_for.is_none_or(|r| r == outcome.role) {
+            return Ok(outcome);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the switchover did not finish within {limit:?}; the server is still {}",
+                outcome.role.as_str()
+            ));
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_epochs_are_refused_and_equal_or_newer_admitted() {
+        let mut g = EpochGuard::default();
+        assert_eq!(g.admit(5), Ok(()));
+        assert_eq!(g.admit(5), Ok(()));
+        assert_eq!(g.admit(3), Err(StaleEpoch { got: 3, newest: 5 }));
+        g.observe(9);
+        assert_eq!(g.admit(8), Err(StaleEpoch { got: 8, newest: 9 }));
+        g.observe(2);
+        assert_eq!(g.newest(), 9);
+        assert_eq!(g.admit(10), Ok(()));
+        assert_eq!(g.newest(), 10);
+    }
+}

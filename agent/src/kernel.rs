@@ -1,0 +1,565 @@
+//! The kernel half of the agent: the probes pointed at the server process, the stall classifier
+//! on its tick, restarts followed on the same port, and accept-queue overflow sampled from procfs.
+//!
+//! [`KernelWatcher`] turns all of it into [`Line`]s (what `vigil-agent watch` prints and the
+//! daemon logs) and keeps a [`KernelView`] for the verdict engine.
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use vigil_agent_ebpf::{Event, kind};
+
+use crate::{
+    classifier::{Classifier, Decision, StallClass, StopTracker},
+    error::Result,
+    listen_queue::ListenQueue,
+    probes::{Probes, monotonic_ns},
+    target,
+    verdict::KernelView,
+};
+
+/// How often the agent may scan every process for the port's new owner while the target is gone.
+const OWNER_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// What the kernel half is told at start.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelOptions {
+    /// Requests unread this long make a stall.
+    pub stall: Duration,
+    /// Run-queue waits this long are reported one by one.
+    pub runq_threshold: Duration,
+}
+
+/// One output line. Fields that do not apply to an event are left out.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Line {
+    pub event: &'static str,
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    /// CLOCK_MONOTONIC ns when the kernel saw it, or when the classifier decided.
+    pub kernel_ns: u64,
+    /// CLOCK_MONOTONIC ns when the agent handled it.
+    pub seen_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_dumped: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runq_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_rtt_us: Option<u64>,
+    /// `kernel_ns` is a kernel timestamp (not a userspace decision), so the lag means something.
+    #[serde(skip)]
+    pub from_kernel: bool,
+}
+
+impl Line {
+    pub fn new(event: &'static str, pid: u32, kernel_ns: u64) -> Self {
+        Self {
+            event,
+            pid,
+            kernel_ns,
+            seen_ns: monotonic_ns(),
+            ..Self::default()
+        }
+    }
+
+    /// The readable form: time, event, then every field that applies.
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "{} {:<20} pid={}",
+            humantime::format_rfc3339_millis(SystemTime::now()),
+            self.event,
+            self.pid
+        );
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
+            for (key, value) in fields {
+                match (key.as_str(), value) {
+                    ("event" | "pid" | "kernel_ns" | "seen_ns", _) => {}
+                    (_, serde_json::Value::String(s)) => text.push_str(&format!(" {key}={s}")),
+                    (_, value) => text.push_str(&format!(" {key}={value}")),
+                }
+            }
+        }
+        if self.from_kernel {
+            let lag_us = self.seen_ns.saturating_sub(self.kernel_ns) / 1_000;
+            text.push_str(&format!(" (seen {lag_us}us after the kernel)"));
+        }
+        text
+    }
+}
+
+/// Splits a raw exit code as wait(2) encodes it into (exit status, signal, core dumped).
+pub fn decode_exit(code: u64) -> (Option<i32>, Option<i32>, bool) {
+    let code = code as i32;
+    let signal = code & 0x7f;
+    if signal == 0 {
+        (Some((code >> 8) & 0xff), None, false)
+    } else {
+        (None, Some(signal), code & 0x80 != 0)
+    }
+}
+
+pub struct KernelWatcher {
+    probes: Probes,
+    classifier: Classifier,
+    stops: StopTracker,
+    listen_queue: ListenQueue,
+    pid: u32,
+    port: u16,
+    alive: bool,
+    last_owner_scan: Instant,
+    stall_ages_us: Histogram<u64>,
+    lines: Vec<Line>,
+    batch: Vec<Event>,
+    // The verdict engine's view.
+    exited: bool,
+    listener_closed: bool,
+    stopped_since_ns: Option<u64>,
+    stall: Option<StallClass>,
+    runq_before: Vec<u64>,
+    runq_p99: Duration,
+}
+
+impl KernelWatcher {
+    /// Loads the probes and points them at `pid` listening on `port`.
+    pub fn start(pid: u32, port: u16, opts: KernelOptions) -> Result<Self> {
+        let mut probes = Probes::load(opts.runq_threshold)?;
+        probes.set_target(pid, port)?;
+        let runq_before = probes.runq_histogram();
+        let mut w = Self {
+            classifier: Classifier::new(opts.stall.as_nanos() as u64),
+            stops: StopTracker::default(),
+            listen_queue: ListenQueue::new(port),
+            probes,
+            pid,
+            port,
+            alive: true,
+            last_owner_scan: Instant::now(),
+            stall_ages_us: new_histogram(),
+            lines: Vec::new(),
+            batch: Vec::with_capacity(64),
+            exited: false,
+            listener_closed: false,
+            stopped_since_ns: None,
+            stall: None,
+            runq_before,
+            runq_p99: Duration::ZERO,
+        };
+        w.note_initial_state();
+        Ok(w)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Lines produced since the last call.
+    pub fn drain_lines(&mut self) -> std::vec::Drain<'_, Line> {
+        self.lines.drain(..)
+    }
+
+    /// Waits for kernel events and handles them. Cancel-safe.
+    pub async fn next_events(&mut self) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let r = self.probes.next_events(&mut batch).await;
+        for event in batch.drain(..) {
+            self.on_kernel_event(event);
+        }
+        self.batch = batch;
+        r
+    }
+
+    /// The kernel's view for the verdict engine, at `now` (CLOCK_MONOTONIC ns).
+    pub fn view(&self, now: u64) -> KernelView {
+        KernelView {
+            available: true,
+            exited: self.exited,
+            listener_closed: self.listener_closed,
+            stopped_for: self
+                .stopped_since_ns
+                .map(|since| Duration::from_nanos(now.saturating_sub(since))),
+            stall: self
+                .stall
+                .map(|class| (class, Duration::from_nanos(self.classifier.oldest_age_ns()))),
+            runq_p99: self.runq_p99,
+        }
+    }
+
+    /// The next instant a threshold will be crossed: the oldest unread request turning `stall`
+    /// old, or the stop turning `stopped_threshold` old. None when nothing is pending.
+    pub fn next_deadline_ns(&self, stopped_threshold: Duration, now: u64) -> Option<u64> {
+        let stop = self
+            .stopped_since_ns
+            .map(|since| since + stopped_threshold.as_nanos() as u64);
+        [self.classifier.pending_deadline_ns(), stop]
+            .into_iter()
+            .flatten()
+            .filter(|&at| at > now)
+            .min()
+    }
+
+    /// Age of the oldest unread request at the last tick.
+    pub fn oldest_unread_age(&self) -> Duration {
+        Duration::from_nanos(self.classifier.oldest_age_ns())
+    }
+
+    /// Slow chores: follow a restart, sample the accept queue, roll the run-queue window.
+    pub fn housekeeping(&mut self) {
+        self.follow(None);
+        self.sample_listen_queue();
+        self.reconcile_stop();
+    }
+
+    /// A stop is ended by per-thread continue events; the kernel skips a tracepoint program now
+    /// and then (while another BPF program or a map syscall runs on that CPU), so a stop that
+    /// procfs no longer shows is ended here.
+    fn reconcile_stop(&mut self) {
+        if !self.stops.is_stopped() || !self.alive {
+            return;
+        }
+        let Ok(threads) = target::threads(self.pid) else {
+            return;
+        };
+        if threads.iter().any(|t| matches!(t.state, 'T' | 't')) {
+            return;
+        }
+        self.stops.reset();
+        self.stopped_since_ns = None;
+        let mut line = Line::new("continued", self.pid, monotonic_ns());
+        line.source = Some("procfs");
+        self.emit(line);
+    }
+
+    /// Run-queue p99 since the last call: call it once per window (the daemon: every second).
+    pub fn roll_runq_window(&mut self) -> Duration {
+        let now = self.probes.runq_histogram();
+        let window: Vec<u64> = now
+            .iter()
+            .zip(&self.runq_before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        self.runq_before = now;
+        let h = log2_histogram(&window);
+        self.runq_p99 = if h.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(h.value_at_quantile(0.99))
+        };
+        self.runq_p99
+    }
+
+    fn emit(&mut self, line: Line) {
+        self.lines.push(line);
+    }
+
+    /// A server already stopped when we attach never switches out again: say so from procfs.
+    fn note_initial_state(&mut self) {
+        let Ok(threads) = target::threads(self.pid) else {
+            return;
+        };
+        let mut first = None;
+        for t in threads.iter().filter(|t| matches!(t.state, 'T' | 't')) {
+            if self.stops.thread_stopped(t.tid) {
+                first = Some(t.tid);
+            }
+        }
+        if let Some(tid) = first {
+            let now = monotonic_ns();
+            self.stopped_since_ns = Some(now);
+            let mut line = Line::new("stopped", self.pid, now);
+            line.tid = Some(tid);
+            line.source = Some("procfs");
+            self.emit(line);
+        }
+    }
+
+    fn on_kernel_event(&mut self, e: Event) {
+        let mut line = match e.kind {
+            kind::STOPPED => {
+                if !self.stops.thread_stopped(e.tid) {
+                    return;
+                }
+                self.stopped_since_ns = Some(e.kernel_ns);
+                let mut line = Line::new("stopped", e.pid, e.kernel_ns);
+                line.source = Some("sched_switch");
+                line
+            }
+            kind::CONTINUED => {
+                if !self.stops.thread_continued(e.tid) {
+                    return;
+                }
+                self.stopped_since_ns = None;
+                Line::new("continued", e.pid, e.kernel_ns)
+            }
+            kind::EXITED => {
+                let mut line = Line::new("exited", e.pid, e.kernel_ns);
+                let (status, signal, core) = decode_exit(e.value);
+                line.exit_code = status;
+                line.signal = signal;
+                line.core_dumped = signal.map(|_| core);
+                line.threads = Some(self.probes.exited_threads());
+                if e.pid == self.pid {
+                    self.alive = false;
+                    self.exited = true;
+                    self.stopped_since_ns = None;
+                    self.stall = None;
+                    self.stops.reset();
+                    self.classifier.reset();
+                }
+                line
+            }
+            kind::RUNQ_LATENCY => {
+                let mut line = Line::new("starved", e.pid, e.kernel_ns);
+                line.source = Some("runq");
+                line.runq_us = Some(e.value / 1_000);
+                line
+            }
+            kind::LISTENER_OPENED => {
+                if e.pid != self.pid {
+                    self.follow(Some(e.pid));
+                } else {
+                    self.listener_closed = false;
+                }
+                return;
+            }
+            kind::LISTENER_CLOSED => {
+                self.listener_closed = true;
+                Line::new("listener_closed", e.pid, e.kernel_ns)
+            }
+            kind::RESET_RECEIVED => Line::new("reset_received", e.pid, e.kernel_ns),
+            kind::RESET_SENT => Line::new("reset_sent", e.pid, e.kernel_ns),
+            kind::RETRANSMIT => Line::new("retransmit", e.pid, e.kernel_ns),
+            other => {
+                tracing::warn!(
+                    kind = other,
+                    "unknown kernel event kind; agent and kernel programs disagree"
+                );
+                return;
+            }
+        };
+        line.from_kernel = true;
+        if e.tid != 0 {
+            line.tid = Some(e.tid);
+        }
+        if matches!(
+            e.kind,
+            kind::LISTENER_CLOSED | kind::RESET_RECEIVED | kind::RESET_SENT | kind::RETRANSMIT
+        ) {
+            line.port = Some(e.aux as u16);
+            if e.value != 0 {
+                line.peer_port = Some(e.value as u16);
+            }
+        }
+        self.emit(line);
+    }
+
+    /// One look at the clock for the stall classifier (about every millisecond).
+    pub fn on_tick(&mut self) {
+        if !self.alive {
+            return;
+        }
+        let now = monotonic_ns();
+        let oldest = self.probes.oldest_unread();
+        let owner = oldest.and_then(|u| self.probes.thread(u.owner_tid));
+        let Some(decision) = self.classifier.tick(now, oldest, owner) else {
+            return;
+        };
+        let (event, age_ns, tid) = match decision {
+            Decision::Began(s) | Decision::Changed(s) => {
+                self.stall = Some(s.class);
+                (s.class.as_str(), s.age_ns, s.owner_tid)
+            }
+            Decision::Cleared { age_ns, owner_tid } => {
+                self.stall = None;
+                let _ = self.stall_ages_us.record((age_ns / 1_000).max(1));
+                ("unread_stall_cleared", age_ns, owner_tid)
+            }
+        };
+        let mut line = Line::new(event, self.pid, now);
+        line.tid = Some(tid);
+        line.source = Some("unread_stall");
+        line.age_ms = Some(age_ns / 1_000_000);
+        line.age_us = Some(age_ns / 1_000);
+        line.port = Some(self.port);
+        self.emit(line);
+    }
+
+    fn sample_listen_queue(&mut self) {
+        if let Some(overflow) = self.listen_queue.sample() {
+            let mut line = Line::new("listen_overflow", self.pid, monotonic_ns());
+            line.source = Some("procfs");
+            line.port = Some(self.port);
+            line.drops = Some(overflow.drops);
+            line.queued = Some(overflow.queued);
+            self.emit(line);
+        }
+    }
+
+    /// Re-points the probes when the target is gone and another process listens on the port;
+    /// `candidate` is a process the kernel just saw start listening there.
+    fn follow(&mut self, candidate: Option<u32>) {
+        if candidate.is_none() && self.alive && target::process_exists(self.pid) {
+            return;
+        }
+        let new_pid = match candidate {
+            Some(pid) => target::listening_ports(pid)
+                .ok()
+                .filter(|p| p.contains(&self.port))
+                .map(|_| pid),
+            // The kernel's listener_opened event is the fast path; this scan of every process's
+            // fds is the slow fallback, so it runs at most once a second.
+            None if self.last_owner_scan.elapsed() >= OWNER_SCAN_EVERY => {
+                self.last_owner_scan = Instant::now();
+                target::listener_owner(self.port).ok().flatten()
+            }
+            None => None,
+        };
+        let Some(new_pid) = new_pid.filter(|&p| p != self.pid) else {
+            if self.alive && !target::process_exists(self.pid) {
+                self.alive = false;
+                tracing::warn!(
+                    pid = self.pid,
+                    port = self.port,
+                    "target process is gone; waiting for a server on the port"
+                );
+            }
+            return;
+        };
+        let old_pid = self.pid;
+        if let Err(e) = self.probes.set_target(new_pid, self.port) {
+            tracing::warn!(pid = new_pid, error = %e, "could not follow the new server process");
+            return;
+        }
+        self.pid = new_pid;
+        self.alive = true;
+        self.exited = false;
+        self.listener_closed = false;
+        self.stopped_since_ns = None;
+        self.stall = None;
+        self.stops.reset();
+        self.classifier.reset();
+        tracing::info!(
+            old_pid,
+            pid = new_pid,
+            port = self.port,
+            "server restarted; following it"
+        );
+        let mut line = Line::new("target_changed", new_pid, monotonic_ns());
+        line.old_pid = Some(old_pid);
+        line.port = Some(self.port);
+        self.emit(line);
+        self.note_initial_state();
+    }
+
+    /// Run-queue latency and unread-age summary since the target was set, as a JSON object.
+    pub fn summary(&self) -> serde_json::Value {
+        let runq = log2_histogram(&self.probes.runq_histogram());
+        let unread = log2_histogram(&self.probes.unread_histogram());
+        serde_json::json!({
+            "event": "summary",
+            "pid": self.pid,
+            "runq_waits": runq.len(),
+            "runq_p50_us": runq.value_at_quantile(0.5),
+            "runq_p99_us": runq.value_at_quantile(0.99),
+            "runq_max_us": runq.max(),
+            "unread_reads": unread.len(),
+            "unread_p50_us": unread.value_at_quantile(0.5),
+            "unread_p99_us": unread.value_at_quantile(0.99),
+            "unread_max_us": unread.max(),
+            "stalls": self.stall_ages_us.len(),
+            "stall_max_us": self.stall_ages_us.max(),
+            "events_dropped": self.probes.dropped_events(),
+        })
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 us .. 1 h at 3 significant digits: the bounds are valid constants.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Loads log2 ns buckets into an hdrhistogram in us, each bucket at its upper bound.
+pub fn log2_histogram(buckets: &[u64]) -> Histogram<u64> {
+    let mut h = new_histogram();
+    for (i, &count) in buckets.iter().enumerate() {
+        if count > 0 {
+            let upper_ns = (1u128 << (i + 1)) - 1;
+            let us = ((upper_ns / 1_000) as u64).clamp(1, h.high());
+            let _ = h.record_n(us, count);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_decode_as_wait_does() {
+        assert_eq!(decode_exit(9), (None, Some(9), false)); // kill -9
+        assert_eq!(decode_exit(0), (Some(0), None, false)); // exit(0)
+        assert_eq!(decode_exit(1 << 8), (Some(1), None, false)); // exit(1)
+        assert_eq!(decode_exit(11 | 0x80), (None, Some(11), true)); // SIGSEGV with a core
+    }
+
+    #[test]
+    fn log2_buckets_load_at_their_upper_bound() {
+        let mut buckets = vec![0u64; 64];
+        buckets[10] = 3; // [1024, 2048) ns
+        buckets[20] = 1; // [~1.05, ~2.1) ms
+        let h = log2_histogram(&buckets);
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.value_at_quantile(0.5), 2);
+        assert!(h.max() >= 2_097 && h.max() <= 2_100, "{}", h.max());
+    }
+
+    #[test]
+    fn json_lines_carry_the_documented_fields_and_nothing_empty() {
+        let mut line = Line {
+            event: "exited",
+            pid: 42,
+            tid: Some(43),
+            kernel_ns: 10,
+            seen_ns: 20,
+            ..Line::default()
+        };
+        line.signal = Some(9);
+        let v: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&line).unwrap()).unwrap();
+        assert_eq!(v["event"], "exited");
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["tid"], 43);
+        assert_eq!(v["kernel_ns"], 10);
+        assert_eq!(v["seen_ns"], 20);
+        assert_eq!(v["signal"], 9);
+        assert!(v.get("exit_code").is_none());
+        assert!(line.to_text().contains("exited") && line.to_text().contains("signal=9"));
+    }
+}

@@ -1,0 +1,203 @@
+//! Conversions between the agent's domain types and the vigil.v1 protocol types.
+use vigil_proto::v1;
+
+use crate::{
+    info::{Flavour, Role},
+    verdict::Health,
+};
+
+impl From<Health> for v1::Health {
+    fn from(h: Health) -> Self {
+        match h {
+            Health::Healthy => Self::Healthy,
+            Health::Degraded => Self::Degraded,
+            Health::Unhealthy => Self::Unhealthy,
+            Health::Down => Self::Down,
+        }
+    }
+}
+
+impl From<Role> for v1::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::Primary => Self::Primary,
+            Role::Replica => Self::Replica,
+        }
+    }
+}
+
+impl From<Flavour> for v1::Flavour {
+    fn from(f: Flavour) -> Self {
+        match f {
+            Flavour::Redis => Self::Redis,
+            Flavour::Valkey => Self::Valkey,
+            Flavour::Dragonfly => Self::Dragonfly,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("role is unspecified")]
+    NoRole,
+    #[error("command {0} has no action")]
+    NoAction(u64),
+    #[error("command {id}: address {address:?} is not host:port")]
+    BadAddress { id: u64, address: String },
+    #[error("command {0}: a fence needs a pause of at least 1 ms")]
+    ZeroPause(u64),
+}
+
+impl TryFrom<v1::Role> for Role {
+    type Error = WireError;
+    fn try_from(r: v1::Role) -> Result<Self, WireError> {
+        match r {
+            v1::Role::Primary => Ok(Self::Primary),
+            v1::Role::Replica => Ok(Self::Replica),
+            v1::Role::Unspecified => Err(WireError::NoRole),
+        }
+    }
+}
+
+/// What the controller asks the agent to do to its server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Promote,
+    /// Planned switchover to `target` (host, port), allowed `timeout_secs`.
+    Switchover {
+        target: (String, u16),
+        timeout_secs: u32,
+    },
+    ReplicateOf {
+        host: String,
+        port: u16,
+    },
+    Fence {
+        pause_ms: u32,
+    },
+    Unfence,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    pub id: u64,
+    pub epoch: u64,
+    pub action: Action,
+}
+
+fn host_port(id: u64, address: &str) -> Result<(String, u16), WireError> {
+    let bad = || WireError::BadAddress {
+        id,
+        address: address.to_string(),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+impl TryFrom<v1::Command> for Command {
+    type Error = WireError;
+    fn try_from(c: v1::Command) -> Result<Self, WireError> {
+        use v1::command::Action as A;
+        let action = match c.action.ok_or(WireError::NoAction(c.id))? {
+            A::Promote(_) => Action::Promote,
+            A::Switchover(s) => Action::Switchover {
+                target: host_port(c.id, &s.target)?,
+                timeout_secs: s.timeout_secs.max(1),
+            },
+            A::ReplicateOf(r) => {
+                let (host, port) = host_port(c.id, &r.address)?;
+                Action::ReplicateOf { host, port }
+            }
+            A::Fence(f) if f.pause_ms == 0 => return Err(WireError::ZeroPause(c.id)),
+            A::Fence(f) => Action::Fence {
+                pause_ms: f.pause_ms,
+            },
+            A::Unfence(_) => Action::Unfence,
+        };
+        Ok(Self {
+            id: c.id,
+            epoch: c.epoch,
+            action,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+    use crate::verdict::Reason;
+
+    #[test]
+    fn the_usual_verdict_encodes_under_64_bytes() {
+        // Realistic large values: a day of 100 ms heartbeats, a busy replica's offset, all peers.
+        let v = v1::Verdict {
+            seq: 864_000,
+            health: v1::Health::from(Health::Degraded) as i32,
+            reasons: (Reason::BUSY | Reason::PINGS_MISSED | Reason::RUNQ_LATENCY).bits(),
+            role: v1::Role::from(Role::Replica) as i32,
+            epoch: 1_234,
+            repl_offset: 987_654_321_012,
+            link_up: true,
+            stall_ms: 312,
+            ping_rtt_us: 4_500,
+            peers_version: 17,
+            peers_probed: 0b11,
+            peers_unreachable: 0b01,
+        };
+        let size = v.encoded_len();
+        assert!(size < 64, "verdict is {size} bytes");
+    }
+
+    #[test]
+    fn malformed_commands_are_errors() {
+        let cmd = |action| v1::Command {
+            id: 7,
+            epoch: 3,
+            action: Some(action),
+        };
+        use v1::command::Action as A;
+        assert_eq!(
+            Command::try_from(v1::Command {
+                id: 7,
+                epoch: 3,
+                action: None
+            }),
+            Err(WireError::NoAction(7))
+        );
+        for address in ["nohost", "h:", ":6379", "h:0", "h:99999", "h:abc"] {
+            let c = cmd(A::ReplicateOf(v1::ReplicateOf {
+                address: address.into(),
+            }));
+            assert!(
+                matches!(Command::try_from(c), Err(WireError::BadAddress { .. })),
+                "{address}"
+            );
+        }
+        assert_eq!(
+            Command::try_from(cmd(A::Fence(v1::Fence { pause_ms: 0 }))),
+            Err(WireError::ZeroPause(7))
+        );
+        let ok = Command::try_from(cmd(A::ReplicateOf(v1::ReplicateOf {
+            address: "10.0.0.1:6379".into(),
+        })))
+        .unwrap();
+        assert_eq!(
+            ok.action,
+            Action::ReplicateOf {
+                host: "10.0.0.1".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(ok.epoch, 3);
+        assert_eq!(
+            Role::try_from(v1::Role::Unspecified),
+            Err(WireError::NoRole)
+        );
+    }
+}

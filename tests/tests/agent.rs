@@ -1,0 +1,423 @@
+//! `vigil-agent run` end to end: real redis-server primary and replica, the real agent binary
+//! with its eBPF probes, and a stand-in controller speaking vigil.v1 over real gRPC. Needs root.
+//! Every test asserts what the agent reports or does, and in what order; never how fast.
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::StubController;
+use nix::sys::signal::Signal;
+use vigil_proto::v1::{self, command::Action};
+use vigil_tests::{Agent, RedisServer, WAIT, free_port, require_root, serial, wait_until};
+
+const DS: &str = "store";
+
+fn bit(name: &str) -> u64 {
+    // Bit positions are part of the protocol (vigil_agent::verdict::Reason); spelled out here so
+    // a change to them breaks this suite.
+    1 << match name {
+        "exited" => 0,
+        "listener_closed" => 1,
+        "not_running" => 2,
+        "stopped" => 3,
+        "busy" => 5,
+        "blocked" => 6,
+        "fenced" => 19,
+        "auth_failed" => 20,
+        other => panic!("unknown reason {other}"),
+    }
+}
+
+fn health(v: &v1::Verdict) -> v1::Health {
+    v1::Health::try_from(v.health).unwrap_or(v1::Health::Unspecified)
+}
+
+fn agent_for(
+    server: &RedisServer,
+    node: &str,
+    controller: &StubController,
+    extra: &[&str],
+) -> Result<Agent> {
+    let addr = format!("127.0.0.1:{}", server.port);
+    let url = controller.url();
+    let mut args = vec![
+        "--server",
+        &addr,
+        "--controller",
+        &url,
+        "--datastore",
+        DS,
+        "--node-id",
+        node,
+    ];
+    args.extend_from_slice(extra);
+    Agent::run(&args)
+}
+
+fn role_of(server: &RedisServer) -> Result<String> {
+    let mut c = server.connect()?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
+    Ok(match role.first() {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    })
+}
+
+fn replica_of(primary: &RedisServer) -> Result<RedisServer> {
+    let port = free_port()?;
+    let replica = RedisServer::start_with(
+        port,
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+    )?;
+    wait_until(WAIT, "the replica's link to come up", || {
+        let mut c = replica.connect().ok()?;
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
+        info.contains("master_link_status:up").then_some(())
+    })?;
+    Ok(replica)
+}
+
+#[test]
+fn verdicts_follow_stop_slow_commands_and_a_crash() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut primary = RedisServer::start()?;
+    let mut ctl = StubController::start()?;
+    let _agent = agent_for(&primary, "p", &ctl, &[])?;
+    let hello = ctl.wait_for("p", "hello", |m| {
+        matches!(m, v1::agent_message::Msg::Hello(_))
+    })?;
+    let v1::agent_message::Msg::Hello(hello) = hello else {
+        unreachable!()
+    };
+    assert_eq!(
+        (hello.datastore.as_str(), hello.flavour()),
+        (DS, v1::Flavour::Redis)
+    );
+    ctl.wait_verdict("p", "a healthy primary", |v| {
+        health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
+    })?;
+
+    // SIGSTOP: UNHEALTHY (stopped), then HEALTHY again after SIGCONT.
+    primary.signal(Signal::SIGSTOP)?;
+    let v = ctl.wait_verdict("p", "UNHEALTHY", |v| health(v) == v1::Health::Unhealthy)?;
+    assert_ne!(v.reasons & bit("stopped"), 0, "{v:?}");
+    primary.signal(Signal::SIGCONT)?;
+    ctl.wait_verdict("p", "HEALTHY after SIGCONT", |v| {
+        health(v) == v1::Health::Healthy
+    })?;
+
+    // A 500 ms Lua script and a 500 ms DEBUG SLEEP: DEGRADED, never UNHEALTHY.
+    let script = "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
+                  repeat t=redis.call('TIME') until t[1]*1000000+t[2]-s >= 500000 return 1";
+    for (name, reason, cmd) in [
+        ("lua", "busy", redis::cmd("EVAL").arg(script).arg(0).clone()),
+        (
+            "debug sleep",
+            "blocked",
+            redis::cmd("DEBUG").arg("SLEEP").arg("0.5").clone(),
+        ),
+    ] {
+        ctl.skip_received();
+        let before = ctl.verdicts("p").len();
+        let mut c = primary.connect()?;
+        let _: redis::Value = cmd.query(&mut c)?;
+        let degraded = ctl.wait_verdict("p", "DEGRADED", |v| health(v) == v1::Health::Degraded)?;
+        assert_ne!(degraded.reasons & bit(reason), 0, "{name}: {degraded:?}");
+        ctl.wait_verdict("p", "HEALTHY after the command", |v| {
+            health(v) == v1::Health::Healthy
+        })?;
+        let during = &ctl.verdicts("p")[before..];
+        assert!(
+            during
+                .iter()
+                .all(|v| health(v) != v1::Health::Unhealthy && health(v) != v1::Health::Down),
+            "{name} made the primary look dead: {during:?}"
+        );
+    }
+
+    // kill -9: DOWN, because it exited.
+    primary.signal(Signal::SIGKILL)?;
+    primary.wait_exit()?;
+    let down = ctl.wait_verdict("p", "DOWN", |v| health(v) == v1::Health::Down)?;
+    assert_ne!(down.reasons & bit("exited"), 0, "{down:?}");
+    Ok(())
+}
+
+#[test]
+fn a_stopped_peer_is_reported_unreachable() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let mut ctl = StubController::start()?;
+    let _agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
+    ctl.wait_session("p")?;
+    let peers = vec![v1::Peer {
+        node_id: "r".into(),
+        address: format!("127.0.0.1:{}", replica.port),
+    }];
+    ctl.desire(
+        "p",
+        v1::DesiredState {
+            epoch: 1,
+            role: v1::Role::Primary as i32,
+            peers,
+            peers_version: 1,
+            ..Default::default()
+        },
+    )?;
+    let v = ctl.wait_verdict("p", "the peer probed and reachable", |v| {
+        v.peers_version == 1 && v.peers_probed & 1 == 1
+    })?;
+    assert_eq!(v.peers_unreachable & 1, 0, "{v:?}");
+    replica.signal(Signal::SIGSTOP)?;
+    ctl.wait_verdict("p", "the peer unreachable", |v| {
+        v.peers_unreachable & 1 == 1
+    })?;
+    replica.signal(Signal::SIGCONT)?;
+    ctl.wait_verdict("p", "the peer reachable again", |v| {
+        v.peers_probed & 1 == 1 && v.peers_unreachable & 1 == 0
+    })?;
+    Ok(())
+}
+
+#[test]
+fn promote_and_replicate_of_change_real_roles() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let mut ctl = StubController::start()?;
+    let _agent = agent_for(&replica, "r", &ctl, &[])?;
+    ctl.wait_session("r")?;
+    assert_eq!(role_of(&replica)?, "slave");
+    ctl.command("r", 1, 2, Some(Action::Promote(v1::Promote {})))?;
+    let ack = ctl.wait_ack("r", 1)?;
+    assert!(ack.ok, "{ack:?}");
+    assert_eq!(ack.role(), v1::Role::Primary);
+    assert_eq!(role_of(&replica)?, "master");
+    let address = format!("127.0.0.1:{}", primary.port);
+    ctl.command(
+        "r",
+        2,
+        2,
+        Some(Action::ReplicateOf(v1::ReplicateOf {
+            address: address.clone(),
+        })),
+    )?;
+    let ack = ctl.wait_ack("r", 2)?;
+    assert!(ack.ok, "{ack:?}");
+    assert_eq!(ack.role(), v1::Role::Replica);
+    assert_eq!(role_of(&replica)?, "slave");
+    let mut c = replica.connect()?;
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c)?;
+    assert!(
+        info.contains(&format!("master_port:{}", primary.port)),
+        "{info}"
+    );
+    Ok(())
+}
+
+#[test]
+fn stale_and_malformed_commands_are_refused() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let mut ctl = StubController::start()?;
+    let _agent = agent_for(&replica, "r", &ctl, &[])?;
+    ctl.wait_session("r")?;
+    ctl.command("r", 1, 5, Some(Action::Unfence(v1::Unfence {})))?;
+    assert!(ctl.wait_ack("r", 1)?.ok);
+    ctl.command("r", 2, 3, Some(Action::Promote(v1::Promote {})))?;
+    let stale = ctl.wait_ack("r", 2)?;
+    assert!(!stale.ok);
+    assert!(stale.error.contains("stale epoch 3"), "{stale:?}");
+    assert_eq!(
+        role_of(&replica)?,
+        "slave",
+        "a stale promote must not happen"
+    );
+    ctl.command("r", 3, 6, None)?;
+    let malformed = ctl.wait_ack("r", 3)?;
+    assert!(
+        !malformed.ok && malformed.error.contains("no action"),
+        "{malformed:?}"
+    );
+    ctl.command(
+        "r",
+        4,
+        6,
+        Some(Action::ReplicateOf(v1::ReplicateOf {
+            address: "nowhere".into(),
+        })),
+    )?;
+    let bad = ctl.wait_ack("r", 4)?;
+    assert!(!bad.ok && bad.error.contains("not host:port"), "{bad:?}");
+    assert_eq!(role_of(&replica)?, "slave");
+    Ok(())
+}
+
+#[test]
+fn a_cut_off_primary_fences_its_writes() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let mut ctl = StubController::start()?;
+    let agent = agent_for(
+        &primary,
+        "p",
+        &ctl,
+        &[
+            "--self-fence-after-ms",
+            "300",
+            "--fence-pause-ms",
+            "2000",
+            "--peer-interval-ms",
+            "50",
+        ],
+    )?;
+    ctl.wait_session("p")?;
+    let peers = vec![v1::Peer {
+        node_id: "r".into(),
+        address: format!("127.0.0.1:{}", replica.port),
+    }];
+    ctl.desire(
+        "p",
+        v1::DesiredState {
+            epoch: 1,
+            role: v1::Role::Primary as i32,
+            peers,
+            peers_version: 1,
+            ..Default::default()
+        },
+    )?;
+    ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
+    let mut c = primary.connect()?;
+    let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c)?;
+    // Cut the primary off: no controller, and its only peer does not answer.
+    replica.signal(Signal::SIGSTOP)?;
+    ctl.stop();
+    agent.wait_log("SELF-FENCING")?;
+    // Writes now wait in the pause instead of being accepted; reads still work.
+    let client = redis::Client::open(primary.url())?;
+    let mut writer = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    writer.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let refused = wait_until(WAIT, "a write to be held back", || {
+        redis::cmd("SET")
+            .arg("during")
+            .arg("1")
+            .query::<()>(&mut writer)
+            .is_err()
+            .then_some(())
+    });
+    refused?;
+    drop(writer);
+    let mut reader = primary.connect()?;
+    let during: Option<String> = redis::cmd("GET").arg("during").query(&mut reader)?;
+    assert_eq!(during, None, "a write went through the fence");
+    let before: Option<String> = redis::cmd("GET").arg("before").query(&mut reader)?;
+    assert_eq!(before.as_deref(), Some("1"));
+    replica.signal(Signal::SIGCONT)?;
+    Ok(())
+}
+
+#[test]
+fn a_controller_on_another_protocol_version_is_named_in_the_log() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let mut ctl = StubController::start_speaking(99)?;
+    let agent = agent_for(&primary, "p", &ctl, &[])?;
+    agent.wait_log("speaks vigil protocol v99, this agent v1")?;
+    ctl.wait_for("p", "hello", |m| {
+        matches!(m, v1::agent_message::Msg::Hello(_))
+    })?;
+    assert!(
+        ctl.verdicts("p").is_empty(),
+        "verdicts went to a controller of another version"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_error_and_a_degraded_verdict() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start_with(free_port()?, &["--requirepass", "sesame"])?;
+    let mut ctl = StubController::start()?;
+    let agent = agent_for(&primary, "p", &ctl, &["--password", "wrong"])?;
+    agent.wait_log("refused the agent's credentials")?;
+    let v = ctl.wait_verdict("p", "auth_failed", |v| v.reasons & bit("auth_failed") != 0)?;
+    assert_eq!(health(&v), v1::Health::Degraded, "{v:?}");
+    Ok(())
+}
+
+#[test]
+fn nothing_listening_is_down() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let port = free_port()?;
+    let mut ctl = StubController::start()?;
+    let addr = format!("127.0.0.1:{port}");
+    let url = ctl.url();
+    let agent = Agent::run(&[
+        "--server",
+        &addr,
+        "--controller",
+        &url,
+        "--datastore",
+        DS,
+        "--node-id",
+        "x",
+    ])?;
+    agent.wait_log("no server is listening")?;
+    let v = ctl.wait_verdict("x", "DOWN", |v| health(v) == v1::Health::Down)?;
+    assert_ne!(v.reasons & bit("not_running"), 0);
+    // The server starts later: the agent picks it up.
+    let _server = RedisServer::start_on(port)?;
+    ctl.wait_verdict("x", "HEALTHY once the server runs", |v| {
+        health(v) == v1::Health::Healthy
+    })?;
+    Ok(())
+}
+
+#[test]
+fn metrics_are_served_for_prometheus() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let mut ctl = StubController::start()?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let _agent = agent_for(&primary, "p", &ctl, &["--metrics-listen", &listen])?;
+    ctl.wait_verdict("p", "a healthy primary", |v| {
+        health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
+    })?;
+    let body = wait_until(WAIT, "a /metrics page with PING round trips", || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.contains("vigil_agent_ping_rtt_seconds_count")
+            .then_some(body)
+    })?;
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    for metric in [
+        "vigil_agent_health 0",
+        "vigil_agent_reason{reason=\"stopped\"} 0",
+        "vigil_agent_verdicts_sent_total",
+        "vigil_agent_stall_age_seconds",
+    ] {
+        assert!(body.contains(metric), "{metric} missing from {body}");
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! A stand-in controller for the agent suites: a real tonic gRPC server on 127.0.0.1 speaking
+//! vigil.v1 over a real socket. It records every message agents send and lets a test send desired
+//! state and commands to one agent. It repeats each agent's last desired state every 200 ms, as
+//! the protocol asks of a controller. (The real controller is the controller issue's.)
+#![allow(dead_code)]
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::v1::{
+    self, AgentMessage, ControllerMessage,
+    agent_link_server::{AgentLink, AgentLinkServer},
+    agent_message::Msg as Up,
+    controller_message::Msg as Down,
+};
+use vigil_tests::WAIT;
+
+type Outbox = mpsc::Sender<Result<ControllerMessage, Status>>;
+
+#[derive(Default)]
+struct Shared {
+    /// (node id, message), in arrival order.
+    received: Vec<(String, Up)>,
+    agents: HashMap<String, Outbox>,
+    desired: HashMap<String, v1::DesiredState>,
+}
+
+struct Service {
+    shared: Arc<Mutex<Shared>>,
+    welcome_version: u32,
+}
+
+#[tonic::async_trait]
+impl AgentLink for Service {
+    type SessionStream = Pin<Box<dyn Stream<Item = Result<ControllerMessage, Status>> + Send>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut up = request.into_inner();
+        let node = match up.message().await? {
+            Some(AgentMessage {
+                msg: Some(Up::Hello(h)),
+            }) => {
+                let node = h.node_id.clone();
+                lock(&self.shared)
+                    .received
+                    .push((node.clone(), Up::Hello(h)));
+                node
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a Hello",
+                ));
+            }
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = v1::Welcome {
+            protocol_version: self.welcome_version,
+            controller_version: "stub".into(),
+        };
+        let _ = tx
+            .send(Ok(ControllerMessage {
+                msg: Some(Down::Welcome(welcome)),
+            }))
+            .await;
+        lock(&self.shared).agents.insert(node.clone(), tx.clone());
+        let shared = Arc::clone(&self.shared);
+        let reader_node = node.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = up.next().await {
+                if let Some(msg) = m.msg {
+                    lock(&shared).received.push((reader_node.clone(), msg));
+                }
+            }
+        });
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let desired = lock(&shared).desired.get(&node).cloned();
+                if let Some(d) = desired
+                    && tx
+                        .send(Ok(ControllerMessage {
+                            msg: Some(Down::Desired(d)),
+                        }))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct StubController {
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Messages already handed out by `wait_for`.
+    cursor: usize,
+}
+
+impl StubController {
+    pub fn start() -> Result<Self> {
+        Self::start_speaking(vigil_proto::PROTOCOL_VERSION)
+    }
+
+    /// A controller whose Welcome claims protocol `version`.
+    pub fn start_speaking(version: u32) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let service = Service {
+            shared: Arc::clone(&shared),
+            welcome_version: version,
+        };
+        runtime.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(AgentLinkServer::new(service))
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        Ok(Self {
+            addr,
+            shared,
+            runtime: Some(runtime),
+            cursor: 0,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving and drops every session: the agents lose their controller.
+    pub fn stop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Waits (bounded) for the next message from `node` matching `pred`, after the last one returned.
+    pub fn wait_for(&mut self, node: &str, what: &str, pred: impl Fn(&Up) -> bool) -> Result<Up> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            {
+                let shared = lock(&self.shared);
+                for (i, (n, m)) in shared.received.iter().enumerate().skip(self.cursor) {
+                    if n == node && pred(m) {
+                        self.cursor = i + 1;
+                        return Ok(m.clone());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("no {what} from {node} within {WAIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn wait_verdict(
+        &mut self,
+        node: &str,
+        what: &str,
+        pred: impl Fn(&v1::Verdict) -> bool,
+    ) -> Result<v1::Verdict> {
+        match self.wait_for(node, what, |m| matches!(m, Up::Verdict(v) if pred(v)))? {
+            Up::Verdict(v) => Ok(v),
+            _ => unreachable!("wait_for returned a message its predicate rejected"),
+        }
+    }
+
+    pub fn wait_ack(&mut self, node: &str, id: u64) -> Result<v1::CommandAck> {
+        match self.wait_for(
+            node,
+            "an ack",
+            |m| matches!(m, Up::Ack(a) if a.command_id == id),
+        )? {
+            Up::Ack(a) => Ok(a),
+            _ => unreachable!("wait_for returned a message its predicate rejected"),
+        }
+    }
+
+    /// Every verdict from `node` received so far.
+    pub fn verdicts(&self, node: &str) -> Vec<v1::Verdict> {
+        lock(&self.shared)
+            .received
+            .iter()
+            .filter_map(|(n, m)| match m {
+                Up::Verdict(v) if n == node => Some(*v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Moves the cursor past everything received so far.
+    pub fn skip_received(&mut self) {
+        self.cursor = lock(&self.shared).received.len();
+    }
+
+    fn send(&self, node: &str, msg: Down) -> Result<()> {
+        let tx = lock(&self.shared)
+            .agents
+            .get(node)
+            .cloned()
+            .context("that agent has no session")?;
+        let rt = self.runtime.as_ref().context("the stub is stopped")?;
+        rt.block_on(tx.send(Ok(ControllerMessage { msg: Some(msg) })))
+            .context("the session is gone")
+    }
+
+    /// Sends desired state now, and keeps repeating it.
+    pub fn desire(&self, node: &str, d: v1::DesiredState) -> Result<()> {
+        lock(&self.shared)
+            .desired
+            .insert(node.to_string(), d.clone());
+        self.send(node, Down::Desired(d))
+    }
+
+    pub fn command(
+        &self,
+        node: &str,
+        id: u64,
+        epoch: u64,
+        action: Option<v1::command::Action>,
+    ) -> Result<()> {
+        self.send(node, Down::Command(v1::Command { id, epoch, action }))
+    }
+
+    /// Waits until `node` has a session.
+    pub fn wait_session(&self, node: &str) -> Result<()> {
+        vigil_tests::wait_until(WAIT, "the agent's session", || {
+            lock(&self.shared).agents.contains_key(node).then_some(())
+        })
+    }
+}
+
+impl Drop for StubController {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
