@@ -34,10 +34,6 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         assert_eq!(health::flavour(&mut p).await, Some(Flavour::Redis));
-            .arg("k")
-            .arg("v")
-            .query_async(&mut p)
-            .await?;
         let mut r = conn(&replica)
             .connect(Duration::from_secs(2))
             .await
@@ -60,6 +56,10 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
         );
         // A write after the replica attached moves the primary's replication offset.
         let _: () = redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async(&mut p)
+            .await?;
         let (primary_view, memory) = health::ask(&mut p).await.map_err(|e| anyhow::anyhow!(e))?;
         assert_eq!(primary_view.role, Role::Primary);
         assert_eq!(primary_view.replicas, 1);
