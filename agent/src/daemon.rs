@@ -193,12 +193,15 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
                 if let Wake::Ping(PingOutcome::Pong(rtt)) = &w {
                     d.metrics.ping_rtt_seconds.observe(rtt.as_secs_f64());
                 }
-                if matches!(w, Wake::Second) {
+                let second = matches!(w, Wake::Second);
+                d.monitor.handle(w);
+                if second {
                     d.metrics
                         .stall_age_seconds
                         .set(d.monitor.stall_age().as_secs_f64());
+                    let runq = d.monitor.inputs().kernel.runq_p99;
+                    d.metrics.runq_p99_seconds.set(runq.as_secs_f64());
                 }
-                d.monitor.handle(w);
             }
             Ev::Down(m) => d.on_controller(m),
             Ev::Done(done) => d.on_done(done),

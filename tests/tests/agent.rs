@@ -146,6 +146,28 @@ fn verdicts_follow_stop_slow_commands_and_a_crash() -> Result<()> {
 }
 
 #[test]
+fn a_shutdown_closes_the_listener_and_is_down() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut primary = RedisServer::start()?;
+    let mut ctl = StubController::start()?;
+    let _agent = agent_for(&primary, "p", &ctl, &[])?;
+    ctl.wait_verdict("p", "a healthy primary", |v| {
+        health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
+    })?;
+    let mut c = primary.connect()?;
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut c);
+    primary.wait_exit()?;
+    let down = ctl.wait_verdict("p", "DOWN", |v| health(v) == v1::Health::Down)?;
+    assert_ne!(
+        down.reasons & (bit("listener_closed") | bit("exited")),
+        0,
+        "{down:?}"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_stopped_peer_is_reported_unreachable() -> Result<()> {
     require_root();
     let _serial = serial();
@@ -413,6 +435,7 @@ fn metrics_are_served_for_prometheus() -> Result<()> {
     );
     for metric in [
         "vigil_agent_health 0",
+        "vigil_agent_runq_p99_seconds",
         "vigil_agent_reason{reason=\"stopped\"} 0",
         "vigil_agent_verdicts_sent_total",
         "vigil_agent_stall_age_seconds",
