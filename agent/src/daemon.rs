@@ -25,7 +25,7 @@ use crate::{
     metrics::{self, EventLabel, Metrics},
     monitor::{Monitor, MonitorOptions, Wake},
     target,
-    verdict::Reason,
+    verdict::{Reason, Severity},
     wire::{Action, Command},
 };
 

@@ -9,7 +9,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::verdict::{Health, Reason};
+use crate::verdict::{Health, Reason, Severity};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -68,7 +68,7 @@ impl Metrics {
             Health::Unhealthy => 2,
             Health::Down => 3,
         });
-        for (reason, name) in Reason::all_named() {
+        for &(reason, name) in vigil_proto::reason::NAMES {
             self.reasons
                 .get_or_create(&ReasonLabel { reason: name })
                 .set(i64::from(reasons.contains(reason)));

@@ -19,7 +19,9 @@ use crate::{
     kernel::{KernelOptions, KernelWatcher, Line},
     probes::monotonic_ns,
     resources::{ResourceSample, ResourceSampler},
-    verdict::{self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Thresholds},
+    verdict::{
+        self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Severity, Thresholds,
+    },
 };
 
 #[derive(Clone, Debug)]

@@ -7,8 +7,6 @@
 //! stall outlasts `long_stall`. That is how a 500 ms command on a live primary stays DEGRADED.
 use std::time::Duration;
 
-use bitflags::bitflags;
-
 use crate::{
     classifier::StallClass,
     info::{Replication, Role},
@@ -33,92 +31,48 @@ impl Health {
     }
 }
 
-bitflags! {
-    /// Why a verdict is what it is. Bit positions are part of the wire protocol: never reuse one.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-    pub struct Reason: u64 {
-        const EXITED = 1 << 0;
-        const LISTENER_CLOSED = 1 << 1;
-        const NOT_RUNNING = 1 << 2;
-        const STOPPED = 1 << 3;
-        const DEADLOCK_SUSPECTED = 1 << 4;
-        const BUSY = 1 << 5;
-        const BLOCKED = 1 << 6;
-        const STARVED = 1 << 7;
-        const STALL_TOO_LONG = 1 << 8;
-        const PING_TIMEOUT = 1 << 9;
-        const PINGS_MISSED = 1 << 10;
-        const RUNQ_LATENCY = 1 << 11;
-        const ROLE_MISMATCH = 1 << 12;
-        const REPLICATION_BROKEN = 1 << 13;
-        const REPLICATION_LAG = 1 << 14;
-        const WRONG_PRIMARY = 1 << 15;
-        const MEMORY_HIGH = 1 << 16;
-        const HOST_MEMORY_LOW = 1 << 17;
-        const CPU_HIGH = 1 << 18;
-        const FENCED = 1 << 19;
-        const AUTH_FAILED = 1 << 20;
-        const KERNEL_BLIND = 1 << 21;
-    }
-}
+pub use vigil_proto::Reason;
 
-/// (reason, snake_case name, severity). The one place a reason's meaning is decided.
-const TABLE: &[(Reason, &str, Health)] = &[
-    (Reason::EXITED, "exited", Health::Down),
-    (Reason::LISTENER_CLOSED, "listener_closed", Health::Down),
-    (Reason::NOT_RUNNING, "not_running", Health::Down),
-    (Reason::STOPPED, "stopped", Health::Unhealthy),
-    (
-        Reason::DEADLOCK_SUSPECTED,
-        "deadlock_suspected",
-        Health::Unhealthy,
-    ),
-    (Reason::BUSY, "busy", Health::Degraded),
-    (Reason::BLOCKED, "blocked", Health::Degraded),
-    (Reason::STARVED, "starved", Health::Degraded),
-    (Reason::STALL_TOO_LONG, "stall_too_long", Health::Unhealthy),
-    (Reason::PING_TIMEOUT, "ping_timeout", Health::Unhealthy),
-    (Reason::PINGS_MISSED, "pings_missed", Health::Degraded),
-    (Reason::RUNQ_LATENCY, "runq_latency", Health::Degraded),
-    (Reason::ROLE_MISMATCH, "role_mismatch", Health::Degraded),
-    (
-        Reason::REPLICATION_BROKEN,
-        "replication_broken",
-        Health::Degraded,
-    ),
-    (Reason::REPLICATION_LAG, "replication_lag", Health::Degraded),
-    (Reason::WRONG_PRIMARY, "wrong_primary", Health::Degraded),
-    (Reason::MEMORY_HIGH, "memory_high", Health::Degraded),
-    (Reason::HOST_MEMORY_LOW, "host_memory_low", Health::Degraded),
-    (Reason::CPU_HIGH, "cpu_high", Health::Degraded),
-    (Reason::FENCED, "fenced", Health::Degraded),
-    (Reason::AUTH_FAILED, "auth_failed", Health::Degraded),
-    (Reason::KERNEL_BLIND, "kernel_blind", Health::Healthy),
+/// (reason, severity). The one place a reason's meaning for health is decided.
+const TABLE: &[(Reason, Health)] = &[
+    (Reason::EXITED, Health::Down),
+    (Reason::LISTENER_CLOSED, Health::Down),
+    (Reason::NOT_RUNNING, Health::Down),
+    (Reason::STOPPED, Health::Unhealthy),
+    (Reason::DEADLOCK_SUSPECTED, Health::Unhealthy),
+    (Reason::BUSY, Health::Degraded),
+    (Reason::BLOCKED, Health::Degraded),
+    (Reason::STARVED, Health::Degraded),
+    (Reason::STALL_TOO_LONG, Health::Unhealthy),
+    (Reason::PING_TIMEOUT, Health::Unhealthy),
+    (Reason::PINGS_MISSED, Health::Degraded),
+    (Reason::RUNQ_LATENCY, Health::Degraded),
+    (Reason::ROLE_MISMATCH, Health::Degraded),
+    (Reason::REPLICATION_BROKEN, Health::Degraded),
+    (Reason::REPLICATION_LAG, Health::Degraded),
+    (Reason::WRONG_PRIMARY, Health::Degraded),
+    (Reason::MEMORY_HIGH, Health::Degraded),
+    (Reason::HOST_MEMORY_LOW, Health::Degraded),
+    (Reason::CPU_HIGH, Health::Degraded),
+    (Reason::FENCED, Health::Degraded),
+    (Reason::AUTH_FAILED, Health::Degraded),
+    (Reason::KERNEL_BLIND, Health::Healthy),
 ];
 
-impl Reason {
-    /// snake_case names of the reasons set, in bit order.
-    pub fn names(self) -> Vec<&'static str> {
-        TABLE
-            .iter()
-            .filter(|(r, _, _)| self.contains(*r))
-            .map(|(_, n, _)| *n)
-            .collect()
-    }
-
+/// What reasons mean for health (the reasons themselves are the protocol's).
+pub trait Severity {
     /// The worst severity among the reasons set.
-    pub fn health(self) -> Health {
+    fn health(self) -> Health;
+}
+
+impl Severity for Reason {
+    fn health(self) -> Health {
         TABLE
             .iter()
-            .filter(|(r, _, _)| self.contains(*r))
-            .map(|(_, _, h)| *h)
+            .filter(|(r, _)| self.contains(*r))
+            .map(|(_, h)| *h)
             .max()
             .unwrap_or(Health::Healthy)
-    }
-
-    /// Every reason and its name, for metrics.
-    pub fn all_named() -> impl Iterator<Item = (Reason, &'static str)> {
-        TABLE.iter().map(|(r, n, _)| (*r, *n))
     }
 }
 
