@@ -307,12 +307,11 @@ impl Daemon {
             }
             self.monitor.set_thresholds(thresholds);
         }
-        // The controller is back and still wants this node as its primary: lift our own fence.
-        if self.self_fenced && expected == Some(Role::Primary) && d.epoch >= self.epochs.newest() {
-            tracing::warn!(
-                epoch = d.epoch,
-                "the controller confirms this node as primary: lifting the self-fence"
-            );
+        // The controller is back: it decides now. A node it still wants as primary takes writes
+        // again; one it wants as a replica is about to be re-pointed, and replicas refuse writes.
+        if self.self_fenced {
+            tracing::warn!(epoch = d.epoch, role = ?expected, "the controller is back: lifting the self-fence");
+            self.self_fenced = false;
             self.spawn(Origin::SelfFence, Action::Unfence);
         }
     }

@@ -1,0 +1,346 @@
+//! The reconciler's decisions, pure so every case is unit-tested: has the primary failed, and
+//! which replica is the best to promote.
+//!
+//! The primary has failed when its own agent says DOWN or UNHEALTHY, or when its agent is silent
+//! past the silence bound AND most replicas' agents report the primary unreachable (by peer PING
+//! or by their replication link). A controller that alone lost the primary's agent raises an
+//! alert and does not fail over (the Orchestrator rule).
+use std::time::Duration;
+
+use vigil_proto::v1::{Health, Role};
+
+/// What the reconciler knows of one node when it decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: String,
+    pub zone: String,
+    /// Lower is preferred; 0 never promotes.
+    pub priority: u32,
+    /// The agent has a session now.
+    pub connected: bool,
+    /// Age of the node's last verdict; None before the first.
+    pub verdict_age: Option<Duration>,
+    pub health: Health,
+    pub role: Role,
+    pub offset: u64,
+    /// Time since this node last reported its replication link up; None if never.
+    pub link_up_age: Option<Duration>,
+    /// This node's agent reports the current primary unreachable.
+    pub sees_primary_down: bool,
+}
+
+impl NodeView {
+    /// Heard from within `silence`.
+    pub fn fresh(&self, silence: Duration) -> bool {
+        self.connected && self.verdict_age.is_some_and(|a| a <= silence)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// An agent not heard from this long is silent.
+    pub silence: Duration,
+    /// A replica whose link to the primary was last up longer ago than this is stale.
+    pub link_bound: Duration,
+    /// After a controller restart: agents are still reconnecting, so silence proves nothing.
+    pub in_grace: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The primary's agent says DOWN.
+    Down,
+    /// The primary's agent says UNHEALTHY.
+    Unhealthy,
+    /// The primary's agent is silent and most replicas cannot reach the primary either.
+    Unreachable,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Down => "down",
+            Self::Unhealthy => "unhealthy",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrimaryState {
+    Healthy,
+    Failed(Cause),
+    /// The controller cannot hear the primary's agent, but the replicas still reach the primary.
+    Partitioned,
+    /// Silent during the grace period after a controller restart: wait.
+    Waiting,
+}
+
+/// Has the primary failed?
+pub fn assess_primary(primary: &NodeView, replicas: &[NodeView], p: &Policy) -> PrimaryState {
+    if primary.fresh(p.silence) {
+        return match primary.health {
+            Health::Down => PrimaryState::Failed(Cause::Down),
+            Health::Unhealthy => PrimaryState::Failed(Cause::Unhealthy),
+            _ => PrimaryState::Healthy,
+        };
+    }
+    if p.in_grace {
+        return PrimaryState::Waiting;
+    }
+    let reporting = replicas
+        .iter()
+        .filter(|r| r.fresh(p.silence) && r.sees_primary_down)
+        .count();
+    if !replicas.is_empty() && reporting * 2 > replicas.len() {
+        PrimaryState::Failed(Cause::Unreachable)
+    } else {
+        PrimaryState::Partitioned
+    }
+}
+
+/// A node that may be promoted: heard from, not failing, a replica with a recent link, priority > 0.
+pub fn promotable(n: &NodeView, p: &Policy) -> bool {
+    n.fresh(p.silence)
+        && matches!(n.health, Health::Healthy | Health::Degraded)
+        && n.role == Role::Replica
+        && n.priority > 0
+        && n.link_up_age.is_some_and(|a| a <= p.link_bound)
+}
+
+/// The zone looks down when no node in it is fresh and healthy.
+pub fn zone_looks_down(zone: &str, nodes: &[NodeView], p: &Policy) -> bool {
+    !zone.is_empty()
+        && !nodes.iter().any(|n| {
+            n.zone == zone
+                && n.fresh(p.silence)
+                && matches!(n.health, Health::Healthy | Health::Degraded)
+        })
+}
+
+/// The best replica to promote: promotable, then highest offset, then lowest priority number,
+/// then outside the failed primary's zone when that zone looks down, then node id.
+pub fn best_replica<'a>(
+    replicas: &'a [NodeView],
+    failed_zone: &str,
+    zone_down: bool,
+    p: &Policy,
+) -> Option<&'a NodeView> {
+    replicas.iter().filter(|n| promotable(n, p)).min_by(|a, b| {
+        b.offset
+            .cmp(&a.offset)
+            .then(a.priority.cmp(&b.priority))
+            .then((zone_down && a.zone == failed_zone).cmp(&(zone_down && b.zone == failed_zone)))
+            .then(a.id.cmp(&b.id))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SILENCE: Duration = Duration::from_millis(500);
+
+    fn policy(in_grace: bool) -> Policy {
+        Policy {
+            silence: SILENCE,
+            link_bound: Duration::from_secs(10),
+            in_grace,
+        }
+    }
+
+    fn node(id: &str, role: Role) -> NodeView {
+        NodeView {
+            id: id.into(),
+            zone: "z1".into(),
+            priority: 100,
+            connected: true,
+            verdict_age: Some(Duration::from_millis(50)),
+            health: Health::Healthy,
+            role,
+            offset: 100,
+            link_up_age: Some(Duration::from_millis(100)),
+            sees_primary_down: false,
+        }
+    }
+
+    /// How the primary's agent is heard.
+    #[derive(Clone, Copy, Debug)]
+    enum Heard {
+        Fresh(Health),
+        Silent,
+        Disconnected,
+    }
+
+    fn primary(h: Heard) -> NodeView {
+        let mut n = node("p", Role::Primary);
+        match h {
+            Heard::Fresh(health) => n.health = health,
+            Heard::Silent => n.verdict_age = Some(SILENCE + Duration::from_millis(1)),
+            Heard::Disconnected => n.connected = false,
+        }
+        n
+    }
+
+    fn replicas(total: usize, reporting: usize, fresh: bool) -> Vec<NodeView> {
+        (0..total)
+            .map(|i| {
+                let mut r = node(&format!("r{i}"), Role::Replica);
+                r.sees_primary_down = i < reporting;
+                if !fresh {
+                    r.verdict_age = None;
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// The whole table: every way of hearing the primary, every replica count and report count,
+    /// fresh or silent replicas, in and out of the grace period.
+    #[test]
+    fn decision_table() {
+        let heard = [
+            Heard::Fresh(Health::Healthy),
+            Heard::Fresh(Health::Degraded),
+            Heard::Fresh(Health::Unhealthy),
+            Heard::Fresh(Health::Down),
+            Heard::Fresh(Health::Unspecified),
+            Heard::Silent,
+            Heard::Disconnected,
+        ];
+        for h in heard {
+            for total in 0..=4usize {
+                for reporting in 0..=total {
+                    for fresh in [true, false] {
+                        for grace in [false, true] {
+                            let got = assess_primary(
+                                &primary(h),
+                                &replicas(total, reporting, fresh),
+                                &policy(grace),
+                            );
+                            let majority = fresh && total > 0 && reporting * 2 > total;
+                            let want = match h {
+                                Heard::Fresh(Health::Down) => PrimaryState::Failed(Cause::Down),
+                                Heard::Fresh(Health::Unhealthy) => {
+                                    PrimaryState::Failed(Cause::Unhealthy)
+                                }
+                                Heard::Fresh(_) => PrimaryState::Healthy,
+                                _ if grace => PrimaryState::Waiting,
+                                _ if majority => PrimaryState::Failed(Cause::Unreachable),
+                                _ => PrimaryState::Partitioned,
+                            };
+                            assert_eq!(
+                                got, want,
+                                "{h:?} total={total} reporting={reporting} fresh={fresh} grace={grace}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_controller_alone_losing_the_primary_is_no_failover() {
+        let r = replicas(2, 0, true);
+        assert_eq!(
+            assess_primary(&primary(Heard::Disconnected), &r, &policy(false)),
+            PrimaryState::Partitioned
+        );
+        // Exactly half is not most.
+        let r = replicas(2, 1, true);
+        assert_eq!(
+            assess_primary(&primary(Heard::Silent), &r, &policy(false)),
+            PrimaryState::Partitioned
+        );
+    }
+
+    #[test]
+    fn the_best_replica_has_the_highest_offset_then_priority_then_zone_then_id() {
+        let p = policy(false);
+        let mut a = node("a", Role::Replica);
+        let mut b = node("b", Role::Replica);
+        b.offset = 200;
+        assert_eq!(
+            best_replica(&[a.clone(), b.clone()], "z1", false, &p).map(|n| n.id.as_str()),
+            Some("b")
+        );
+        b.offset = 100;
+        b.priority = 50;
+        assert_eq!(
+            best_replica(&[a.clone(), b.clone()], "z1", false, &p).map(|n| n.id.as_str()),
+            Some("b")
+        );
+        b.priority = 100;
+        a.zone = "z1".into();
+        b.zone = "z2".into();
+        // Same offset and priority: the zone decides only when the failed zone looks down.
+        assert_eq!(
+            best_replica(&[a.clone(), b.clone()], "z1", true, &p).map(|n| n.id.as_str()),
+            Some("b")
+        );
+        assert_eq!(
+            best_replica(&[a.clone(), b.clone()], "z1", false, &p).map(|n| n.id.as_str()),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn stale_unhealthy_or_unwilling_replicas_are_never_promoted() {
+        let p = policy(false);
+        let good = node("good", Role::Replica);
+        let mut bad = vec![];
+        let mut n = node("unhealthy", Role::Replica);
+        n.health = Health::Unhealthy;
+        n.offset = 999;
+        bad.push(n);
+        let mut n = node("down", Role::Replica);
+        n.health = Health::Down;
+        n.offset = 999;
+        bad.push(n);
+        let mut n = node("stale-link", Role::Replica);
+        n.link_up_age = Some(Duration::from_secs(60));
+        n.offset = 999;
+        bad.push(n);
+        let mut n = node("never-linked", Role::Replica);
+        n.link_up_age = None;
+        n.offset = 999;
+        bad.push(n);
+        let mut n = node("priority-0", Role::Replica);
+        n.priority = 0;
+        n.offset = 999;
+        bad.push(n);
+        let mut n = node("silent", Role::Replica);
+        n.verdict_age = Some(Duration::from_secs(5));
+        n.offset = 999;
+        bad.push(n);
+        let mut n = node("primary-role", Role::Primary);
+        n.offset = 999;
+        bad.push(n);
+        for b in &bad {
+            assert!(!promotable(b, &p), "{} was promotable", b.id);
+        }
+        let mut all = bad.clone();
+        all.push(good);
+        assert_eq!(
+            best_replica(&all, "z1", false, &p).map(|n| n.id.as_str()),
+            Some("good")
+        );
+        assert_eq!(best_replica(&bad, "z1", false, &p), None);
+    }
+
+    #[test]
+    fn a_zone_looks_down_when_none_of_its_nodes_is_healthy() {
+        let p = policy(false);
+        let mut x = node("x", Role::Primary);
+        x.health = Health::Down;
+        let mut y = node("y", Role::Replica);
+        y.connected = false;
+        let mut z = node("z", Role::Replica);
+        z.zone = "z2".into();
+        let nodes = [x, y, z];
+        assert!(zone_looks_down("z1", &nodes, &p));
+        assert!(!zone_looks_down("z2", &nodes, &p));
+        assert!(!zone_looks_down("", &nodes, &p));
+    }
+}

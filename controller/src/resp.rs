@@ -1,0 +1,265 @@
+//! RESP for the Sentinel-compatible endpoint: a bounded request parser (arrays of bulk strings,
+//! and inline commands) and a reply encoder (RESP2).
+//!
+//! The parser never panics and never grows without bound: garbage and oversized frames are
+//! errors (the connection is closed), and a half-sent frame is "need more bytes".
+
+/// Bounds on one request. Sentinel commands are a few short words.
+pub const MAX_ARGS: usize = 64;
+pub const MAX_BULK: usize = 64 * 1024;
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RespError {
+    #[error("Protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("Protocol error: {0} too large")]
+    TooLarge(&'static str),
+}
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    buf.get(from..)?
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|p| from + p)
+}
+
+fn parse_int(bytes: &[u8]) -> Result<i64, RespError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(RespError::Protocol("invalid length"))
+}
+
+/// A command's arguments and the bytes it took.
+pub type Parsed = (Vec<Vec<u8>>, usize);
+
+/// One complete command from the front of `buf` and the bytes it used; Ok(None) when `buf` holds
+/// only part of one.
+pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, RespError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let Some(end) = find_crlf(buf, 0) else {
+        return if buf.len() > MAX_LINE {
+            Err(RespError::TooLarge("line"))
+        } else {
+            Ok(None)
+        };
+    };
+    if end > MAX_LINE {
+        return Err(RespError::TooLarge("line"));
+    }
+    if buf[0] != b'*' {
+        // Inline command: words separated by spaces (as redis-cli and telnet send).
+        let line = std::str::from_utf8(&buf[..end])
+            .map_err(|_| RespError::Protocol("inline command is not UTF-8"))?;
+        let args: Vec<Vec<u8>> = line
+            .split_ascii_whitespace()
+            .map(|w| w.as_bytes().to_vec())
+            .collect();
+        if args.len() > MAX_ARGS {
+            return Err(RespError::TooLarge("inline command"));
+        }
+        return Ok(Some((args, end + 2)));
+    }
+    let count = parse_int(&buf[1..end])?;
+    if count < 0 {
+        return Err(RespError::Protocol("negative array length"));
+    }
+    let count = count as usize;
+    if count > MAX_ARGS {
+        return Err(RespError::TooLarge("array"));
+    }
+    let mut at = end + 2;
+    let mut args = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some(&marker) = buf.get(at) else {
+            return Ok(None);
+        };
+        if marker != b'$' {
+            return Err(RespError::Protocol("expected '$'"));
+        }
+        let Some(end) = find_crlf(buf, at) else {
+            return if buf.len() - at > 32 {
+                Err(RespError::Protocol("bulk length line too long"))
+            } else {
+                Ok(None)
+            };
+        };
+        let len = parse_int(&buf[at + 1..end])?;
+        if len < 0 {
+            return Err(RespError::Protocol("negative bulk length"));
+        }
+        let len = len as usize;
+        if len > MAX_BULK {
+            return Err(RespError::TooLarge("bulk string"));
+        }
+        let start = end + 2;
+        let Some(stop) = start.checked_add(len) else {
+            return Err(RespError::TooLarge("bulk string"));
+        };
+        if buf.len() < stop + 2 {
+            return Ok(None);
+        }
+        if &buf[stop..stop + 2] != b"\r\n" {
+            return Err(RespError::Protocol("bulk string not followed by CRLF"));
+        }
+        args.push(buf[start..stop].to_vec());
+        at = stop + 2;
+    }
+    Ok(Some((args, at)))
+}
+
+/// A RESP2 reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Reply>),
+    NilArray,
+}
+
+impl Reply {
+    pub fn bulk(s: impl AsRef<[u8]>) -> Self {
+        Self::Bulk(s.as_ref().to_vec())
+    }
+
+    /// A flat array of field/value bulk strings, as Sentinel returns its maps.
+    pub fn map<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self::Array(
+            pairs
+                .into_iter()
+                .flat_map(|(k, v)| [Self::bulk(k.as_ref()), Self::bulk(v.as_ref())])
+                .collect(),
+        )
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Simple(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
+            Self::Error(s) => out.extend_from_slice(format!("-{s}\r\n").as_bytes()),
+            Self::Int(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
+            Self::Bulk(b) => {
+                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Self::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Self::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for i in items {
+                    i.encode(out);
+                }
+            }
+            Self::NilArray => out.extend_from_slice(b"*-1\r\n"),
+        }
+    }
+}
+
+/// How a client sends a command (used by tests and the fuzz properties).
+pub fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Reply::Array(args.iter().map(Reply::bulk).collect()).encode(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn commands_parse_whole_or_not_at_all() {
+        let cmd = encode_command(&[b"SENTINEL", b"get-master-addr-by-name", b"cache"]);
+        let (args, used) = parse_command(&cmd).unwrap().unwrap();
+        assert_eq!(used, cmd.len());
+        assert_eq!(
+            args,
+            vec![
+                b"SENTINEL".to_vec(),
+                b"get-master-addr-by-name".to_vec(),
+                b"cache".to_vec()
+            ]
+        );
+        for cut in 0..cmd.len() {
+            assert_eq!(parse_command(&cmd[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert_eq!(
+            parse_command(b"PING\r\n").unwrap(),
+            Some((vec![b"PING".to_vec()], 6))
+        );
+    }
+
+    #[test]
+    fn garbage_and_oversize_are_errors() {
+        assert!(parse_command(b"*2\r\n:1\r\n").is_err());
+        assert!(parse_command(b"*-5\r\n").is_err());
+        assert!(parse_command(b"*x\r\n").is_err());
+        assert!(parse_command(b"*1\r\n$3\r\nabcXX").is_err());
+        assert_eq!(
+            parse_command(format!("*{}\r\n", MAX_ARGS + 1).as_bytes()),
+            Err(RespError::TooLarge("array"))
+        );
+        assert_eq!(
+            parse_command(format!("*1\r\n${}\r\n", MAX_BULK + 1).as_bytes()),
+            Err(RespError::TooLarge("bulk string"))
+        );
+        assert_eq!(
+            parse_command(&vec![b'a'; MAX_LINE + 1]),
+            Err(RespError::TooLarge("line"))
+        );
+        assert!(parse_command(b"*1\r\n$99999999999999999999\r\n").is_err());
+    }
+
+    #[test]
+    fn replies_encode_as_resp2() {
+        let mut out = Vec::new();
+        Reply::Array(vec![Reply::bulk("127.0.0.1"), Reply::bulk("6379")]).encode(&mut out);
+        Reply::NilArray.encode(&mut out);
+        Reply::Error("ERR x".into()).encode(&mut out);
+        assert_eq!(
+            out,
+            b"*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n*-1\r\n-ERR x\r\n"
+        );
+    }
+
+    proptest! {
+        // Whatever arrives, the parser answers without panicking, and never claims more bytes
+        // than it was given.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(Some((_, used))) = parse_command(&bytes) {
+                prop_assert!(used <= bytes.len());
+            }
+        }
+
+        // Well-formed commands round-trip, and every prefix of one is incomplete, not an error.
+        #[test]
+        fn well_formed_commands_round_trip(args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8)) {
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let wire = encode_command(&refs);
+            let parsed = parse_command(&wire).unwrap().unwrap();
+            prop_assert_eq!(parsed.0, args);
+            prop_assert_eq!(parsed.1, wire.len());
+            for cut in 0..wire.len() {
+                prop_assert_eq!(parse_command(&wire[..cut]).unwrap(), None);
+            }
+        }
+
+        // Garbage after a valid command does not change what the command was.
+        #[test]
+        fn trailing_garbage_is_left_for_later(tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut wire = encode_command(&[b"PING"]);
+            let len = wire.len();
+            wire.extend_from_slice(&tail);
+            let (args, used) = parse_command(&wire).unwrap().unwrap();
+            prop_assert_eq!(args, vec![b"PING".to_vec()]);
+            prop_assert_eq!(used, len);
+        }
+    }
+}
