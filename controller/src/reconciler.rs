@@ -234,6 +234,8 @@ impl Reconciler {
                     n.session = Some((session, outbox));
                 }
                 self.metrics.connected_agents.inc();
+                // The node's address may be new to this controller (after a restart): republish.
+                self.publish();
                 tracing::info!(datastore = %self.name, node = %hello.node_id, address = %hello.advertise, "agent connected");
                 self.push_desired_to(&hello.node_id);
             }

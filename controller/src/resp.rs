@@ -1,5 +1,6 @@
 //! RESP for the Sentinel-compatible endpoint: a bounded request parser (arrays of bulk strings,
-//! and inline commands) and a reply encoder (RESP2).
+//! and inline commands) and a reply encoder for RESP2 and, after `HELLO 3`, RESP3 (which clients
+//! such as redis-py 8 ask for by default).
 //!
 //! The parser never panics and never grows without bound: garbage and oversized frames are
 //! errors (the connection is closed), and a half-sent frame is "need more bytes".
@@ -111,7 +112,7 @@ pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, RespError> {
     Ok(Some((args, at)))
 }
 
-/// A RESP2 reply.
+/// A reply, encodable in either protocol version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     Simple(String),
@@ -121,6 +122,10 @@ pub enum Reply {
     Nil,
     Array(Vec<Reply>),
     NilArray,
+    /// Field/value pairs: a RESP3 map, or a flat array in RESP2 (as Sentinel returns its maps).
+    Map(Vec<(Reply, Reply)>),
+    /// An out-of-band message (pub/sub): a RESP3 push, or an array in RESP2.
+    Push(Vec<Reply>),
 }
 
 impl Reply {
@@ -128,17 +133,24 @@ impl Reply {
         Self::Bulk(s.as_ref().to_vec())
     }
 
-    /// A flat array of field/value bulk strings, as Sentinel returns its maps.
+    /// Field/value bulk strings, as Sentinel returns its maps.
     pub fn map<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Self::Array(
+        Self::Map(
             pairs
                 .into_iter()
-                .flat_map(|(k, v)| [Self::bulk(k.as_ref()), Self::bulk(v.as_ref())])
+                .map(|(k, v)| (Self::bulk(k.as_ref()), Self::bulk(v.as_ref())))
                 .collect(),
         )
     }
 
+    /// RESP2.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_as(out, 2);
+    }
+
+    /// RESP2 or RESP3, by `proto`.
+    pub fn encode_as(&self, out: &mut Vec<u8>, proto: u8) {
+        let resp3 = proto >= 3;
         match self {
             Self::Simple(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
             Self::Error(s) => out.extend_from_slice(format!("-{s}\r\n").as_bytes()),
@@ -148,14 +160,33 @@ impl Reply {
                 out.extend_from_slice(b);
                 out.extend_from_slice(b"\r\n");
             }
+            Self::Nil if resp3 => out.extend_from_slice(b"_\r\n"),
             Self::Nil => out.extend_from_slice(b"$-1\r\n"),
-            Self::Array(items) => {
-                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            Self::NilArray if resp3 => out.extend_from_slice(b"_\r\n"),
+            Self::NilArray => out.extend_from_slice(b"*-1\r\n"),
+            Self::Array(items) | Self::Push(items) => {
+                let marker = if resp3 && matches!(self, Self::Push(_)) {
+                    '>'
+                } else {
+                    '*'
+                };
+                out.extend_from_slice(format!("{marker}{}\r\n", items.len()).as_bytes());
                 for i in items {
-                    i.encode(out);
+                    i.encode_as(out, proto);
                 }
             }
-            Self::NilArray => out.extend_from_slice(b"*-1\r\n"),
+            Self::Map(pairs) => {
+                let (marker, len) = if resp3 {
+                    ('%', pairs.len())
+                } else {
+                    ('*', pairs.len() * 2)
+                };
+                out.extend_from_slice(format!("{marker}{len}\r\n").as_bytes());
+                for (k, v) in pairs {
+                    k.encode_as(out, proto);
+                    v.encode_as(out, proto);
+                }
+            }
         }
     }
 }
@@ -214,6 +245,26 @@ mod tests {
             Err(RespError::TooLarge("line"))
         );
         assert!(parse_command(b"*1\r\n$99999999999999999999\r\n").is_err());
+    }
+
+    #[test]
+    fn maps_nulls_and_pushes_differ_by_protocol() {
+        let m = Reply::map([("ip", "127.0.0.1")]);
+        let (mut two, mut three) = (Vec::new(), Vec::new());
+        m.encode_as(&mut two, 2);
+        m.encode_as(&mut three, 3);
+        assert_eq!(two, b"*2\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n");
+        assert_eq!(three, b"%1\r\n$2\r\nip\r\n$9\r\n127.0.0.1\r\n");
+        let (mut two, mut three) = (Vec::new(), Vec::new());
+        Reply::NilArray.encode_as(&mut two, 2);
+        Reply::NilArray.encode_as(&mut three, 3);
+        assert_eq!(
+            (two.as_slice(), three.as_slice()),
+            (&b"*-1\r\n"[..], &b"_\r\n"[..])
+        );
+        let mut push = Vec::new();
+        Reply::Push(vec![Reply::bulk("message")]).encode_as(&mut push, 3);
+        assert_eq!(push, b">1\r\n$7\r\nmessage\r\n");
     }
 
     #[test]

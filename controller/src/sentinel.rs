@@ -119,15 +119,19 @@ pub fn answer(args: &[Vec<u8>], published: &Published) -> Reply {
             ),
         ]),
         "HELLO" => match arg(1).as_deref() {
-            None | Some("2") => Reply::map([
-                ("server", "redis"),
-                ("version", "7.0.0"),
-                ("proto", "2"),
-                ("id", "1"),
-                ("mode", "sentinel"),
-                ("role", "sentinel"),
+            None | Some("2") | Some("3") => Reply::Map(vec![
+                (Reply::bulk("server"), Reply::bulk("redis")),
+                (Reply::bulk("version"), Reply::bulk("7.0.0")),
+                (
+                    Reply::bulk("proto"),
+                    Reply::Int(arg(1).and_then(|p| p.parse().ok()).unwrap_or(2)),
+                ),
+                (Reply::bulk("id"), Reply::Int(1)),
+                (Reply::bulk("mode"), Reply::bulk("sentinel")),
+                (Reply::bulk("role"), Reply::bulk("sentinel")),
+                (Reply::bulk("modules"), Reply::Array(vec![])),
             ]),
-            Some(_) => Reply::Error("NOPROTO this sentinel endpoint speaks RESP2 only".into()),
+            Some(_) => Reply::Error("NOPROTO unsupported protocol version".into()),
         },
         // Client metadata (redis-py sends CLIENT SETINFO on connect) and AUTH are accepted.
         "CLIENT" | "AUTH" | "SELECT" => Reply::Simple("OK".into()),
@@ -225,6 +229,8 @@ impl Subscriptions {
 async fn client(mut stream: TcpStream, published: Arc<Published>) -> std::io::Result<()> {
     let mut events = published.subscribe();
     let mut subs = Subscriptions::default();
+    // RESP2 until the client asks for 3 with HELLO.
+    let mut proto = 2u8;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -245,7 +251,11 @@ async fn client(mut stream: TcpStream, published: Arc<Published>) -> std::io::Re
                                 continue;
                             }
                             let quit = text(&args[0]).eq_ignore_ascii_case("QUIT");
-                            subscribe_or_answer(&args, &mut subs, &published).into_iter().for_each(|r| r.encode(&mut out));
+                            let replies = subscribe_or_answer(&args, &mut subs, &published);
+                            if text(&args[0]).eq_ignore_ascii_case("HELLO") && !matches!(replies.first(), Some(Reply::Error(_))) {
+                                proto = if args.get(1).is_some_and(|v| v.as_slice() == b"3") { 3 } else { 2 };
+                            }
+                            replies.into_iter().for_each(|r| r.encode_as(&mut out, proto));
                             if quit {
                                 stream.write_all(&out).await?;
                                 return Ok(());
@@ -265,7 +275,7 @@ async fn client(mut stream: TcpStream, published: Arc<Published>) -> std::io::Re
                 }
             }
             e = events.recv(), if subs.count() > 0 => match e {
-                Ok(e) => subs.deliveries(&e).iter().for_each(|r| r.encode(&mut out)),
+                Ok(e) => subs.deliveries(&e).iter().for_each(|r| r.encode_as(&mut out, proto)),
                 // A subscriber too slow for the backlog misses events, as with Redis' pub/sub.
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return Ok(()),
@@ -410,11 +420,12 @@ mod tests {
         let Reply::Array(masters) = ask(&p, &["SENTINEL", "MASTERS"]) else {
             panic!()
         };
-        let Reply::Array(fields) = &masters[0] else {
+        let Reply::Map(fields) = &masters[0] else {
             panic!()
         };
         let words: Vec<String> = fields
             .iter()
+            .flat_map(|(k, v)| [k, v])
             .map(|f| match f {
                 Reply::Bulk(b) => text(b),
                 _ => String::new(),

@@ -107,7 +107,14 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
-            .args(["--enable-debug-command", "yes", "--dir"])
+            // Replicas sync at once instead of after Redis 7's 5 s diskless-sync delay.
+            .args([
+                "--enable-debug-command",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+                "--dir",
+            ])
             .arg(dir.path())
             .args(extra)
             .stdout(Stdio::null())
@@ -438,5 +445,134 @@ impl Drop for Agent {
         {
             stop_child(child);
         }
+    }
+}
+
+/// A running `vigil-controller` on free ports of 127.0.0.1, with its log kept.
+pub struct Controller {
+    child: Option<Child>,
+    pub grpc: u16,
+    pub sentinel: u16,
+    data_dir: PathBuf,
+    extra: Vec<String>,
+    log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Controller {
+    /// Starts a controller keeping its state in `data_dir`, with `extra` flags.
+    pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        let mut c = Self {
+            child: None,
+            grpc: free_port()?,
+            sentinel: free_port()?,
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: std::sync::Arc::new(Mutex::new(Vec::new())),
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let mut cmd = Command::new(workspace_bin("vigil-controller")?);
+        cmd.args(["--log-format", "json"]);
+        if !self.extra.iter().any(|a| a == "--metrics-listen") {
+            cmd.args(["--metrics-listen", "off"]);
+        }
+        let mut child = cmd
+            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc)])
+            .args(["--sentinel-listen", &format!("127.0.0.1:{}", self.sentinel)])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting vigil-controller")?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let sink = std::sync::Arc::clone(&self.log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[vigil-controller] {line}");
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_log("vigil-controller running")?;
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    /// Kills the controller (SIGKILL: no chance to tidy up) and starts it again on the same ports
+    /// and state.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.spawn()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c);
+        }
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> Result<String> {
+        wait_until(
+            WAIT,
+            &format!("a controller log line with {needle:?}"),
+            || {
+                self.log
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|l| l.contains(needle))
+                    .cloned()
+            },
+        )
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// The primary's port as the Sentinel endpoint reports it for `datastore`.
+    pub fn sentinel_primary(&self, datastore: &str) -> Result<Option<u16>> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel))?;
+        let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(datastore)
+            .query(&mut c)?;
+        Ok(addr.and_then(|(_, port)| port.parse().ok()))
+    }
+
+    /// `vigil status <datastore> --json`, run as a user would.
+    pub fn status(&self, datastore: &str) -> Result<Value> {
+        let out = Command::new(workspace_bin("vigil")?)
+            .args(["--controller", &self.url(), "status", datastore, "--json"])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "vigil status failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let all: Value = serde_json::from_slice(&out.stdout)?;
+        Ok(all[0].clone())
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -30,6 +30,7 @@ pub fn run() -> Result<()> {
         );
     }
     debian_packages()?;
+    python_redis()?;
     nightly()?;
     bpf_linker()?;
     mount_if_missing(
@@ -81,6 +82,22 @@ fn debian_packages() -> Result<()> {
     )
     .context(apt_failed)?;
     Ok(())
+}
+
+/// redis-py, the Python client the Sentinel-compatibility tests drive.
+fn python_redis() -> Result<()> {
+    let have = Command::new("python3")
+        .args(["-c", "import redis.sentinel"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        say("redis-py is installed");
+        return Ok(());
+    }
+    say("installing redis-py (pip) for the Sentinel client tests");
+    crate::run_cmd(Command::new("python3").args(["-m", "pip", "install", "--quiet", "redis"]))
+        .context("pip install redis failed: is PyPI reachable from this machine?")
 }
 
 fn nightly() -> Result<()> {

@@ -1,0 +1,389 @@
+//! The controller end to end: three real redis-server processes (a primary and two replicas),
+//! three real agents with their eBPF probes, and the real controller, all on 127.0.0.1. Faults
+//! are injected and the outcome is asserted: who is primary, who replicates from whom, what the
+//! Sentinel endpoint and `vigil status` say. Never how fast. Needs root.
+use std::{path::Path, process::Command, time::Duration};
+
+use anyhow::{Result, bail};
+use nix::sys::signal::Signal;
+use vigil_tests::{
+    Agent, Controller, RedisServer, WAIT, free_port, require_root, serial, signal, wait_until,
+};
+
+const DS: &str = "cache";
+
+struct Store {
+    servers: Vec<Option<RedisServer>>,
+    agents: Vec<Option<Agent>>,
+    ports: Vec<u16>,
+}
+
+fn node(i: usize) -> String {
+    format!("n{i}")
+}
+
+fn start_agent(controller: &Controller, port: u16, i: usize) -> Result<Agent> {
+    let server = format!("127.0.0.1:{port}");
+    let url = controller.url();
+    let id = node(i);
+    Agent::run(&[
+        "--server",
+        &server,
+        "--controller",
+        &url,
+        "--datastore",
+        DS,
+        "--node-id",
+        &id,
+    ])
+}
+
+/// n0 primary, n1 and n2 its replicas, linked up, with an agent each, all healthy at the controller.
+fn store(controller: &Controller) -> Result<Store> {
+    let primary = RedisServer::start()?;
+    let p = primary.port.to_string();
+    let r1 = RedisServer::start_with(free_port()?, &["--replicaof", "127.0.0.1", &p])?;
+    let r2 = RedisServer::start_with(free_port()?, &["--replicaof", "127.0.0.1", &p])?;
+    let ports = vec![primary.port, r1.port, r2.port];
+    let mut agents = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        agents.push(Some(start_agent(controller, *port, i)?));
+    }
+    let s = Store {
+        servers: vec![Some(primary), Some(r1), Some(r2)],
+        agents,
+        ports,
+    };
+    wait_until(WAIT, "every node healthy and linked", || {
+        let st = controller.status(DS).ok()?;
+        let nodes = st["nodes"].as_array()?;
+        let ok = nodes.len() == 3
+            && st["primary"] == "n0"
+            && nodes
+                .iter()
+                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true);
+        ok.then_some(())
+    })?;
+    Ok(s)
+}
+
+fn role(port: u16) -> Result<(String, Option<u16>)> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c)?;
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+    };
+    Ok((
+        field("role:").unwrap_or_default(),
+        field("master_port:").and_then(|p| p.parse().ok()),
+    ))
+}
+
+fn data_dir() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?)
+}
+
+fn controller(dir: &Path) -> Result<Controller> {
+    Controller::start(
+        dir,
+        &["--grace-ms", "300", "--min-failover-interval-ms", "1000"],
+    )
+}
+
+#[test]
+fn kill_9_of_the_primary_promotes_a_replica_and_the_old_primary_rejoins_as_its_replica()
+-> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let ctl = controller(dir.path())?;
+    let mut s = store(&ctl)?;
+    assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[0]));
+    if let Some(p) = s.servers[0].as_mut() {
+        p.signal(Signal::SIGKILL)?;
+        p.wait_exit()?;
+    }
+    let new = wait_until(WAIT, "the Sentinel endpoint to name a replica", || {
+        ctl.sentinel_primary(DS)
+            .ok()
+            .flatten()
+            .filter(|p| *p != s.ports[0])
+    })?;
+    assert!(
+        new == s.ports[1] || new == s.ports[2],
+        "{new} is not a former replica"
+    );
+    assert_eq!(role(new)?.0, "master");
+    let other = if new == s.ports[1] {
+        s.ports[2]
+    } else {
+        s.ports[1]
+    };
+    wait_until(WAIT, "the other replica to follow the new primary", || {
+        (role(other).ok()? == ("slave".into(), Some(new))).then_some(())
+    })?;
+    ctl.wait_log("failover_finished")?;
+    // The old primary comes back on its port as a lone primary: it is demoted.
+    s.servers[0] = Some(RedisServer::start_on(s.ports[0])?);
+    wait_until(
+        WAIT,
+        "the old primary to replicate from the new one",
+        || (role(s.ports[0]).ok()? == ("slave".into(), Some(new))).then_some(()),
+    )?;
+    let st = ctl.status(DS)?;
+    assert_eq!(st["epoch"], 2, "{st}");
+    let promoted = if new == s.ports[1] { "n1" } else { "n2" };
+    assert_eq!(st["primary"], promoted, "{st}");
+    Ok(())
+}
+
+#[test]
+fn stopping_only_the_primarys_agent_is_no_failover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let ctl = controller(dir.path())?;
+    let s = store(&ctl)?;
+    let agent = s.agents[0].as_ref().map(Agent::pid).unwrap_or(0);
+    // The controller loses the primary's agent; the server keeps serving its replicas.
+    signal(agent, Signal::SIGSTOP)?;
+    ctl.wait_log("controller_partitioned")?;
+    let st = ctl.status(DS)?;
+    signal(agent, Signal::SIGCONT)?;
+    assert_eq!(st["primary"], "n0", "{st}");
+    assert_eq!(st["epoch"], 1, "{st}");
+    assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[0]));
+    assert!(
+        !ctl.log_contains("failover_started"),
+        "the controller failed over a live primary"
+    );
+    assert_eq!(role(s.ports[0])?.0, "master");
+    Ok(())
+}
+
+#[test]
+fn a_controller_restart_causes_no_failover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let mut ctl = controller(dir.path())?;
+    let s = store(&ctl)?;
+    ctl.restart()?;
+    wait_until(WAIT, "every agent back", || {
+        let st = ctl.status(DS).ok()?;
+        st["nodes"]
+            .as_array()?
+            .iter()
+            .all(|n| n["connected"] == true && n["health"] == "HEALTHY")
+            .then_some(())
+    })?;
+    // Keep looking for a while after the grace period: the primary must not move.
+    for _ in 0..20 {
+        let st = ctl.status(DS)?;
+        assert_eq!(
+            (st["primary"].as_str(), st["epoch"].as_u64()),
+            (Some("n0"), Some(1)),
+            "{st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!ctl.log_contains("failover_started"));
+    assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[0]));
+    Ok(())
+}
+
+#[test]
+fn a_failover_interrupted_by_a_controller_crash_finishes_after_the_restart() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let mut ctl = controller(dir.path())?;
+    let mut s = store(&ctl)?;
+    // The controller dies right after step 1 of a failover: it persisted epoch 2 with the
+    // failover in flight (as it does before any command), and nothing else happened.
+    ctl.kill();
+    if let Some(p) = s.servers[0].as_mut() {
+        p.signal(Signal::SIGKILL)?;
+        p.wait_exit()?;
+    }
+    let path = dir.path().join(format!("{DS}.json"));
+    let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    state["epoch"] = 2.into();
+    state["in_flight"] = serde_json::json!({"epoch": 2, "from": "n0", "to": "n2", "cause": "down", "started_unix_ms": 1});
+    std::fs::write(&path, serde_json::to_vec(&state)?)?;
+    ctl.restart()?;
+    ctl.wait_log("failover_resumed")?;
+    wait_until(WAIT, "the interrupted failover to finish", || {
+        (ctl.sentinel_primary(DS).ok().flatten()? == s.ports[2]).then_some(())
+    })?;
+    assert_eq!(role(s.ports[2])?.0, "master");
+    wait_until(WAIT, "n1 to follow n2", || {
+        (role(s.ports[1]).ok()? == ("slave".into(), Some(s.ports[2]))).then_some(())
+    })?;
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    assert_eq!(saved["primary"], "n2");
+    assert!(saved["in_flight"].is_null(), "{saved}");
+    assert_eq!(saved["history"][0]["to"], "n2");
+    Ok(())
+}
+
+fn redis_py(sentinel: u16, script: &str) -> Result<String> {
+    let out = Command::new("python3")
+        .args(["-c", script, &sentinel.to_string(), DS])
+        .output()?;
+    if !out.status.success() {
+        bail!("redis-py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+const PY_WRITE: &str = r#"
+import sys
+from redis.sentinel import Sentinel
+s = Sentinel([("127.0.0.1", int(sys.argv[1]))], socket_timeout=2)
+m = s.master_for(sys.argv[2], socket_timeout=2)
+m.set("vigil-key", "from-python")
+print(m.get("vigil-key").decode(), s.discover_master(sys.argv[2])[1])
+"#;
+
+#[test]
+fn sentinel_clients_redis_py_and_redis_rs_follow_a_failover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let ctl = controller(dir.path())?;
+    let mut s = store(&ctl)?;
+    let before = redis_py(ctl.sentinel, PY_WRITE)?;
+    assert_eq!(before, format!("from-python {}", s.ports[0]));
+    if let Some(p) = s.servers[0].as_mut() {
+        p.signal(Signal::SIGKILL)?;
+        p.wait_exit()?;
+    }
+    let new = wait_until(WAIT, "a new primary", || {
+        ctl.sentinel_primary(DS)
+            .ok()
+            .flatten()
+            .filter(|p| *p != s.ports[0])
+    })?;
+    // redis-py, pointed only at vigil, writes to the new primary.
+    let after = redis_py(ctl.sentinel, PY_WRITE)?;
+    assert_eq!(after, format!("from-python {new}"));
+    // redis-rs' sentinel client does too, and the node it reaches says it is the master.
+    let mut sentinel = redis::sentinel::SentinelClient::build(
+        vec![format!("redis://127.0.0.1:{}/", ctl.sentinel)],
+        DS.to_string(),
+        None,
+        redis::sentinel::SentinelServerType::Master,
+    )?;
+    let mut conn = sentinel.get_connection()?;
+    let _: () = redis::cmd("SET")
+        .arg("vigil-key")
+        .arg("from-rust")
+        .query(&mut conn)?;
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut conn)?;
+    assert!(info.contains("role:master"), "{info}");
+    let mut direct = redis::Client::open(format!("redis://127.0.0.1:{new}/"))?.get_connection()?;
+    let got: String = redis::cmd("GET").arg("vigil-key").query(&mut direct)?;
+    assert_eq!(got, "from-rust");
+    Ok(())
+}
+
+#[test]
+fn vigil_status_and_a_planned_switchover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let ctl = controller(dir.path())?;
+    let s = store(&ctl)?;
+    let table = Command::new(vigil_tests::workspace_bin("vigil")?)
+        .args(["--controller", &ctl.url(), "status"])
+        .output()?;
+    let text = String::from_utf8_lossy(&table.stdout);
+    for word in [
+        "cache",
+        "epoch 1",
+        "primary n0",
+        "n1",
+        "n2",
+        "HEALTHY",
+        "replica",
+    ] {
+        assert!(text.contains(word), "{word} missing from:\n{text}");
+    }
+    let out = Command::new(vigil_tests::workspace_bin("vigil")?)
+        .args(["--controller", &ctl.url(), "failover", DS, "--to", "n1"])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("primary is now n1"));
+    assert_eq!(role(s.ports[1])?.0, "master");
+    wait_until(WAIT, "the old primary to follow n1", || {
+        (role(s.ports[0]).ok()? == ("slave".into(), Some(s.ports[1]))).then_some(())
+    })?;
+    assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[1]));
+    Ok(())
+}
+
+#[test]
+fn garbage_on_the_sentinel_port_closes_that_client_only_and_metrics_are_served() -> Result<()> {
+    use std::io::{Read, Write};
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let metrics = free_port()?;
+    let listen = format!("127.0.0.1:{metrics}");
+    let ctl = Controller::start(
+        dir.path(),
+        &["--grace-ms", "300", "--metrics-listen", &listen],
+    )?;
+    let s = store(&ctl)?;
+    for garbage in [
+        &b"*99999999\r\n"[..],
+        b"*1\r\n$2000000\r\n",
+        b"*1\r\n:5\r\n",
+        b"\x00\xff\xfe*-3\r\n",
+    ] {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", ctl.sentinel))?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(garbage)?;
+        let mut reply = Vec::new();
+        // The endpoint answers with an error and closes: read to the end.
+        c.read_to_end(&mut reply)?;
+        assert!(
+            reply.starts_with(b"-ERR"),
+            "{garbage:?} got {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // A half-sent frame followed by a hang-up is no trouble either; the endpoint still serves.
+    std::net::TcpStream::connect(("127.0.0.1", ctl.sentinel))?
+        .write_all(b"*2\r\n$8\r\nSENTINEL\r\n$3")?;
+    assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[0]));
+    let mut unknown =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", ctl.sentinel))?.get_connection()?;
+    let err = redis::cmd("FLUSHALL")
+        .query::<()>(&mut unknown)
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown command"), "{err}");
+    let body = wait_until(WAIT, "the metrics page", || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", metrics)).ok()?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).ok()?;
+        Some(body)
+    })?;
+    for m in [
+        "vigil_controller_connected_agents 3",
+        "vigil_controller_node_health{",
+        "vigil_controller_decision_latency_seconds",
+    ] {
+        assert!(body.contains(m), "{m} missing from {body}");
+    }
+    Ok(())
+}
