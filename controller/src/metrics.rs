@@ -28,6 +28,8 @@ pub struct Metrics {
     pub health: Family<NodeLabel, Gauge>,
     pub connected_agents: Gauge,
     pub alerts: Family<CauseLabel, Counter>,
+    /// Seconds since each node's last verdict.
+    pub verdict_age: Family<NodeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Metrics {
@@ -41,6 +43,7 @@ impl Metrics {
             health: Family::default(),
             connected_agents: Gauge::default(),
             alerts: Family::default(),
+            verdict_age: Family::default(),
         })
     }
 
@@ -74,6 +77,15 @@ impl Metrics {
                 node: node.to_string(),
             })
             .set(value);
+    }
+
+    pub fn verdict_age(&self, datastore: &str, node: &str, seconds: f64) {
+        self.verdict_age
+            .get_or_create(&NodeLabel {
+                datastore: datastore.to_string(),
+                node: node.to_string(),
+            })
+            .set(seconds);
     }
 
     fn registry(&self) -> Registry {

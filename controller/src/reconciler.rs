@@ -325,6 +325,12 @@ impl Reconciler {
         if self.state.primary.is_none() && role == Role::Primary && self.active.is_none() {
             self.adopt_primary(&node);
         }
+        if reasons.contains(Reason::FENCED) {
+            self.alert(
+                "fenced_primary",
+                &format!("node {node} reports its writes fenced"),
+            );
+        }
         self.correct_role(&node, role, reasons);
         if self.state.primary.as_deref() == Some(node.as_str()) {
             self.evaluate(Some(received));
@@ -882,6 +888,12 @@ impl Reconciler {
     }
 
     fn push_desired(&mut self) {
+        for n in self.nodes.values() {
+            if let Some(t) = n.heard {
+                self.metrics
+                    .verdict_age(&self.name, &n.info.id, t.elapsed().as_secs_f64());
+            }
+        }
         let ids: Vec<String> = self.nodes.keys().cloned().collect();
         for id in ids {
             self.push_desired_to(&id);
