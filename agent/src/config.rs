@@ -63,7 +63,9 @@ pub struct RunSettings {
     /// Heartbeat verdict interval, in ms; changes are sent at once [default: 100].
     #[arg(long, env = "VIGIL_HEARTBEAT_MS", value_name = "MS")]
     pub heartbeat_ms: Option<u64>,
-    /// How often to ask the server about role, replication and memory, in ms [default: 500].
+    /// How often to ask the server about role, replication and memory, in ms [default: 100].
+    /// The controller promotes the replica with the highest offset it was told, so fresh
+    /// offsets matter.
     #[arg(long, env = "VIGIL_HEALTH_INTERVAL_MS", value_name = "MS")]
     pub health_interval_ms: Option<u64>,
     /// Requests unread this long make a stall, in ms [default: 100].

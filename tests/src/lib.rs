@@ -107,12 +107,13 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
-            // Replicas sync at once instead of after Redis 7's 5 s diskless-sync delay.
+            // Disk-based sync: Redis 7.0 with diskless sync and no delay sometimes leaves one of two
+            // replicas attaching together "linked" but never fed (seen here, without vigil).
             .args([
                 "--enable-debug-command",
                 "yes",
-                "--repl-diskless-sync-delay",
-                "0",
+                "--repl-diskless-sync",
+                "no",
                 "--dir",
             ])
             .arg(dir.path())
@@ -217,11 +218,35 @@ impl Drop for Fixture {
     }
 }
 
-/// Path of a binary built from this workspace: `$VIGIL_BIN_DIR/<name>` when set, else next to
-/// the running test executable (target/<profile>/deps/.. holds the workspace's binaries).
+static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops echoing the agents' and controller's logs to stderr (demos and benches print their own).
+pub fn quiet() {
+    QUIET.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn echo(prefix: &str, line: &str) {
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("[{prefix}] {line}");
+    }
+}
+
+/// Makes [`workspace_bin`] take binaries from `dir` (e.g. target/release for demos and benches).
+pub fn use_bin_dir(dir: PathBuf) {
+    let _ = BIN_DIR.set(dir);
+}
+
+/// Path of a binary built from this workspace: the folder given to [`use_bin_dir`], else
+/// `$VIGIL_BIN_DIR/<name>`, else next to the running executable (target/<profile>/deps/.. holds
+/// the workspace's binaries).
 pub fn workspace_bin(name: &str) -> Result<PathBuf> {
-    let dir = match std::env::var_os("VIGIL_BIN_DIR") {
-        Some(dir) => PathBuf::from(dir),
+    let chosen = BIN_DIR
+        .get()
+        .cloned()
+        .or_else(|| std::env::var_os("VIGIL_BIN_DIR").map(PathBuf::from));
+    let dir = match chosen {
+        Some(dir) => dir,
         None => {
             let exe = std::env::current_exe()?;
             let mut dir = exe
@@ -402,7 +427,7 @@ impl Agent {
         let sink = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[vigil-agent] {line}");
+                echo("vigil-agent", &line);
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
@@ -493,7 +518,7 @@ impl Controller {
         let sink = std::sync::Arc::clone(&self.log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[vigil-controller] {line}");
+                echo("vigil-controller", &line);
                 sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
             }
         });
@@ -574,5 +599,134 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A data store run by vigil: one primary and `replicas` replicas of real redis-server, an agent
+/// beside each, and a controller, all on 127.0.0.1.
+pub struct VigilStore {
+    // Dropped in this order: agents and controller stop before the servers they watch.
+    pub agents: Vec<Agent>,
+    pub controller: Controller,
+    pub servers: Vec<Option<RedisServer>>,
+    pub name: String,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl VigilStore {
+    /// Starts everything and waits (bounded) until every node is healthy and linked.
+    pub fn start(
+        name: &str,
+        replicas: usize,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("vigil-store-").tempdir()?;
+        let controller = Controller::start(dir.path(), controller_args)?;
+        let primary = RedisServer::start()?;
+        let p = primary.port.to_string();
+        let mut servers = vec![Some(primary)];
+        for _ in 0..replicas {
+            servers.push(Some(RedisServer::start_with(
+                free_port()?,
+                &["--replicaof", "127.0.0.1", &p],
+            )?));
+        }
+        let ports: Vec<u16> = servers.iter().flatten().map(|s| s.port).collect();
+        let mut agents = Vec::new();
+        for (i, port) in ports.iter().enumerate() {
+            let server = format!("127.0.0.1:{port}");
+            let url = controller.url();
+            let id = format!("n{i}");
+            let mut args = vec![
+                "--server",
+                &server,
+                "--controller",
+                &url,
+                "--datastore",
+                name,
+                "--node-id",
+                &id,
+            ];
+            args.extend_from_slice(agent_args);
+            agents.push(Agent::run(&args)?);
+        }
+        let store = Self {
+            agents,
+            controller,
+            servers,
+            name: name.to_string(),
+            ports,
+            _dir: dir,
+        };
+        store.wait_healthy()?;
+        Ok(store)
+    }
+
+    /// Waits until every node is connected, HEALTHY, and every replica linked to the primary.
+    pub fn wait_healthy(&self) -> Result<()> {
+        wait_until(WAIT, "every node healthy and linked", || {
+            let st = self.controller.status(&self.name).ok()?;
+            let nodes = st["nodes"].as_array()?;
+            let ok = nodes.len() == self.ports.len()
+                && nodes
+                    .iter()
+                    .all(|n| n["health"] == "HEALTHY" && n["connected"] == true)
+                && st["primary"].as_str().is_some_and(|p| !p.is_empty());
+            ok.then_some(())
+        })
+    }
+
+    /// Index of the current primary, as the controller publishes it.
+    pub fn primary(&self) -> Result<usize> {
+        let port = self
+            .controller
+            .sentinel_primary(&self.name)?
+            .ok_or_else(|| anyhow!("no primary published"))?;
+        self.ports
+            .iter()
+            .position(|p| *p == port)
+            .ok_or_else(|| anyhow!("published primary {port} is not ours"))
+    }
+
+    pub fn server(&self, i: usize) -> Result<&RedisServer> {
+        self.servers
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| anyhow!("server {i} is not running"))
+    }
+
+    /// kill -9 of server `i`, waiting for it to be gone.
+    pub fn kill(&mut self, i: usize) -> Result<()> {
+        if let Some(s) = self.servers.get_mut(i).and_then(Option::as_mut) {
+            s.signal(Signal::SIGKILL)?;
+            s.wait_exit()?;
+        }
+        if let Some(slot) = self.servers.get_mut(i) {
+            *slot = None;
+        }
+        Ok(())
+    }
+
+    /// Starts server `i` again on its port, as a lone primary (the controller demotes it).
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let server = RedisServer::start_on(self.ports[i])?;
+        self.servers[i] = Some(server);
+        Ok(())
+    }
+}
+
+impl Agent {
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Controller {
+    /// Every log line since the last start.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

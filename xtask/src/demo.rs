@@ -1,20 +1,19 @@
-//! `cargo xtask demo`: a real redis-server, the real agent, and a few faults, shown as they happen.
-//!
-//! The agent prints what the kernel sees while the demo stops the server (SIGSTOP) with a client
-//! waiting, makes it sleep inside a command (DEBUG SLEEP), runs a 300 ms Lua script, kills it with
-//! kill -9, and starts it again on the same port. Everything started is stopped at the end, and on
-//! Ctrl-C.
+//! `cargo xtask demo`: a data store of three real redis-servers (a primary and two replicas), an
+//! agent beside each and the controller, on 127.0.0.1. It shows the status table, kills the
+//! primary with kill -9, and prints the timeline of what followed, each step with its offset
+//! from the fault: the kernel event, the verdict, the controller's decision, the promotion, and
+//! the first write a Sentinel-mode client got accepted on the new primary. Then the old primary
+//! starts again and rejoins as a replica. Everything started is stopped at the end, and on Ctrl-C.
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    process::{Child, Command},
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{SigHandler, Signal, signal};
-use vigil_tests::{RedisServer, free_port, wait_until};
+use serde_json::Value;
+use vigil_tests::{VigilStore, workspace_bin};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -22,150 +21,205 @@ extern "C" fn on_interrupt(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Sleeps in small steps; false when Ctrl-C arrived meanwhile.
-fn pause(d: Duration) -> bool {
-    let steps = (d.as_millis() / 10).max(1);
-    for _ in 0..steps {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    !INTERRUPTED.load(Ordering::SeqCst)
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
 }
 
 fn step(text: &str) {
     println!("\n\x1b[1m==> {text}\x1b[0m");
 }
 
-struct Agent(Child);
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SIGINT makes the agent print its summary before it exits.
-        let _ = vigil_tests::signal(self.0.id(), Signal::SIGINT);
-        let child = &mut self.0;
-        if wait_until(Duration::from_secs(5), "the agent to exit", || {
-            child.try_wait().ok().flatten()
-        })
-        .is_err()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+fn status(store: &VigilStore) -> Result<()> {
+    let out = Command::new(workspace_bin("vigil")?)
+        .args(["--controller", &store.controller.url(), "status"])
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
+
+/// Log lines of the JSON format tracing writes: (wall time, the whole line parsed).
+fn entries(lines: &[String]) -> Vec<(SystemTime, Value)> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| Some((humantime::parse_rfc3339(v["timestamp"].as_str()?).ok()?, v)))
+        .collect()
+}
+
+fn ms_since(fault: SystemTime, at: SystemTime) -> String {
+    match at.duration_since(fault) {
+        Ok(d) => format!("{:>8.1} ms", d.as_secs_f64() * 1000.0),
+        Err(_) => "   before".into(),
     }
-}
-
-/// A client that sends PING and waits for the answer on a thread, as a real client would.
-fn waiting_client(port: u16) -> Result<std::thread::JoinHandle<()>> {
-    let mut c = TcpStream::connect(("127.0.0.1", port))?;
-    c.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(std::thread::spawn(move || {
-        let mut reply = [0u8; 16];
-        let _ = c.read(&mut reply);
-    }))
-}
-
-/// Sends one raw RESP command and reads its answer on a thread.
-fn send(port: u16, resp: String) -> Result<std::thread::JoinHandle<()>> {
-    let mut c = TcpStream::connect(("127.0.0.1", port))?;
-    c.write_all(resp.as_bytes())?;
-    c.set_read_timeout(Some(Duration::from_secs(10)))?;
-    Ok(std::thread::spawn(move || {
-        let mut reply = [0u8; 64];
-        let _ = c.read(&mut reply);
-    }))
 }
 
 pub fn run() -> Result<()> {
     crate::setup::run()?;
     step("building vigil (release)");
     crate::run_cmd(crate::cargo().args(["build", "--release", "--bins"]))?;
+    vigil_tests::use_bin_dir(crate::root().join("target/release"));
+    vigil_tests::quiet();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { signal(Signal::SIGINT, SigHandler::Handler(on_interrupt)) }
         .context("installing the Ctrl-C handler")?;
 
-    let port = free_port()?;
-    step(&format!("starting redis-server on 127.0.0.1:{port}"));
-    let mut server = RedisServer::start_on(port)?;
-    println!("redis-server pid {}", server.pid());
-
-    step("starting `vigil-agent watch --port {port}`: every line below is the agent's");
-    let agent_bin = crate::root().join("target/release/vigil-agent");
-    let agent = Agent(
-        Command::new(&agent_bin)
-            .args(["watch", "--port", &port.to_string()])
-            .spawn()
-            .with_context(|| format!("starting {}", agent_bin.display()))?,
-    );
-    if !pause(Duration::from_millis(1500)) {
-        return Ok(());
-    }
-
-    step("fault 1: SIGSTOP the server for 400 ms while a client waits -> stopped, then continued");
-    server.signal(Signal::SIGSTOP)?;
-    let client = waiting_client(port)?;
-    let resumed = pause(Duration::from_millis(400));
-    server.signal(Signal::SIGCONT)?;
-    let _ = client.join();
-    if !resumed || !pause(Duration::from_millis(800)) {
-        return Ok(());
-    }
-
     step(
-        "fault 2: DEBUG SLEEP 0.4 while a client waits -> blocked (a slow command, not a dead server)",
+        "starting a primary and two replicas (redis-server), an agent beside each, and the controller",
     );
-    let sleeper = send(
-        port,
-        "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n0.4\r\n".to_string(),
-    )?;
-    std::thread::sleep(Duration::from_millis(30));
-    let client = waiting_client(port)?;
-    let _ = (sleeper.join(), client.join());
-    if !pause(Duration::from_millis(800)) {
+    let mut store = VigilStore::start("demo", 2, &["--grace-ms", "300"], &[])?;
+    println!(
+        "Sentinel-compatible endpoint: redis-cli -p {} SENTINEL get-master-addr-by-name demo",
+        store.controller.sentinel
+    );
+    status(&store)?;
+    if interrupted() {
         return Ok(());
     }
 
-    step(
-        "fault 3: a 400 ms Lua busy loop while a client waits -> busy (on CPU, degraded, not dead)",
-    );
-    let script = "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
-                  repeat t=redis.call('TIME') until t[1]*1000000+t[2]-s >= 400000 return 1";
-    let mut busy = TcpStream::connect(("127.0.0.1", port))?;
-    busy.write_all(
-        format!(
-            "*3\r\n$4\r\nEVAL\r\n${}\r\n{script}\r\n$1\r\n0\r\n",
-            script.len()
-        )
-        .as_bytes(),
-    )?;
-    std::thread::sleep(Duration::from_millis(30));
-    let client = waiting_client(port)?;
-    if !pause(Duration::from_millis(1200)) {
-        return Ok(());
+    let primary = store.primary()?;
+    let old_port = store.ports[primary];
+    step(&format!(
+        "writing 100 keys to the primary (127.0.0.1:{old_port}), each acknowledged by a replica (WAIT 1)"
+    ));
+    let mut c = store.server(primary)?.connect()?;
+    for i in 0..100 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(i)
+            .query(&mut c)?;
+        let _: i64 = redis::cmd("WAIT").arg(1).arg(1000).query(&mut c)?;
     }
-    drop((client, busy));
 
-    step("fault 4: kill -9 the server -> exited (signal 9), listener_closed");
-    server.signal(Signal::SIGKILL)?;
-    server.wait_exit()?;
-    if !pause(Duration::from_millis(800)) {
-        return Ok(());
-    }
+    let sizes: Vec<String> = (0..store.ports.len())
+        .map(|i| {
+            let n = store
+                .server(i)
+                .ok()
+                .and_then(|s| s.connect().ok())
+                .and_then(|mut c| redis::cmd("DBSIZE").query::<i64>(&mut c).ok());
+            format!("n{i}: {}", n.map_or("?".into(), |n| n.to_string()))
+        })
+        .collect();
+    println!("keys per node before the fault: {}", sizes.join(", "));
 
     step(&format!(
-        "restarting redis-server on port {port} -> the agent follows it (target_changed)"
+        "kill -9 of the primary n{primary} (127.0.0.1:{old_port})"
     ));
-    let restarted = RedisServer::start_on(port)?;
-    println!("new redis-server pid {}", restarted.pid());
-    if !pause(Duration::from_millis(1200)) {
+    let fault_wall = SystemTime::now();
+    let fault_mono = monotonic_ns();
+    let fault = Instant::now();
+    store.kill(primary)?;
+    // A Sentinel-mode client: ask the endpoint for the primary and write, every millisecond.
+    let sentinel =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", store.controller.sentinel))?;
+    let mut first_write = None;
+    let mut new_port = 0;
+    while fault.elapsed() < Duration::from_secs(15) && !interrupted() {
+        let addr: Option<(String, u16)> = sentinel
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .ok()
+            .and_then(|mut s| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg("demo")
+                    .query(&mut s)
+                    .ok()
+            });
+        if let Some((_, port)) = addr.filter(|(_, p)| *p != old_port)
+            && let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            && let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+            && redis::cmd("SET")
+                .arg("after-failover")
+                .arg("1")
+                .query::<()>(&mut conn)
+                .is_ok()
+        {
+            first_write = Some(fault.elapsed());
+            new_port = port;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if interrupted() {
         return Ok(());
     }
+    store.controller.wait_log("failover finished")?;
 
-    step("stopping the agent: it prints its run-queue and unread-age summary");
-    drop(agent);
-    drop(restarted);
-    println!("\nDone. The controller and automatic failover arrive with the controller issue.");
+    step("timeline, from the fault");
+    println!(
+        "  {:>11}  fault: kill -9 sent to redis-server 127.0.0.1:{old_port}",
+        "0.0 ms"
+    );
+    let agent = entries(&store.agents[primary].log_lines());
+    if let Some(kernel_ns) = agent.iter().find_map(|(_, v)| {
+        let f = &v["fields"];
+        (f["event"] == "exited").then(|| {
+            serde_json::from_str::<Value>(f["detail"].as_str()?).ok()?["kernel_ns"].as_u64()
+        })?
+    }) {
+        let d = kernel_ns.saturating_sub(fault_mono) as f64 / 1e6;
+        println!("  {d:>8.1} ms  kernel: the agent saw the process exit (eBPF sched_process_exit)");
+    }
+    if let Some((t, _)) = agent.iter().find(|(t, v)| {
+        *t >= fault_wall
+            && v["fields"]["message"] == "verdict changed"
+            && v["fields"]["health"] == "DOWN"
+    }) {
+        println!(
+            "  {}  verdict: the agent reported DOWN",
+            ms_since(fault_wall, *t)
+        );
+    }
+    let controller = entries(&store.controller.log_lines());
+    for (message, label) in [
+        (
+            "failing over",
+            "decision: the controller chose the replica to promote",
+        ),
+        (
+            "failover finished",
+            "promotion: REPLICAOF NO ONE done, the other replica re-pointed, new primary published",
+        ),
+    ] {
+        if let Some((t, v)) = controller
+            .iter()
+            .find(|(_, v)| v["fields"]["message"] == message)
+        {
+            let to = v["fields"]["to"].as_str().unwrap_or("?");
+            println!("  {}  {label} ({to})", ms_since(fault_wall, *t));
+        }
+    }
+    match first_write {
+        Some(d) => println!(
+            "  {:>8.1} ms  first write accepted on the new primary 127.0.0.1:{new_port}, found through the Sentinel endpoint",
+            d.as_secs_f64() * 1000.0
+        ),
+        None => println!("  no write was accepted within 15 s"),
+    }
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{new_port}/"))?.get_connection()?;
+    let mut kept = 0;
+    for i in 0..100 {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(format!("key:{i}"))
+            .query(&mut c)
+            .context("reading the new primary")?;
+        kept += exists;
+    }
+    println!("  {kept} of the 100 acknowledged keys are on the new primary");
+    status(&store)?;
+
+    step(&format!(
+        "starting the old primary again on 127.0.0.1:{old_port}: the controller demotes it to a replica"
+    ));
+    store.restart(primary)?;
+    store.wait_healthy()?;
+    status(&store)?;
+    step("done: stopping everything this demo started");
     Ok(())
 }
