@@ -572,7 +572,14 @@ impl Reconciler {
         let Some(to_address) = self.nodes.get(&to).map(|n| n.info.address.clone()) else {
             return;
         };
-        let others: Vec<String> = self.nodes.keys().filter(|id| **id != to).cloned().collect();
+        // The failed primary is not waited for: it is demoted when its agent comes back (it may be
+        // stopped or gone, and clients must not wait on it). A planned switchover re-points it too.
+        let others: Vec<String> = self
+            .nodes
+            .keys()
+            .filter(|id| **id != to && (switchover.is_some() || Some(*id) != from.as_ref()))
+            .cloned()
+            .collect();
         let me = self.me.clone();
         let deadline = self.settings.step_deadline;
         let attempts = self.settings.step_attempts;

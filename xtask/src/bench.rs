@@ -10,6 +10,12 @@ use vigil_tests::{RedisServer, Watch};
 
 #[derive(Subcommand)]
 pub enum Which {
+    /// vigil beside Redis Sentinel (down-after 100 ms and 1000 ms), same topology, same run.
+    Failover {
+        /// Rounds per fault and per system.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+    },
     /// Kernel event -> agent latency for stop and exit events, and the stall classifier's lag.
     Probes {
         /// SIGSTOP/SIGCONT rounds.
@@ -32,6 +38,7 @@ pub fn run(which: Which) -> Result<()> {
     println!("==> building vigil (release)");
     crate::run_cmd(crate::cargo().args(["build", "--release", "--bins"]))?;
     match which {
+        Which::Failover { runs } => failover(runs),
         Which::Probes {
             stops,
             exits,
@@ -212,5 +219,88 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
         us(verdict_lag.value_at_quantile(0.99))
     );
     std::io::stdout().flush()?;
+    Ok(())
+}
+
+fn failover(runs: u32) -> Result<()> {
+    use crate::failover_bench::{self, Fault, Rounds};
+    vigil_tests::use_bin_dir(crate::root().join("target/release"));
+    vigil_tests::quiet();
+    let faults = [Fault::Kill, Fault::Stop, Fault::Slow];
+    let mut results: Vec<(String, &str, Rounds)> = Vec::new();
+    for fault in faults {
+        let name = match fault {
+            Fault::Kill => "kill",
+            Fault::Stop => "stop",
+            Fault::Slow => "slow",
+        };
+        println!("==> vigil, {name}, {runs} rounds");
+        results.push(("vigil".into(), name, failover_bench::vigil(fault, runs)?));
+        for down_after in [100, 1000] {
+            println!("==> sentinel (down-after {down_after} ms), {name}, {runs} rounds");
+            results.push((
+                format!("sentinel{down_after}"),
+                name,
+                failover_bench::sentinel(down_after, fault, runs)?,
+            ));
+        }
+    }
+    println!();
+    println!(
+        "{:<14} {:<5} {:>30} {:>30} {:>16}",
+        "system",
+        "fault",
+        "detection p50/p99/max ms",
+        "write on new primary p50/p99/max ms",
+        "false failovers"
+    );
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    for (system, fault, r) in &results {
+        let cell = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.1}/{:.1}/{:.1}",
+                    ms(h, 0.5),
+                    ms(h, 0.99),
+                    h.max() as f64 / 1000.0
+                )
+            }
+        };
+        let false_ff = if *fault == "slow" {
+            format!("{}/{}", r.false_failovers, r.runs)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{system:<14} {fault:<5} {:>30} {:>30} {:>16}",
+            cell(&r.detection),
+            cell(&r.write),
+            false_ff
+        );
+    }
+    let find = |system: &str, fault: &str| {
+        results
+            .iter()
+            .find(|(s, f, _)| s == system && *f == fault)
+            .map(|(_, _, r)| r)
+    };
+    let p50 = |system: &str, fault: &str| find(system, fault).map_or(0.0, |r| ms(&r.write, 0.5));
+    let p99 = |system: &str, fault: &str| find(system, fault).map_or(0.0, |r| ms(&r.write, 0.99));
+    let ff = |system: &str| {
+        find(system, "slow").map_or("?".into(), |r| format!("{}/{}", r.false_failovers, r.runs))
+    };
+    let speedup = p50("sentinel100", "kill") / p50("vigil", "kill").max(0.001);
+    println!(
+        "failover: vigil kill p50={:.1}ms p99={:.1}ms stop p50={:.1}ms; sentinel100 kill p50={:.1}ms; speedup={:.0}x; false failovers vigil={} sentinel100={}",
+        p50("vigil", "kill"),
+        p99("vigil", "kill"),
+        p50("vigil", "stop"),
+        p50("sentinel100", "kill"),
+        speedup,
+        ff("vigil"),
+        ff("sentinel100"),
+    );
     Ok(())
 }

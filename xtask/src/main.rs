@@ -2,6 +2,7 @@
 //! the whole suite, `demo` shows vigil at work, `bench` measures it.
 mod bench;
 mod demo;
+mod failover_bench;
 mod setup;
 
 use std::{

@@ -1,0 +1,410 @@
+//! `cargo xtask bench failover`: vigil and Redis Sentinel side by side, in one run, on the same
+//! topology (a primary and two replicas of redis-server on 127.0.0.1). For each fault (kill -9,
+//! SIGSTOP, a 500 ms Lua script) it measures, from the fault: detection (vigil's failover decision,
+//! Sentinel's +sdown), and the first write accepted on a new primary found through each system's
+//! Sentinel endpoint by a client polling every millisecond; slow-script rounds count false
+//! failovers instead. Prints p50/p99/max from hdrhistogram and ends with one summary line.
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use nix::sys::signal::Signal;
+use vigil_tests::{RedisServer, VigilStore, WAIT, free_port, wait_until};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Kill,
+    Stop,
+    Slow,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Kill => "kill",
+            Self::Stop => "stop",
+            Self::Slow => "slow",
+        }
+    }
+}
+
+const NAME: &str = "bench";
+/// How long after a slow command a failover it set off still counts (Sentinel's leader election
+/// and failover take a second or more after +odown).
+const SLOW_WINDOW: Duration = Duration::from_secs(3);
+const LUA_500MS: &str = "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
+                         repeat t=redis.call('TIME') until t[1]*1000000+t[2]-s >= 500000 return 1";
+
+/// Results of one system under one fault.
+pub struct Rounds {
+    pub detection: Histogram<u64>,
+    pub write: Histogram<u64>,
+    pub false_failovers: u32,
+    pub runs: u32,
+}
+
+impl Rounds {
+    fn new(runs: u32) -> Result<Self> {
+        let h = || Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram bounds");
+        Ok(Self {
+            detection: h()?,
+            write: h()?,
+            false_failovers: 0,
+            runs,
+        })
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    (d.as_micros() as u64).max(1)
+}
+
+/// What a Sentinel-mode client sees: polls `sentinel` every millisecond for the primary of
+/// `NAME`, and returns how long after `start` a SET was first accepted by a primary other than
+/// `old_port`.
+fn first_write(sentinel: u16, old_port: u16, start: Instant) -> Result<Duration> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{sentinel}/"))?;
+    let mut conn = None;
+    while start.elapsed() < WAIT * 2 {
+        if conn.is_none() {
+            conn = client
+                .get_connection_with_timeout(Duration::from_millis(100))
+                .ok();
+        }
+        let addr = conn.as_mut().and_then(|c| {
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(NAME)
+                .query::<Option<(String, u16)>>(c)
+                .ok()
+                .flatten()
+        });
+        if addr.is_none() {
+            conn = None;
+        }
+        if let Some((_, port)) = addr.filter(|(_, p)| *p != old_port)
+            && let Ok(c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            && let Ok(mut primary) = c.get_connection_with_timeout(Duration::from_millis(100))
+            && primary
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .is_ok()
+            && redis::cmd("SET")
+                .arg("bench-key")
+                .arg("1")
+                .query::<()>(&mut primary)
+                .is_ok()
+        {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    bail!(
+        "no write was accepted on a new primary within {:?}",
+        WAIT * 2
+    )
+}
+
+/// Runs a 500 ms script on the primary at `port` and waits until it is over.
+fn slow_command(port: u16) -> Result<()> {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The script's reply may be lost if the server was failed over meanwhile; that is the point.
+    let _ = redis::cmd("EVAL")
+        .arg(LUA_500MS)
+        .arg(0)
+        .query::<redis::Value>(&mut c);
+    Ok(())
+}
+
+pub fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
+    let mut r = Rounds::new(runs)?;
+    let mut store = VigilStore::start(
+        NAME,
+        2,
+        &["--grace-ms", "300", "--min-failover-interval-ms", "1"],
+        &[],
+    )?;
+    let mut seen_failovers = 0;
+    for round in 0..runs {
+        let i = store.primary()?;
+        let port = store.ports[i];
+        let wall = SystemTime::now();
+        let start = Instant::now();
+        match fault {
+            Fault::Kill => store.kill(i)?,
+            Fault::Stop => store.server(i)?.signal(Signal::SIGSTOP)?,
+            Fault::Slow => {
+                slow_command(port)?;
+                // Watch for a while after the slow command: any failover it set off counts.
+                std::thread::sleep(SLOW_WINDOW);
+                let failovers = store
+                    .controller
+                    .log_lines()
+                    .iter()
+                    .filter(|l| l.contains("\"failing over\""))
+                    .count();
+                if failovers > seen_failovers || store.primary()? != i {
+                    r.false_failovers += 1;
+                    store.wait_healthy()?;
+                }
+                seen_failovers = store
+                    .controller
+                    .log_lines()
+                    .iter()
+                    .filter(|l| l.contains("\"failing over\""))
+                    .count();
+                continue;
+            }
+        }
+        r.write
+            .record(us(first_write(store.controller.sentinel, port, start)?))?;
+        let decided = store
+            .controller
+            .log_lines()
+            .iter()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                (v["fields"]["message"] == "failing over")
+                    .then(|| humantime::parse_rfc3339(v["timestamp"].as_str()?).ok())?
+            })
+            .filter(|t| *t >= wall)
+            .min();
+        if let Some(t) = decided {
+            r.detection
+                .record(us(t.duration_since(wall).unwrap_or_default()))?;
+        }
+        match fault {
+            Fault::Kill => store.restart(i)?,
+            _ => store.server(i)?.signal(Signal::SIGCONT)?,
+        }
+        store.wait_healthy()?;
+        eprint!("\r  vigil {} round {}/{runs}   ", fault.name(), round + 1);
+    }
+    eprintln!();
+    Ok(r)
+}
+
+/// A primary and two replicas watched by three redis-sentinel processes (quorum 2).
+struct SentinelStore {
+    sentinels: Vec<Child>,
+    sentinel_ports: Vec<u16>,
+    servers: Vec<Option<RedisServer>>,
+    ports: Vec<u16>,
+    sdown: Arc<Mutex<Vec<Instant>>>,
+    switches: Arc<Mutex<Vec<Instant>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SentinelStore {
+    fn drop(&mut self) {
+        for s in &mut self.sentinels {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+impl SentinelStore {
+    fn start(down_after_ms: u64) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-bench-sentinel-")
+            .tempdir()?;
+        let primary = RedisServer::start()?;
+        let p = primary.port.to_string();
+        let mut servers = vec![Some(primary)];
+        for _ in 0..2 {
+            servers.push(Some(RedisServer::start_with(
+                free_port()?,
+                &["--replicaof", "127.0.0.1", &p],
+            )?));
+        }
+        let ports: Vec<u16> = servers.iter().flatten().map(|s| s.port).collect();
+        let mut sentinels = Vec::new();
+        let mut sentinel_ports = Vec::new();
+        for n in 0..3 {
+            let port = free_port()?;
+            let conf = dir.path().join(format!("sentinel-{n}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor {NAME} 127.0.0.1 {p} 2\n\
+                     sentinel down-after-milliseconds {NAME} {down_after_ms}\nsentinel failover-timeout {NAME} 1000\n\
+                     sentinel parallel-syncs {NAME} 2\n",
+                    dir.path().display()
+                ),
+            )?;
+            sentinels.push(spawn_sentinel(&conf)?);
+            sentinel_ports.push(port);
+        }
+        let sdown = Arc::new(Mutex::new(Vec::new()));
+        let switches = Arc::new(Mutex::new(Vec::new()));
+        let store = Self {
+            sentinels,
+            sentinel_ports,
+            servers,
+            ports,
+            sdown,
+            switches,
+            _dir: dir,
+        };
+        store.watch_sdown()?;
+        store.wait_settled(None)?;
+        Ok(store)
+    }
+
+    /// Records the instant of every +sdown of the master and every +switch-master, as one
+    /// sentinel announces them.
+    fn watch_sdown(&self) -> Result<()> {
+        let sink = Arc::clone(&self.sdown);
+        let switches = Arc::clone(&self.switches);
+        let port = self.sentinel_ports[0];
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+        let mut conn = wait_until(WAIT, "a sentinel to accept a subscriber", || {
+            client.get_connection().ok()
+        })?;
+        std::thread::spawn(move || {
+            let mut pubsub = conn.as_pubsub();
+            if pubsub.subscribe(&["+sdown", "+switch-master"]).is_err() {
+                return;
+            }
+            while let Ok(msg) = pubsub.get_message() {
+                if msg.get_channel_name() == "+switch-master" {
+                    switches
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Instant::now());
+                } else if msg
+                    .get_payload::<String>()
+                    .is_ok_and(|m| m.starts_with("master"))
+                {
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Instant::now());
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn master(&self) -> Result<u16> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel_ports[0]))?;
+        let mut c = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(NAME)
+            .query(&mut c)?;
+        Ok(port)
+    }
+
+    /// Waits until the sentinels agree on a master other than `not` (if given) and see both
+    /// replicas linked and not down.
+    fn wait_settled(&self, not: Option<u16>) -> Result<()> {
+        wait_until(WAIT * 4, "the sentinels to settle", || {
+            let master = self.master().ok()?;
+            if Some(master) == not {
+                return None;
+            }
+            let client =
+                redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel_ports[0]))
+                    .ok()?;
+            let mut c = client.get_connection().ok()?;
+            let replicas: Vec<std::collections::HashMap<String, String>> = redis::cmd("SENTINEL")
+                .arg("replicas")
+                .arg(NAME)
+                .query(&mut c)
+                .ok()?;
+            let linked = replicas
+                .iter()
+                .filter(|r| {
+                    r.get("flags").is_some_and(|f| !f.contains("down"))
+                        && r.get("master-link-status").is_some_and(|s| s == "ok")
+                })
+                .count();
+            (linked == 2).then_some(())
+        })
+    }
+}
+
+fn spawn_sentinel(conf: &Path) -> Result<Child> {
+    Command::new("redis-sentinel")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-sentinel")
+}
+
+pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
+    let mut r = Rounds::new(runs)?;
+    let mut s = SentinelStore::start(down_after_ms)?;
+    for round in 0..runs {
+        let port = s.master()?;
+        let i = s
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .context("unknown master")?;
+        let start = Instant::now();
+        match fault {
+            Fault::Kill => {
+                if let Some(srv) = s.servers[i].as_mut() {
+                    srv.signal(Signal::SIGKILL)?;
+                    srv.wait_exit()?;
+                }
+                s.servers[i] = None;
+            }
+            Fault::Stop => s.servers[i]
+                .as_ref()
+                .context("no server")?
+                .signal(Signal::SIGSTOP)?,
+            Fault::Slow => {
+                let switches = s.switches.lock().unwrap_or_else(|p| p.into_inner()).len();
+                slow_command(port)?;
+                std::thread::sleep(SLOW_WINDOW);
+                if s.switches.lock().unwrap_or_else(|p| p.into_inner()).len() > switches
+                    || s.master()? != port
+                {
+                    r.false_failovers += 1;
+                    s.wait_settled(Some(port))?;
+                }
+                eprint!(
+                    "\r  sentinel{down_after_ms} {} round {}/{runs}   ",
+                    fault.name(),
+                    round + 1
+                );
+                continue;
+            }
+        }
+        r.write
+            .record(us(first_write(s.sentinel_ports[0], port, start)?))?;
+        if let Some(t) = s
+            .sdown
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|t| **t >= start)
+        {
+            r.detection.record(us(t.duration_since(start)))?;
+        }
+        match fault {
+            Fault::Kill => s.servers[i] = Some(RedisServer::start_on(port)?),
+            _ => s.servers[i]
+                .as_ref()
+                .context("no server")?
+                .signal(Signal::SIGCONT)?,
+        }
+        s.wait_settled(Some(port))?;
+        eprint!(
+            "\r  sentinel{down_after_ms} {} round {}/{runs}   ",
+            fault.name(),
+            round + 1
+        );
+    }
+    eprintln!();
+    Ok(r)
+}
