@@ -325,6 +325,21 @@ impl Reconciler {
         if self.state.primary.is_none() && role == Role::Primary && self.active.is_none() {
             self.adopt_primary(&node);
         }
+        let is_primary = self.state.primary.as_deref() == Some(node.as_str());
+        if !is_primary
+            && matches!(
+                self.nodes
+                    .get(&node)
+                    .and_then(|n| n.verdict.as_ref())
+                    .map(|v| v.health()),
+                Some(Health::Down)
+            )
+        {
+            self.alert(
+                "replica_down",
+                &format!("replica {node} is down; the primary is unaffected"),
+            );
+        }
         if reasons.contains(Reason::FENCED) {
             self.alert(
                 "fenced_primary",

@@ -304,7 +304,7 @@ impl SentinelStore {
     /// Waits until the sentinels agree on a master other than `not` (if given) and see both
     /// replicas linked and not down.
     fn wait_settled(&self, not: Option<u16>) -> Result<()> {
-        wait_until(WAIT * 4, "the sentinels to settle", || {
+        wait_until(WAIT * 8, "the sentinels to settle", || {
             let master = self.master().ok()?;
             if Some(master) == not {
                 return None;
@@ -391,12 +391,21 @@ pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
         {
             r.detection.record(us(t.duration_since(start)))?;
         }
+        // Restoring the topology is not measured: the old master is pointed at the new one here
+        // (as a supervisor would) instead of waiting on Sentinel's own, slower conversion.
+        let new = s.master()?;
+        let replicaof = ["--replicaof", "127.0.0.1", &new.to_string()];
         match fault {
-            Fault::Kill => s.servers[i] = Some(RedisServer::start_on(port)?),
-            _ => s.servers[i]
-                .as_ref()
-                .context("no server")?
-                .signal(Signal::SIGCONT)?,
+            Fault::Kill => s.servers[i] = Some(RedisServer::start_with(port, &replicaof)?),
+            _ => {
+                let srv = s.servers[i].as_ref().context("no server")?;
+                srv.signal(Signal::SIGCONT)?;
+                let mut c = srv.connect()?;
+                let _: () = redis::cmd("REPLICAOF")
+                    .arg("127.0.0.1")
+                    .arg(new)
+                    .query(&mut c)?;
+            }
         }
         s.wait_settled(Some(port))?;
         eprint!(

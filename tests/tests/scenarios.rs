@@ -1,0 +1,222 @@
+//! Fault injection over a real three-node data store run by vigil: real redis-server processes,
+//! real agents with their eBPF probes, the real controller. Each scenario asserts its outcome
+//! (who is primary, whether a failover happened, what was kept), never how fast. Needs root.
+use std::{process::Command, time::Duration};
+
+use anyhow::Result;
+use nix::sys::signal::Signal;
+use vigil_tests::{VigilStore, WAIT, require_root, serial, wait_until};
+
+const DS: &str = "store";
+
+fn start(controller: &[&str]) -> Result<VigilStore> {
+    let mut args = vec!["--grace-ms", "300"];
+    args.extend_from_slice(controller);
+    VigilStore::start(DS, 2, &args, &[])
+}
+
+fn failovers(store: &VigilStore) -> usize {
+    store
+        .controller
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("\"failing over\""))
+        .count()
+}
+
+/// Writes `n` keys to the primary, each acknowledged by a replica (WAIT 1).
+fn acknowledged_writes(store: &VigilStore, n: usize) -> Result<()> {
+    let mut c = store.server(store.primary()?)?.connect()?;
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("acked:{i}"))
+            .arg(i)
+            .query(&mut c)?;
+        let acks: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut c)?;
+        assert!(acks >= 1, "write {i} was not acknowledged by a replica");
+    }
+    Ok(())
+}
+
+fn keys_on(store: &VigilStore, i: usize, n: usize) -> Result<usize> {
+    let mut c = store.server(i)?.connect()?;
+    let mut found = 0;
+    for k in 0..n {
+        found += redis::cmd("EXISTS")
+            .arg(format!("acked:{k}"))
+            .query::<usize>(&mut c)?;
+    }
+    Ok(found)
+}
+
+fn new_primary(store: &VigilStore, old: usize) -> Result<usize> {
+    wait_until(WAIT, "a new primary", || {
+        store.primary().ok().filter(|p| *p != old)
+    })
+}
+
+#[test]
+fn sigstop_of_the_primary_fails_over_and_it_rejoins_after_sigcont() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let store = start(&[])?;
+    acknowledged_writes(&store, 50)?;
+    let old = store.primary()?;
+    store.server(old)?.signal(Signal::SIGSTOP)?;
+    let new = new_primary(&store, old)?;
+    assert_eq!(
+        keys_on(&store, new, 50)?,
+        50,
+        "acknowledged writes were lost"
+    );
+    store.server(old)?.signal(Signal::SIGCONT)?;
+    store.wait_healthy()?;
+    assert_eq!(store.primary()?, new);
+    Ok(())
+}
+
+#[test]
+fn shutdown_of_the_primary_fails_over() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut store = start(&[])?;
+    acknowledged_writes(&store, 50)?;
+    let old = store.primary()?;
+    let mut c = store.server(old)?.connect()?;
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut c);
+    if let Some(s) = store.servers[old].as_mut() {
+        s.wait_exit()?;
+    }
+    let new = new_primary(&store, old)?;
+    assert_eq!(keys_on(&store, new, 50)?, 50);
+    store.restart(old)?;
+    store.wait_healthy()?;
+    Ok(())
+}
+
+#[test]
+fn slow_commands_on_a_live_primary_cause_no_failover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let store = start(&[])?;
+    let primary = store.primary()?;
+    let lua = "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
+               repeat t=redis.call('TIME') until t[1]*1000000+t[2]-s >= 500000 return 1";
+    for cmd in [
+        redis::cmd("EVAL").arg(lua).arg(0).clone(),
+        redis::cmd("DEBUG").arg("SLEEP").arg("0.5").clone(),
+    ] {
+        let mut c = store.server(primary)?.connect()?;
+        let _: redis::Value = cmd.query(&mut c)?;
+    }
+    // The verdicts after the commands are in before judging.
+    store.wait_healthy()?;
+    assert_eq!(
+        store.primary()?,
+        primary,
+        "a slow command failed a live primary over"
+    );
+    assert_eq!(failovers(&store), 0);
+    Ok(())
+}
+
+#[test]
+fn a_killed_replica_is_an_alert_not_a_failover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut store = start(&[])?;
+    let primary = store.primary()?;
+    let replica = (primary + 1) % 3;
+    store.kill(replica)?;
+    store.controller.wait_log("replica_down")?;
+    assert_eq!(store.primary()?, primary);
+    assert_eq!(failovers(&store), 0);
+    store.restart(replica)?;
+    store.wait_healthy()?;
+    assert_eq!(store.primary()?, primary);
+    Ok(())
+}
+
+#[test]
+fn two_faults_in_a_row_the_flap_guard_holds() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut store = start(&["--min-failover-interval-ms", "600000"])?;
+    let first = store.primary()?;
+    store.kill(first)?;
+    let second = new_primary(&store, first)?;
+    store.controller.wait_log("failover_finished")?;
+    store.kill(second)?;
+    store.controller.wait_log("flap_guard")?;
+    assert_eq!(
+        failovers(&store),
+        1,
+        "the flap guard let a second failover through"
+    );
+    assert_eq!(store.primary()?, second);
+    Ok(())
+}
+
+#[test]
+fn a_primary_starved_of_cpu_is_degraded_not_failed_over() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let store = start(&[])?;
+    let primary = store.primary()?;
+    let pid = store.server(primary)?.pid().to_string();
+    // Pin the primary to CPU 0 and run a real-time busy loop there for 400 ms: the server is
+    // runnable but does not run. (The agent runs at a higher real-time priority and still sees.)
+    assert!(
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &pid])
+            .output()?
+            .status
+            .success()
+    );
+    // `timeout` stays outside the real-time class, so it can always end the hog.
+    let mut hog = Command::new("timeout")
+        .args([
+            "0.4",
+            "chrt",
+            "-f",
+            "5",
+            "taskset",
+            "-c",
+            "0",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ])
+        .spawn()?;
+    let mut c = store.server(primary)?.connect()?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let _: String = redis::cmd("PING").query(&mut c)?;
+    let mut saw_degraded = false;
+    let done = wait_until(WAIT, "the hog to finish", || {
+        if let Ok(st) = store.controller.status(DS)
+            && let Some(n) = st["nodes"]
+                .as_array()
+                .and_then(|n| n.iter().find(|n| n["role"] == "primary"))
+            && n["health"] == "DEGRADED"
+            && n["reasons"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x == "starved"))
+        {
+            saw_degraded = true;
+        }
+        hog.try_wait().ok().flatten()
+    })?;
+    assert!(done.success() || done.code() == Some(124), "{done:?}");
+    store.wait_healthy()?;
+    assert_eq!(
+        store.primary()?,
+        primary,
+        "a starved primary was failed over"
+    );
+    assert_eq!(failovers(&store), 0);
+    assert!(
+        saw_degraded,
+        "the controller never saw the primary DEGRADED (starved)"
+    );
+    Ok(())
+}
