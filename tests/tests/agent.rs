@@ -328,18 +328,22 @@ fn a_cut_off_primary_fences_its_writes() -> Result<()> {
     let client = redis::Client::open(primary.url())?;
     let mut writer = client.get_connection_with_timeout(Duration::from_secs(2))?;
     writer.set_read_timeout(Some(Duration::from_millis(300)))?;
-    let refused = wait_until(WAIT, "a write to be held back", || {
+    // Each attempt writes its own key: attempts before the pause takes hold are accepted, the
+    // first held back one must never land.
+    let mut attempt = 0;
+    let held = wait_until(WAIT, "a write to be held back", || {
+        attempt += 1;
+        let key = format!("during:{attempt}");
         redis::cmd("SET")
-            .arg("during")
+            .arg(&key)
             .arg("1")
             .query::<()>(&mut writer)
             .is_err()
-            .then_some(())
-    });
-    refused?;
+            .then_some(key)
+    })?;
     drop(writer);
     let mut reader = primary.connect()?;
-    let during: Option<String> = redis::cmd("GET").arg("during").query(&mut reader)?;
+    let during: Option<String> = redis::cmd("GET").arg(&held).query(&mut reader)?;
     assert_eq!(during, None, "a write went through the fence");
     let before: Option<String> = redis::cmd("GET").arg("before").query(&mut reader)?;
     assert_eq!(before.as_deref(), Some("1"));

@@ -6,10 +6,20 @@ use clap::Subcommand;
 use hdrhistogram::Histogram;
 use nix::sys::signal::Signal;
 use serde_json::Value;
+use std::time::Instant;
 use vigil_tests::{RedisServer, Watch};
 
 #[derive(Subcommand)]
 pub enum Which {
+    /// redis-benchmark against a redis-server with and without `vigil-agent run` attached.
+    Overhead {
+        /// Rounds of each (alternating: without, with, without, ...).
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Requests per redis-benchmark run.
+        #[arg(long, default_value_t = 200_000)]
+        requests: u32,
+    },
     /// vigil beside Redis Sentinel (down-after 100 ms and 1000 ms), same topology, same run.
     Failover {
         /// Rounds per fault and per system.
@@ -38,6 +48,7 @@ pub fn run(which: Which) -> Result<()> {
     println!("==> building vigil (release)");
     crate::run_cmd(crate::cargo().args(["build", "--release", "--bins"]))?;
     match which {
+        Which::Overhead { rounds, requests } => overhead(rounds, requests),
         Which::Failover { runs } => failover(runs),
         Which::Probes {
             stops,
@@ -301,6 +312,130 @@ fn failover(runs: u32) -> Result<()> {
         speedup,
         ff("vigil"),
         ff("sentinel100"),
+    );
+    Ok(())
+}
+
+/// (requests per second, p99 ms) summed and maxed over the tests of one redis-benchmark run.
+fn redis_benchmark(port: u16, requests: u32, pipeline: u32) -> Result<(f64, f64)> {
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-c",
+            "50",
+            "-t",
+            "set,get",
+            "--csv",
+        ])
+        .args(["-n", &requests.to_string(), "-P", &pipeline.to_string()])
+        .output()
+        .context("running redis-benchmark (redis-tools)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (mut rps, mut p99) = (0.0, 0.0f64);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let cols: Vec<f64> = line
+            .split(',')
+            .skip(1)
+            .filter_map(|c| c.trim_matches('"').parse().ok())
+            .collect();
+        if cols.len() >= 6 {
+            rps += cols[0];
+            p99 = p99.max(cols[5]);
+        }
+    }
+    Ok((rps, p99))
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn overhead(rounds: u32, requests: u32) -> Result<()> {
+    vigil_tests::use_bin_dir(crate::root().join("target/release"));
+    vigil_tests::quiet();
+    let server = RedisServer::start()?;
+    let ticks_per_sec =
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
+    let (mut without, mut with) = ((0.0, 0.0, 0u32), (0.0, 0.0, 0u32));
+    let (mut agent_cpu_s, mut agent_wall_s, mut rss_kib) = (0.0, 0.0, 0u64);
+    for round in 0..rounds * 2 {
+        let attached = round % 2 == 1;
+        let agent = if attached {
+            let addr = format!("127.0.0.1:{}", server.port);
+            // No controller: the agent does all its watching and keeps trying to connect.
+            let a = vigil_tests::Agent::run(&[
+                "--server",
+                &addr,
+                "--controller",
+                "http://127.0.0.1:1",
+                "--datastore",
+                "bench",
+                "--node-id",
+                "a",
+            ])?;
+            a.wait_log("vigil-agent running")?;
+            Some(a)
+        } else {
+            None
+        };
+        let ticks0 = agent.as_ref().map_or(0, |a| cpu_ticks(a.pid()));
+        let t0 = Instant::now();
+        let mut rps = 0.0;
+        let mut p99 = 0.0f64;
+        for pipeline in [1, 16] {
+            let (r, p) = redis_benchmark(server.port, requests, pipeline)?;
+            rps += r;
+            p99 = p99.max(p);
+        }
+        if let Some(a) = &agent {
+            agent_cpu_s += cpu_ticks(a.pid()).saturating_sub(ticks0) as f64 / ticks_per_sec;
+            agent_wall_s += t0.elapsed().as_secs_f64();
+            rss_kib = rss_kib.max(peak_rss_kib(a.pid()));
+        }
+        let slot = if attached { &mut with } else { &mut without };
+        slot.0 += rps;
+        slot.1 += p99;
+        slot.2 += 1;
+        println!(
+            "round {}: {} agent: {:.0} req/s, p99 {:.3} ms",
+            round + 1,
+            if attached { "with   " } else { "without" },
+            rps,
+            p99
+        );
+    }
+    let ratio = (with.0 / f64::from(with.2)) / (without.0 / f64::from(without.2)).max(1.0);
+    let p99_ratio = (with.1 / f64::from(with.2)) / (without.1 / f64::from(without.2)).max(0.001);
+    let cpu_pct = 100.0 * agent_cpu_s / agent_wall_s.max(0.001);
+    println!(
+        "overhead: throughput ratio={ratio:.3} p99 ratio={p99_ratio:.2} agent cpu={cpu_pct:.1}% rss={:.1}MiB",
+        rss_kib as f64 / 1024.0
     );
     Ok(())
 }
