@@ -402,10 +402,52 @@ impl Drop for Watch {
     }
 }
 
+/// The captured stderr of a child process, line by line (echoed unless [`quiet`]).
+#[derive(Clone, Default)]
+pub struct Log(std::sync::Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    /// Reads `stderr` on a thread until it closes.
+    fn capture(stderr: std::process::ChildStderr, prefix: &'static str) -> Self {
+        let log = Self::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                echo(prefix, &line);
+                sink.lines_mut().push(line);
+            }
+        });
+        log
+    }
+
+    fn lines_mut(&self) -> MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (bounded) for a line containing `needle`.
+    pub fn wait_for(&self, needle: &str) -> Result<String> {
+        wait_until(WAIT, &format!("a log line with {needle:?}"), || {
+            self.lines_mut()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        })
+    }
+
+    pub fn contains(&self, needle: &str) -> bool {
+        self.lines_mut().iter().any(|l| l.contains(needle))
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines_mut().clone()
+    }
+}
+
 /// A running `vigil-agent run`, its stderr log kept for assertions.
 pub struct Agent {
     child: Child,
-    log: std::sync::Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Agent {
@@ -423,14 +465,7 @@ impl Agent {
             .spawn()
             .context("starting vigil-agent run")?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let sink = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                echo("vigil-agent", &line);
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
+        let log = Log::capture(stderr, "vigil-agent");
         Ok(Self { child, log })
     }
 
@@ -440,22 +475,11 @@ impl Agent {
 
     /// Waits (bounded) for a log line containing `needle`.
     pub fn wait_log(&self, needle: &str) -> Result<String> {
-        wait_until(WAIT, &format!("a log line with {needle:?}"), || {
-            self.log
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .find(|l| l.contains(needle))
-                .cloned()
-        })
+        self.log.wait_for(needle)
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|l| l.contains(needle))
+        self.log.contains(needle)
     }
 }
 
@@ -480,7 +504,7 @@ pub struct Controller {
     pub sentinel: u16,
     data_dir: PathBuf,
     extra: Vec<String>,
-    log: std::sync::Arc<Mutex<Vec<String>>>,
+    log: Log,
 }
 
 impl Controller {
@@ -492,7 +516,7 @@ impl Controller {
             sentinel: free_port()?,
             data_dir: data_dir.to_path_buf(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            log: std::sync::Arc::new(Mutex::new(Vec::new())),
+            log: Log::default(),
         };
         c.spawn()?;
         Ok(c)
@@ -515,13 +539,7 @@ impl Controller {
             .spawn()
             .context("starting vigil-controller")?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        let sink = std::sync::Arc::clone(&self.log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                echo("vigil-controller", &line);
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
+        self.log = Log::capture(stderr, "vigil-controller");
         self.child = Some(child);
         self.wait_log("vigil-controller running")?;
         Ok(())
@@ -535,7 +553,6 @@ impl Controller {
     /// and state.
     pub fn restart(&mut self) -> Result<()> {
         self.kill();
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.spawn()
     }
 
@@ -547,26 +564,11 @@ impl Controller {
 
     /// Waits (bounded) for a log line containing `needle`.
     pub fn wait_log(&self, needle: &str) -> Result<String> {
-        wait_until(
-            WAIT,
-            &format!("a controller log line with {needle:?}"),
-            || {
-                self.log
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .iter()
-                    .find(|l| l.contains(needle))
-                    .cloned()
-            },
-        )
+        self.log.wait_for(needle)
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|l| l.contains(needle))
+        self.log.contains(needle)
     }
 
     /// The primary's port as the Sentinel endpoint reports it for `datastore`.
@@ -670,9 +672,9 @@ impl VigilStore {
             let st = self.controller.status(&self.name).ok()?;
             let nodes = st["nodes"].as_array()?;
             let ok = nodes.len() == self.ports.len()
-                && nodes
-                    .iter()
-                    .all(|n| n["health"] == "HEALTHY" && n["connected"] == true)
+                && nodes.iter().all(|n| {
+                    n["health"] == "HEALTHY" && n["connected"] == true && n["role"] != "?"
+                })
                 && st["primary"].as_str().is_some_and(|p| !p.is_empty());
             ok.then_some(())
         })
@@ -720,13 +722,13 @@ impl VigilStore {
 impl Agent {
     /// Every log line so far.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.log.lines()
     }
 }
 
 impl Controller {
     /// Every log line since the last start.
     pub fn log_lines(&self) -> Vec<String> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.log.lines()
     }
 }

@@ -61,7 +61,7 @@ fn store(controller: &Controller) -> Result<Store> {
             && st["primary"] == "n0"
             && nodes
                 .iter()
-                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true);
+                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true && n["role"] != "?");
         ok.then_some(())
     })?;
     Ok(s)
