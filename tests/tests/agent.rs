@@ -55,6 +55,23 @@ fn agent_for(
     Agent::run(&args)
 }
 
+/// Tells agent "p" it is the primary and that `replica` (node "r") is its one peer.
+fn desire_primary_with_peer(ctl: &StubController, replica: &RedisServer) -> Result<()> {
+    ctl.wait_session("p")?;
+    let peers = vec![v1::Peer {
+        node_id: "r".into(),
+        address: format!("127.0.0.1:{}", replica.port),
+    }];
+    let desired = v1::DesiredState {
+        epoch: 1,
+        role: v1::Role::Primary as i32,
+        peers,
+        peers_version: 1,
+        ..Default::default()
+    };
+    ctl.desire("p", desired)
+}
+
 fn role_of(server: &RedisServer) -> Result<String> {
     let mut c = server.connect()?;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
@@ -175,21 +192,7 @@ fn a_stopped_peer_is_reported_unreachable() -> Result<()> {
     let replica = replica_of(&primary)?;
     let mut ctl = StubController::start()?;
     let _agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
-    ctl.wait_session("p")?;
-    let peers = vec![v1::Peer {
-        node_id: "r".into(),
-        address: format!("127.0.0.1:{}", replica.port),
-    }];
-    ctl.desire(
-        "p",
-        v1::DesiredState {
-            epoch: 1,
-            role: v1::Role::Primary as i32,
-            peers,
-            peers_version: 1,
-            ..Default::default()
-        },
-    )?;
+    desire_primary_with_peer(&ctl, &replica)?;
     let v = ctl.wait_verdict("p", "the peer probed and reachable", |v| {
         v.peers_version == 1 && v.peers_probed & 1 == 1
     })?;
@@ -302,21 +305,7 @@ fn a_cut_off_primary_fences_its_writes() -> Result<()> {
             "50",
         ],
     )?;
-    ctl.wait_session("p")?;
-    let peers = vec![v1::Peer {
-        node_id: "r".into(),
-        address: format!("127.0.0.1:{}", replica.port),
-    }];
-    ctl.desire(
-        "p",
-        v1::DesiredState {
-            epoch: 1,
-            role: v1::Role::Primary as i32,
-            peers,
-            peers_version: 1,
-            ..Default::default()
-        },
-    )?;
+    desire_primary_with_peer(&ctl, &replica)?;
     ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
     let mut c = primary.connect()?;
     let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c)?;
