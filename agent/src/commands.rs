@@ -82,6 +82,10 @@ pub async fn execute(
         Action::Unfence => {
             cmd.arg("CLIENT").arg("UNPAUSE");
         }
+        Action::Probe => {
+            // Nothing to change: the answer below is the point.
+            cmd.arg("PING");
+        }
         Action::Switchover {
             target,
             timeout_secs,

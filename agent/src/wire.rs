@@ -76,6 +76,8 @@ pub enum Action {
         pause_ms: u32,
     },
     Unfence,
+    /// Report role and offset, changing nothing.
+    Probe,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +119,7 @@ impl TryFrom<v1::Command> for Command {
                 pause_ms: f.pause_ms,
             },
             A::Unfence(_) => Action::Unfence,
+            A::Probe(_) => Action::Probe,
         };
         Ok(Self {
             id: c.id,

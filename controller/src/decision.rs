@@ -118,21 +118,52 @@ pub fn zone_looks_down(zone: &str, nodes: &[NodeView], p: &Policy) -> bool {
         })
 }
 
-/// The best replica to promote: promotable, then highest offset, then lowest priority number,
+/// The replicas that may be promoted, best first: highest offset, then lowest priority number,
 /// then outside the failed primary's zone when that zone looks down, then node id.
+pub fn ranked_replicas<'a>(
+    replicas: &'a [NodeView],
+    failed_zone: &str,
+    zone_down: bool,
+    p: &Policy,
+) -> Vec<&'a NodeView> {
+    let mut ranked: Vec<&NodeView> = replicas.iter().filter(|n| promotable(n, p)).collect();
+    ranked.sort_by(|a, b| {
+        b.offset
+            .cmp(&a.offset)
+            .then(a.priority.cmp(&b.priority))
+            .then((zone_down && a.zone == failed_zone).cmp(&(zone_down && b.zone == failed_zone)))
+            .then(a.id.cmp(&b.id))
+    });
+    ranked
+}
+
+/// The best replica to promote, by what the verdicts said.
 pub fn best_replica<'a>(
     replicas: &'a [NodeView],
     failed_zone: &str,
     zone_down: bool,
     p: &Policy,
 ) -> Option<&'a NodeView> {
-    replicas.iter().filter(|n| promotable(n, p)).min_by(|a, b| {
-        b.offset
-            .cmp(&a.offset)
-            .then(a.priority.cmp(&b.priority))
-            .then((zone_down && a.zone == failed_zone).cmp(&(zone_down && b.zone == failed_zone)))
-            .then(a.id.cmp(&b.id))
-    })
+    ranked_replicas(replicas, failed_zone, zone_down, p)
+        .into_iter()
+        .next()
+}
+
+/// The candidate to promote once the candidates were asked for their offsets just now: the
+/// highest fresh offset wins, ties keep the ranking's order; with no answer, the ranking decides.
+/// (Verdict offsets can be up to one health poll old, and a replica whose link looked up may not
+/// have been fed: promoting it would lose acknowledged writes.)
+pub fn pick_freshest(ranked: &[String], fresh: &[(String, u64)]) -> Option<String> {
+    let offset = |id: &String| fresh.iter().find(|(n, _)| n == id).map(|(_, o)| *o);
+    let best = ranked
+        .iter()
+        .filter_map(|id| offset(id).map(|o| (id, o)))
+        .fold(None, |best: Option<(&String, u64)>, (id, o)| match best {
+            Some((_, b)) if b >= o => best,
+            _ => Some((id, o)),
+        });
+    best.map(|(id, _)| id.clone())
+        .or_else(|| ranked.first().cloned())
 }
 
 #[cfg(test)]
@@ -327,6 +358,33 @@ mod tests {
             Some("good")
         );
         assert_eq!(best_replica(&bad, "z1", false, &p), None);
+    }
+
+    #[test]
+    fn fresh_offsets_decide_and_the_ranking_breaks_ties() {
+        let ranked: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let fresh = |v: &[(&str, u64)]| {
+            v.iter()
+                .map(|(n, o)| (n.to_string(), *o))
+                .collect::<Vec<_>>()
+        };
+        // The verdicts ranked a first, but b has more data now.
+        assert_eq!(
+            pick_freshest(&ranked, &fresh(&[("a", 0), ("b", 7003), ("c", 10)])),
+            Some("b".into())
+        );
+        assert_eq!(
+            pick_freshest(&ranked, &fresh(&[("a", 5), ("b", 5)])),
+            Some("a".into())
+        );
+        // Only some answered: the best answer wins over silent candidates.
+        assert_eq!(
+            pick_freshest(&ranked, &fresh(&[("c", 1)])),
+            Some("c".into())
+        );
+        // Nobody answered: the ranking decides.
+        assert_eq!(pick_freshest(&ranked, &[]), Some("a".into()));
+        assert_eq!(pick_freshest(&[], &[]), None);
     }
 
     #[test]

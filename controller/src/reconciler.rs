@@ -62,6 +62,12 @@ pub enum Input {
         reply: oneshot::Sender<Result<v1::CommandAck, String>>,
     },
     Done(Outcome),
+    /// The candidates were probed: promote `to`.
+    Chosen {
+        from: String,
+        to: String,
+        cause: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -151,6 +157,8 @@ pub struct Reconciler {
     /// The last alert raised per kind, so a lasting condition is logged once, not every tick.
     alerted: HashMap<&'static str, Instant>,
     primary_down: bool,
+    /// Candidates are being asked for their offsets before a failover.
+    choosing: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -188,6 +196,7 @@ pub fn spawn(
         failing_since: None,
         alerted: HashMap::new(),
         primary_down: false,
+        choosing: false,
     };
     for hello in static_nodes {
         r.register(&hello);
@@ -269,6 +278,20 @@ impl Reconciler {
                 reply,
             } => self.send_command(&node, action, epoch, reply),
             Input::Done(outcome) => self.finish(outcome),
+            Input::Chosen { from, to, cause } => {
+                self.choosing = false;
+                if self.active.is_none()
+                    && self.state.in_flight.is_none()
+                    && self.state.primary.as_deref() == Some(from.as_str())
+                {
+                    if let Some(since) = self.failing_since {
+                        self.metrics
+                            .decision_latency
+                            .observe(since.elapsed().as_secs_f64());
+                    }
+                    self.start_failover(Some(from), to, cause, None);
+                }
+            }
         }
     }
 
@@ -486,8 +509,8 @@ impl Reconciler {
                 ));
             }
             PrimaryState::Failed(cause) => {
-                let since = *self
-                    .failing_since
+                // The decision latency runs from here to the promote (see Input::Chosen).
+                self.failing_since
                     .get_or_insert(received.unwrap_or_else(Instant::now));
                 if !std::mem::replace(&mut self.primary_down, true) {
                     let words = self.address_words(&primary);
@@ -517,19 +540,58 @@ impl Reconciler {
                     all.push(p.clone());
                     decision::zone_looks_down(&p.zone, &all, &policy)
                 };
-                match decision::best_replica(&replicas, &p.zone, zone_down, &policy) {
-                    None => self.alert("no_promotable_replica", &format!(
+                let ranked: Vec<String> =
+                    decision::ranked_replicas(&replicas, &p.zone, zone_down, &policy)
+                        .into_iter()
+                        .map(|n| n.id.clone())
+                        .collect();
+                if ranked.is_empty() {
+                    self.alert("no_promotable_replica", &format!(
                         "primary {primary} failed and no replica is healthy, linked recently and willing (priority > 0)"
-                    )),
-                    Some(best) => {
-                        let to = best.id.clone();
-                        self.metrics.decision_latency.observe(since.elapsed().as_secs_f64());
-                        self.metrics.failover(cause.as_str());
-                        self.start_failover(Some(primary), to, cause.as_str().to_string(), None);
-                    }
+                    ));
+                    return;
                 }
+                self.metrics.failover(cause.as_str());
+                self.choosing = true;
+                self.spawn_choice(primary, ranked, cause.as_str().to_string());
             }
         }
+    }
+
+    /// Asks the ranked candidates for their offsets now (each bounded by 100 ms), then reports
+    /// the pick. A few milliseconds spent here keep a replica that was never fed from winning.
+    fn spawn_choice(&self, from: String, ranked: Vec<String>, cause: String) {
+        let me = self.me.clone();
+        let epoch = self.state.epoch;
+        tokio::spawn(async move {
+            let mut asks = Vec::new();
+            for node in ranked.clone() {
+                let me = me.clone();
+                asks.push(tokio::spawn(async move {
+                    let ack = step(
+                        &me,
+                        &node,
+                        Action::Probe(v1::Probe {}),
+                        epoch,
+                        Duration::from_millis(100),
+                        1,
+                    )
+                    .await;
+                    ack.ok()
+                        .filter(|a| a.role() == Role::Replica)
+                        .map(|a| (node, a.repl_offset))
+                }));
+            }
+            let mut fresh = Vec::new();
+            for a in asks {
+                if let Ok(Some(answer)) = a.await {
+                    fresh.push(answer);
+                }
+            }
+            if let Some(to) = decision::pick_freshest(&ranked, &fresh) {
+                let _ = me.send(Input::Chosen { from, to, cause }).await;
+            }
+        });
     }
 
     /// Step 1 (bump and persist the epoch), then the rest in a task.
