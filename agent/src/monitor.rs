@@ -294,10 +294,6 @@ impl Monitor {
         self.last_rtt
     }
 
-    pub fn resource(&self) -> Option<ResourceSample> {
-        self.resource
-    }
-
     /// Age of the oldest unread request (zero without the kernel view).
     pub fn stall_age(&self) -> Duration {
         self.kernel

@@ -131,10 +131,6 @@ impl Probes {
         })
     }
 
-    pub fn target(&self) -> (u32, u16) {
-        (self.config.tgid, self.config.port as u16)
-    }
-
     /// Points every program at `pid` and `port`, forgetting all state about the previous target.
     pub fn set_target(&mut self, pid: u32, port: u16) -> Result<()> {
         // Quiet the programs first so nothing about the old target lands in the cleared maps.

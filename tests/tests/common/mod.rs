@@ -2,7 +2,6 @@
 //! vigil.v1 over a real socket. It records every message agents send and lets a test send desired
 //! state and commands to one agent. It repeats each agent's last desired state every 200 ms, as
 //! the protocol asks of a controller. (The real controller is the controller issue's.)
-#![allow(dead_code)]
 
 use std::{
     collections::HashMap,
