@@ -7,10 +7,12 @@
 
 /// Largest number of threads of the target process tracked at once.
 pub const MAX_THREADS: u32 = 4096;
-/// Largest number of sockets with unread request bytes tracked at once.
-pub const MAX_UNREAD: u32 = 8192;
-/// Largest number of sockets whose last reader thread is remembered (LRU).
-pub const MAX_READERS: u32 = 16384;
+/// Slots of the `UNREAD` array (a power of two): each server-port socket hashes to one slot by
+/// its kernel address. Two sockets sharing a slot can only hide a stall, never invent one.
+pub const UNREAD_SLOT_BITS: u32 = 11;
+pub const UNREAD_SLOTS: u32 = 1 << UNREAD_SLOT_BITS;
+/// `BPF_F_MMAPABLE`: the agent maps `UNREAD` into memory and scans it without a syscall per slot.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Buckets of the log2 histograms (bucket i counts values in [2^i, 2^(i+1)) ns).
 pub const HIST_BUCKETS: u32 = 64;
 /// Size of the event ring buffer, in bytes (a power of two, as the kernel requires).
@@ -43,7 +45,8 @@ pub mod thread_state {
     pub const RUNNING: u32 = 1;
     /// Woken or preempted, waiting on a run queue.
     pub const RUNNABLE: u32 = 2;
-    /// Interruptible sleep (S): a syscall such as epoll_wait, nanosleep or futex.
+    /// Interruptible sleep (S): a syscall such as epoll_wait, nanosleep or futex (the agent
+    /// asks procfs which one, and only when a stall needs naming).
     pub const SLEEPING: u32 = 3;
     /// Uninterruptible sleep (D): usually disk I/O.
     pub const DISK: u32 = 4;
@@ -85,21 +88,12 @@ pub struct Event {
 }
 
 /// Field offsets inside classic tracepoint records, read from tracefs `format` files at start-up
-/// so the programs do not depend on one kernel's layout.
+/// so the programs do not depend on one kernel's layout. Only the rare events use classic
+/// tracepoints; the hot ones are raw tracepoints (see [`BtfOffsets`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TpOffsets {
-    pub switch_prev_state: u32,
-    pub switch_next_pid: u32,
-    pub wakeup_pid: u32,
     pub exit_group_dead: u32,
-    pub futex_op: u32,
-    pub probe_sport: u32,
-    pub probe_data_len: u32,
-    pub probe_skaddr: u32,
-    pub recv_sk: u32,
-    pub recv_protocol: u32,
-    pub recv_ret: u32,
     pub state_skaddr: u32,
     pub state_oldstate: u32,
     pub state_newstate: u32,
@@ -113,6 +107,23 @@ pub struct TpOffsets {
     pub retrans_dport: u32,
 }
 
+/// Offsets of the kernel struct fields the programs read, resolved from this kernel's BTF at
+/// start-up (Rust eBPF gets no CO-RE relocations). The raw tracepoints on the hot paths get
+/// pointers to these structs instead of a ready-made record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BtfOffsets {
+    /// `struct task_struct.exit_code`.
+    pub task_exit_code: u32,
+    /// `struct task_struct.pid` (the thread id), directly followed by `tgid`: one 8-byte read
+    /// gets both.
+    pub task_pid: u32,
+    /// `struct sock_common.skc_num` (the local port, host order).
+    pub sock_num: u32,
+    /// `struct sock_common.skc_state` (a u8: TCP_ESTABLISHED, TCP_LISTEN, ...).
+    pub sock_state: u32,
+}
+
 /// Runtime configuration, in the single slot of the `CONFIG` array map. Userspace rewrites it to
 /// follow a restarted server without reloading the programs.
 #[repr(C)]
@@ -124,9 +135,7 @@ pub struct Config {
     pub tgid: u32,
     /// Server TCP port; 0 disables the socket programs.
     pub port: u32,
-    /// `offsetof(struct task_struct, exit_code)`, from kernel BTF.
-    pub task_exit_code: u32,
-    pub _reserved: u32,
+    pub btf: BtfOffsets,
     pub tp: TpOffsets,
 }
 
@@ -140,38 +149,47 @@ pub struct ThreadState {
     pub oncpu_ns: u64,
     /// Total time runnable but waiting for a CPU, up to `since_ns` when runnable now.
     pub runq_ns: u64,
-    /// When the thread entered a futex wait, or 0 when it is not inside one.
-    pub futex_since_ns: u64,
     /// One of [`thread_state`].
     pub state: u32,
     /// [`thread_flags`].
     pub flags: u32,
 }
 
-/// A server-port socket whose request bytes have arrived and not been read, in the `UNREAD` map
-/// keyed by the kernel socket address.
+/// One slot of the `UNREAD` array: a server-port socket, when its oldest unread request bytes
+/// arrived (0 when none wait), and the thread that last read it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Unread {
-    /// When the first unread bytes arrived.
-    pub first_ns: u64,
-    /// The thread expected to read them: the socket's last reader, else the target's last reader.
-    pub owner_tid: u32,
+pub struct SockSlot {
+    /// Kernel address of the socket, 0 for a slot never used.
+    pub sk: u64,
+    /// `bpf_ktime_get_ns()` when the oldest unread bytes arrived, or 0.
+    pub first_unread_ns: u64,
+    /// The thread that last read this socket, or 0 when none has yet.
+    pub reader_tid: u32,
     pub _reserved: u32,
+}
+
+/// The `UNREAD` slot of the socket at kernel address `sk` (Fibonacci hashing: socket addresses
+/// share their low bits, so the high bits of the product pick the slot).
+#[inline(always)]
+pub fn unread_slot(sk: u64) -> u32 {
+    (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - UNREAD_SLOT_BITS)) as u32
 }
 
 // Padding-free: each size is the plain sum of its fields.
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4);
-const _: () = assert!(core::mem::size_of::<TpOffsets>() == 22 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 + 4 * 4 + 22 * 4);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 4 * 8 + 2 * 4);
-const _: () = assert!(core::mem::size_of::<Unread>() == 8 + 2 * 4);
+const _: () = assert!(core::mem::size_of::<TpOffsets>() == 12 * 4);
+const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 4 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 4 * 4 + 12 * 4);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 3 * 8 + 2 * 4);
+const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 2 * 4);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: each type is #[repr(C)], made only of integers, and has no padding (asserted above).
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::BtfOffsets {}
     unsafe impl aya::Pod for super::ThreadState {}
-    unsafe impl aya::Pod for super::Unread {}
+    unsafe impl aya::Pod for super::SockSlot {}
 }

@@ -2,12 +2,17 @@
 //!
 //! Every program first checks the target in `CONFIG`, so the agent can follow a restarted server
 //! by rewriting that map, without reloading anything. Programs keep per-thread scheduler state in
-//! `THREADS`, per-socket unread request bytes in `UNREAD`, log2 histograms in per-CPU arrays, and
+//! `THREADS`, per-socket unread request bytes in the `UNREAD` slots, log2 histograms in per-CPU arrays, and
 //! send discrete events through the `EVENTS` ring buffer. Stalls are the absence of events, so the
 //! agent's classifier reads `UNREAD` and `THREADS` against the clock; nothing here waits.
 //!
-//! Rust eBPF has no CO-RE relocations: tracepoint field offsets and the one kernel struct offset
-//! we need come from userspace (tracefs formats and BTF) in `CONFIG`.
+//! The hot paths (every context switch, wakeup, received segment and socket read on the host) are
+//! raw tracepoints: they get the kernel's own pointers with no record built for them, and the
+//! kernel never skips them for another BPF program running on the CPU. Rare events use classic
+//! tracepoints, whose ready-made records are simpler to read.
+//!
+//! Rust eBPF has no CO-RE relocations: tracepoint field offsets and kernel struct offsets come
+//! from userspace (tracefs formats and BTF) in `CONFIG`.
 #![no_std]
 #![no_main]
 
@@ -15,13 +20,13 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use vigil_agent_ebpf::{
-    Config, Event, HIST_BUCKETS, MAX_READERS, MAX_THREADS, MAX_UNREAD, RINGBUF_BYTES, ThreadState,
-    Unread, counter, kind, thread_flags, thread_state,
+    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SockSlot, ThreadState,
+    UNREAD_SLOTS, counter, kind, thread_flags, thread_state, unread_slot,
 };
 
 #[map]
@@ -31,9 +36,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RINGBUF_BYTES, 0);
 #[map]
 static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(MAX_THREADS, 0);
 #[map]
-static UNREAD: HashMap<u64, Unread> = HashMap::with_max_entries(MAX_UNREAD, 0);
-#[map]
-static READERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(MAX_READERS, 0);
+static UNREAD: Array<SockSlot> = Array::with_max_entries(UNREAD_SLOTS, BPF_F_MMAPABLE);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 #[map]
@@ -48,19 +51,12 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const IPPROTO_TCP: u16 = 6;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
-// prev_state as the classic sched_switch tracepoint reports it (TASK_REPORT bits).
-const REPORT_DISK: i64 = 0x2;
-const REPORT_STOPPED: i64 = 0x4;
-const REPORT_TRACED: i64 = 0x8;
-const REPORT_DEAD: i64 = 0x10 | 0x20; // X and Z: the final switch of an exiting thread
-const REPORT_PREEMPTED: i64 = 0x100;
-// futex commands that put the caller to sleep (FUTEX_CMD_MASK applied).
-const FUTEX_CMD_MASK: i64 = 0x7f;
-const FUTEX_WAIT: i64 = 0;
-const FUTEX_LOCK_PI: i64 = 6;
-const FUTEX_WAIT_BITSET: i64 = 9;
-const FUTEX_WAIT_REQUEUE_PI: i64 = 11;
-const FUTEX_LOCK_PI2: i64 = 13;
+// prev_state as the raw sched_switch tracepoint passes it: the task's own __state bits.
+const TASK_UNINTERRUPTIBLE: u64 = 0x2;
+const TASK_STOPPED: u64 = 0x4;
+const TASK_TRACED: u64 = 0x8;
+const TASK_DEAD: u64 = 0x80; // the final switch of an exiting thread
+const TASK_NOLOAD: u64 = 0x400; // with UNINTERRUPTIBLE: an idle kernel thread, not disk wait
 
 #[inline(always)]
 fn config() -> Option<&'static Config> {
@@ -78,6 +74,13 @@ fn current() -> (u32, u32) {
 fn read<T>(ctx: &TracePointContext, offset: u32) -> Option<T> {
     // SAFETY: the offset comes from this kernel's tracefs format for this tracepoint.
     unsafe { ctx.read_at::<T>(offset as usize).ok() }
+}
+
+/// A field of a kernel struct at `base + offset`, the offset taken from this kernel's BTF.
+#[inline(always)]
+fn read_kernel<T>(base: u64, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error, never a fault.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T).ok() }
 }
 
 #[inline(always)]
@@ -154,39 +157,51 @@ fn thread_entry(tid: u32, now: u64) -> Option<*mut ThreadState> {
     THREADS.get_ptr_mut(tid)
 }
 
-#[tracepoint]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+/// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+/// unsigned int prev_state)`.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    let now = unsafe { bpf_ktime_get_ns() };
-    let (tgid, tid) = current();
     // At sched_switch `current` is still the task switching out.
-    if tgid == cfg.tgid {
-        switch_out(&ctx, cfg, tgid, tid, now);
+    let (tgid, tid) = current();
+    let next = task_ids(ctx.arg::<u64>(2), cfg).filter(|&(next_tgid, _)| next_tgid == cfg.tgid);
+    if tgid != cfg.tgid && next.is_none() {
+        return 0; // most switches on the host are none of our business
     }
-    if let Some(next) = read::<i32>(&ctx, cfg.tp.switch_next_pid) {
-        switch_in(cfg, next as u32, now);
+    let now = bpf_now();
+    if tgid == cfg.tgid {
+        let preempted = ctx.arg::<u64>(0) & 0xff != 0;
+        switch_out(preempted, ctx.arg::<u64>(3) & 0xffff_ffff, tgid, tid, now);
+    }
+    if let Some((_, next_tid)) = next {
+        switch_in(cfg, next_tid, now);
     }
     0
 }
 
+/// (tgid, pid) of a task, in one read: `pid` and `tgid` are adjacent in task_struct (the agent
+/// checks this in BTF before loading).
 #[inline(always)]
-fn switch_out(ctx: &TracePointContext, cfg: &Config, tgid: u32, tid: u32, now: u64) {
-    let Some(prev_state) = read::<i64>(ctx, cfg.tp.switch_prev_state) else {
-        return;
-    };
-    if prev_state & REPORT_DEAD != 0 {
+fn task_ids(task: u64, cfg: &Config) -> Option<(u32, u32)> {
+    let ids = read_kernel::<u64>(task, cfg.btf.task_pid)?;
+    Some(((ids >> 32) as u32, ids as u32))
+}
+
+#[inline(always)]
+fn switch_out(preempted: bool, prev_state: u64, tgid: u32, tid: u32, now: u64) {
+    if prev_state & TASK_DEAD != 0 {
         // sched_process_exit already forgot this thread; do not bring it back.
         let _ = THREADS.remove(tid);
         return;
     }
-    let state = if prev_state == 0 || prev_state & REPORT_PREEMPTED != 0 {
+    let state = if preempted || prev_state == 0 {
         thread_state::RUNNABLE
-    } else if prev_state & (REPORT_STOPPED | REPORT_TRACED) != 0 {
+    } else if prev_state & (TASK_STOPPED | TASK_TRACED) != 0 {
         thread_state::STOPPED
-    } else if prev_state & REPORT_DISK != 0 {
+    } else if prev_state & TASK_UNINTERRUPTIBLE != 0 && prev_state & TASK_NOLOAD == 0 {
         thread_state::DISK
     } else {
-        // S (0x1), idle and parked all count as asleep.
+        // S, idle and parked all count as asleep.
         thread_state::SLEEPING
     };
     let Some(entry) = thread_entry(tid, now) else {
@@ -201,7 +216,7 @@ fn switch_out(ctx: &TracePointContext, cfg: &Config, tgid: u32, tid: u32, now: u
     entry.state = state;
     entry.since_ns = now;
     if newly_stopped {
-        emit(kind::STOPPED, tgid, tid, prev_state as u64, 0, now);
+        emit(kind::STOPPED, tgid, tid, prev_state, 0, now);
     }
 }
 
@@ -228,13 +243,17 @@ fn switch_in(cfg: &Config, tid: u32, now: u64) {
     entry.since_ns = now;
 }
 
-#[tracepoint]
-pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+/// `sched_wakeup(struct task_struct *p)`.
+#[raw_tracepoint(tracepoint = "sched_wakeup")]
+pub fn sched_wakeup(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    let Some(pid) = read::<i32>(&ctx, cfg.tp.wakeup_pid) else {
+    let Some((tgid, pid)) = task_ids(ctx.arg::<u64>(0), cfg) else {
         return 0;
     };
-    let Some(entry) = THREADS.get_ptr_mut(pid as u32) else {
+    if tgid != cfg.tgid {
+        return 0;
+    }
+    let Some(entry) = THREADS.get_ptr_mut(pid) else {
         return 0;
     };
     // SAFETY: a live entry of THREADS.
@@ -267,7 +286,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         let task = unsafe { bpf_get_current_task() } as *const u8;
         // SAFETY: `task` is the current task_struct; the offset comes from this kernel's BTF.
         let code: i32 = unsafe {
-            bpf_probe_read_kernel(task.add(cfg.task_exit_code as usize) as *const i32).unwrap_or(-1)
+            bpf_probe_read_kernel(task.add(cfg.btf.task_exit_code as usize) as *const i32)
+                .unwrap_or(-1)
         };
         emit(kind::EXITED, tgid, tid, code as u32 as u64, 0, bpf_now());
     }
@@ -279,124 +299,98 @@ fn bpf_now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-#[inline(always)]
-fn futex_waits(op: i64) -> bool {
-    matches!(
-        op & FUTEX_CMD_MASK,
-        FUTEX_WAIT | FUTEX_LOCK_PI | FUTEX_WAIT_BITSET | FUTEX_WAIT_REQUEUE_PI | FUTEX_LOCK_PI2
-    )
-}
-
-#[tracepoint]
-pub fn futex_enter(ctx: TracePointContext) -> u32 {
+/// Request bytes (or a FIN) were queued on a socket: `sk_data_ready(const struct sock *sk)`,
+/// where the kernel wakes the socket's readers, in softirq context (so the socket, not `current`,
+/// tells whose they are). Pure ACKs never get here.
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    let (tgid, tid) = current();
-    if tgid != cfg.tgid {
-        return 0;
-    }
-    let Some(op) = read::<i64>(&ctx, cfg.tp.futex_op) else {
+    let sk = ctx.arg::<u64>(0);
+    let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) else {
         return 0;
     };
-    if futex_waits(op) {
-        let now = bpf_now();
-        if let Some(entry) = thread_entry(tid, now) {
-            // SAFETY: a live entry of THREADS, written by the thread it describes.
-            unsafe { (*entry).futex_since_ns = now };
+    // SAFETY: a live slot of an array map. A racing writer is another CPU handling a socket of
+    // the same slot; the worst a torn update does is hide one request's age.
+    let slot = unsafe { &mut *slot };
+    if slot.first_unread_ns != 0 {
+        return 0; // older bytes, of this socket or one sharing the slot, already set the age
+    }
+    // A socket already in its slot is known to be ours; only a new one pays for the kernel reads.
+    if slot.sk != sk {
+        if read_kernel::<u16>(sk, cfg.btf.sock_num).map(u32::from) != Some(cfg.port) {
+            return 0;
+        }
+        // The listener turns readable when a connection waits to be accepted: not a request.
+        if read_kernel::<u8>(sk, cfg.btf.sock_state).map(i32::from) == Some(TCP_LISTEN) {
+            return 0;
+        }
+        slot.sk = sk;
+        slot.reader_tid = 0;
+    }
+    slot.first_unread_ns = bpf_now();
+    0
+}
+
+/// Forgets a socket that is closing: it has nothing left to read.
+#[inline(always)]
+fn forget_socket(sk: u64) {
+    if let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) {
+        // SAFETY: a live slot of an array map.
+        let slot = unsafe { &mut *slot };
+        if slot.sk == sk {
+            slot.first_unread_ns = 0;
+            slot.sk = 0;
+            slot.reader_tid = 0;
         }
     }
+}
+
+/// `tcp_destroy_sock(struct sock *sk)`: the last word on a TCP socket. A raw tracepoint, so it is
+/// never skipped and a closed socket cannot leave a stale request behind.
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    if config().is_some() {
+        forget_socket(ctx.arg::<u64>(0));
+    }
     0
 }
 
-#[tracepoint]
-pub fn futex_exit(_ctx: TracePointContext) -> u32 {
+/// The server read from a socket, so its unread bytes are consumed: `sock_recv_length(struct
+/// sock *sk, int ret, int flags)`.
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let (tgid, tid) = current();
     if tgid != cfg.tgid {
         return 0;
     }
-    if let Some(entry) = THREADS.get_ptr_mut(tid) {
-        // SAFETY: a live entry of THREADS, written by the thread it describes.
-        unsafe { (*entry).futex_since_ns = 0 };
+    // 0 is a read of the FIN: that consumes what was waiting too.
+    if (ctx.arg::<u64>(1) as i32) < 0 {
+        return 0;
     }
-    0
-}
-
-/// Request bytes arrive on an established server-port socket (runs in softirq context, so the
-/// socket, not `current`, tells whose they are).
-#[tracepoint]
-pub fn tcp_probe(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config() else { return 0 };
-    let Some(sport) = read::<u16>(&ctx, cfg.tp.probe_sport) else {
+    let sk = ctx.arg::<u64>(0);
+    let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) else {
         return 0;
     };
-    if u32::from(sport) != cfg.port {
-        return 0;
+    // SAFETY: a live slot of an array map (see sk_data_ready).
+    let slot = unsafe { &mut *slot };
+    if slot.sk != sk {
+        return 0; // not a server-port socket with a slot: the server's own links, a pipe, ...
     }
-    if read::<u16>(&ctx, cfg.tp.probe_data_len).unwrap_or(0) == 0 {
-        return 0;
-    }
-    let Some(sk) = read::<u64>(&ctx, cfg.tp.probe_skaddr) else {
-        return 0;
-    };
-    if UNREAD.get_ptr(sk).is_some() {
-        return 0; // the oldest unread bytes already have their timestamp
-    }
-    let owner_tid = match READERS.get_ptr(sk) {
-        // SAFETY: a live entry of READERS.
-        Some(tid) => unsafe { *tid },
-        None => last_reader(cfg),
-    };
-    let entry = Unread {
-        first_ns: bpf_now(),
-        owner_tid,
-        _reserved: 0,
-    };
-    let _ = UNREAD.insert(sk, entry, BPF_NOEXIST);
-    0
-}
-
-#[inline(always)]
-fn last_reader(cfg: &Config) -> u32 {
-    match LAST_READER.get(0) {
-        Some(&tid) if tid != 0 => tid,
-        _ => cfg.tgid, // nobody has read yet: the main thread
-    }
-}
-
-/// The server read from a socket: its unread bytes are consumed.
-#[tracepoint]
-pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config() else { return 0 };
-    let (tgid, tid) = current();
-    if tgid != cfg.tgid {
-        return 0;
-    }
-    if read::<u16>(&ctx, cfg.tp.recv_protocol) != Some(IPPROTO_TCP) {
-        return 0;
-    }
-    if read::<i32>(&ctx, cfg.tp.recv_ret).unwrap_or(0) <= 0 {
-        return 0;
-    }
-    let Some(sk) = read::<u64>(&ctx, cfg.tp.recv_sk) else {
-        return 0;
-    };
-    if let Some(pending) = UNREAD.get_ptr(sk) {
-        // SAFETY: a live entry of UNREAD.
-        let first = unsafe { (*pending).first_ns };
+    let first = slot.first_unread_ns;
+    if first != 0 {
+        slot.first_unread_ns = 0;
         hist_add(&UNREAD_HIST, bpf_now().saturating_sub(first));
-        let _ = UNREAD.remove(sk);
     }
-    // Remember who reads this socket; write only on change to keep the hot path to lookups.
-    // SAFETY: a live entry of READERS.
-    if READERS.get_ptr(sk).map(|t| unsafe { *t }) != Some(tid) {
-        let _ = READERS.insert(sk, tid, 0);
+    if slot.reader_tid != tid {
+        slot.reader_tid = tid;
     }
-    if let Some(slot) = LAST_READER.get_ptr_mut(0) {
+    if let Some(last) = LAST_READER.get_ptr_mut(0) {
         // SAFETY: a live u32 slot of an array map; a racing writer is another reader of the same
-        // process, and either answer is a fine guess at the owner.
+        // process, and either answer is a fine guess at the owner of a socket never read.
         unsafe {
-            if *slot != tid {
-                *slot = tid;
+            if *last != tid {
+                *last = tid;
             }
         }
     }
@@ -421,8 +415,7 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     if new == TCP_CLOSE {
         // A closed socket has nothing left to read: forget it.
         if let Some(sk) = read::<u64>(&ctx, cfg.tp.state_skaddr) {
-            let _ = UNREAD.remove(sk);
-            let _ = READERS.remove(sk);
+            forget_socket(sk);
         }
         if old == TCP_LISTEN {
             emit(kind::LISTENER_CLOSED, current().0, 0, 0, cfg.port, now);

@@ -1,31 +1,36 @@
 //! Kernel struct offsets from BTF (/sys/kernel/btf/vmlinux).
 //!
-//! Rust eBPF programs get no CO-RE relocations, so the kernel struct field the programs read
-//! directly has its offset resolved here at start-up and passed in through `CONFIG`.
+//! Rust eBPF programs get no CO-RE relocations, so every kernel struct field the programs read
+//! has its offset resolved here at start-up and passed in through `CONFIG`.
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
+use vigil_agent_ebpf::BtfOffsets;
 
 use crate::error::{AgentError, Result};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The kernel struct offsets the programs need, in bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelOffsets {
-    /// `struct task_struct.exit_code`.
-    pub task_exit_code: u32,
-}
-
-pub fn kernel_offsets() -> Result<KernelOffsets> {
+pub fn kernel_offsets() -> Result<BtfOffsets> {
     let path = Path::new(VMLINUX_BTF);
     if !path.exists() {
         return Err(AgentError::NoBtf(path.into()));
     }
     let btf =
         Btf::from_file(path).map_err(|e| AgentError::Btf(format!("parsing {VMLINUX_BTF}: {e}")))?;
-    Ok(KernelOffsets {
+    let task_pid = member_offset(&btf, "task_struct", "pid")?;
+    // The programs read pid and tgid as one u64; every kernel so far declares them side by side.
+    if member_offset(&btf, "task_struct", "tgid")? != task_pid + 4 {
+        return Err(AgentError::Btf(
+            "task_struct.tgid does not directly follow task_struct.pid on this kernel".into(),
+        ));
+    }
+    Ok(BtfOffsets {
         task_exit_code: member_offset(&btf, "task_struct", "exit_code")?,
+        task_pid,
+        sock_num: member_offset(&btf, "sock_common", "skc_num")?,
+        sock_state: member_offset(&btf, "sock_common", "skc_state")?,
     })
 }
 
@@ -71,12 +76,14 @@ mod tests {
             panic!("{VMLINUX_BTF} is missing: vigil needs a kernel with BTF");
         }
         let offsets = kernel_offsets().expect("offsets");
-        // exit_code is deep inside task_struct.
+        // exit_code and pid are deep inside task_struct.
         assert!(offsets.task_exit_code > 256, "{offsets:?}");
-        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
+        assert!(offsets.task_pid > 256, "{offsets:?}");
         // skc_num sits inside anonymous unions of sock_common, after the addresses and the hash.
-        let num = member_offset(&btf, "sock_common", "skc_num").expect("skc_num");
-        assert!((8..64).contains(&num), "skc_num at {num}");
+        assert!((8..64).contains(&offsets.sock_num), "{offsets:?}");
+        // skc_state follows the port pair and the family.
+        assert!(offsets.sock_state > offsets.sock_num, "{offsets:?}");
+        let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
         assert!(member_offset(&btf, "task_struct", "no_such_member_here").is_err());
     }
 }

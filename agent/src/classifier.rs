@@ -7,7 +7,16 @@
 //!   waited past the threshold, it names the stall by what the thread that should read it is
 //!   doing: stopped, blocked in a futex (deadlock suspected), runnable (starved), on CPU (busy),
 //!   or asleep in another syscall or disk wait (blocked).
-use vigil_agent_ebpf::{ThreadState, Unread, thread_state};
+use vigil_agent_ebpf::{ThreadState, thread_state};
+
+/// The oldest unread request on the server port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// When its bytes arrived (CLOCK_MONOTONIC ns).
+    pub first_ns: u64,
+    /// The thread expected to read it.
+    pub owner_tid: u32,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StallClass {
@@ -60,11 +69,13 @@ fn total_in(t: &ThreadState, state: u32, total: u64, now: u64) -> u64 {
 }
 
 /// Names a stall by the owner thread's state now and, while it is on or waiting for a CPU, by
-/// where its time went since `base` (taken at `base_ns`): mostly waiting = starved.
+/// where its time went since `base` (taken at `base_ns`): mostly waiting = starved. `in_futex`
+/// says the owner, asleep, is inside a futex wait (the caller asks procfs).
 pub fn classify(
     now: u64,
     base: Option<(&ThreadState, u64)>,
     owner: Option<&ThreadState>,
+    in_futex: bool,
 ) -> StallClass {
     // An owner the kernel never saw run is not reading: as good as blocked.
     let Some(cur) = owner else {
@@ -88,7 +99,7 @@ pub fn classify(
                 StallClass::Busy
             }
         }
-        thread_state::SLEEPING if cur.futex_since_ns != 0 => StallClass::DeadlockSuspected,
+        thread_state::SLEEPING if in_futex => StallClass::DeadlockSuspected,
         _ => StallClass::Blocked,
     }
 }
@@ -121,6 +132,11 @@ impl Classifier {
         }
     }
 
+    /// Requests unread this long make a stall.
+    pub fn threshold_ns(&self) -> u64 {
+        self.threshold_ns
+    }
+
     /// Age of the oldest unread request at the last tick, or 0.
     pub fn oldest_age_ns(&self) -> u64 {
         self.episode.as_ref().map_or(0, |e| e.age_ns)
@@ -140,12 +156,14 @@ impl Classifier {
     }
 
     /// One look at the clock. `oldest` is the oldest unread request now, `owner` the scheduler
-    /// state of its owner thread now.
+    /// state of its owner thread now, `in_futex` whether that owner sleeps in a futex wait (only
+    /// needed once the request is past the threshold).
     pub fn tick(
         &mut self,
         now: u64,
         oldest: Option<Unread>,
         owner: Option<ThreadState>,
+        in_futex: bool,
     ) -> Option<Decision> {
         let Some(oldest) = oldest else {
             let ended = self.episode.take()?;
@@ -191,7 +209,7 @@ impl Classifier {
             return None;
         }
         let base = episode.base.as_ref().map(|(b, at)| (b, *at));
-        let class = classify(now, base, owner.as_ref());
+        let class = classify(now, base, owner.as_ref(), in_futex);
         let stall = Stall {
             class,
             age_ns,
@@ -275,7 +293,6 @@ mod tests {
         Some(Unread {
             first_ns,
             owner_tid: 7,
-            _reserved: 0,
         })
     }
 
@@ -283,32 +300,35 @@ mod tests {
     fn each_owner_state_names_its_stall() {
         let now = 1_000 * MS;
         assert_eq!(
-            classify(now, None, Some(&thread(thread_state::STOPPED, 0))),
+            classify(now, None, Some(&thread(thread_state::STOPPED, 0)), false),
             StallClass::Stopped
         );
         assert_eq!(
-            classify(now, None, Some(&thread(thread_state::SLEEPING, 0))),
+            classify(now, None, Some(&thread(thread_state::SLEEPING, 0)), false),
             StallClass::Blocked
         );
         assert_eq!(
-            classify(now, None, Some(&thread(thread_state::DISK, 0))),
+            classify(now, None, Some(&thread(thread_state::DISK, 0)), false),
             StallClass::Blocked
         );
-        let mut futex = thread(thread_state::SLEEPING, 0);
-        futex.futex_since_ns = 5;
         assert_eq!(
-            classify(now, None, Some(&futex)),
+            classify(now, None, Some(&thread(thread_state::SLEEPING, 0)), true),
             StallClass::DeadlockSuspected
         );
+        // A futex wait matters only while asleep: a running owner is busy whatever procfs said.
         assert_eq!(
-            classify(now, None, Some(&thread(thread_state::RUNNING, 0))),
+            classify(now, None, Some(&thread(thread_state::RUNNING, 0)), true),
             StallClass::Busy
         );
         assert_eq!(
-            classify(now, None, Some(&thread(thread_state::RUNNABLE, 0))),
+            classify(now, None, Some(&thread(thread_state::RUNNING, 0)), false),
+            StallClass::Busy
+        );
+        assert_eq!(
+            classify(now, None, Some(&thread(thread_state::RUNNABLE, 0)), false),
             StallClass::Starved
         );
-        assert_eq!(classify(now, None, None), StallClass::Blocked);
+        assert_eq!(classify(now, None, None, false), StallClass::Blocked);
     }
 
     #[test]
@@ -327,7 +347,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            classify(now, Some((&base, 0)), Some(&cur)),
+            classify(now, Some((&base, 0)), Some(&cur), false),
             StallClass::Busy
         );
     }
@@ -348,7 +368,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            classify(now, Some((&base, 0)), Some(&cur)),
+            classify(now, Some((&base, 0)), Some(&cur), false),
             StallClass::Starved
         );
     }
@@ -357,19 +377,19 @@ mod tests {
     fn nothing_is_reported_below_the_threshold() {
         let mut c = Classifier::new(T);
         let owner = Some(thread(thread_state::SLEEPING, 0));
-        assert_eq!(c.tick(10 * MS, unread(0), owner), None);
-        assert_eq!(c.tick(99 * MS, unread(0), owner), None);
+        assert_eq!(c.tick(10 * MS, unread(0), owner, false), None);
+        assert_eq!(c.tick(99 * MS, unread(0), owner, false), None);
         assert_eq!(c.oldest_age_ns(), 99 * MS);
         // Read before the threshold: nothing to clear either.
-        assert_eq!(c.tick(100 * MS, None, owner), None);
+        assert_eq!(c.tick(100 * MS, None, owner, false), None);
     }
 
     #[test]
     fn a_stall_begins_once_changes_and_clears() {
         let mut c = Classifier::new(T);
         let sleeping = Some(thread(thread_state::SLEEPING, 0));
-        assert_eq!(c.tick(50 * MS, unread(0), sleeping), None);
-        let began = c.tick(100 * MS, unread(0), sleeping);
+        assert_eq!(c.tick(50 * MS, unread(0), sleeping, false), None);
+        let began = c.tick(100 * MS, unread(0), sleeping, false);
         assert_eq!(
             began,
             Some(Decision::Began(Stall {
@@ -379,16 +399,16 @@ mod tests {
             }))
         );
         // The same state is not repeated.
-        assert_eq!(c.tick(101 * MS, unread(0), sleeping), None);
+        assert_eq!(c.tick(101 * MS, unread(0), sleeping, false), None);
         // The owner is stopped now: a change, once it has held for CHANGE_CONFIRM_TICKS ticks.
         let stopped = Some(thread(thread_state::STOPPED, 101 * MS));
         let mut now = 101 * MS;
         for _ in 1..CHANGE_CONFIRM_TICKS {
             now += MS;
-            assert_eq!(c.tick(now, unread(0), stopped), None);
+            assert_eq!(c.tick(now, unread(0), stopped, false), None);
         }
         now += MS;
-        let changed = c.tick(now, unread(0), stopped);
+        let changed = c.tick(now, unread(0), stopped, false);
         assert!(
             matches!(changed, Some(Decision::Changed(s)) if s.class == StallClass::Stopped),
             "{changed:?}"
@@ -398,8 +418,8 @@ mod tests {
             age_ns: now,
             owner_tid: 7,
         });
-        assert_eq!(c.tick(now + MS, None, stopped), cleared);
-        assert_eq!(c.tick(now + 2 * MS, None, stopped), None);
+        assert_eq!(c.tick(now + MS, None, stopped, false), cleared);
+        assert_eq!(c.tick(now + 2 * MS, None, stopped, false), None);
     }
 
     #[test]
@@ -407,14 +427,14 @@ mod tests {
         let mut c = Classifier::new(T);
         let stopped = Some(thread(thread_state::STOPPED, 0));
         assert!(
-            matches!(c.tick(100 * MS, unread(0), stopped), Some(Decision::Began(s)) if s.class == StallClass::Stopped)
+            matches!(c.tick(100 * MS, unread(0), stopped, false), Some(Decision::Began(s)) if s.class == StallClass::Stopped)
         );
         // SIGCONT: the thread runs for a couple of ticks before it reads the request.
         let running = Some(thread(thread_state::RUNNING, 101 * MS));
-        assert_eq!(c.tick(102 * MS, unread(0), running), None);
-        assert_eq!(c.tick(103 * MS, unread(0), running), None);
+        assert_eq!(c.tick(102 * MS, unread(0), running, false), None);
+        assert_eq!(c.tick(103 * MS, unread(0), running, false), None);
         assert_eq!(
-            c.tick(104 * MS, None, running),
+            c.tick(104 * MS, None, running, false),
             Some(Decision::Cleared {
                 age_ns: 103 * MS,
                 owner_tid: 7
@@ -427,18 +447,18 @@ mod tests {
         let mut c = Classifier::new(T);
         let busy = Some(thread(thread_state::RUNNING, 0));
         assert!(matches!(
-            c.tick(150 * MS, unread(0), busy),
+            c.tick(150 * MS, unread(0), busy, false),
             Some(Decision::Began(_))
         ));
         // The old request was read; one that arrived 140 ms in is 10 ms old.
         assert_eq!(
-            c.tick(150 * MS, unread(140 * MS), busy),
+            c.tick(150 * MS, unread(140 * MS), busy, false),
             Some(Decision::Cleared {
                 age_ns: 150 * MS,
                 owner_tid: 7
             })
         );
-        assert_eq!(c.tick(160 * MS, unread(140 * MS), busy), None);
+        assert_eq!(c.tick(160 * MS, unread(140 * MS), busy, false), None);
     }
 
     #[test]
@@ -446,11 +466,11 @@ mod tests {
         let mut c = Classifier::new(T);
         let busy = Some(thread(thread_state::RUNNING, 0));
         assert!(matches!(
-            c.tick(300 * MS, unread(0), busy),
+            c.tick(300 * MS, unread(0), busy, false),
             Some(Decision::Began(_))
         ));
         // One socket was read but another has waited 200 ms: still the same stall, no new report.
-        assert_eq!(c.tick(301 * MS, unread(101 * MS), busy), None);
+        assert_eq!(c.tick(301 * MS, unread(101 * MS), busy, false), None);
         assert_eq!(c.oldest_age_ns(), 200 * MS);
     }
 

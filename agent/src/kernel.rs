@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use vigil_agent_ebpf::{Event, kind};
+use vigil_agent_ebpf::{Event, kind, thread_state};
 
 use crate::{
     classifier::{Classifier, Decision, StallClass, StopTracker},
@@ -387,7 +387,18 @@ impl KernelWatcher {
         let now = monotonic_ns();
         let oldest = self.probes.oldest_unread();
         let owner = oldest.and_then(|u| self.probes.thread(u.owner_tid));
-        let Some(decision) = self.classifier.tick(now, oldest, owner) else {
+        // Which syscall an asleep owner is in matters only once its request is overdue, and
+        // procfs answers it then; a futex probe would tax every syscall on the host instead.
+        let in_futex = match (oldest, owner) {
+            (Some(u), Some(o))
+                if o.state == thread_state::SLEEPING
+                    && now.saturating_sub(u.first_ns) >= self.classifier.threshold_ns() =>
+            {
+                target::in_futex_wait(self.pid, u.owner_tid)
+            }
+            _ => false,
+        };
+        let Some(decision) = self.classifier.tick(now, oldest, owner, in_futex) else {
             return;
         };
         let (event, age_ns, tid) = match decision {

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod probes;
 pub mod resources;
+pub mod slots;
 pub mod target;
 pub mod tracefs;
 pub mod verdict;

@@ -4,31 +4,36 @@
 use std::{path::Path, time::Duration};
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     util::nr_cpus,
 };
 use tokio::io::{Interest, unix::AsyncFd};
-use vigil_agent_ebpf::{Config, Event, HIST_BUCKETS, ThreadState, Unread, counter, thread_state};
+use vigil_agent_ebpf::{Config, Event, HIST_BUCKETS, ThreadState, counter, thread_state};
 
 use crate::{
     btf,
+    classifier::Unread,
     error::{AgentError, Result},
+    slots::UnreadSlots,
     target, tracefs,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probes"));
 
-/// (program, tracepoint category, tracepoint name).
+/// Raw tracepoints on the hot paths: (program, tracepoint name).
+const RAW_PROGRAMS: &[(&str, &str)] = &[
+    ("sched_switch", "sched_switch"),
+    ("sched_wakeup", "sched_wakeup"),
+    ("sk_data_ready", "sk_data_ready"),
+    ("sock_recv_length", "sock_recv_length"),
+    ("tcp_destroy_sock", "tcp_destroy_sock"),
+];
+
+/// Classic tracepoints for the rare events: (program, tracepoint category, tracepoint name).
 const PROGRAMS: &[(&str, &str, &str)] = &[
-    ("sched_switch", "sched", "sched_switch"),
-    ("sched_wakeup", "sched", "sched_wakeup"),
     ("sched_process_exit", "sched", "sched_process_exit"),
-    ("futex_enter", "syscalls", "sys_enter_futex"),
-    ("futex_exit", "syscalls", "sys_exit_futex"),
-    ("tcp_probe", "tcp", "tcp_probe"),
-    ("sock_recv_length", "sock", "sock_recv_length"),
     ("inet_sock_set_state", "sock", "inet_sock_set_state"),
     ("tcp_receive_reset", "tcp", "tcp_receive_reset"),
     ("tcp_send_reset", "tcp", "tcp_send_reset"),
@@ -62,8 +67,7 @@ pub struct Probes {
     config_map: Array<MapData, Config>,
     events: AsyncFd<RingBuf<MapData>>,
     threads: HashMap<MapData, u32, ThreadState>,
-    unread: HashMap<MapData, u64, Unread>,
-    readers: HashMap<MapData, u64, u32>,
+    unread: UnreadSlots,
     last_reader: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     runq_hist: PerCpuArray<MapData, u64>,
@@ -94,11 +98,21 @@ impl Probes {
             runq_threshold_ns: runq_threshold.as_nanos() as u64,
             tgid: 0,
             port: 0,
-            task_exit_code: offsets.task_exit_code,
-            _reserved: 0,
+            btf: offsets,
             tp: tracefs::tracepoint_offsets()?,
         };
-        let mut ebpf = Ebpf::load(OBJECT)?;
+        // No kernel BTF for aya: the programs have no CO-RE relocations (offsets come through
+        // CONFIG), and parsing vmlinux BTF a second time would double the agent's peak memory.
+        let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT)?;
+        for &(name, tracepoint) in RAW_PROGRAMS {
+            let err = |source| AgentError::Program { name, source };
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(AgentError::MissingFromObject(name))?;
+            let program: &mut RawTracePoint = program.try_into().map_err(err)?;
+            program.load().map_err(err)?;
+            program.attach(tracepoint).map_err(err)?;
+        }
         for &(name, category, tracepoint) in PROGRAMS {
             let err = |source| AgentError::Program { name, source };
             let program = ebpf
@@ -121,8 +135,10 @@ impl Probes {
             config_map,
             events,
             threads: take(&mut ebpf, "THREADS")?,
-            unread: take(&mut ebpf, "UNREAD")?,
-            readers: take(&mut ebpf, "READERS")?,
+            unread: match ebpf.take_map("UNREAD") {
+                Some(aya::maps::Map::Array(data)) => UnreadSlots::map(data)?,
+                _ => return Err(AgentError::MissingFromObject("UNREAD")),
+            },
             last_reader: take(&mut ebpf, "LAST_READER")?,
             counters: take(&mut ebpf, "COUNTERS")?,
             runq_hist: take(&mut ebpf, "RUNQ_HIST")?,
@@ -140,8 +156,7 @@ impl Probes {
             .set(0, config, 0)
             .map_err(map_err("CONFIG"))?;
         clear(&mut self.threads);
-        clear(&mut self.unread);
-        clear(&mut self.readers);
+        self.unread.clear();
         self.last_reader
             .set(0, 0, 0)
             .map_err(map_err("LAST_READER"))?;
@@ -200,12 +215,22 @@ impl Probes {
         Ok(())
     }
 
-    /// The oldest unread request on the server port, if any.
+    /// The oldest unread request on the server port, if any, with the thread expected to read it:
+    /// the socket's last reader, else the target's last reader, else its main thread.
     pub fn oldest_unread(&self) -> Option<Unread> {
-        self.unread
-            .iter()
-            .filter_map(|r| r.ok().map(|(_, v)| v))
-            .min_by_key(|u| u.first_ns)
+        let oldest = self
+            .unread
+            .snapshot()
+            .filter(|s| s.first_unread_ns != 0)
+            .min_by_key(|s| s.first_unread_ns)?;
+        let owner_tid = Some(oldest.reader_tid)
+            .filter(|&t| t != 0)
+            .or_else(|| self.last_reader.get(&0, 0).ok().filter(|&t| t != 0))
+            .unwrap_or(self.config.tgid);
+        Some(Unread {
+            first_ns: oldest.first_unread_ns,
+            owner_tid,
+        })
     }
 
     pub fn thread(&self, tid: u32) -> Option<ThreadState> {

@@ -17,6 +17,19 @@ pub struct ThreadInfo {
     pub state: char,
 }
 
+/// Whether thread `tid` of `pid` is asleep inside a futex wait, from the syscall number
+/// /proc/PID/task/TID/syscall shows for a blocked thread ("running" otherwise).
+pub fn in_futex_wait(pid: u32, tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<i64>().ok())
+        .is_some_and(is_futex_syscall)
+}
+
+fn is_futex_syscall(nr: i64) -> bool {
+    nr == nix::libc::SYS_futex || nr == nix::libc::SYS_futex_waitv
+}
+
 pub fn process_exists(pid: u32) -> bool {
     Process::new(pid as i32).is_ok_and(|p| p.stat().is_ok_and(|s| s.state != 'Z' && s.state != 'X'))
 }
@@ -113,5 +126,62 @@ pub fn resolve(pid: Option<u32>, port: Option<u16>) -> Result<(u32, u16)> {
             .map(|pid| (pid, port))
             .ok_or(AgentError::NobodyListening(port)),
         (None, None) => Err(AgentError::NobodyListening(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        sync::{Arc, Mutex, mpsc},
+        thread,
+        time::{Duration, Instant},
+    };
+
+    /// Polls until `tid` shows the wanted answer, for at most 5 s (a thread takes a moment to block).
+    fn settles_to(tid: u32, want: bool) -> bool {
+        let pid = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if in_futex_wait(pid, tid) == want {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn a_thread_blocked_on_a_held_mutex_is_in_a_futex_wait_and_a_sleeper_is_not() {
+        let lock = Arc::new(Mutex::new(()));
+        let held = lock.lock().expect("lock");
+        let (waiter_tx, waiter_rx) = mpsc::channel();
+        let (sleeper_tx, sleeper_rx) = mpsc::channel();
+        let waiter = {
+            let lock = Arc::clone(&lock);
+            thread::spawn(move || {
+                waiter_tx
+                    .send(nix::unistd::gettid().as_raw() as u32)
+                    .expect("send");
+                drop(lock.lock());
+            })
+        };
+        let sleeper = thread::spawn(move || {
+            sleeper_tx
+                .send(nix::unistd::gettid().as_raw() as u32)
+                .expect("send");
+            thread::sleep(Duration::from_secs(1));
+        });
+        let waiter_tid = waiter_rx.recv().expect("waiter tid");
+        let sleeper_tid = sleeper_rx.recv().expect("sleeper tid");
+        assert!(
+            settles_to(waiter_tid, true),
+            "the mutex waiter was never seen in a futex"
+        );
+        assert!(settles_to(sleeper_tid, false));
+        assert!(!in_futex_wait(std::process::id(), sleeper_tid));
+        drop(held);
+        waiter.join().expect("waiter");
+        sleeper.join().expect("sleeper");
     }
 }

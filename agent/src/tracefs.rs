@@ -87,30 +87,15 @@ impl Format {
     }
 }
 
-/// Offsets of every tracepoint field the kernel programs read.
+/// Offsets of every classic tracepoint field the kernel programs read.
 pub fn tracepoint_offsets() -> Result<TpOffsets> {
-    let switch = Format::load("sched/sched_switch")?;
-    let wakeup = Format::load("sched/sched_wakeup")?;
     let exit = Format::load("sched/sched_process_exit")?;
-    let futex = Format::load("syscalls/sys_enter_futex")?;
-    let probe = Format::load("tcp/tcp_probe")?;
-    let recv = Format::load("sock/sock_recv_length")?;
     let state = Format::load("sock/inet_sock_set_state")?;
     let rst_rx = Format::load("tcp/tcp_receive_reset")?;
     let rst_tx = Format::load("tcp/tcp_send_reset")?;
     let retrans = Format::load("tcp/tcp_retransmit_skb")?;
     Ok(TpOffsets {
-        switch_prev_state: switch.get("prev_state")?,
-        switch_next_pid: switch.get("next_pid")?,
-        wakeup_pid: wakeup.get("pid")?,
         exit_group_dead: exit.get("group_dead")?,
-        futex_op: futex.get("op")?,
-        probe_sport: probe.get("sport")?,
-        probe_data_len: probe.get("data_len")?,
-        probe_skaddr: probe.get("skaddr")?,
-        recv_sk: recv.get("sk")?,
-        recv_protocol: recv.get("protocol")?,
-        recv_ret: recv.get("ret")?,
         state_skaddr: state.get("skaddr")?,
         state_oldstate: state.get("oldstate")?,
         state_newstate: state.get("newstate")?,

@@ -13,11 +13,11 @@ use vigil_tests::{RedisServer, Watch};
 pub enum Which {
     /// redis-benchmark against a redis-server with and without `vigil-agent run` attached.
     Overhead {
-        /// Rounds of each (alternating: without, with, without, ...).
-        #[arg(long, default_value_t = 3)]
+        /// Rounds; each runs redis-benchmark without and with the agent.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
         rounds: u32,
-        /// Requests per redis-benchmark run.
-        #[arg(long, default_value_t = 200_000)]
+        /// Requests per pipeline-1 run (pipeline-16 runs do 8 times as many).
+        #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..=100_000_000))]
         requests: u32,
     },
     /// vigil beside Redis Sentinel (down-after 100 ms and 1000 ms), same topology, same run.
@@ -376,65 +376,111 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Median of a non-empty list (the mean of the middle two for an even count); 0 when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One redis-benchmark mode of the overhead bench: pipeline depth and requests per run. Deeper
+/// pipelines run more requests so each run lasts about as long.
+const OVERHEAD_MODES: [(u32, u32); 2] = [(1, 1), (16, 8)];
+
 fn overhead(rounds: u32, requests: u32) -> Result<()> {
     vigil_tests::use_bin_dir(crate::root().join("target/release"));
     vigil_tests::quiet();
     let server = RedisServer::start()?;
     let ticks_per_sec =
         nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-    let (mut without, mut with) = ((0.0, 0.0, 0u32), (0.0, 0.0, 0u32));
+    // Per mode, per round: (requests/s, p99 ms) without and with the agent.
+    let mut runs = vec![vec![((0.0, 0.0), (0.0, 0.0)); rounds as usize]; OVERHEAD_MODES.len()];
     let (mut agent_cpu_s, mut agent_wall_s, mut rss_kib) = (0.0, 0.0, 0u64);
-    for round in 0..rounds * 2 {
-        let attached = round % 2 == 1;
-        let agent = if attached {
-            let addr = format!("127.0.0.1:{}", server.port);
-            // No controller: the agent does all its watching and keeps trying to connect.
-            let a = vigil_tests::Agent::run(&[
-                "--server",
-                &addr,
-                "--controller",
-                "http://127.0.0.1:1",
-                "--datastore",
-                "bench",
-                "--node-id",
-                "a",
-            ])?;
-            a.wait_log("vigil-agent running")?;
-            Some(a)
+    println!(
+        "==> {rounds} rounds; each runs redis-benchmark without and then with the agent (the order \
+         alternates), 50 clients, set+get, pipeline 1 and 16"
+    );
+    for round in 0..rounds {
+        // Alternating which half goes first cancels a slow drift of the shared machine.
+        let order = if round % 2 == 0 {
+            [false, true]
         } else {
-            None
+            [true, false]
         };
-        let ticks0 = agent.as_ref().map_or(0, |a| cpu_ticks(a.pid()));
-        let t0 = Instant::now();
-        let mut rps = 0.0;
-        let mut p99 = 0.0f64;
-        for pipeline in [1, 16] {
-            let (r, p) = redis_benchmark(server.port, requests, pipeline)?;
-            rps += r;
-            p99 = p99.max(p);
+        for attached in order {
+            let agent = if attached {
+                let addr = format!("127.0.0.1:{}", server.port);
+                // No controller: the agent does all its watching and keeps trying to connect.
+                let a = vigil_tests::Agent::run(&[
+                    "--server",
+                    &addr,
+                    "--controller",
+                    "http://127.0.0.1:1",
+                    "--datastore",
+                    "bench",
+                    "--node-id",
+                    "a",
+                ])?;
+                a.wait_log("vigil-agent running")?;
+                Some(a)
+            } else {
+                None
+            };
+            let ticks0 = agent.as_ref().map_or(0, |a| cpu_ticks(a.pid()));
+            let t0 = Instant::now();
+            for (mode, &(pipeline, scale)) in OVERHEAD_MODES.iter().enumerate() {
+                let result = redis_benchmark(server.port, requests * scale, pipeline)?;
+                let slot = &mut runs[mode][round as usize];
+                if attached {
+                    slot.1 = result;
+                } else {
+                    slot.0 = result;
+                }
+                println!(
+                    "round {}: {} agent, pipeline {pipeline:>2}: {:>9.0} req/s, p99 {:.3} ms",
+                    round + 1,
+                    if attached { "with   " } else { "without" },
+                    result.0,
+                    result.1
+                );
+            }
+            if let Some(a) = &agent {
+                agent_cpu_s += cpu_ticks(a.pid()).saturating_sub(ticks0) as f64 / ticks_per_sec;
+                agent_wall_s += t0.elapsed().as_secs_f64();
+                rss_kib = rss_kib.max(peak_rss_kib(a.pid()));
+            }
         }
-        if let Some(a) = &agent {
-            agent_cpu_s += cpu_ticks(a.pid()).saturating_sub(ticks0) as f64 / ticks_per_sec;
-            agent_wall_s += t0.elapsed().as_secs_f64();
-            rss_kib = rss_kib.max(peak_rss_kib(a.pid()));
-        }
-        let slot = if attached { &mut with } else { &mut without };
-        slot.0 += rps;
-        slot.1 += p99;
-        slot.2 += 1;
-        println!(
-            "round {}: {} agent: {:.0} req/s, p99 {:.3} ms",
-            round + 1,
-            if attached { "with   " } else { "without" },
-            rps,
-            p99
-        );
     }
-    let ratio = (with.0 / f64::from(with.2)) / (without.0 / f64::from(without.2)).max(1.0);
-    let p99_ratio = (with.1 / f64::from(with.2)) / (without.1 / f64::from(without.2)).max(0.001);
+    // Each round's ratio compares two runs minutes apart at most; the median over rounds keeps
+    // one noisy neighbour on this shared machine from deciding the result.
+    let mut throughput = Vec::new();
+    let mut p99s = Vec::new();
+    println!(
+        "\n{:<12} {:>16} {:>12}",
+        "pipeline", "throughput ratio", "p99 ratio"
+    );
+    for (mode, &(pipeline, _)) in OVERHEAD_MODES.iter().enumerate() {
+        let rps = median(runs[mode].iter().map(|(a, b)| b.0 / a.0.max(1.0)).collect());
+        let p99 = median(
+            runs[mode]
+                .iter()
+                .map(|(a, b)| b.1 / a.1.max(0.001))
+                .collect(),
+        );
+        println!("{pipeline:<12} {rps:>16.3} {p99:>12.2}");
+        throughput.push(rps);
+        p99s.push(p99);
+    }
+    // One number for both modes: the geometric mean, so each mode counts the same.
+    let geo = |v: &[f64]| v.iter().product::<f64>().powf(1.0 / v.len().max(1) as f64);
     let cpu_pct = 100.0 * agent_cpu_s / agent_wall_s.max(0.001);
     println!(
-        "overhead: throughput ratio={ratio:.3} p99 ratio={p99_ratio:.2} agent cpu={cpu_pct:.1}% rss={:.1}MiB",
+        "overhead: throughput ratio={:.3} p99 ratio={:.2} agent cpu={cpu_pct:.1}% rss={:.1}MiB",
+        geo(&throughput),
+        geo(&p99s),
         rss_kib as f64 / 1024.0
     );
     Ok(())
