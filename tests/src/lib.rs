@@ -78,6 +78,8 @@ fn stop_child(child: &mut Child) {
 /// A real redis-server on 127.0.0.1, with no persistence, in its own temporary directory.
 pub struct RedisServer {
     pub port: u16,
+    /// The address clients use: 127.0.0.1, or the server's address in a test network namespace.
+    pub host: String,
     /// The `--requirepass` it was started with, if any.
     password: Option<String>,
     child: Child,
@@ -95,18 +97,22 @@ impl RedisServer {
 
     /// Starts redis-server with extra arguments (e.g. `["--replicaof", "127.0.0.1", "6379"]`).
     pub fn start_with(port: u16, extra: &[&str]) -> Result<Self> {
+        Self::start_in(None, "127.0.0.1", port, extra)
+    }
+
+    /// Starts redis-server inside `netns` (when given), listening on 127.0.0.1 and on `host`.
+    pub fn start_in(netns: Option<&NetNs>, host: &str, port: u16, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-redis-").tempdir()?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut bind = vec!["127.0.0.1"];
+        if host != "127.0.0.1" {
+            // The other address is a test network's private veth: let its peers in without a
+            // password (protected mode only admits loopback clients).
+            bind.extend([host, "--protected-mode", "no"]);
+        }
+        let child = NetNs::command(netns, "redis-server")
+            .args(["--port", &port.to_string(), "--bind"])
+            .args(&bind)
+            .args(["--save", "", "--appendonly", "no"])
             // Disk-based sync: Redis 7.0 with diskless sync and no delay sometimes leaves one of two
             // replicas attaching together "linked" but never fed (seen here, without vigil).
             .args([
@@ -128,6 +134,7 @@ impl RedisServer {
             .map(|w| w[1].to_string());
         let mut server = Self {
             port,
+            host: host.to_string(),
             password,
             child,
             _dir: dir,
@@ -145,8 +152,8 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(p) => format!("redis://:{p}@{}:{}/", self.host, self.port),
+            None => format!("redis://{}:{}/", self.host, self.port),
         }
     }
 
@@ -444,6 +451,102 @@ impl Log {
     }
 }
 
+/// A network namespace this test made, joined to the host by a veth pair: the host side is
+/// `host_ip`, the namespace side `ns_ip`. Deleted on drop (which also deletes the veth pair).
+pub struct NetNs {
+    pub name: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+    inner_veth: String,
+}
+
+impl NetNs {
+    /// Creates `vigil-<pid>` with the veth pair up and addressed (10.201.0.0/30, a private range
+    /// that only this test's namespace uses).
+    pub fn create() -> Result<Self> {
+        let id = std::process::id();
+        let ns = Self {
+            name: format!("vigil-{id}"),
+            host_ip: "10.201.0.1".into(),
+            ns_ip: "10.201.0.2".into(),
+            inner_veth: format!("vgn{}", id % 100_000),
+        };
+        let outer = format!("vgh{}", id % 100_000);
+        ip(&["netns", "add", &ns.name])?;
+        // From here on, a failure still deletes the namespace (and the veth with it) on drop.
+        let steps: [&[&str]; 6] = [
+            &[
+                "link",
+                "add",
+                &outer,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns.inner_veth,
+                "netns",
+                &ns.name,
+            ],
+            &["addr", "add", "10.201.0.1/30", "dev", &outer],
+            &["link", "set", &outer, "up"],
+            &[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                "10.201.0.2/30",
+                "dev",
+                &ns.inner_veth,
+            ],
+            &["-n", &ns.name, "link", "set", &ns.inner_veth, "up"],
+            &["-n", &ns.name, "link", "set", "lo", "up"],
+        ];
+        for step in steps {
+            ip(step)?;
+        }
+        Ok(ns)
+    }
+
+    /// `program` to run inside `netns`, or on the host when `None`.
+    pub fn command(netns: Option<&NetNs>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match netns {
+            Some(ns) => {
+                // `ip netns exec` execs the program, so the child's pid is the program's own.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &ns.name]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Cuts the namespace off: its side of the veth goes down, so nothing crosses either way.
+    pub fn cut(&self) -> Result<()> {
+        ip(&["-n", &self.name, "link", "set", &self.inner_veth, "down"])
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// A running `vigil-agent run`, its stderr log kept for assertions.
 pub struct Agent {
     child: Child,
@@ -453,7 +556,12 @@ pub struct Agent {
 impl Agent {
     /// Starts `vigil-agent --log-format json run <args>` (metrics off unless `args` say otherwise).
     pub fn run(args: &[&str]) -> Result<Self> {
-        let mut cmd = Command::new(workspace_bin("vigil-agent")?);
+        Self::run_in(None, args)
+    }
+
+    /// As [`Agent::run`], inside `netns` when given.
+    pub fn run_in(netns: Option<&NetNs>, args: &[&str]) -> Result<Self> {
+        let mut cmd = NetNs::command(netns, workspace_bin("vigil-agent")?);
         cmd.args(["--log-format", "json", "run"]);
         if !args.contains(&"--metrics-listen") {
             cmd.args(["--metrics-listen", "off"]);
@@ -500,6 +608,8 @@ impl Drop for Agent {
 /// A running `vigil-controller` on free ports of 127.0.0.1, with its log kept.
 pub struct Controller {
     child: Option<Child>,
+    /// The address the gRPC port listens on: 127.0.0.1, or a test network's host side.
+    grpc_host: String,
     pub grpc: u16,
     pub sentinel: u16,
     data_dir: PathBuf,
@@ -510,8 +620,15 @@ pub struct Controller {
 impl Controller {
     /// Starts a controller keeping its state in `data_dir`, with `extra` flags.
     pub fn start(data_dir: &std::path::Path, extra: &[&str]) -> Result<Self> {
+        Self::start_at(data_dir, "127.0.0.1", extra)
+    }
+
+    /// As [`Controller::start`], with the gRPC port on `grpc_host` (the Sentinel port stays on
+    /// 127.0.0.1).
+    pub fn start_at(data_dir: &std::path::Path, grpc_host: &str, extra: &[&str]) -> Result<Self> {
         let mut c = Self {
             child: None,
+            grpc_host: grpc_host.to_string(),
             grpc: free_port()?,
             sentinel: free_port()?,
             data_dir: data_dir.to_path_buf(),
@@ -529,7 +646,10 @@ impl Controller {
             cmd.args(["--metrics-listen", "off"]);
         }
         let mut child = cmd
-            .args(["--grpc-listen", &format!("127.0.0.1:{}", self.grpc)])
+            .args([
+                "--grpc-listen",
+                &format!("{}:{}", self.grpc_host, self.grpc),
+            ])
             .args(["--sentinel-listen", &format!("127.0.0.1:{}", self.sentinel)])
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -546,7 +666,12 @@ impl Controller {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.grpc)
+        format!("http://{}:{}", self.grpc_host, self.grpc)
+    }
+
+    /// The running controller's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Kills the controller (SIGKILL: no chance to tidy up) and starts it again on the same ports

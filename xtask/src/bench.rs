@@ -20,6 +20,15 @@ pub enum Which {
         #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..=100_000_000))]
         requests: u32,
     },
+    /// One controller, many data stores and simulated agents: decision latency, CPU and RSS.
+    Controller {
+        /// Data stores (three simulated agents each).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        stores: u32,
+        /// Primaries that fail, one every 20 ms (at most one per store).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        failovers: u32,
+    },
     /// vigil beside Redis Sentinel (down-after 100 ms and 1000 ms), same topology, same run.
     Failover {
         /// Rounds per fault and per system.
@@ -50,6 +59,7 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Overhead { rounds, requests } => overhead(rounds, requests),
         Which::Failover { runs } => failover(runs),
+        Which::Controller { stores, failovers } => crate::controller_bench::run(stores, failovers),
         Which::Probes {
             stops,
             exits,
@@ -355,7 +365,7 @@ fn redis_benchmark(port: u16, requests: u32, pipeline: u32) -> Result<(f64, f64)
     Ok((rps, p99))
 }
 
-fn cpu_ticks(pid: u32) -> u64 {
+pub fn cpu_ticks(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
@@ -365,7 +375,7 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+pub fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
