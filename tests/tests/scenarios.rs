@@ -5,7 +5,10 @@ use std::{process::Command, time::Duration};
 
 use anyhow::Result;
 use nix::sys::signal::Signal;
-use vigil_tests::{VigilStore, WAIT, require_root, serial, wait_until};
+use vigil_tests::{
+    Agent, Controller, Fixture, RedisServer, VigilStore, WAIT, free_port, require_root, serial,
+    wait_until,
+};
 
 const DS: &str = "store";
 
@@ -218,5 +221,110 @@ fn a_primary_starved_of_cpu_is_degraded_not_failed_over() -> Result<()> {
         saw_degraded,
         "the controller never saw the primary DEGRADED (starved)"
     );
+    Ok(())
+}
+
+#[test]
+fn a_deadlocked_primary_is_failed_over_with_its_acknowledged_writes() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    // redis-server cannot be made to deadlock, so the fixture stands in for the primary: a proxy
+    // in front of a real redis-server, whose one worker thread can be made to block on a mutex.
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-deadlock-")
+        .tempdir()?;
+    let controller = Controller::start(dir.path(), &["--grace-ms", "300"])?;
+    let backend = RedisServer::start()?;
+    let front = free_port()?;
+    let front_arg = front.to_string();
+    let _fixture = Fixture::spawn(
+        "vigil-deadlock-fixture",
+        &[&front_arg, &backend.port.to_string()],
+    )?;
+    let front_url = format!("redis://127.0.0.1:{front}/");
+    wait_until(WAIT, "the fixture to answer through its backend", || {
+        let mut c = redis::Client::open(front_url.as_str())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()
+    })?;
+    let replicas = [
+        RedisServer::start_with(free_port()?, &["--replicaof", "127.0.0.1", &front_arg])?,
+        RedisServer::start_with(free_port()?, &["--replicaof", "127.0.0.1", &front_arg])?,
+    ];
+    let ports = [front, replicas[0].port, replicas[1].port];
+    let url = controller.url();
+    let _agents = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let server = format!("127.0.0.1:{port}");
+            let id = format!("n{i}");
+            Agent::run(&[
+                "--server",
+                &server,
+                "--controller",
+                &url,
+                "--datastore",
+                DS,
+                "--node-id",
+                &id,
+            ])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    wait_until(WAIT, "every node healthy, n0 primary", || {
+        let st = controller.status(DS).ok()?;
+        let nodes = st["nodes"].as_array()?;
+        (nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true)
+            && st["primary"] == "n0")
+            .then_some(())
+    })?;
+    let mut c = redis::Client::open(front_url.as_str())?.get_connection()?;
+    for i in 0..20 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("acked:{i}"))
+            .arg(i)
+            .query(&mut c)?;
+        let acks: i64 = redis::cmd("WAIT").arg(2).arg(2000).query(&mut c)?;
+        assert_eq!(acks, 2, "write {i} was not acknowledged by both replicas");
+    }
+    let ok: String = redis::cmd("DEADLOCK").query(&mut c)?;
+    assert_eq!(ok, "OK");
+
+    let new_port = wait_until(WAIT, "a replica published as the primary", || {
+        controller
+            .sentinel_primary(DS)
+            .ok()
+            .flatten()
+            .filter(|p| *p != front)
+    })?;
+    let new_primary = replicas
+        .iter()
+        .find(|r| r.port == new_port)
+        .ok_or_else(|| anyhow::anyhow!("the published primary {new_port} is not a replica"))?;
+    // The failover was for the deadlock: the old primary's agent named it.
+    let st = controller.status(DS)?;
+    let n0 = st["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["node"] == "n0").cloned())
+        .ok_or_else(|| anyhow::anyhow!("no n0 in {st}"))?;
+    assert!(
+        n0["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "deadlock_suspected")),
+        "n0 was failed over without a deadlock_suspected verdict: {n0}"
+    );
+    let mut c = new_primary.connect()?;
+    let mut kept = 0;
+    for i in 0..20 {
+        kept += redis::cmd("EXISTS")
+            .arg(format!("acked:{i}"))
+            .query::<usize>(&mut c)?;
+    }
+    assert_eq!(kept, 20, "acknowledged writes were lost");
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! A tiny RESP server for tests, standing in for a server that deadlocks (redis-server cannot be
 //! made to). One worker thread accepts and serves every connection; `DEADLOCK` makes a helper
 //! thread take a mutex and keep it, after which the worker blocks on that mutex in a futex wait
-//! forever, leaving later requests unread. `PING` answers `+PONG`, `TID` the worker's thread id.
+//! forever, leaving later requests unread. `TID` answers the worker's thread id.
 //!
-//! Usage: vigil-deadlock-fixture PORT   (listens on 127.0.0.1 only)
+//! Alone, it answers `PING` with `+PONG` and nothing else. Given a backend port, it is a proxy in
+//! front of that redis-server instead: every other command, replication included, goes through
+//! the worker to the backend, so the fixture can stand in for a data store's primary.
+//!
+//! Usage: vigil-deadlock-fixture PORT [BACKEND_PORT]   (127.0.0.1 only)
 use std::{
     io::{ErrorKind, Read, Write},
     net::{TcpListener, TcpStream},
@@ -15,7 +19,15 @@ fn main() {
     let port: u16 = match std::env::args().nth(1).map(|p| p.parse()) {
         Some(Ok(port)) => port,
         _ => {
-            eprintln!("usage: vigil-deadlock-fixture PORT");
+            eprintln!("usage: vigil-deadlock-fixture PORT [BACKEND_PORT]");
+            std::process::exit(2);
+        }
+    };
+    let backend: Option<u16> = match std::env::args().nth(2).map(|p| p.parse()) {
+        None => None,
+        Some(Ok(port)) => Some(port),
+        Some(Err(_)) => {
+            eprintln!("usage: vigil-deadlock-fixture PORT [BACKEND_PORT]");
             std::process::exit(2);
         }
     };
@@ -26,52 +38,51 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = serve(listener) {
+    if let Err(e) = serve(listener, backend) {
         eprintln!("vigil-deadlock-fixture: {e}");
         std::process::exit(1);
     }
 }
 
-fn serve(listener: TcpListener) -> std::io::Result<()> {
+/// One client connection: its unparsed bytes, and its backend connection when proxying.
+struct Conn {
+    client: TcpStream,
+    buf: Vec<u8>,
+    backend: Option<TcpStream>,
+}
+
+fn serve(listener: TcpListener, backend: Option<u16>) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let lock = Arc::new(Mutex::new(()));
-    let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+    let mut conns: Vec<Conn> = Vec::new();
     loop {
         let mut idle = true;
         match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(true)?;
-                conns.push((stream, Vec::new()));
+            Ok((client, _)) => {
+                client.set_nonblocking(true)?;
+                let backend = match backend {
+                    Some(port) => {
+                        let b = TcpStream::connect(("127.0.0.1", port))?;
+                        b.set_nonblocking(true)?;
+                        Some(b)
+                    }
+                    None => None,
+                };
+                conns.push(Conn {
+                    client,
+                    buf: Vec::new(),
+                    backend,
+                });
                 idle = false;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
         let mut closed = Vec::new();
-        for (i, (stream, buf)) in conns.iter_mut().enumerate() {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk) {
-                Ok(0) => closed.push(i),
-                Ok(n) => {
-                    idle = false;
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some((command, used)) = parse_command(buf) {
-                        buf.drain(..used);
-                        match command.to_ascii_uppercase().as_str() {
-                            "PING" => stream.write_all(b"+PONG\r\n")?,
-                            "TID" => stream
-                                .write_all(format!(":{}\r\n", nix::unistd::gettid()).as_bytes())?,
-                            "DEADLOCK" => {
-                                stream.write_all(b"+OK\r\n")?;
-                                deadlock(&lock);
-                            }
-                            other => stream.write_all(
-                                format!("-ERR unknown command '{other}'\r\n").as_bytes(),
-                            )?,
-                        }
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        for (i, conn) in conns.iter_mut().enumerate() {
+            match pump(conn, &lock) {
+                Ok(busy) => idle &= !busy,
+                // A peer that went away closes this connection only.
                 Err(_) => closed.push(i),
             }
         }
@@ -82,6 +93,71 @@ fn serve(listener: TcpListener) -> std::io::Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Moves what is ready on one connection; true when anything moved. An error means the
+/// connection is finished.
+fn pump(conn: &mut Conn, lock: &Arc<Mutex<()>>) -> std::io::Result<bool> {
+    let mut busy = false;
+    let mut chunk = [0u8; 16384];
+    match conn.client.read(&mut chunk) {
+        Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+        Ok(n) => {
+            busy = true;
+            conn.buf.extend_from_slice(&chunk[..n]);
+            while let Some((command, used)) = parse_command(&conn.buf) {
+                let raw: Vec<u8> = conn.buf.drain(..used).collect();
+                match (command.to_ascii_uppercase().as_str(), &mut conn.backend) {
+                    ("TID", _) => send(
+                        &mut conn.client,
+                        format!(":{}\r\n", nix::unistd::gettid()).as_bytes(),
+                    )?,
+                    ("DEADLOCK", _) => {
+                        send(&mut conn.client, b"+OK\r\n")?;
+                        deadlock(lock);
+                    }
+                    (_, Some(backend)) => send(backend, &raw)?,
+                    ("PING", None) => send(&mut conn.client, b"+PONG\r\n")?,
+                    (other, None) => send(
+                        &mut conn.client,
+                        format!("-ERR unknown command '{other}'\r\n").as_bytes(),
+                    )?,
+                }
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(backend) = &mut conn.backend {
+        match backend.read(&mut chunk) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                busy = true;
+                send(&mut conn.client, &chunk[..n])?;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(busy)
+}
+
+/// Writes all of `bytes` to a non-blocking socket, waiting out a full send buffer (for at most
+/// 5 s: a peer that reads nothing for that long is gone as far as a test fixture cares).
+fn send(stream: &mut TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    let mut waits = 0;
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock && waits < 5000 => {
+                waits += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Blocks the calling thread forever on a mutex another thread holds.
