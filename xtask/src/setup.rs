@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: makes a fresh machine of this kind ready, and is quick when it already is.
 //!
-//! Installs what is missing: Debian's redis-server, redis-sentinel, redis-tools and
-//! protobuf-compiler; the nightly toolchain's rust-src; bpf-linker built against nightly's own
+//! Installs what is missing: Debian's redis-server, redis-sentinel, redis-tools,
+//! protobuf-compiler, iproute2 and util-linux; the nightly toolchain's rust-src; bpf-linker built against nightly's own
 //! LLVM (into ~/.cargo/bin, so a plain `cargo build` finds it in a new shell). Mounts tracefs and
 //! bpffs when they are not mounted. Says what it did, and fails with a clear message when it
 //! cannot (not root, no BTF, no way to the package registries).
@@ -18,6 +18,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("redis-sentinel", "redis-sentinel"),
     ("redis-cli", "redis-tools"),
     ("protoc", "protobuf-compiler"),
+    // The partition scenario makes a network namespace and a veth pair with `ip`.
+    ("ip", "iproute2"),
+    // The starvation scenario pins the primary and a hog with `taskset` and `chrt`.
+    ("taskset", "util-linux"),
 ];
 
 pub fn run() -> Result<()> {
