@@ -379,7 +379,7 @@ impl KernelWatcher {
         self.emit(line);
     }
 
-    /// One look at the clock for the stall classifier (about every millisecond).
+    /// One look at the clock for the stall classifier (each tick, and at a threshold deadline).
     pub fn on_tick(&mut self) {
         if !self.alive {
             return;

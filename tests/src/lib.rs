@@ -63,6 +63,35 @@ pub fn wait_until<T>(
 }
 
 /// Sends `signal` to a process this test started.
+/// Writes keys `{prefix}:0..n`; with `acked_by` > 0 each write waits (WAIT, 2 s) for that many
+/// replicas and fails if fewer acknowledge it.
+pub fn write_keys(c: &mut redis::Connection, prefix: &str, n: usize, acked_by: i64) -> Result<()> {
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg(i)
+            .query(c)?;
+        if acked_by > 0 {
+            let acks: i64 = redis::cmd("WAIT").arg(acked_by).arg(2000).query(c)?;
+            if acks < acked_by {
+                bail!("write {prefix}:{i} was acknowledged by {acks} replicas, not {acked_by}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many of the keys `{prefix}:0..n` exist.
+pub fn count_keys(c: &mut redis::Connection, prefix: &str, n: usize) -> Result<usize> {
+    let mut found = 0;
+    for i in 0..n {
+        found += redis::cmd("EXISTS")
+            .arg(format!("{prefix}:{i}"))
+            .query::<usize>(c)?;
+    }
+    Ok(found)
+}
+
 pub fn signal(pid: u32, signal: Signal) -> Result<()> {
     kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("sending {signal} to {pid}"))
 }
@@ -577,6 +606,31 @@ impl Agent {
         Ok(Self { child, log })
     }
 
+    /// Starts the agent of node `node_id` of `datastore`, watching `server` (HOST:PORT) and
+    /// reporting to `controller`, inside `netns` when given; `extra` flags follow.
+    pub fn join(
+        netns: Option<&NetNs>,
+        controller: &Controller,
+        datastore: &str,
+        node_id: &str,
+        server: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let url = controller.url();
+        let mut args = vec![
+            "--server",
+            server,
+            "--controller",
+            &url,
+            "--datastore",
+            datastore,
+            "--node-id",
+            node_id,
+        ];
+        args.extend_from_slice(extra);
+        Self::run_in(netns, &args)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -707,6 +761,27 @@ impl Controller {
         Ok(addr.and_then(|(_, port)| port.parse().ok()))
     }
 
+    /// Waits until `datastore` has `nodes` nodes, each connected, HEALTHY and with a known role,
+    /// and a primary: `primary` when given, any otherwise.
+    pub fn wait_store_healthy(
+        &self,
+        datastore: &str,
+        nodes: usize,
+        primary: Option<&str>,
+    ) -> Result<()> {
+        wait_until(WAIT, "every node healthy and linked", || {
+            let st = self.status(datastore).ok()?;
+            let all = st["nodes"].as_array()?;
+            let published = st["primary"].as_str().unwrap_or_default();
+            let ok = all.len() == nodes
+                && all.iter().all(|n| {
+                    n["health"] == "HEALTHY" && n["connected"] == true && n["role"] != "?"
+                })
+                && primary.map_or(!published.is_empty(), |p| published == p);
+            ok.then_some(())
+        })
+    }
+
     /// `vigil status <datastore> --json`, run as a user would.
     pub fn status(&self, datastore: &str) -> Result<Value> {
         let out = Command::new(workspace_bin("vigil")?)
@@ -764,20 +839,14 @@ impl VigilStore {
         let mut agents = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let server = format!("127.0.0.1:{port}");
-            let url = controller.url();
-            let id = format!("n{i}");
-            let mut args = vec![
-                "--server",
-                &server,
-                "--controller",
-                &url,
-                "--datastore",
+            agents.push(Agent::join(
+                None,
+                &controller,
                 name,
-                "--node-id",
-                &id,
-            ];
-            args.extend_from_slice(agent_args);
-            agents.push(Agent::run(&args)?);
+                &format!("n{i}"),
+                &server,
+                agent_args,
+            )?);
         }
         let store = Self {
             agents,
@@ -793,16 +862,8 @@ impl VigilStore {
 
     /// Waits until every node is connected, HEALTHY, and every replica linked to the primary.
     pub fn wait_healthy(&self) -> Result<()> {
-        wait_until(WAIT, "every node healthy and linked", || {
-            let st = self.controller.status(&self.name).ok()?;
-            let nodes = st["nodes"].as_array()?;
-            let ok = nodes.len() == self.ports.len()
-                && nodes.iter().all(|n| {
-                    n["health"] == "HEALTHY" && n["connected"] == true && n["role"] != "?"
-                })
-                && st["primary"].as_str().is_some_and(|p| !p.is_empty());
-            ok.then_some(())
-        })
+        self.controller
+            .wait_store_healthy(&self.name, self.ports.len(), None)
     }
 
     /// Index of the current primary, as the controller publishes it.

@@ -24,18 +24,7 @@ fn node(i: usize) -> String {
 
 fn start_agent(controller: &Controller, port: u16, i: usize) -> Result<Agent> {
     let server = format!("127.0.0.1:{port}");
-    let url = controller.url();
-    let id = node(i);
-    Agent::run(&[
-        "--server",
-        &server,
-        "--controller",
-        &url,
-        "--datastore",
-        DS,
-        "--node-id",
-        &id,
-    ])
+    Agent::join(None, controller, DS, &node(i), &server, &[])
 }
 
 /// n0 primary, n1 and n2 its replicas, linked up, with an agent each, all healthy at the controller.
@@ -54,16 +43,7 @@ fn store(controller: &Controller) -> Result<Store> {
         agents,
         ports,
     };
-    wait_until(WAIT, "every node healthy and linked", || {
-        let st = controller.status(DS).ok()?;
-        let nodes = st["nodes"].as_array()?;
-        let ok = nodes.len() == 3
-            && st["primary"] == "n0"
-            && nodes
-                .iter()
-                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true && n["role"] != "?");
-        ok.then_some(())
-    })?;
+    controller.wait_store_healthy(DS, 3, Some("n0"))?;
     Ok(s)
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use vigil_tests::{
-    Agent, Controller, NetNs, RedisServer, WAIT, free_port, require_root, serial, wait_until,
+    Agent, Controller, NetNs, RedisServer, WAIT, count_keys, free_port, require_root, serial,
+    wait_until, write_keys,
 };
 
 const DS: &str = "cut";
@@ -23,32 +24,14 @@ fn agent(
 ) -> Result<Agent> {
     let local = format!("127.0.0.1:{}", server.port);
     let advertise = format!("{}:{}", server.host, server.port);
-    Agent::run_in(
+    Agent::join(
         netns,
-        &[
-            "--server",
-            &local,
-            "--advertise",
-            &advertise,
-            "--controller",
-            &controller.url(),
-            "--datastore",
-            DS,
-            "--node-id",
-            id,
-        ],
+        controller,
+        DS,
+        id,
+        &local,
+        &["--advertise", &advertise],
     )
-}
-
-fn count_keys(server: &RedisServer, prefix: &str, n: usize) -> Result<usize> {
-    let mut c = server.connect()?;
-    let mut found = 0;
-    for i in 0..n {
-        found += redis::cmd("EXISTS")
-            .arg(format!("{prefix}:{i}"))
-            .query::<usize>(&mut c)?;
-    }
-    Ok(found)
 }
 
 #[test]
@@ -63,53 +46,27 @@ fn a_primary_cut_off_from_everyone_is_failed_over_and_fences_itself() -> Result<
     let controller = Controller::start_at(dir.path(), &ns.host_ip, &["--grace-ms", "300"])?;
     let primary = RedisServer::start_in(Some(&ns), &ns.ns_ip, free_port()?, &[])?;
     let p = primary.port.to_string();
-    let replicas = [
+    let replica = || {
         RedisServer::start_in(
             None,
             &ns.host_ip,
             free_port()?,
             &["--replicaof", &ns.ns_ip, &p],
-        )?,
-        RedisServer::start_in(
-            None,
-            &ns.host_ip,
-            free_port()?,
-            &["--replicaof", &ns.ns_ip, &p],
-        )?,
-    ];
+        )
+    };
+    let replicas = [replica()?, replica()?];
     let agents = [
         agent(Some(&ns), &primary, &controller, "n0")?,
         agent(None, &replicas[0], &controller, "n1")?,
         agent(None, &replicas[1], &controller, "n2")?,
     ];
-    wait_until(WAIT, "every node healthy, n0 primary", || {
-        let st = controller.status(DS).ok()?;
-        let nodes = st["nodes"].as_array()?;
-        (nodes.len() == 3
-            && nodes
-                .iter()
-                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true)
-            && st["primary"] == "n0")
-            .then_some(())
-    })?;
+    controller.wait_store_healthy(DS, 3, Some("n0"))?;
 
     let mut c = primary.connect()?;
-    for i in 0..ACKED {
-        let _: () = redis::cmd("SET")
-            .arg(format!("acked:{i}"))
-            .arg(i)
-            .query(&mut c)?;
-        let acks: i64 = redis::cmd("WAIT").arg(2).arg(2000).query(&mut c)?;
-        assert_eq!(acks, 2, "write {i} was not acknowledged by both replicas");
-    }
+    write_keys(&mut c, "acked", ACKED, 2)?;
     // Writes nobody waited for, the last ones right before the cut: some may be lost, and the
     // suite reports how many.
-    for i in 0..ASYNC {
-        let _: () = redis::cmd("SET")
-            .arg(format!("async:{i}"))
-            .arg(i)
-            .query(&mut c)?;
-    }
+    write_keys(&mut c, "async", ASYNC, 0)?;
     drop(c);
     ns.cut()?;
 
@@ -152,11 +109,11 @@ fn a_primary_cut_off_from_everyone_is_failed_over_and_fences_itself() -> Result<
     );
 
     assert_eq!(
-        count_keys(new_primary, "acked", ACKED)?,
+        count_keys(&mut new_primary.connect()?, "acked", ACKED)?,
         ACKED,
         "acknowledged writes were lost"
     );
-    let kept = count_keys(new_primary, "async", ASYNC)?;
+    let kept = count_keys(&mut new_primary.connect()?, "async", ASYNC)?;
     println!("partition: async writes lost: {} of {ASYNC}", ASYNC - kept);
 
     // The other replica follows the new primary.

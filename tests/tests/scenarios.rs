@@ -6,8 +6,8 @@ use std::{process::Command, time::Duration};
 use anyhow::Result;
 use nix::sys::signal::Signal;
 use vigil_tests::{
-    Agent, Controller, Fixture, RedisServer, VigilStore, WAIT, free_port, require_root, serial,
-    wait_until,
+    Agent, Controller, Fixture, RedisServer, VigilStore, WAIT, count_keys, free_port, require_root,
+    serial, wait_until, write_keys,
 };
 
 const DS: &str = "store";
@@ -30,47 +30,22 @@ fn failovers(store: &VigilStore) -> usize {
 /// Writes `n` keys to the primary, each acknowledged by a replica (WAIT 1).
 fn acknowledged_writes(store: &VigilStore, n: usize) -> Result<()> {
     let mut c = store.server(store.primary()?)?.connect()?;
-    for i in 0..n {
-        let _: () = redis::cmd("SET")
-            .arg(format!("acked:{i}"))
-            .arg(i)
-            .query(&mut c)?;
-        let acks: i64 = redis::cmd("WAIT").arg(1).arg(2000).query(&mut c)?;
-        assert!(acks >= 1, "write {i} was not acknowledged by a replica");
-    }
-    Ok(())
+    write_keys(&mut c, "acked", n, 1)
 }
 
 fn keys_on(store: &VigilStore, i: usize, n: usize) -> Result<usize> {
-    count_keys(store, i, "acked", n)
-}
-
-fn count_keys(store: &VigilStore, i: usize, prefix: &str, n: usize) -> Result<usize> {
-    let mut c = store.server(i)?.connect()?;
-    let mut found = 0;
-    for k in 0..n {
-        found += redis::cmd("EXISTS")
-            .arg(format!("{prefix}:{k}"))
-            .query::<usize>(&mut c)?;
-    }
-    Ok(found)
+    count_keys(&mut store.server(i)?.connect()?, "acked", n)
 }
 
 /// Writes `n` keys nobody waits for, the last right before the fault: asynchronous replication
 /// may lose some, and the suite reports how many (never asserts: losing them is allowed).
 fn async_writes(store: &VigilStore, n: usize) -> Result<()> {
     let mut c = store.server(store.primary()?)?.connect()?;
-    for i in 0..n {
-        let _: () = redis::cmd("SET")
-            .arg(format!("async:{i}"))
-            .arg(i)
-            .query(&mut c)?;
-    }
-    Ok(())
+    write_keys(&mut c, "async", n, 0)
 }
 
 fn report_async_lost(scenario: &str, store: &VigilStore, new: usize, n: usize) -> Result<()> {
-    let kept = count_keys(store, new, "async", n)?;
+    let kept = count_keys(&mut store.server(new)?.connect()?, "async", n)?;
     println!("{scenario}: async writes lost: {} of {n}", n - kept);
     Ok(())
 }
@@ -285,44 +260,17 @@ fn a_deadlocked_primary_is_failed_over_with_its_acknowledged_writes() -> Result<
         RedisServer::start_with(free_port()?, &["--replicaof", "127.0.0.1", &front_arg])?,
     ];
     let ports = [front, replicas[0].port, replicas[1].port];
-    let url = controller.url();
     let _agents = ports
         .iter()
         .enumerate()
         .map(|(i, port)| {
             let server = format!("127.0.0.1:{port}");
-            let id = format!("n{i}");
-            Agent::run(&[
-                "--server",
-                &server,
-                "--controller",
-                &url,
-                "--datastore",
-                DS,
-                "--node-id",
-                &id,
-            ])
+            Agent::join(None, &controller, DS, &format!("n{i}"), &server, &[])
         })
         .collect::<Result<Vec<_>>>()?;
-    wait_until(WAIT, "every node healthy, n0 primary", || {
-        let st = controller.status(DS).ok()?;
-        let nodes = st["nodes"].as_array()?;
-        (nodes.len() == 3
-            && nodes
-                .iter()
-                .all(|n| n["health"] == "HEALTHY" && n["connected"] == true)
-            && st["primary"] == "n0")
-            .then_some(())
-    })?;
+    controller.wait_store_healthy(DS, 3, Some("n0"))?;
     let mut c = redis::Client::open(front_url.as_str())?.get_connection()?;
-    for i in 0..20 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("acked:{i}"))
-            .arg(i)
-            .query(&mut c)?;
-        let acks: i64 = redis::cmd("WAIT").arg(2).arg(2000).query(&mut c)?;
-        assert_eq!(acks, 2, "write {i} was not acknowledged by both replicas");
-    }
+    write_keys(&mut c, "acked", 20, 2)?;
     let ok: String = redis::cmd("DEADLOCK").query(&mut c)?;
     assert_eq!(ok, "OK");
 
@@ -349,13 +297,10 @@ fn a_deadlocked_primary_is_failed_over_with_its_acknowledged_writes() -> Result<
             .is_some_and(|r| r.iter().any(|x| x == "deadlock_suspected")),
         "n0 was failed over without a deadlock_suspected verdict: {n0}"
     );
-    let mut c = new_primary.connect()?;
-    let mut kept = 0;
-    for i in 0..20 {
-        kept += redis::cmd("EXISTS")
-            .arg(format!("acked:{i}"))
-            .query::<usize>(&mut c)?;
-    }
-    assert_eq!(kept, 20, "acknowledged writes were lost");
+    assert_eq!(
+        count_keys(&mut new_primary.connect()?, "acked", 20)?,
+        20,
+        "acknowledged writes were lost"
+    );
     Ok(())
 }
