@@ -122,6 +122,8 @@ pub struct BtfOffsets {
     pub sock_num: u32,
     /// `struct sock_common.skc_state` (a u8: TCP_ESTABLISHED, TCP_LISTEN, ...).
     pub sock_state: u32,
+    /// `struct sock.sk_protocol` (a u16: IPPROTO_TCP, ...).
+    pub sock_protocol: u32,
 }
 
 /// Runtime configuration, in the single slot of the `CONFIG` array map. Userspace rewrites it to
@@ -137,6 +139,9 @@ pub struct Config {
     pub port: u32,
     pub btf: BtfOffsets,
     pub tp: TpOffsets,
+    /// 1 to count every read's unread age in `UNREAD_HIST` (for `vigil watch`'s summary); the
+    /// daemon leaves it 0, because that costs a clock read and a map update per request.
+    pub unread_histogram: u32,
 }
 
 /// Per-thread scheduler state, in the `THREADS` hash map keyed by thread id.
@@ -155,19 +160,32 @@ pub struct ThreadState {
     pub flags: u32,
 }
 
-/// One slot of the `UNREAD` array: a server-port socket, when its oldest unread request bytes
-/// arrived (0 when none wait), and the thread that last read it.
+/// One slot of the `UNREAD` array: a socket, whether it is a server-port socket, when its oldest
+/// unread request bytes arrived (0 when none wait), and the thread that last read it.
+///
+/// A slot fills a whole cache line. The kernel writes a socket's slot from two CPUs (where its
+/// bytes arrive, and where the server reads them); sockets sharing a line would add one more
+/// line bouncing between CPUs to every request.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockSlot {
-    /// Kernel address of the socket, 0 for a slot never used.
+    /// Kernel address of the socket, 0 for a free slot.
     pub sk: u64,
     /// `bpf_ktime_get_ns()` when the oldest unread bytes arrived, or 0.
     pub first_unread_ns: u64,
     /// The thread that last read this socket, or 0 when none has yet.
     pub reader_tid: u32,
-    pub _reserved: u32,
+    /// [`SLOT_SERVER`] or [`SLOT_OTHER`].
+    pub owner: u32,
+    pub _pad: [u64; 5],
 }
+
+/// [`SockSlot::owner`] of a server-port socket (one the server accepted).
+pub const SLOT_SERVER: u32 = 1;
+/// [`SockSlot::owner`] of any other TCP socket: remembered so its next bytes skip the kernel
+/// reads that told it apart. `tcp_destroy_sock` frees the slot, so a later socket at the same
+/// address is looked at afresh.
+pub const SLOT_OTHER: u32 = 2;
 
 /// The `UNREAD` slot of the socket at kernel address `sk` (Fibonacci hashing: socket addresses
 /// share their low bits, so the high bits of the product pick the slot).
@@ -179,10 +197,11 @@ pub fn unread_slot(sk: u64) -> u32 {
 // Padding-free: each size is the plain sum of its fields.
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 12 * 4);
-const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 4 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 4 * 4 + 12 * 4);
+const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 5 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 5 * 4 + 12 * 4 + 4);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 3 * 8 + 2 * 4);
-const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 2 * 4);
+const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 2 * 4 + 5 * 8);
+const _: () = assert!(core::mem::size_of::<SockSlot>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {

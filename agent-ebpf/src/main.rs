@@ -25,8 +25,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use vigil_agent_ebpf::{
-    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SockSlot, ThreadState,
-    UNREAD_SLOTS, counter, kind, thread_flags, thread_state, unread_slot,
+    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SLOT_OTHER,
+    SLOT_SERVER, SockSlot, ThreadState, UNREAD_SLOTS, counter, kind, thread_flags, thread_state,
+    unread_slot,
 };
 
 #[map]
@@ -301,7 +302,9 @@ fn bpf_now() -> u64 {
 
 /// Request bytes (or a FIN) were queued on a socket: `sk_data_ready(const struct sock *sk)`,
 /// where the kernel wakes the socket's readers, in softirq context (so the socket, not `current`,
-/// tells whose they are). Pure ACKs never get here.
+/// tells whose they are). Pure ACKs never get here. This runs for every socket on the host that
+/// receives data, so a socket already in its slot costs one compare; only a new one pays for the
+/// kernel reads that tell a server-port socket from any other.
 #[raw_tracepoint(tracepoint = "sk_data_ready")]
 pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
@@ -312,23 +315,51 @@ pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
     // SAFETY: a live slot of an array map. A racing writer is another CPU handling a socket of
     // the same slot; the worst a torn update does is hide one request's age.
     let slot = unsafe { &mut *slot };
+    if slot.sk == sk {
+        if slot.owner == SLOT_SERVER && slot.first_unread_ns == 0 {
+            slot.first_unread_ns = bpf_now();
+        }
+        // Otherwise older bytes already set the age, or the socket is not the server's.
+        return 0;
+    }
     if slot.first_unread_ns != 0 {
-        return 0; // older bytes, of this socket or one sharing the slot, already set the age
+        return 0; // another socket's bytes wait in this slot: keep their age
     }
-    // A socket already in its slot is known to be ours; only a new one pays for the kernel reads.
-    if slot.sk != sk {
-        if read_kernel::<u16>(sk, cfg.btf.sock_num).map(u32::from) != Some(cfg.port) {
-            return 0;
+    match sock_owner(sk, cfg) {
+        Some(SLOT_SERVER) => {
+            slot.sk = sk;
+            slot.owner = SLOT_SERVER;
+            slot.reader_tid = 0;
+            slot.first_unread_ns = bpf_now();
         }
-        // The listener turns readable when a connection waits to be accepted: not a request.
-        if read_kernel::<u8>(sk, cfg.btf.sock_state).map(i32::from) == Some(TCP_LISTEN) {
-            return 0;
+        // A server-port socket keeps its slot (and its reader) against other sockets.
+        Some(SLOT_OTHER) if slot.owner != SLOT_SERVER => {
+            slot.sk = sk;
+            slot.owner = SLOT_OTHER;
+            slot.reader_tid = 0;
         }
-        slot.sk = sk;
-        slot.reader_tid = 0;
+        _ => {}
     }
-    slot.first_unread_ns = bpf_now();
     0
+}
+
+/// What a socket seen for the first time is: [`SLOT_SERVER`] for a TCP socket on the server port
+/// that is not the listener, [`SLOT_OTHER`] for any other TCP socket, None for the rest. Only TCP
+/// sockets are remembered, because only they are sure to pass `tcp_destroy_sock`, which frees
+/// their slot before the address can be reused.
+#[inline(always)]
+fn sock_owner(sk: u64, cfg: &Config) -> Option<u32> {
+    if read_kernel::<u16>(sk, cfg.btf.sock_protocol)? != IPPROTO_TCP {
+        return None;
+    }
+    if read_kernel::<u16>(sk, cfg.btf.sock_num).map(u32::from)? != cfg.port {
+        return Some(SLOT_OTHER);
+    }
+    // The listener turns readable when a connection waits to be accepted: not a request.
+    match read_kernel::<u8>(sk, cfg.btf.sock_state).map(i32::from)? {
+        TCP_LISTEN => None,
+        _ => Some(SLOT_SERVER),
+    }
 }
 
 /// Forgets a socket that is closing: it has nothing left to read.
@@ -340,6 +371,7 @@ fn forget_socket(sk: u64) {
         if slot.sk == sk {
             slot.first_unread_ns = 0;
             slot.sk = 0;
+            slot.owner = 0;
             slot.reader_tid = 0;
         }
     }
@@ -374,13 +406,15 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     };
     // SAFETY: a live slot of an array map (see sk_data_ready).
     let slot = unsafe { &mut *slot };
-    if slot.sk != sk {
+    if slot.sk != sk || slot.owner != SLOT_SERVER {
         return 0; // not a server-port socket with a slot: the server's own links, a pipe, ...
     }
     let first = slot.first_unread_ns;
     if first != 0 {
         slot.first_unread_ns = 0;
-        hist_add(&UNREAD_HIST, bpf_now().saturating_sub(first));
+        if cfg.unread_histogram != 0 {
+            hist_add(&UNREAD_HIST, bpf_now().saturating_sub(first));
+        }
     }
     if slot.reader_tid != tid {
         slot.reader_tid = tid;

@@ -31,35 +31,44 @@ pub fn kernel_offsets() -> Result<BtfOffsets> {
         task_pid,
         sock_num: member_offset(&btf, "sock_common", "skc_num")?,
         sock_state: member_offset(&btf, "sock_common", "skc_state")?,
+        sock_protocol: member_offset(&btf, "sock", "sk_protocol")?,
     })
 }
 
-/// Byte offset of `member` in `struct name`, looking through anonymous structs and unions.
+/// Byte offset of `member` in `struct name`, looking through anonymous structs and unions. A
+/// member the programs cannot read with one plain load (a bitfield) is an error.
 pub fn member_offset(btf: &Btf, name: &str, member: &str) -> Result<u32> {
     let missing = || AgentError::Btf(format!("no member {name}.{member}"));
     let types = btf.resolve_types_by_name(name).map_err(|_| missing())?;
     for ty in types {
         if let Type::Struct(s) = ty
-            && let Some(bits) = find_member(btf, &s, member)
+            && let Some((bits, bitfield)) = find_member(btf, &s, member)
         {
+            if bitfield || bits % 8 != 0 {
+                return Err(AgentError::Btf(format!(
+                    "{name}.{member} is a bitfield on this kernel"
+                )));
+            }
             return Ok(bits / 8);
         }
     }
     Err(missing())
 }
 
-/// Bit offset of `member` inside `s`, descending into anonymous members (bounded by BTF depth).
-fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str) -> Option<u32> {
+/// Bit offset of `member` inside `s`, and whether it is a bitfield, descending into anonymous
+/// members (bounded by BTF depth).
+fn find_member(btf: &Btf, s: &btf_rs::Struct, member: &str) -> Option<(u32, bool)> {
     for m in &s.members {
         let m_name = btf.resolve_name(m).unwrap_or_default();
         if m_name == member {
-            return Some(m.bit_offset());
+            // With kind_flag set, every member carries a size; 0 means a plain member.
+            return Some((m.bit_offset(), m.bitfield_size().unwrap_or(0) != 0));
         }
         if m_name.is_empty()
             && let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m)
-            && let Some(off) = find_member(btf, &inner, member)
+            && let Some((off, bitfield)) = find_member(btf, &inner, member)
         {
-            return Some(m.bit_offset() + off);
+            return Some((m.bit_offset() + off, bitfield));
         }
     }
     None
@@ -83,6 +92,8 @@ mod tests {
         assert!((8..64).contains(&offsets.sock_num), "{offsets:?}");
         // skc_state follows the port pair and the family.
         assert!(offsets.sock_state > offsets.sock_num, "{offsets:?}");
+        // struct sock begins with its sock_common, so sk_protocol lies past it.
+        assert!(offsets.sock_protocol > offsets.sock_state, "{offsets:?}");
         let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
         assert!(member_offset(&btf, "task_struct", "no_such_member_here").is_err());
     }

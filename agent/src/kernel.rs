@@ -28,6 +28,9 @@ pub struct KernelOptions {
     pub stall: Duration,
     /// Run-queue waits this long are reported one by one.
     pub runq_threshold: Duration,
+    /// Keep a histogram of every request's unread age, for [`KernelWatcher::summary`]. It costs
+    /// a clock read and a map update per request, so only `vigil watch` asks for it.
+    pub unread_histogram: bool,
 }
 
 /// One output line. Fields that do not apply to an event are left out.
@@ -149,7 +152,7 @@ pub struct KernelWatcher {
 impl KernelWatcher {
     /// Loads the probes and points them at `pid` listening on `port`.
     pub fn start(pid: u32, port: u16, opts: KernelOptions) -> Result<Self> {
-        let mut probes = Probes::load(opts.runq_threshold)?;
+        let mut probes = Probes::load(opts.runq_threshold, opts.unread_histogram)?;
         probes.set_target(pid, port)?;
         let runq_before = probes.runq_histogram();
         let mut w = Self {

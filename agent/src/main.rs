@@ -160,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 kernel: KernelOptions {
                     stall: Duration::from_millis(args.stall_ms),
                     runq_threshold: Duration::from_millis(args.runq_threshold_ms),
+                    unread_histogram: true,
                 },
                 tick: Duration::from_micros(args.tick_us),
                 ping_interval: Duration::from_millis(args.ping_interval_ms),

@@ -10,7 +10,9 @@ use aya::{
     util::nr_cpus,
 };
 use tokio::io::{Interest, unix::AsyncFd};
-use vigil_agent_ebpf::{Config, Event, HIST_BUCKETS, ThreadState, counter, thread_state};
+use vigil_agent_ebpf::{
+    Config, Event, HIST_BUCKETS, SLOT_SERVER, ThreadState, counter, thread_state,
+};
 
 use crate::{
     btf,
@@ -91,7 +93,7 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 impl Probes {
     /// Loads and attaches every program. They do nothing until [`Probes::set_target`].
     /// Must run inside a tokio runtime (the ring buffer is registered with its reactor).
-    pub fn load(runq_threshold: Duration) -> Result<Self> {
+    pub fn load(runq_threshold: Duration, unread_histogram: bool) -> Result<Self> {
         preflight()?;
         let offsets = btf::kernel_offsets()?;
         let config = Config {
@@ -100,6 +102,7 @@ impl Probes {
             port: 0,
             btf: offsets,
             tp: tracefs::tracepoint_offsets()?,
+            unread_histogram: u32::from(unread_histogram),
         };
         // No kernel BTF for aya: the programs have no CO-RE relocations (offsets come through
         // CONFIG), and parsing vmlinux BTF a second time would double the agent's peak memory.
@@ -221,7 +224,7 @@ impl Probes {
         let oldest = self
             .unread
             .snapshot()
-            .filter(|s| s.first_unread_ns != 0)
+            .filter(|s| s.owner == SLOT_SERVER && s.first_unread_ns != 0)
             .min_by_key(|s| s.first_unread_ns)?;
         let owner_tid = Some(oldest.reader_tid)
             .filter(|&t| t != 0)
