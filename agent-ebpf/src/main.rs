@@ -392,14 +392,12 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    let (tgid, tid) = current();
-    if tgid != cfg.tgid {
-        return 0;
-    }
     // 0 is a read of the FIN: that consumes what was waiting too.
     if (ctx.arg::<u64>(1) as i32) < 0 {
         return 0;
     }
+    // Every read on the host lands here: the socket's slot, already at hand, turns away all but
+    // the server's sockets before anything else is asked.
     let sk = ctx.arg::<u64>(0);
     let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) else {
         return 0;
@@ -408,6 +406,10 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let slot = unsafe { &mut *slot };
     if slot.sk != sk || slot.owner != SLOT_SERVER {
         return 0; // not a server-port socket with a slot: the server's own links, a pipe, ...
+    }
+    let (tgid, tid) = current();
+    if tgid != cfg.tgid {
+        return 0;
     }
     let first = slot.first_unread_ns;
     if first != 0 {

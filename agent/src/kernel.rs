@@ -232,10 +232,9 @@ impl KernelWatcher {
         Duration::from_nanos(self.classifier.oldest_age_ns())
     }
 
-    /// Slow chores: follow a restart, sample the accept queue, roll the run-queue window.
+    /// Slow chores: follow a restart, and end a stop that procfs no longer shows.
     pub fn housekeeping(&mut self) {
         self.follow(None);
-        self.sample_listen_queue();
         self.reconcile_stop();
     }
 
@@ -424,7 +423,9 @@ impl KernelWatcher {
         self.emit(line);
     }
 
-    fn sample_listen_queue(&mut self) {
+    /// Compares the host's listen drops with the last sample (the daemon: every second; reading
+    /// /proc/net/netstat is the agent's most expensive chore, and drops are a slow signal).
+    pub fn sample_listen_queue(&mut self) {
         if let Some(overflow) = self.listen_queue.sample() {
             let mut line = Line::new("listen_overflow", self.pid, monotonic_ns());
             line.source = Some("procfs");

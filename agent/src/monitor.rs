@@ -185,6 +185,7 @@ impl Monitor {
             Wake::Second => {
                 if let Some(k) = self.kernel.as_mut() {
                     k.roll_runq_window();
+                    k.sample_listen_queue();
                 }
                 self.resource = self.sampler.sample(self.pid);
             }

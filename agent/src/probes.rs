@@ -223,7 +223,7 @@ impl Probes {
     pub fn oldest_unread(&self) -> Option<Unread> {
         let oldest = self
             .unread
-            .snapshot()
+            .pending()
             .filter(|s| s.owner == SLOT_SERVER && s.first_unread_ns != 0)
             .min_by_key(|s| s.first_unread_ns)?;
         let owner_tid = Some(oldest.reader_tid)

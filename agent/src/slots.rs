@@ -41,11 +41,20 @@ impl UnreadSlots {
         })
     }
 
-    /// Every slot as it is now. The kernel writes slots concurrently, so a slot read mid-update
-    /// may mix two sockets; callers only trust `first_unread_ns` and treat the rest as a hint.
-    pub fn snapshot(&self) -> impl Iterator<Item = SockSlot> + '_ {
-        // SAFETY: i < UNREAD_SLOTS, inside the mapping; SockSlot is Pod, any bytes are valid.
-        (0..UNREAD_SLOTS as usize).map(|i| unsafe { self.base.as_ptr().add(i).read_volatile() })
+    /// The slots with unread bytes now. The kernel writes slots concurrently, so a slot read
+    /// mid-update may mix two sockets; callers only trust `first_unread_ns` and treat the rest as
+    /// a hint. Each tick runs this over every slot, so an empty slot costs one load.
+    pub fn pending(&self) -> impl Iterator<Item = SockSlot> + '_ {
+        (0..UNREAD_SLOTS as usize).filter_map(|i| {
+            // SAFETY: i < UNREAD_SLOTS, inside the mapping; SockSlot is Pod, any bytes are valid.
+            unsafe {
+                let slot = self.base.as_ptr().add(i);
+                if std::ptr::addr_of!((*slot).first_unread_ns).read_volatile() == 0 {
+                    return None;
+                }
+                Some(slot.read_volatile())
+            }
+        })
     }
 
     /// Empties every slot (the programs must be quiet, i.e. pointed at no target).
