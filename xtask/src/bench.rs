@@ -268,12 +268,13 @@ fn failover(runs: u32) -> Result<()> {
     }
     println!();
     println!(
-        "{:<14} {:<5} {:>30} {:>30} {:>16}",
+        "{:<14} {:<5} {:>30} {:>30} {:>16} {:>8}",
         "system",
         "fault",
         "detection p50/p99/max ms",
         "write on new primary p50/p99/max ms",
-        "false failovers"
+        "false failovers",
+        "missed"
     );
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     for (system, fault, r) in &results {
@@ -294,8 +295,14 @@ fn failover(runs: u32) -> Result<()> {
         } else {
             "-".into()
         };
+        // A kill or stop round with no write on a new primary within the wait.
+        let missed = if *fault == "slow" {
+            "-".into()
+        } else {
+            format!("{}/{}", r.missed, r.runs)
+        };
         println!(
-            "{system:<14} {fault:<5} {:>30} {:>30} {:>16}",
+            "{system:<14} {fault:<5} {:>30} {:>30} {:>16} {missed:>8}",
             cell(&r.detection),
             cell(&r.write),
             false_ff

@@ -45,6 +45,9 @@ pub struct Rounds {
     pub detection: Histogram<u64>,
     pub write: Histogram<u64>,
     pub false_failovers: u32,
+    /// Kill and stop rounds where no write reached a new primary within the wait: counted and
+    /// shown, not recorded in `write`, and the bench goes on.
+    pub missed: u32,
     pub runs: u32,
 }
 
@@ -55,6 +58,7 @@ impl Rounds {
             detection: h()?,
             write: h()?,
             false_failovers: 0,
+            missed: 0,
             runs,
         })
     }
@@ -161,8 +165,17 @@ pub fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
                 continue;
             }
         }
-        r.write
-            .record(us(first_write(store.controller.sentinel, port, start)?))?;
+        match first_write(store.controller.sentinel, port, start) {
+            Ok(t) => r.write.record(us(t))?,
+            Err(e) => {
+                eprintln!(
+                    "\n  vigil {} round {}: missed: {e:#}",
+                    fault.name(),
+                    round + 1
+                );
+                r.missed += 1;
+            }
+        }
         let decided = store
             .controller
             .log_lines()
@@ -291,6 +304,32 @@ impl SentinelStore {
         Ok(())
     }
 
+    /// Stops every sentinel and server of this store and starts a fresh one in its place:
+    /// the way back after Sentinel missed a failover or never settled, so one bad round does not
+    /// end the bench.
+    fn rebuild(&mut self, down_after_ms: u64) -> Result<()> {
+        for s in &mut self.sentinels {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        self.sentinels.clear();
+        for srv in &mut self.servers {
+            // Dropping a server stops it.
+            srv.take();
+        }
+        *self = Self::start(down_after_ms)?;
+        Ok(())
+    }
+
+    /// [`Self::wait_settled`], and when Sentinel never settles, a fresh store instead.
+    fn settle_or_rebuild(&mut self, not: Option<u16>, down_after_ms: u64) -> Result<()> {
+        if let Err(e) = self.wait_settled(not) {
+            eprintln!("\n  sentinel{down_after_ms}: {e:#}; starting a fresh store");
+            self.rebuild(down_after_ms)?;
+        }
+        Ok(())
+    }
+
     fn master(&self) -> Result<u16> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel_ports[0]))?;
         let mut c = client.get_connection_with_timeout(Duration::from_secs(1))?;
@@ -370,7 +409,7 @@ pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
                     || s.master()? != port
                 {
                     r.false_failovers += 1;
-                    s.wait_settled(Some(port))?;
+                    s.settle_or_rebuild(Some(port), down_after_ms)?;
                 }
                 eprint!(
                     "\r  sentinel{down_after_ms} {} round {}/{runs}   ",
@@ -380,8 +419,21 @@ pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
                 continue;
             }
         }
-        r.write
-            .record(us(first_write(s.sentinel_ports[0], port, start)?))?;
+        let missed = match first_write(s.sentinel_ports[0], port, start) {
+            Ok(t) => {
+                r.write.record(us(t))?;
+                false
+            }
+            Err(e) => {
+                eprintln!(
+                    "\n  sentinel{down_after_ms} {} round {}: missed: {e:#}",
+                    fault.name(),
+                    round + 1
+                );
+                r.missed += 1;
+                true
+            }
+        };
         if let Some(t) = s
             .sdown
             .lock()
@@ -390,6 +442,10 @@ pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
             .find(|t| **t >= start)
         {
             r.detection.record(us(t.duration_since(start)))?;
+        }
+        if missed {
+            s.rebuild(down_after_ms)?;
+            continue;
         }
         // Restoring the topology is not measured: the old master is pointed at the new one here
         // (as a supervisor would) instead of waiting on Sentinel's own, slower conversion.
@@ -407,7 +463,7 @@ pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
                     .query(&mut c)?;
             }
         }
-        s.wait_settled(Some(port))?;
+        s.settle_or_rebuild(Some(port), down_after_ms)?;
         eprint!(
             "\r  sentinel{down_after_ms} {} round {}/{runs}   ",
             fault.name(),
