@@ -62,6 +62,22 @@ impl Rounds {
             runs,
         })
     }
+
+    /// Records the time to the first write on a new primary, or counts the round as missed
+    /// (and says so) when none came within the wait. Returns whether it was missed.
+    fn record_write(&mut self, outcome: Result<Duration>, label: &str, round: u32) -> Result<bool> {
+        match outcome {
+            Ok(t) => {
+                self.write.record(us(t))?;
+                Ok(false)
+            }
+            Err(e) => {
+                eprintln!("\n  {label} round {}: missed: {e:#}", round + 1);
+                self.missed += 1;
+                Ok(true)
+            }
+        }
+    }
 }
 
 fn us(d: Duration) -> u64 {
@@ -165,17 +181,11 @@ pub fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
                 continue;
             }
         }
-        match first_write(store.controller.sentinel, port, start) {
-            Ok(t) => r.write.record(us(t))?,
-            Err(e) => {
-                eprintln!(
-                    "\n  vigil {} round {}: missed: {e:#}",
-                    fault.name(),
-                    round + 1
-                );
-                r.missed += 1;
-            }
-        }
+        r.record_write(
+            first_write(store.controller.sentinel, port, start),
+            &format!("vigil {}", fault.name()),
+            round,
+        )?;
         let decided = store
             .controller
             .log_lines()
@@ -215,10 +225,7 @@ struct SentinelStore {
 
 impl Drop for SentinelStore {
     fn drop(&mut self) {
-        for s in &mut self.sentinels {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
+        self.stop_sentinels();
     }
 }
 
@@ -308,17 +315,19 @@ impl SentinelStore {
     /// the way back after Sentinel missed a failover or never settled, so one bad round does not
     /// end the bench.
     fn rebuild(&mut self, down_after_ms: u64) -> Result<()> {
-        for s in &mut self.sentinels {
+        // The old processes go first: the new store must not meet them on its way up.
+        self.stop_sentinels();
+        // Dropping a server stops it.
+        self.servers.clear();
+        *self = Self::start(down_after_ms)?;
+        Ok(())
+    }
+
+    fn stop_sentinels(&mut self) {
+        for mut s in self.sentinels.drain(..) {
             let _ = s.kill();
             let _ = s.wait();
         }
-        self.sentinels.clear();
-        for srv in &mut self.servers {
-            // Dropping a server stops it.
-            srv.take();
-        }
-        *self = Self::start(down_after_ms)?;
-        Ok(())
     }
 
     /// [`Self::wait_settled`], and when Sentinel never settles, a fresh store instead.
@@ -419,21 +428,11 @@ pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
                 continue;
             }
         }
-        let missed = match first_write(s.sentinel_ports[0], port, start) {
-            Ok(t) => {
-                r.write.record(us(t))?;
-                false
-            }
-            Err(e) => {
-                eprintln!(
-                    "\n  sentinel{down_after_ms} {} round {}: missed: {e:#}",
-                    fault.name(),
-                    round + 1
-                );
-                r.missed += 1;
-                true
-            }
-        };
+        let missed = r.record_write(
+            first_write(s.sentinel_ports[0], port, start),
+            &format!("sentinel{down_after_ms} {}", fault.name()),
+            round,
+        )?;
         if let Some(t) = s
             .sdown
             .lock()
