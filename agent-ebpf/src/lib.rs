@@ -177,8 +177,17 @@ pub struct SockSlot {
     pub reader_tid: u32,
     /// [`SLOT_SERVER`] or [`SLOT_OTHER`].
     pub owner: u32,
-    pub _pad: [u64; 5],
+    /// Reads of this socket by the server, counted so only one in [`READER_CHECK_EVERY`] asks
+    /// the kernel which thread is reading.
+    pub reads: u32,
+    pub _pad32: u32,
+    pub _pad: [u64; 4],
 }
+
+/// A server read asks which thread it runs on only when the slot has no reader yet, and then on
+/// one read in this many: a socket's reader seldom changes, and asking costs a helper call on
+/// every request.
+pub const READER_CHECK_EVERY: u32 = 64;
 
 /// [`SockSlot::owner`] of a server-port socket (one the server accepted).
 pub const SLOT_SERVER: u32 = 1;
@@ -200,7 +209,8 @@ const _: () = assert!(core::mem::size_of::<TpOffsets>() == 12 * 4);
 const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 5 * 4);
 const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 5 * 4 + 12 * 4 + 4);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 3 * 8 + 2 * 4);
-const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 2 * 4 + 5 * 8);
+const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 4 * 4 + 4 * 8);
+const _: () = assert!(READER_CHECK_EVERY.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<SockSlot>() == 64);
 
 #[cfg(feature = "user")]

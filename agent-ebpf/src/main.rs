@@ -25,9 +25,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use vigil_agent_ebpf::{
-    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SLOT_OTHER,
-    SLOT_SERVER, SockSlot, ThreadState, UNREAD_SLOTS, counter, kind, thread_flags, thread_state,
-    unread_slot,
+    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, READER_CHECK_EVERY, RINGBUF_BYTES,
+    SLOT_OTHER, SLOT_SERVER, SockSlot, ThreadState, UNREAD_SLOTS, counter, kind, thread_flags,
+    thread_state, unread_slot,
 };
 
 #[map]
@@ -407,16 +407,23 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     if slot.sk != sk || slot.owner != SLOT_SERVER {
         return 0; // not a server-port socket with a slot: the server's own links, a pipe, ...
     }
-    let (tgid, tid) = current();
-    if tgid != cfg.tgid {
-        return 0;
-    }
     let first = slot.first_unread_ns;
     if first != 0 {
         slot.first_unread_ns = 0;
         if cfg.unread_histogram != 0 {
             hist_add(&UNREAD_HIST, bpf_now().saturating_sub(first));
         }
+    }
+    // Only the server reads its accepted sockets, so which of its threads does is asked now
+    // and then, not on every request (see READER_CHECK_EVERY).
+    let reads = slot.reads;
+    slot.reads = reads.wrapping_add(1);
+    if slot.reader_tid != 0 && reads & (READER_CHECK_EVERY - 1) != 0 {
+        return 0;
+    }
+    let (tgid, tid) = current();
+    if tgid != cfg.tgid {
+        return 0;
     }
     if slot.reader_tid != tid {
         slot.reader_tid = tid;
