@@ -124,6 +124,8 @@ pub struct BtfOffsets {
     pub sock_state: u32,
     /// `struct sock.sk_protocol` (a u16: IPPROTO_TCP, ...).
     pub sock_protocol: u32,
+    /// `struct tcp_sock.copied_seq` (a u32: the sequence number the reader has reached).
+    pub tcp_copied_seq: u32,
 }
 
 /// Runtime configuration, in the single slot of the `CONFIG` array map. Userspace rewrites it to
@@ -142,6 +144,7 @@ pub struct Config {
     /// 1 to count every read's unread age in `UNREAD_HIST` (for `vigil watch`'s summary); the
     /// daemon leaves it 0, because that costs a clock read and a map update per request.
     pub unread_histogram: u32,
+    pub _pad: u32,
 }
 
 /// Per-thread scheduler state, in the `THREADS` hash map keyed by thread id.
@@ -161,11 +164,14 @@ pub struct ThreadState {
 }
 
 /// One slot of the `UNREAD` array: a socket, whether it is a server-port socket, when its oldest
-/// unread request bytes arrived (0 when none wait), and the thread that last read it.
+/// unread request bytes arrived (0 when none wait), how far the server had read it then, and the
+/// thread seen reading it.
 ///
-/// A slot fills a whole cache line. The kernel writes a socket's slot from two CPUs (where its
-/// bytes arrive, and where the server reads them); sockets sharing a line would add one more
-/// line bouncing between CPUs to every request.
+/// No program runs on every read: a stamp stays after the server reads the bytes, and the
+/// agent's `settle_unread` run clears the stamps whose socket was read since (`copied_seq` moved).
+///
+/// A slot fills a whole cache line: the kernel writes a socket's slot on every request, and
+/// sockets sharing a line would add one more line bouncing between CPUs to each.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockSlot {
@@ -173,21 +179,16 @@ pub struct SockSlot {
     pub sk: u64,
     /// `bpf_ktime_get_ns()` when the oldest unread bytes arrived, or 0.
     pub first_unread_ns: u64,
-    /// The thread that last read this socket, or 0 when none has yet.
+    /// The thread seen reading this socket (while the read probe was attached), or 0.
     pub reader_tid: u32,
     /// [`SLOT_SERVER`] or [`SLOT_OTHER`].
     pub owner: u32,
-    /// Reads of this socket by the server, counted so only one in [`READER_CHECK_EVERY`] asks
-    /// the kernel which thread is reading.
-    pub reads: u32,
+    /// The socket's `tcp_sock.copied_seq` (how far the server had read) when `first_unread_ns`
+    /// was set: while it has not moved, the server has read nothing since.
+    pub copied_seq: u32,
     pub _pad32: u32,
     pub _pad: [u64; 4],
 }
-
-/// A server read asks which thread it runs on only when the slot has no reader yet, and then on
-/// one read in this many: a socket's reader seldom changes, and asking costs a helper call on
-/// every request.
-pub const READER_CHECK_EVERY: u32 = 64;
 
 /// [`SockSlot::owner`] of a server-port socket (one the server accepted).
 pub const SLOT_SERVER: u32 = 1;
@@ -206,11 +207,10 @@ pub fn unread_slot(sk: u64) -> u32 {
 // Padding-free: each size is the plain sum of its fields.
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 12 * 4);
-const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 5 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 5 * 4 + 12 * 4 + 4);
+const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 6 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 6 * 4 + 12 * 4 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 3 * 8 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 4 * 4 + 4 * 8);
-const _: () = assert!(READER_CHECK_EVERY.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<SockSlot>() == 64);
 
 #[cfg(feature = "user")]

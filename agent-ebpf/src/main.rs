@@ -6,9 +6,11 @@
 //! send discrete events through the `EVENTS` ring buffer. Stalls are the absence of events, so the
 //! agent's classifier reads `UNREAD` and `THREADS` against the clock; nothing here waits.
 //!
-//! The hot paths (every context switch, wakeup, received segment and socket read on the host) are
-//! raw tracepoints: they get the kernel's own pointers with no record built for them, and the
-//! kernel never skips them for another BPF program running on the CPU. Rare events use classic
+//! The hot paths (every context switch, wakeup and received segment on the host) are raw
+//! tracepoints: they get the kernel's own pointers with no record built for them, and the kernel
+//! never skips them for another BPF program running on the CPU. Socket reads are as frequent, so
+//! their program (`sock_recv_length`) is attached only now and then, and `settle_unread`, which
+//! the agent runs on demand, tells which stamped sockets were read since. Rare events use classic
 //! tracepoints, whose ready-made records are simpler to read.
 //!
 //! Rust eBPF has no CO-RE relocations: tracepoint field offsets and kernel struct offsets come
@@ -25,9 +27,9 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use vigil_agent_ebpf::{
-    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, READER_CHECK_EVERY, RINGBUF_BYTES,
-    SLOT_OTHER, SLOT_SERVER, SockSlot, ThreadState, UNREAD_SLOTS, counter, kind, thread_flags,
-    thread_state, unread_slot,
+    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SLOT_OTHER,
+    SLOT_SERVER, SockSlot, ThreadState, UNREAD_SLOTS, counter, kind, thread_flags, thread_state,
+    unread_slot,
 };
 
 #[map]
@@ -316,10 +318,9 @@ pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
     // the same slot; the worst a torn update does is hide one request's age.
     let slot = unsafe { &mut *slot };
     if slot.sk == sk {
-        if slot.owner == SLOT_SERVER && slot.first_unread_ns == 0 {
-            slot.first_unread_ns = bpf_now();
+        if slot.owner == SLOT_SERVER {
+            stamp(slot, sk, cfg);
         }
-        // Otherwise older bytes already set the age, or the socket is not the server's.
         return 0;
     }
     if slot.first_unread_ns != 0 {
@@ -330,7 +331,7 @@ pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
             slot.sk = sk;
             slot.owner = SLOT_SERVER;
             slot.reader_tid = 0;
-            slot.first_unread_ns = bpf_now();
+            stamp(slot, sk, cfg);
         }
         // A server-port socket keeps its slot (and its reader) against other sockets.
         Some(SLOT_OTHER) if slot.owner != SLOT_SERVER => {
@@ -339,6 +340,49 @@ pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
             slot.reader_tid = 0;
         }
         _ => {}
+    }
+    0
+}
+
+/// New request bytes on a server socket start its unread age, unless older bytes still wait:
+/// a stamp whose `copied_seq` has not moved means the server has read nothing since.
+#[inline(always)]
+fn stamp(slot: &mut SockSlot, sk: u64, cfg: &Config) {
+    let copied = read_kernel::<u32>(sk, cfg.btf.tcp_copied_seq);
+    if slot.first_unread_ns != 0 && copied == Some(slot.copied_seq) {
+        return;
+    }
+    // An unreadable copied_seq (never seen on a live socket) restamps: that can hide an age,
+    // never make one up.
+    slot.copied_seq = copied.unwrap_or(0);
+    slot.first_unread_ns = bpf_now();
+}
+
+/// Clears the stamp of one server socket if the server has read it since: `arg 0` is the slot,
+/// `arg 1` the stamp the agent saw there. Never attached: the agent runs it
+/// (`BPF_PROG_TEST_RUN`) before it trusts an old stamp, so no program has to run on every read
+/// on the host. Returns 1 when it cleared the stamp.
+#[raw_tracepoint]
+pub fn settle_unread(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let stamp = ctx.arg::<u64>(1);
+    let Some(slot) = UNREAD.get_ptr_mut(ctx.arg::<u64>(0) as u32) else {
+        return 0;
+    };
+    // SAFETY: a live slot of an array map (see sk_data_ready).
+    let slot = unsafe { &mut *slot };
+    if stamp == 0 || slot.first_unread_ns != stamp || slot.owner != SLOT_SERVER {
+        return 0; // renewed or emptied since the agent looked: nothing to settle
+    }
+    // A socket freed meanwhile reads as garbage or fails: either way its stamp goes, and
+    // tcp_destroy_sock has emptied the slot already.
+    let read_since = read_kernel::<u32>(slot.sk, cfg.btf.tcp_copied_seq)
+        .is_none_or(|copied| copied != slot.copied_seq);
+    // Re-checked so a stamp an arrival just renewed stays; what is left is a window of a few
+    // instructions, and a lost stamp only hides one request's age.
+    if read_since && slot.first_unread_ns == stamp {
+        slot.first_unread_ns = 0;
+        return 1;
     }
     0
 }
@@ -388,7 +432,9 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
 }
 
 /// The server read from a socket, so its unread bytes are consumed: `sock_recv_length(struct
-/// sock *sk, int ret, int flags)`.
+/// sock *sk, int ret, int flags)`. Every read on the host lands here, so the daemon attaches it
+/// only in short windows, to learn which thread reads which socket; `vigil watch` keeps it on
+/// for its per-request unread ages.
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
@@ -396,8 +442,7 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     if (ctx.arg::<u64>(1) as i32) < 0 {
         return 0;
     }
-    // Every read on the host lands here: the socket's slot, already at hand, turns away all but
-    // the server's sockets before anything else is asked.
+    // The socket's slot turns away all but the server's sockets before anything else is asked.
     let sk = ctx.arg::<u64>(0);
     let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) else {
         return 0;
@@ -413,13 +458,6 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
         if cfg.unread_histogram != 0 {
             hist_add(&UNREAD_HIST, bpf_now().saturating_sub(first));
         }
-    }
-    // Only the server reads its accepted sockets, so which of its threads does is asked now
-    // and then, not on every request (see READER_CHECK_EVERY).
-    let reads = slot.reads;
-    slot.reads = reads.wrapping_add(1);
-    if slot.reader_tid != 0 && reads & (READER_CHECK_EVERY - 1) != 0 {
-        return 0;
     }
     let (tgid, tid) = current();
     if tgid != cfg.tgid {

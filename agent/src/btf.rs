@@ -4,7 +4,7 @@
 //! has its offset resolved here at start-up and passed in through `CONFIG`.
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use vigil_agent_ebpf::BtfOffsets;
 
 use crate::error::{AgentError, Result};
@@ -17,8 +17,11 @@ pub fn kernel_offsets() -> Result<BtfOffsets> {
     if !path.exists() {
         return Err(AgentError::NoBtf(path.into()));
     }
-    let btf =
-        Btf::from_file(path).map_err(|e| AgentError::Btf(format!("parsing {VMLINUX_BTF}: {e}")))?;
+    // Mapped and read lazily, the kernel's BTF costs the agent a few MiB; parsed into memory, it
+    // would set the agent's peak RSS. Kernels before 6.16 cannot map it: parse it there.
+    let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+        .or_else(|_| Btf::from_file(path))
+        .map_err(|e| AgentError::Btf(format!("parsing {VMLINUX_BTF}: {e}")))?;
     let task_pid = member_offset(&btf, "task_struct", "pid")?;
     // The programs read pid and tgid as one u64; every kernel so far declares them side by side.
     if member_offset(&btf, "task_struct", "tgid")? != task_pid + 4 {
@@ -32,6 +35,7 @@ pub fn kernel_offsets() -> Result<BtfOffsets> {
         sock_num: member_offset(&btf, "sock_common", "skc_num")?,
         sock_state: member_offset(&btf, "sock_common", "skc_state")?,
         sock_protocol: member_offset(&btf, "sock", "sk_protocol")?,
+        tcp_copied_seq: member_offset(&btf, "tcp_sock", "copied_seq")?,
     })
 }
 
@@ -94,6 +98,11 @@ mod tests {
         assert!(offsets.sock_state > offsets.sock_num, "{offsets:?}");
         // struct sock begins with its sock_common, so sk_protocol lies past it.
         assert!(offsets.sock_protocol > offsets.sock_state, "{offsets:?}");
+        // tcp_sock begins with a whole inet_connection_sock, which begins with the struct sock.
+        assert!(
+            offsets.tcp_copied_seq > offsets.sock_protocol + 256,
+            "{offsets:?}"
+        );
         let btf = Btf::from_file(VMLINUX_BTF).expect("btf");
         assert!(member_offset(&btf, "task_struct", "no_such_member_here").is_err());
     }

@@ -295,7 +295,7 @@ impl TryFrom<RunSettings> for RunConfig {
                 stall,
                 runq_threshold: millis("runq_threshold_ms", s.runq_threshold_ms, 10, 1..=600_000)?,
                 // The daemon reports no per-request histogram; see KernelOptions.
-                unread_histogram: false,
+                every_read: false,
             },
             thresholds: Thresholds {
                 stopped: millis("stopped_ms", s.stopped_ms, 100, 1..=600_000)?,

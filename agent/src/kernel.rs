@@ -21,6 +21,12 @@ use crate::{
 /// How often the agent may scan every process for the port's new owner while the target is gone.
 const OWNER_SCAN_EVERY: Duration = Duration::from_secs(1);
 
+/// Without `every_read`, the read probe is attached for this long...
+const READ_WINDOW: Duration = Duration::from_secs(1);
+/// ...once in this long: enough to learn which thread reads which socket (that seldom changes),
+/// at a tenth of the probe's cost on every read on the host.
+const READ_WINDOW_EVERY: Duration = Duration::from_secs(10);
+
 /// What the kernel half is told at start.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelOptions {
@@ -28,9 +34,11 @@ pub struct KernelOptions {
     pub stall: Duration,
     /// Run-queue waits this long are reported one by one.
     pub runq_threshold: Duration,
-    /// Keep a histogram of every request's unread age, for [`KernelWatcher::summary`]. It costs
-    /// a clock read and a map update per request, so only `vigil watch` asks for it.
-    pub unread_histogram: bool,
+    /// Keep the read probe attached: it sees every read, so [`KernelWatcher::summary`] gets every
+    /// request's unread age. It costs a program run on every socket read on the host, so only
+    /// `vigil watch` asks for it; otherwise the probe is attached in short windows, to learn
+    /// which thread reads which socket.
+    pub every_read: bool,
 }
 
 /// One output line. Fields that do not apply to an event are left out.
@@ -138,6 +146,9 @@ pub struct KernelWatcher {
     alive: bool,
     last_owner_scan: Instant,
     stall_ages_us: Histogram<u64>,
+    every_read: bool,
+    /// When the read probe's current (or last) window opened.
+    read_window_at: Instant,
     lines: Vec<Line>,
     batch: Vec<Event>,
     // The verdict engine's view.
@@ -152,7 +163,7 @@ pub struct KernelWatcher {
 impl KernelWatcher {
     /// Loads the probes and points them at `pid` listening on `port`.
     pub fn start(pid: u32, port: u16, opts: KernelOptions) -> Result<Self> {
-        let mut probes = Probes::load(opts.runq_threshold, opts.unread_histogram)?;
+        let mut probes = Probes::load(opts.runq_threshold, opts.every_read)?;
         probes.set_target(pid, port)?;
         let runq_before = probes.runq_histogram();
         let mut w = Self {
@@ -165,6 +176,8 @@ impl KernelWatcher {
             alive: true,
             last_owner_scan: Instant::now(),
             stall_ages_us: new_histogram(),
+            every_read: opts.every_read,
+            read_window_at: Instant::now(),
             lines: Vec::new(),
             batch: Vec::with_capacity(64),
             exited: false,
@@ -175,6 +188,7 @@ impl KernelWatcher {
             runq_p99: Duration::ZERO,
         };
         w.note_initial_state();
+        w.cycle_read_probe();
         Ok(w)
     }
 
@@ -236,6 +250,23 @@ impl KernelWatcher {
     pub fn housekeeping(&mut self) {
         self.follow(None);
         self.reconcile_stop();
+        self.cycle_read_probe();
+    }
+
+    /// Opens and closes the read probe's windows (unless it stays attached, `every_read`).
+    fn cycle_read_probe(&mut self) {
+        if self.every_read {
+            return;
+        }
+        if self.read_window_at.elapsed() >= READ_WINDOW_EVERY {
+            self.read_window_at = Instant::now();
+        }
+        let open = self.read_window_at.elapsed() < READ_WINDOW;
+        if open != self.probes.read_probe_attached()
+            && let Err(e) = self.probes.set_read_probe(open)
+        {
+            tracing::warn!(error = %e, open, "could not switch the read probe");
+        }
     }
 
     /// A stop is ended by per-thread continue events; the kernel skips a tracepoint program now
@@ -387,7 +418,15 @@ impl KernelWatcher {
             return;
         }
         let now = monotonic_ns();
-        let oldest = self.probes.oldest_unread();
+        let oldest = match self.probes.oldest_unread(now) {
+            Ok(oldest) => oldest,
+            Err(e) => {
+                // Without the settle run an old stamp may be a request long read: no verdict
+                // beats a made-up stall.
+                tracing::warn!(error = %e, "could not check the unread requests; skipping this tick");
+                return;
+            }
+        };
         let owner = oldest.and_then(|u| self.probes.thread(u.owner_tid));
         // Which syscall an asleep owner is in matters only once its request is overdue, and
         // procfs answers it then; a futex probe would tax every syscall on the host instead.
@@ -479,6 +518,8 @@ impl KernelWatcher {
         self.stall = None;
         self.stops.reset();
         self.classifier.reset();
+        // A new process: learn its readers now rather than at the next window.
+        self.read_window_at = Instant::now();
         tracing::info!(
             old_pid,
             pid = new_pid,

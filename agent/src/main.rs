@@ -90,6 +90,10 @@ struct WatchArgs {
     /// How often, in microseconds, the stall classifier looks at the clock.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     tick_us: u64,
+    /// Watch reads as `run` does: the read probe attached one second in ten, not always. Cheaper
+    /// on a busy host; the summary then has no per-request unread ages.
+    #[arg(long)]
+    sampled_reads: bool,
     /// Host the server answers on, for the agent's own PINGs and health questions.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
@@ -160,7 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 kernel: KernelOptions {
                     stall: Duration::from_millis(args.stall_ms),
                     runq_threshold: Duration::from_millis(args.runq_threshold_ms),
-                    unread_histogram: true,
+                    every_read: !args.sampled_reads,
                 },
                 tick: Duration::from_micros(args.tick_us),
                 ping_interval: Duration::from_millis(args.ping_interval_ms),

@@ -6,12 +6,15 @@ use std::{path::Path, time::Duration};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{
+        RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint,
+        raw_trace_point::RawTracePointLinkId,
+    },
     util::nr_cpus,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 use vigil_agent_ebpf::{
-    Config, Event, HIST_BUCKETS, SLOT_SERVER, ThreadState, counter, thread_state,
+    Config, Event, HIST_BUCKETS, SLOT_SERVER, SockSlot, ThreadState, counter, thread_state,
 };
 
 use crate::{
@@ -29,9 +32,20 @@ const RAW_PROGRAMS: &[(&str, &str)] = &[
     ("sched_switch", "sched_switch"),
     ("sched_wakeup", "sched_wakeup"),
     ("sk_data_ready", "sk_data_ready"),
-    ("sock_recv_length", "sock_recv_length"),
     ("tcp_destroy_sock", "tcp_destroy_sock"),
 ];
+
+/// The read probe: it runs on every socket read on the host, so it is attached only while the
+/// agent wants to learn which thread reads which socket (see [`Probes::set_read_probe`]).
+const READ_PROGRAM: (&str, &str) = ("sock_recv_length", "sock_recv_length");
+
+/// Never attached: run on demand to clear the stamp of a socket read since (see
+/// [`Probes::oldest_unread`]).
+const SETTLE_PROGRAM: &str = "settle_unread";
+
+/// A stamp older than this is checked against its socket before it counts as unread: younger
+/// ones cannot be near any stall threshold yet, and most are renewed by the next request anyway.
+const SETTLE_AFTER_NS: u64 = 1_000_000;
 
 /// Classic tracepoints for the rare events: (program, tracepoint category, tracepoint name).
 const PROGRAMS: &[(&str, &str, &str)] = &[
@@ -64,7 +78,9 @@ pub fn preflight() -> Result<()> {
 
 pub struct Probes {
     // Owns the loaded programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The read probe's link while it is attached.
+    read_link: Option<RawTracePointLinkId>,
     config: Config,
     config_map: Array<MapData, Config>,
     events: AsyncFd<RingBuf<MapData>>,
@@ -91,9 +107,10 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 }
 
 impl Probes {
-    /// Loads and attaches every program. They do nothing until [`Probes::set_target`].
+    /// Loads and attaches every program, the read probe only with `every_read` (which also
+    /// counts every read's unread age). They do nothing until [`Probes::set_target`].
     /// Must run inside a tokio runtime (the ring buffer is registered with its reactor).
-    pub fn load(runq_threshold: Duration, unread_histogram: bool) -> Result<Self> {
+    pub fn load(runq_threshold: Duration, every_read: bool) -> Result<Self> {
         preflight()?;
         let offsets = btf::kernel_offsets()?;
         let config = Config {
@@ -102,17 +119,15 @@ impl Probes {
             port: 0,
             btf: offsets,
             tp: tracefs::tracepoint_offsets()?,
-            unread_histogram: u32::from(unread_histogram),
+            unread_histogram: u32::from(every_read),
+            _pad: 0,
         };
         // No kernel BTF for aya: the programs have no CO-RE relocations (offsets come through
         // CONFIG), and parsing vmlinux BTF a second time would double the agent's peak memory.
         let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT)?;
         for &(name, tracepoint) in RAW_PROGRAMS {
             let err = |source| AgentError::Program { name, source };
-            let program = ebpf
-                .program_mut(name)
-                .ok_or(AgentError::MissingFromObject(name))?;
-            let program: &mut RawTracePoint = program.try_into().map_err(err)?;
+            let program = raw_program(&mut ebpf, name)?;
             program.load().map_err(err)?;
             program.attach(tracepoint).map_err(err)?;
         }
@@ -125,6 +140,11 @@ impl Probes {
             program.load().map_err(err)?;
             program.attach(category, tracepoint).map_err(err)?;
         }
+        for name in [READ_PROGRAM.0, SETTLE_PROGRAM] {
+            raw_program(&mut ebpf, name)?
+                .load()
+                .map_err(|source| AgentError::Program { name, source })?;
+        }
         let mut config_map: Array<MapData, Config> = take(&mut ebpf, "CONFIG")?;
         config_map.set(0, config, 0).map_err(map_err("CONFIG"))?;
         let ring: RingBuf<MapData> = take(&mut ebpf, "EVENTS")?;
@@ -133,7 +153,8 @@ impl Probes {
             unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| {
                 AgentError::io("registering the event ring buffer with tokio", e.into())
             })?;
-        Ok(Self {
+        let mut probes = Self {
+            read_link: None,
             config,
             config_map,
             events,
@@ -146,8 +167,51 @@ impl Probes {
             counters: take(&mut ebpf, "COUNTERS")?,
             runq_hist: take(&mut ebpf, "RUNQ_HIST")?,
             unread_hist: take(&mut ebpf, "UNREAD_HIST")?,
-            _ebpf: ebpf,
-        })
+            ebpf,
+        };
+        if every_read {
+            probes.set_read_probe(true)?;
+        }
+        // Stall detection needs the settle run: a kernel that refuses it fails here, at start.
+        probes.settle(0, 0)?;
+        Ok(probes)
+    }
+
+    /// Attaches (`on`) or detaches the read probe. While it is attached, each server read records
+    /// its thread as the socket's reader, and clears the socket's stamp at once.
+    pub fn set_read_probe(&mut self, on: bool) -> Result<()> {
+        let (name, tracepoint) = READ_PROGRAM;
+        let err = |source| AgentError::Program { name, source };
+        let program = raw_program(&mut self.ebpf, name)?;
+        match (on, self.read_link.take()) {
+            (true, None) => self.read_link = Some(program.attach(tracepoint).map_err(err)?),
+            (false, Some(link)) => program.detach(link).map_err(err)?,
+            (_, link) => self.read_link = link, // already as asked
+        }
+        Ok(())
+    }
+
+    pub fn read_probe_attached(&self) -> bool {
+        self.read_link.is_some()
+    }
+
+    /// Runs `settle_unread` on slot `index`, whose stamp the agent saw as `stamp`: true when the
+    /// server has read that socket since, and the stamp is cleared.
+    fn settle(&self, index: u32, stamp: u64) -> Result<bool> {
+        let name = SETTLE_PROGRAM;
+        let program: &RawTracePoint = self
+            .ebpf
+            .program(name)
+            .ok_or(AgentError::MissingFromObject(name))?
+            .try_into()
+            .map_err(|source| AgentError::Program { name, source })?;
+        let mut opts = RawTracePointRunOptions::new();
+        opts.args[0] = u64::from(index);
+        opts.args[1] = stamp;
+        let run = program
+            .test_run(opts)
+            .map_err(|source| AgentError::Program { name, source })?;
+        Ok(run.return_value == 1)
     }
 
     /// Points every program at `pid` and `port`, forgetting all state about the previous target.
@@ -218,22 +282,32 @@ impl Probes {
         Ok(())
     }
 
-    /// The oldest unread request on the server port, if any, with the thread expected to read it:
-    /// the socket's last reader, else the target's last reader, else its main thread.
-    pub fn oldest_unread(&self) -> Option<Unread> {
-        let oldest = self
+    /// The oldest unread request on the server port at `now`, if any, with the thread expected
+    /// to read it: the socket's last reader, else the target's last reader, else its main thread.
+    /// Stamps older than [`SETTLE_AFTER_NS`] are checked against their socket (`settle`), oldest
+    /// first, until one is still unread; the ones read since are cleared on the way.
+    pub fn oldest_unread(&self, now: u64) -> Result<Option<Unread>> {
+        let mut waiting: Vec<(u32, SockSlot)> = self
             .unread
             .pending()
-            .filter(|s| s.owner == SLOT_SERVER && s.first_unread_ns != 0)
-            .min_by_key(|s| s.first_unread_ns)?;
-        let owner_tid = Some(oldest.reader_tid)
-            .filter(|&t| t != 0)
-            .or_else(|| self.last_reader.get(&0, 0).ok().filter(|&t| t != 0))
-            .unwrap_or(self.config.tgid);
-        Some(Unread {
-            first_ns: oldest.first_unread_ns,
-            owner_tid,
-        })
+            .filter(|(_, s)| s.owner == SLOT_SERVER && s.first_unread_ns != 0)
+            .collect();
+        waiting.sort_unstable_by_key(|(_, s)| s.first_unread_ns);
+        for (index, slot) in waiting {
+            let old = now.saturating_sub(slot.first_unread_ns) >= SETTLE_AFTER_NS;
+            if old && self.settle(index, slot.first_unread_ns)? {
+                continue;
+            }
+            let owner_tid = Some(slot.reader_tid)
+                .filter(|&t| t != 0)
+                .or_else(|| self.last_reader.get(&0, 0).ok().filter(|&t| t != 0))
+                .unwrap_or(self.config.tgid);
+            return Ok(Some(Unread {
+                first_ns: slot.first_unread_ns,
+                owner_tid,
+            }));
+        }
+        Ok(None)
     }
 
     pub fn thread(&self, tid: u32) -> Option<ThreadState> {
@@ -266,6 +340,13 @@ impl Probes {
     pub fn unread_histogram(&self) -> Vec<u64> {
         sum_histogram(&self.unread_hist)
     }
+}
+
+fn raw_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut RawTracePoint> {
+    ebpf.program_mut(name)
+        .ok_or(AgentError::MissingFromObject(name))?
+        .try_into()
+        .map_err(|source| AgentError::Program { name, source })
 }
 
 fn sum_histogram(map: &PerCpuArray<MapData, u64>) -> Vec<u64> {

@@ -41,18 +41,19 @@ impl UnreadSlots {
         })
     }
 
-    /// The slots with unread bytes now. The kernel writes slots concurrently, so a slot read
-    /// mid-update may mix two sockets; callers only trust `first_unread_ns` and treat the rest as
-    /// a hint. Each tick runs this over every slot, so an empty slot costs one load.
-    pub fn pending(&self) -> impl Iterator<Item = SockSlot> + '_ {
-        (0..UNREAD_SLOTS as usize).filter_map(|i| {
+    /// The slots with unread bytes now, with their indexes. The kernel writes slots
+    /// concurrently, so a slot read mid-update may mix two sockets; callers only trust
+    /// `first_unread_ns` and treat the rest as a hint. Each tick runs this over every slot, so an
+    /// empty slot costs one load.
+    pub fn pending(&self) -> impl Iterator<Item = (u32, SockSlot)> + '_ {
+        (0..UNREAD_SLOTS).filter_map(|i| {
             // SAFETY: i < UNREAD_SLOTS, inside the mapping; SockSlot is Pod, any bytes are valid.
             unsafe {
-                let slot = self.base.as_ptr().add(i);
+                let slot = self.base.as_ptr().add(i as usize);
                 if std::ptr::addr_of!((*slot).first_unread_ns).read_volatile() == 0 {
                     return None;
                 }
-                Some(slot.read_volatile())
+                Some((i, slot.read_volatile()))
             }
         })
     }

@@ -2,7 +2,11 @@
 //! a real redis-server (or the deadlock fixture), and the real agent binary. Needs root.
 //! Every test asserts which events appear and in what order, never how fast.
 use std::{
-    io::Write, net::TcpStream, os::unix::process::CommandExt, process::Command, time::Duration,
+    io::{Read, Write},
+    net::TcpStream,
+    os::unix::process::CommandExt,
+    process::Command,
+    time::Duration,
 };
 
 use anyhow::Result;
@@ -71,6 +75,42 @@ fn stopped_server_with_a_waiting_client_is_a_stopped_stall() -> Result<()> {
     );
     server.signal(Signal::SIGCONT)?;
     watch.wait_event("unread_stall_cleared")?;
+    Ok(())
+}
+
+/// As `run` watches: the read probe attached only in short windows, so no program sees the
+/// server read. A request answered long ago must not count as unread (the settle run clears its
+/// stamp), while a request a stopped server cannot read still makes the stall.
+#[test]
+fn with_sampled_reads_an_answered_request_is_no_stall_and_a_stopped_server_is() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let server = RedisServer::start()?;
+    let mut watch = Watch::start(&["--pid", &server.pid().to_string(), "--sampled-reads"])?;
+    // The read probe's first window (1 s from the start) is over, the next is 10 s away: the
+    // read of the request below is seen by nobody.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut answered = TcpStream::connect(("127.0.0.1", server.port))?;
+    answered.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let mut reply = [0u8; 7];
+    answered.read_exact(&mut reply)?;
+    assert_eq!(&reply, b"+PONG\r\n");
+    // Five stall thresholds with the answered client connected and quiet.
+    watch.drain_for(Duration::from_millis(500));
+    server.signal(Signal::SIGSTOP)?;
+    watch.wait_event("stopped")?;
+    let _client = waiting_client(server.port)?;
+    let stall = watch.wait_for("a stall", |v| v["source"] == "unread_stall")?;
+    server.signal(Signal::SIGCONT)?;
+    assert_eq!(
+        stall["event"], "stopped",
+        "the first stall is the stopped server's, not the answered request's: {stall}"
+    );
+    assert!(
+        stall["age_ms"].as_u64() >= Some(100),
+        "a stall younger than the threshold: {stall}"
+    );
+    drop(answered);
     Ok(())
 }
 

@@ -133,6 +133,7 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
 
     let mut server = RedisServer::start()?;
     let port = server.port;
+    // Sampled reads, as the daemon runs: stall decisions then include the settle run.
     let mut watch = Watch::start_from(
         &agent_bin(),
         &[
@@ -140,6 +141,7 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
             &port.to_string(),
             "--stall-ms",
             &STALL_MS.to_string(),
+            "--sampled-reads",
         ],
     )?;
     next(&mut watch, 0, "a healthy verdict", verdict("HEALTHY"))?;
