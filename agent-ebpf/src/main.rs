@@ -358,33 +358,37 @@ fn stamp(slot: &mut SockSlot, sk: u64, cfg: &Config) {
     slot.first_unread_ns = bpf_now();
 }
 
-/// Clears the stamp of one server socket if the server has read it since: `arg 0` is the slot,
-/// `arg 1` the stamp the agent saw there. Never attached: the agent runs it
+/// Whether a stamp the agent saw still stands: `arg 0` is the slot, `arg 1` the stamp the agent
+/// saw there. Returns 0 when it does (the server has read nothing of that socket since), and 1
+/// when it does not: the slot was renewed or emptied meanwhile, or the server has read the
+/// socket since, in which case the stamp is cleared. Never attached: the agent runs it
 /// (`BPF_PROG_TEST_RUN`) before it trusts an old stamp, so no program has to run on every read
-/// on the host. Returns 1 when it cleared the stamp.
+/// on the host.
 #[raw_tracepoint]
 pub fn settle_unread(ctx: RawTracePointContext) -> i32 {
-    let Some(cfg) = config() else { return 0 };
+    let Some(cfg) = config() else { return 1 };
     let stamp = ctx.arg::<u64>(1);
     let Some(slot) = UNREAD.get_ptr_mut(ctx.arg::<u64>(0) as u32) else {
-        return 0;
+        return 1;
     };
     // SAFETY: a live slot of an array map (see sk_data_ready).
     let slot = unsafe { &mut *slot };
     if stamp == 0 || slot.first_unread_ns != stamp || slot.owner != SLOT_SERVER {
-        return 0; // renewed or emptied since the agent looked: nothing to settle
+        return 1; // renewed or emptied since the agent looked: its copy is stale
     }
     // A socket freed meanwhile reads as garbage or fails: either way its stamp goes, and
     // tcp_destroy_sock has emptied the slot already.
     let read_since = read_kernel::<u32>(slot.sk, cfg.btf.tcp_copied_seq)
         .is_none_or(|copied| copied != slot.copied_seq);
+    if !read_since {
+        return 0;
+    }
     // Re-checked so a stamp an arrival just renewed stays; what is left is a window of a few
     // instructions, and a lost stamp only hides one request's age.
-    if read_since && slot.first_unread_ns == stamp {
+    if slot.first_unread_ns == stamp {
         slot.first_unread_ns = 0;
-        return 1;
     }
-    0
+    1
 }
 
 /// What a socket seen for the first time is: [`SLOT_SERVER`] for a TCP socket on the server port

@@ -195,8 +195,9 @@ impl Probes {
         self.read_link.is_some()
     }
 
-    /// Runs `settle_unread` on slot `index`, whose stamp the agent saw as `stamp`: true when the
-    /// server has read that socket since, and the stamp is cleared.
+    /// Runs `settle_unread` on slot `index`, whose stamp the agent saw as `stamp`: true when that
+    /// stamp no longer stands (the server has read the socket since, and the stamp is cleared, or
+    /// the slot changed meanwhile), false when the request is still unread.
     fn settle(&self, index: u32, stamp: u64) -> Result<bool> {
         let name = SETTLE_PROGRAM;
         let program: &RawTracePoint = self
@@ -211,7 +212,7 @@ impl Probes {
         let run = program
             .test_run(opts)
             .map_err(|source| AgentError::Program { name, source })?;
-        Ok(run.return_value == 1)
+        Ok(run.return_value != 0)
     }
 
     /// Points every program at `pid` and `port`, forgetting all state about the previous target.
@@ -285,7 +286,8 @@ impl Probes {
     /// The oldest unread request on the server port at `now`, if any, with the thread expected
     /// to read it: the socket's last reader, else the target's last reader, else its main thread.
     /// Stamps older than [`SETTLE_AFTER_NS`] are checked against their socket (`settle`), oldest
-    /// first, until one is still unread; the ones read since are cleared on the way.
+    /// first, until one is still unread; the ones read since are cleared on the way, and a copy
+    /// the kernel has changed meanwhile is passed over (the next tick sees the new stamp).
     pub fn oldest_unread(&self, now: u64) -> Result<Option<Unread>> {
         let mut waiting: Vec<(u32, SockSlot)> = self
             .unread
