@@ -198,14 +198,9 @@ impl Probes {
     /// Runs `settle_unread` on slot `index`, whose stamp the agent saw as `stamp`: true when that
     /// stamp no longer stands (the server has read the socket since, and the stamp is cleared, or
     /// the slot changed meanwhile), false when the request is still unread.
-    fn settle(&self, index: u32, stamp: u64) -> Result<bool> {
+    fn settle(&mut self, index: u32, stamp: u64) -> Result<bool> {
         let name = SETTLE_PROGRAM;
-        let program: &RawTracePoint = self
-            .ebpf
-            .program(name)
-            .ok_or(AgentError::MissingFromObject(name))?
-            .try_into()
-            .map_err(|source| AgentError::Program { name, source })?;
+        let program = raw_program(&mut self.ebpf, name)?;
         let mut opts = RawTracePointRunOptions::new();
         opts.args[0] = u64::from(index);
         opts.args[1] = stamp;
@@ -288,7 +283,7 @@ impl Probes {
     /// Stamps older than [`SETTLE_AFTER_NS`] are checked against their socket (`settle`), oldest
     /// first, until one is still unread; the ones read since are cleared on the way, and a copy
     /// the kernel has changed meanwhile is passed over (the next tick sees the new stamp).
-    pub fn oldest_unread(&self, now: u64) -> Result<Option<Unread>> {
+    pub fn oldest_unread(&mut self, now: u64) -> Result<Option<Unread>> {
         let mut waiting: Vec<(u32, SockSlot)> = self
             .unread
             .pending()
