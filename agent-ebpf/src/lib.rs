@@ -7,10 +7,16 @@
 
 /// Largest number of threads of the target process tracked at once.
 pub const MAX_THREADS: u32 = 4096;
-/// Slots of the `UNREAD` array (a power of two): each server-port socket hashes to one slot by
-/// its kernel address. Two sockets sharing a slot can only hide a stall, never invent one.
+/// Slots of the `UNREAD` array (a power of two): each server-port socket hashes to a home slot by
+/// its kernel address and takes the first free one of [`UNREAD_PROBES`] from there. A socket
+/// that finds none is not tracked (counted in [`counter::SOCKETS_UNTRACKED`]): that can only
+/// hide a stall, never invent one.
 pub const UNREAD_SLOT_BITS: u32 = 11;
 pub const UNREAD_SLOTS: u32 = 1 << UNREAD_SLOT_BITS;
+/// Slots looked at from a socket's home slot.
+pub const UNREAD_PROBES: u32 = 4;
+/// Slot indexes one `scan_unread` run takes: a raw tracepoint's test run passes 12 arguments.
+pub const SCAN_BATCH: usize = 12;
 /// `BPF_F_MMAPABLE`: the agent maps `UNREAD` into memory and scans it without a syscall per slot.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Buckets of the log2 histograms (bucket i counts values in [2^i, 2^(i+1)) ns).
@@ -66,7 +72,9 @@ pub mod counter {
     pub const EXITED_THREADS: u32 = 0;
     /// Events dropped because the ring buffer was full.
     pub const EVENTS_DROPPED: u32 = 1;
-    pub const LEN: u32 = 2;
+    /// Server-port sockets that found no free `UNREAD` slot.
+    pub const SOCKETS_UNTRACKED: u32 = 2;
+    pub const LEN: u32 = 3;
 }
 
 /// One record in the `EVENTS` ring buffer.
@@ -120,12 +128,20 @@ pub struct BtfOffsets {
     pub task_pid: u32,
     /// `struct sock_common.skc_num` (the local port, host order).
     pub sock_num: u32,
+    /// `struct sock_common.skc_dport` (the peer's port, network order).
+    pub sock_dport: u32,
     /// `struct sock_common.skc_state` (a u8: TCP_ESTABLISHED, TCP_LISTEN, ...).
     pub sock_state: u32,
     /// `struct sock.sk_protocol` (a u16: IPPROTO_TCP, ...).
     pub sock_protocol: u32,
     /// `struct tcp_sock.copied_seq` (a u32: the sequence number the reader has reached).
     pub tcp_copied_seq: u32,
+    /// `struct tcp_sock.rcv_nxt` (a u32: the sequence number the kernel expects next). Bytes
+    /// wait unread while it differs from `copied_seq`.
+    pub tcp_rcv_nxt: u32,
+    /// `struct inet_connection_sock.icsk_ack.lrcvtime` (a u32: jiffies when data last arrived).
+    pub tcp_lrcvtime: u32,
+    pub _pad: u32,
 }
 
 /// Runtime configuration, in the single slot of the `CONFIG` array map. Userspace rewrites it to
@@ -141,10 +157,13 @@ pub struct Config {
     pub port: u32,
     pub btf: BtfOffsets,
     pub tp: TpOffsets,
-    /// 1 to count every read's unread age in `UNREAD_HIST` (for `vigil watch`'s summary); the
-    /// daemon leaves it 0, because that costs a clock read and a map update per request.
+    /// 1 to count every read's unread age in `UNREAD_HIST` (for `vigil watch`'s summary, which
+    /// also attaches the programs on every arrival and read that this takes); the daemon leaves
+    /// it 0.
     pub unread_histogram: u32,
-    pub _pad: u32,
+    /// Length of one jiffy in ns (`clock_getres(CLOCK_MONOTONIC_COARSE)`): `lrcvtime` counts
+    /// jiffies.
+    pub jiffy_ns: u32,
 }
 
 /// Per-thread scheduler state, in the `THREADS` hash map keyed by thread id.
@@ -163,42 +182,43 @@ pub struct ThreadState {
     pub flags: u32,
 }
 
-/// One slot of the `UNREAD` array: a socket, whether it is a server-port socket, when its oldest
-/// unread request bytes arrived (0 when none wait), how far the server had read it then, and the
-/// thread seen reading it.
+/// One slot of the `UNREAD` array: a server-port socket, when its oldest unread request bytes
+/// arrived (0 when none wait), how far the server had read it then, and the thread seen reading
+/// it.
 ///
-/// No program runs on every read: a stamp stays after the server reads the bytes, and the
-/// agent's `settle_unread` run clears the stamps whose socket was read since (`copied_seq` moved).
+/// No program runs on every arrival or read. A socket takes its slot when the server accepts it
+/// (or, for one accepted before the agent looked, when the read probe sees the server read it),
+/// and the agent's `scan_unread` runs look at each socket's sequence numbers every tick: bytes
+/// wait unread while `rcv_nxt` differs from `copied_seq`.
 ///
-/// A slot fills a whole cache line: the kernel writes a socket's slot on every request, and
-/// sockets sharing a line would add one more line bouncing between CPUs to each.
+/// A slot fills a whole cache line, so the kernel updating one socket's slot never moves the
+/// line of another's between CPUs.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockSlot {
     /// Kernel address of the socket, 0 for a free slot.
     pub sk: u64,
-    /// `bpf_ktime_get_ns()` when the oldest unread bytes arrived, or 0.
+    /// When the oldest unread bytes arrived, as closely as the scan can tell (never earlier than
+    /// they did), or 0.
     pub first_unread_ns: u64,
+    /// When the last scan looked at this slot (or the socket took it): bytes a scan finds unread
+    /// for the first time arrived after it.
+    pub scanned_ns: u64,
+    /// `vigil watch` only: when bytes arrived that the server has not read yet, or 0.
+    pub arrived_ns: u64,
     /// The thread seen reading this socket (while the read probe was attached), or 0.
     pub reader_tid: u32,
-    /// [`SLOT_SERVER`] or [`SLOT_OTHER`].
-    pub owner: u32,
     /// The socket's `tcp_sock.copied_seq` (how far the server had read) when `first_unread_ns`
     /// was set: while it has not moved, the server has read nothing since.
     pub copied_seq: u32,
+    /// The client's port (host order), so a stall can say whose request waits.
+    pub peer_port: u32,
     pub _pad32: u32,
-    pub _pad: [u64; 4],
+    pub _pad: [u64; 2],
 }
 
-/// [`SockSlot::owner`] of a server-port socket (one the server accepted).
-pub const SLOT_SERVER: u32 = 1;
-/// [`SockSlot::owner`] of any other TCP socket: remembered so its next bytes skip the kernel
-/// reads that told it apart. `tcp_destroy_sock` frees the slot, so a later socket at the same
-/// address is looked at afresh.
-pub const SLOT_OTHER: u32 = 2;
-
-/// The `UNREAD` slot of the socket at kernel address `sk` (Fibonacci hashing: socket addresses
-/// share their low bits, so the high bits of the product pick the slot).
+/// The home `UNREAD` slot of the socket at kernel address `sk` (Fibonacci hashing: socket
+/// addresses share their low bits, so the high bits of the product pick the slot).
 #[inline(always)]
 pub fn unread_slot(sk: u64) -> u32 {
     (sk.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - UNREAD_SLOT_BITS)) as u32
@@ -207,10 +227,10 @@ pub fn unread_slot(sk: u64) -> u32 {
 // Padding-free: each size is the plain sum of its fields.
 const _: () = assert!(core::mem::size_of::<Event>() == 8 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<TpOffsets>() == 12 * 4);
-const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 6 * 4);
-const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 6 * 4 + 12 * 4 + 2 * 4);
+const _: () = assert!(core::mem::size_of::<BtfOffsets>() == 10 * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 10 * 4 + 12 * 4 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 3 * 8 + 2 * 4);
-const _: () = assert!(core::mem::size_of::<SockSlot>() == 2 * 8 + 4 * 4 + 4 * 8);
+const _: () = assert!(core::mem::size_of::<SockSlot>() == 4 * 8 + 4 * 4 + 2 * 8);
 const _: () = assert!(core::mem::size_of::<SockSlot>() == 64);
 
 #[cfg(feature = "user")]

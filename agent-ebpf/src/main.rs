@@ -6,12 +6,13 @@
 //! send discrete events through the `EVENTS` ring buffer. Stalls are the absence of events, so the
 //! agent's classifier reads `UNREAD` and `THREADS` against the clock; nothing here waits.
 //!
-//! The hot paths (every context switch, wakeup and received segment on the host) are raw
-//! tracepoints: they get the kernel's own pointers with no record built for them, and the kernel
-//! never skips them for another BPF program running on the CPU. Socket reads are as frequent, so
-//! their program (`sock_recv_length`) is attached only now and then, and `settle_unread`, which
-//! the agent runs on demand, tells which stamped sockets were read since. Rare events use classic
-//! tracepoints, whose ready-made records are simpler to read.
+//! The hot paths (every context switch and wakeup on the host) are raw tracepoints: they get the
+//! kernel's own pointers with no record built for them, and the kernel never skips them for
+//! another BPF program running on the CPU. No program runs on every received segment: server
+//! sockets take a slot when accepted, and `scan_unread`, which the agent runs every tick, reads
+//! their sequence numbers to tell which have bytes waiting. Socket reads are as frequent as
+//! segments, so their program (`sock_recv_length`) is attached only now and then. Rare events use
+//! classic tracepoints, whose ready-made records are simpler to read.
 //!
 //! Rust eBPF has no CO-RE relocations: tracepoint field offsets and kernel struct offsets come
 //! from userspace (tracefs formats and BTF) in `CONFIG`.
@@ -20,15 +21,16 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_jiffies64, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, TracePointContext},
 };
 use vigil_agent_ebpf::{
-    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SLOT_OTHER,
-    SLOT_SERVER, SockSlot, ThreadState, UNREAD_SLOTS, counter, kind, thread_flags, thread_state,
+    BPF_F_MMAPABLE, Config, Event, HIST_BUCKETS, MAX_THREADS, RINGBUF_BYTES, SCAN_BATCH, SockSlot,
+    ThreadState, UNREAD_PROBES, UNREAD_SLOTS, counter, kind, thread_flags, thread_state,
     unread_slot,
 };
 
@@ -52,6 +54,7 @@ static UNREAD_HIST: PerCpuArray<u64> = PerCpuArray::with_max_entries(HIST_BUCKET
 const BPF_NOEXIST: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const IPPROTO_TCP: u16 = 6;
+const TCP_ESTABLISHED: i32 = 1;
 const TCP_CLOSE: i32 = 7;
 const TCP_LISTEN: i32 = 10;
 // prev_state as the raw sched_switch tracepoint passes it: the task's own __state bits.
@@ -302,126 +305,64 @@ fn bpf_now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Request bytes (or a FIN) were queued on a socket: `sk_data_ready(const struct sock *sk)`,
-/// where the kernel wakes the socket's readers, in softirq context (so the socket, not `current`,
-/// tells whose they are). Pure ACKs never get here. This runs for every socket on the host that
-/// receives data, so a socket already in its slot costs one compare; only a new one pays for the
-/// kernel reads that tell a server-port socket from any other.
-#[raw_tracepoint(tracepoint = "sk_data_ready")]
-pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
-    let Some(cfg) = config() else { return 0 };
-    let sk = ctx.arg::<u64>(0);
-    let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) else {
-        return 0;
-    };
-    // SAFETY: a live slot of an array map. A racing writer is another CPU handling a socket of
-    // the same slot; the worst a torn update does is hide one request's age.
-    let slot = unsafe { &mut *slot };
-    if slot.sk == sk {
-        if slot.owner == SLOT_SERVER {
-            stamp(slot, sk, cfg);
-        }
-        return 0;
-    }
-    if slot.first_unread_ns != 0 {
-        return 0; // another socket's bytes wait in this slot: keep their age
-    }
-    match sock_owner(sk, cfg) {
-        Some(SLOT_SERVER) => {
-            slot.sk = sk;
-            slot.owner = SLOT_SERVER;
-            slot.reader_tid = 0;
-            stamp(slot, sk, cfg);
-        }
-        // A server-port socket keeps its slot (and its reader) against other sockets.
-        Some(SLOT_OTHER) if slot.owner != SLOT_SERVER => {
-            slot.sk = sk;
-            slot.owner = SLOT_OTHER;
-            slot.reader_tid = 0;
-        }
-        _ => {}
-    }
-    0
-}
-
-/// New request bytes on a server socket start its unread age, unless older bytes still wait:
-/// a stamp whose `copied_seq` has not moved means the server has read nothing since.
+/// The slot of the socket at kernel address `sk`, if it has one.
 #[inline(always)]
-fn stamp(slot: &mut SockSlot, sk: u64, cfg: &Config) {
-    let copied = read_kernel::<u32>(sk, cfg.btf.tcp_copied_seq);
-    if slot.first_unread_ns != 0 && copied == Some(slot.copied_seq) {
-        return;
+fn find_slot(sk: u64) -> Option<&'static mut SockSlot> {
+    let home = unread_slot(sk);
+    for i in 0..UNREAD_PROBES {
+        let slot = UNREAD.get_ptr_mut((home + i) & (UNREAD_SLOTS - 1))?;
+        // SAFETY: a live slot of an array map. A racing writer is another CPU handling a socket
+        // of the same slots; the worst a torn update does is hide one request's age.
+        let slot = unsafe { &mut *slot };
+        if slot.sk == sk {
+            return Some(slot);
+        }
     }
-    // An unreadable copied_seq (never seen on a live socket) restamps: that can hide an age,
-    // never make one up.
-    slot.copied_seq = copied.unwrap_or(0);
-    slot.first_unread_ns = bpf_now();
+    None
 }
 
-/// Whether a stamp the agent saw still stands: `arg 0` is the slot, `arg 1` the stamp the agent
-/// saw there. Returns 0 when it does (the server has read nothing of that socket since), and 1
-/// when it does not: the slot was renewed or emptied meanwhile, or the server has read the
-/// socket since, in which case the stamp is cleared. Never attached: the agent runs it
-/// (`BPF_PROG_TEST_RUN`) before it trusts an old stamp, so no program has to run on every read
-/// on the host.
-#[raw_tracepoint]
-pub fn settle_unread(ctx: RawTracePointContext) -> i32 {
-    let Some(cfg) = config() else { return 1 };
-    let stamp = ctx.arg::<u64>(1);
-    let Some(slot) = UNREAD.get_ptr_mut(ctx.arg::<u64>(0) as u32) else {
-        return 1;
-    };
-    // SAFETY: a live slot of an array map (see sk_data_ready).
-    let slot = unsafe { &mut *slot };
-    if stamp == 0 || slot.first_unread_ns != stamp || slot.owner != SLOT_SERVER {
-        return 1; // renewed or emptied since the agent looked: its copy is stale
-    }
-    // A socket freed meanwhile reads as garbage or fails: either way its stamp goes, and
-    // tcp_destroy_sock has emptied the slot already.
-    let read_since = read_kernel::<u32>(slot.sk, cfg.btf.tcp_copied_seq)
-        .is_none_or(|copied| copied != slot.copied_seq);
-    if !read_since {
-        return 0;
-    }
-    // Re-checked so a stamp an arrival just renewed stays; what is left is a window of a few
-    // instructions, and a lost stamp only hides one request's age.
-    if slot.first_unread_ns == stamp {
-        slot.first_unread_ns = 0;
-    }
-    1
-}
-
-/// What a socket seen for the first time is: [`SLOT_SERVER`] for a TCP socket on the server port
-/// that is not the listener, [`SLOT_OTHER`] for any other TCP socket, None for the rest. Only TCP
-/// sockets are remembered, because only they are sure to pass `tcp_destroy_sock`, which frees
-/// their slot before the address can be reused.
+/// Gives the server-port socket `sk` a slot (its own if it has one already), or counts it as
+/// untracked when all its slots are taken. Two CPUs taking the same free slot at once is
+/// possible: one socket then goes untracked until the read probe sees it again.
 #[inline(always)]
-fn sock_owner(sk: u64, cfg: &Config) -> Option<u32> {
-    if read_kernel::<u16>(sk, cfg.btf.sock_protocol)? != IPPROTO_TCP {
-        return None;
+fn claim_slot(sk: u64, cfg: &Config) -> Option<&'static mut SockSlot> {
+    if let Some(slot) = find_slot(sk) {
+        return Some(slot);
     }
-    if read_kernel::<u16>(sk, cfg.btf.sock_num).map(u32::from)? != cfg.port {
-        return Some(SLOT_OTHER);
+    let home = unread_slot(sk);
+    for i in 0..UNREAD_PROBES {
+        let slot = UNREAD.get_ptr_mut((home + i) & (UNREAD_SLOTS - 1))?;
+        // SAFETY: as in find_slot.
+        let slot = unsafe { &mut *slot };
+        if slot.sk == 0 {
+            let peer = read_kernel::<u16>(sk, cfg.btf.sock_dport).unwrap_or(0);
+            *slot = SockSlot {
+                sk,
+                scanned_ns: bpf_now(),
+                peer_port: u32::from(u16::from_be(peer)),
+                ..SockSlot::default()
+            };
+            return Some(slot);
+        }
     }
-    // The listener turns readable when a connection waits to be accepted: not a request.
-    match read_kernel::<u8>(sk, cfg.btf.sock_state).map(i32::from)? {
-        TCP_LISTEN => None,
-        _ => Some(SLOT_SERVER),
-    }
+    bump(counter::SOCKETS_UNTRACKED);
+    None
+}
+
+/// Whether `sk` is a TCP socket on the server port that the server reads from: not the
+/// listener, which turns readable when a connection waits to be accepted.
+#[inline(always)]
+fn is_server_socket(sk: u64, cfg: &Config) -> bool {
+    read_kernel::<u16>(sk, cfg.btf.sock_protocol) == Some(IPPROTO_TCP)
+        && read_kernel::<u16>(sk, cfg.btf.sock_num).map(u32::from) == Some(cfg.port)
+        && read_kernel::<u8>(sk, cfg.btf.sock_state).map(i32::from) != Some(TCP_LISTEN)
 }
 
 /// Forgets a socket that is closing: it has nothing left to read.
 #[inline(always)]
 fn forget_socket(sk: u64) {
-    if let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) {
-        // SAFETY: a live slot of an array map.
-        let slot = unsafe { &mut *slot };
-        if slot.sk == sk {
-            slot.first_unread_ns = 0;
-            slot.sk = 0;
-            slot.owner = 0;
-            slot.reader_tid = 0;
-        }
+    if let Some(slot) = find_slot(sk) {
+        *slot = SockSlot::default();
     }
 }
 
@@ -435,10 +376,106 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// The server read from a socket, so its unread bytes are consumed: `sock_recv_length(struct
-/// sock *sk, int ret, int flags)`. Every read on the host lands here, so the daemon attaches it
-/// only in short windows, to learn which thread reads which socket; `vigil watch` keeps it on
-/// for its per-request unread ages.
+/// Looks at the slots the agent names, each as an index + 1 in one argument (0: none), and
+/// brings their stamps up to date: a socket with bytes waiting keeps its stamp while the server
+/// has read nothing since it was set, and gets a new one otherwise; a socket with nothing waiting
+/// loses its stamp. Never attached: the agent runs it (`BPF_PROG_TEST_RUN`) every tick, so no
+/// program has to run on every arrival or read on the host.
+#[raw_tracepoint]
+pub fn scan_unread(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let now = bpf_now();
+    // SAFETY: a helper with no arguments.
+    let jiffies = unsafe { bpf_jiffies64() } as u32;
+    // One call per argument: ctx offsets must be constants to the verifier.
+    scan_slot(ctx.arg::<u64>(0), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(1), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(2), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(3), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(4), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(5), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(6), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(7), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(8), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(9), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(10), cfg, now, jiffies);
+    scan_slot(ctx.arg::<u64>(11), cfg, now, jiffies);
+    0
+}
+
+const _: () = assert!(SCAN_BATCH == 12);
+
+#[inline(always)]
+fn scan_slot(arg: u64, cfg: &Config, now: u64, jiffies: u32) {
+    let Some(index) = arg.checked_sub(1) else {
+        return;
+    };
+    let Some(slot) = UNREAD.get_ptr_mut(index as u32) else {
+        return;
+    };
+    // SAFETY: a live slot of an array map (see find_slot).
+    let slot = unsafe { &mut *slot };
+    let sk = slot.sk;
+    if sk == 0 {
+        return;
+    }
+    let since = slot.scanned_ns;
+    slot.scanned_ns = now;
+    // A socket freed meanwhile reads as garbage or fails: tcp_destroy_sock has emptied its slot
+    // already, and at worst one stamp is wrong until the next scan.
+    let (Some(copied), Some(next)) = (
+        read_kernel::<u32>(sk, cfg.btf.tcp_copied_seq),
+        read_kernel::<u32>(sk, cfg.btf.tcp_rcv_nxt),
+    ) else {
+        slot.first_unread_ns = 0;
+        return;
+    };
+    if copied == next {
+        slot.first_unread_ns = 0; // everything that arrived was read
+        return;
+    }
+    if slot.first_unread_ns != 0 && slot.copied_seq == copied {
+        return; // nothing read since the stamp: it stands
+    }
+    // New bytes wait. They arrived after the last scan that saw this socket read up, and no
+    // earlier than the last data did (lrcvtime, a jiffy late to round up, not down): the later
+    // of the two never makes a request older than it is. A waiting FIN leaves lrcvtime at the
+    // last data, so the scan bound is the one that holds for it.
+    let last_data = read_kernel::<u32>(sk, cfg.btf.tcp_lrcvtime)
+        .map(|at| {
+            let ago = u64::from(jiffies.wrapping_sub(at).saturating_sub(1));
+            now.saturating_sub(ago * u64::from(cfg.jiffy_ns))
+        })
+        .unwrap_or(now);
+    slot.copied_seq = copied;
+    slot.first_unread_ns = last_data.max(since).min(now);
+}
+
+/// Bytes (or a FIN) were queued on a socket: `sk_data_ready(const struct sock *sk)`, in softirq
+/// context. `vigil watch` alone attaches this, to time each request from arrival to read for its
+/// summary; the daemon's stall detection needs no program here.
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
+    let Some(cfg) = config() else { return 0 };
+    let sk = ctx.arg::<u64>(0);
+    let slot = match find_slot(sk) {
+        Some(slot) => slot,
+        None if is_server_socket(sk, cfg) => match claim_slot(sk, cfg) {
+            Some(slot) => slot,
+            None => return 0,
+        },
+        None => return 0,
+    };
+    if slot.arrived_ns == 0 {
+        slot.arrived_ns = bpf_now();
+    }
+    0
+}
+
+/// The server read from a socket: `sock_recv_length(struct sock *sk, int ret, int flags)`. Every
+/// read on the host lands here, so the daemon attaches it only in short windows, to learn which
+/// thread reads which socket and to give a slot to server sockets accepted before it looked;
+/// `vigil watch` keeps it on for its per-request unread ages.
 #[raw_tracepoint(tracepoint = "sock_recv_length")]
 pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
@@ -446,26 +483,26 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     if (ctx.arg::<u64>(1) as i32) < 0 {
         return 0;
     }
-    // The socket's slot turns away all but the server's sockets before anything else is asked.
-    let sk = ctx.arg::<u64>(0);
-    let Some(slot) = UNREAD.get_ptr_mut(unread_slot(sk)) else {
-        return 0;
-    };
-    // SAFETY: a live slot of an array map (see sk_data_ready).
-    let slot = unsafe { &mut *slot };
-    if slot.sk != sk || slot.owner != SLOT_SERVER {
-        return 0; // not a server-port socket with a slot: the server's own links, a pipe, ...
-    }
-    let first = slot.first_unread_ns;
-    if first != 0 {
-        slot.first_unread_ns = 0;
-        if cfg.unread_histogram != 0 {
-            hist_add(&UNREAD_HIST, bpf_now().saturating_sub(first));
-        }
-    }
     let (tgid, tid) = current();
     if tgid != cfg.tgid {
-        return 0;
+        return 0; // most reads on the host are other processes'
+    }
+    let sk = ctx.arg::<u64>(0);
+    let slot = match find_slot(sk) {
+        Some(slot) => slot,
+        // The server's own links, a pipe, ... are not server-port sockets.
+        None if is_server_socket(sk, cfg) => match claim_slot(sk, cfg) {
+            Some(slot) => slot,
+            None => return 0,
+        },
+        None => return 0,
+    };
+    let arrived = slot.arrived_ns;
+    if arrived != 0 {
+        slot.arrived_ns = 0;
+        if cfg.unread_histogram != 0 {
+            hist_add(&UNREAD_HIST, bpf_now().saturating_sub(arrived));
+        }
     }
     if slot.reader_tid != tid {
         slot.reader_tid = tid;
@@ -497,7 +534,12 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let old = read::<i32>(&ctx, cfg.tp.state_oldstate).unwrap_or(0);
     let new = read::<i32>(&ctx, cfg.tp.state_newstate).unwrap_or(0);
     let now = bpf_now();
-    if new == TCP_CLOSE {
+    if new == TCP_ESTABLISHED {
+        // The server accepted a connection: from now on each scan looks at it.
+        if let Some(sk) = read::<u64>(&ctx, cfg.tp.state_skaddr) {
+            let _ = claim_slot(sk, cfg);
+        }
+    } else if new == TCP_CLOSE {
         // A closed socket has nothing left to read: forget it.
         if let Some(sk) = read::<u64>(&ctx, cfg.tp.state_skaddr) {
             forget_socket(sk);

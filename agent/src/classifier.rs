@@ -16,6 +16,8 @@ pub struct Unread {
     pub first_ns: u64,
     /// The thread expected to read it.
     pub owner_tid: u32,
+    /// The port of the client that sent it (0: not known).
+    pub peer_port: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,6 +295,7 @@ mod tests {
         Some(Unread {
             first_ns,
             owner_tid: 7,
+            peer_port: 40_000,
         })
     }
 

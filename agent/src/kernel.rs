@@ -23,8 +23,9 @@ const OWNER_SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// Without `every_read`, the read probe is attached for this long...
 const READ_WINDOW: Duration = Duration::from_secs(1);
-/// ...once in this long: enough to learn which thread reads which socket (that seldom changes),
-/// at a tenth of the probe's cost on every read on the host.
+/// ...once in this long: enough to learn which thread reads which socket (that seldom changes)
+/// and to find server sockets accepted before the agent looked, at a tenth of the probe's cost
+/// on every read on the host.
 const READ_WINDOW_EVERY: Duration = Duration::from_secs(10);
 
 /// What the kernel half is told at start.
@@ -34,10 +35,11 @@ pub struct KernelOptions {
     pub stall: Duration,
     /// Run-queue waits this long are reported one by one.
     pub runq_threshold: Duration,
-    /// Keep the read probe attached: it sees every read, so [`KernelWatcher::summary`] gets every
-    /// request's unread age. It costs a program run on every socket read on the host, so only
-    /// `vigil watch` asks for it; otherwise the probe is attached in short windows, to learn
-    /// which thread reads which socket.
+    /// Keep the read probe attached, and a program on every data arrival too: together they
+    /// time every request from arrival to read for [`KernelWatcher::summary`]. That costs a
+    /// program run on every socket read and every segment with data on the host, so only `vigil
+    /// watch` asks for it; otherwise the read probe is attached in short windows, to learn which
+    /// thread reads which socket, and nothing runs on arrivals.
     pub every_read: bool,
 }
 
@@ -417,16 +419,17 @@ impl KernelWatcher {
         if !self.alive {
             return;
         }
-        let now = monotonic_ns();
-        let oldest = match self.probes.oldest_unread(now) {
+        let oldest = match self.probes.oldest_unread() {
             Ok(oldest) => oldest,
             Err(e) => {
-                // Without the settle run an old stamp may be a request long read: no verdict
-                // beats a made-up stall.
+                // Without the scan an old stamp may be a request long read: no verdict beats a
+                // made-up stall.
                 tracing::warn!(error = %e, "could not check the unread requests; skipping this tick");
                 return;
             }
         };
+        // After the scan: its stamps are never later than this.
+        let now = monotonic_ns();
         let owner = oldest.and_then(|u| self.probes.thread(u.owner_tid));
         // Which syscall an asleep owner is in matters only once its request is overdue, and
         // procfs answers it then; a futex probe would tax every syscall on the host instead.
@@ -459,6 +462,9 @@ impl KernelWatcher {
         line.age_ms = Some(age_ns / 1_000_000);
         line.age_us = Some(age_ns / 1_000);
         line.port = Some(self.port);
+        if !matches!(decision, Decision::Cleared { .. }) {
+            line.peer_port = oldest.map(|u| u.peer_port).filter(|&p| p != 0);
+        }
         self.emit(line);
     }
 
@@ -551,6 +557,7 @@ impl KernelWatcher {
             "stalls": self.stall_ages_us.len(),
             "stall_max_us": self.stall_ages_us.max(),
             "events_dropped": self.probes.dropped_events(),
+            "sockets_untracked": self.probes.untracked_sockets(),
         })
     }
 }

@@ -90,8 +90,9 @@ struct WatchArgs {
     /// How often, in microseconds, the stall classifier looks at the clock.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     tick_us: u64,
-    /// Watch reads as `run` does: the read probe attached one second in ten, not always. Cheaper
-    /// on a busy host; the summary then has no per-request unread ages.
+    /// Watch sockets as `run` does: no program on data arrivals, and the read probe attached one
+    /// second in ten, not always. Cheaper on a busy host; the summary then has no per-request
+    /// unread ages.
     #[arg(long)]
     sampled_reads: bool,
     /// Host the server answers on, for the agent's own PINGs and health questions.

@@ -14,7 +14,7 @@ use aya::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 use vigil_agent_ebpf::{
-    Config, Event, HIST_BUCKETS, SLOT_SERVER, SockSlot, ThreadState, counter, thread_state,
+    Config, Event, HIST_BUCKETS, SCAN_BATCH, ThreadState, counter, thread_state,
 };
 
 use crate::{
@@ -31,21 +31,20 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vi
 const RAW_PROGRAMS: &[(&str, &str)] = &[
     ("sched_switch", "sched_switch"),
     ("sched_wakeup", "sched_wakeup"),
-    ("sk_data_ready", "sk_data_ready"),
     ("tcp_destroy_sock", "tcp_destroy_sock"),
 ];
+
+/// Runs on every segment with data on the host: attached only by `vigil watch` (`every_read`),
+/// to time each request from arrival to read.
+const ARRIVAL_PROGRAM: (&str, &str) = ("sk_data_ready", "sk_data_ready");
 
 /// The read probe: it runs on every socket read on the host, so it is attached only while the
 /// agent wants to learn which thread reads which socket (see [`Probes::set_read_probe`]).
 const READ_PROGRAM: (&str, &str) = ("sock_recv_length", "sock_recv_length");
 
-/// Never attached: run on demand to clear the stamp of a socket read since (see
+/// Never attached: run every tick to bring the sockets' unread stamps up to date (see
 /// [`Probes::oldest_unread`]).
-const SETTLE_PROGRAM: &str = "settle_unread";
-
-/// A stamp older than this is checked against its socket before it counts as unread: younger
-/// ones cannot be near any stall threshold yet, and most are renewed by the next request anyway.
-const SETTLE_AFTER_NS: u64 = 1_000_000;
+const SCAN_PROGRAM: &str = "scan_unread";
 
 /// Classic tracepoints for the rare events: (program, tracepoint category, tracepoint name).
 const PROGRAMS: &[(&str, &str, &str)] = &[
@@ -57,6 +56,20 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
 ];
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so kernel and agent times compare.
+/// The length of one jiffy, the unit of the kernel's TCP receive timestamps: the resolution of
+/// the coarse clock, which ticks with jiffies.
+fn jiffy_ns() -> Result<u32> {
+    let res = nix::time::clock_getres(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map_err(|e| AgentError::io("reading the coarse clock's resolution", e.into()))?;
+    let ns = res.tv_sec() as u64 * 1_000_000_000 + res.tv_nsec() as u64;
+    u32::try_from(ns).ok().filter(|&ns| ns > 0).ok_or_else(|| {
+        AgentError::io(
+            "reading the coarse clock's resolution",
+            std::io::Error::other(format!("a jiffy of {ns} ns")),
+        )
+    })
+}
+
 pub fn monotonic_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
         Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
@@ -120,7 +133,7 @@ impl Probes {
             btf: offsets,
             tp: tracefs::tracepoint_offsets()?,
             unread_histogram: u32::from(every_read),
-            _pad: 0,
+            jiffy_ns: jiffy_ns()?,
         };
         // No kernel BTF for aya: the programs have no CO-RE relocations (offsets come through
         // CONFIG), and parsing vmlinux BTF a second time would double the agent's peak memory.
@@ -140,7 +153,7 @@ impl Probes {
             program.load().map_err(err)?;
             program.attach(category, tracepoint).map_err(err)?;
         }
-        for name in [READ_PROGRAM.0, SETTLE_PROGRAM] {
+        for name in [ARRIVAL_PROGRAM.0, READ_PROGRAM.0, SCAN_PROGRAM] {
             raw_program(&mut ebpf, name)?
                 .load()
                 .map_err(|source| AgentError::Program { name, source })?;
@@ -171,9 +184,13 @@ impl Probes {
         };
         if every_read {
             probes.set_read_probe(true)?;
+            let (name, tracepoint) = ARRIVAL_PROGRAM;
+            raw_program(&mut probes.ebpf, name)?
+                .attach(tracepoint)
+                .map_err(|source| AgentError::Program { name, source })?;
         }
-        // Stall detection needs the settle run: a kernel that refuses it fails here, at start.
-        probes.settle(0, 0)?;
+        // Stall detection needs the scan run: a kernel that refuses it fails here, at start.
+        probes.scan(&[0; SCAN_BATCH])?;
         Ok(probes)
     }
 
@@ -195,19 +212,16 @@ impl Probes {
         self.read_link.is_some()
     }
 
-    /// Runs `settle_unread` on slot `index`, whose stamp the agent saw as `stamp`: true when that
-    /// stamp no longer stands (the server has read the socket since, and the stamp is cleared, or
-    /// the slot changed meanwhile), false when the request is still unread.
-    fn settle(&mut self, index: u32, stamp: u64) -> Result<bool> {
-        let name = SETTLE_PROGRAM;
+    /// Runs `scan_unread` on up to [`SCAN_BATCH`] slots, each given as its index + 1 (0: none).
+    fn scan(&mut self, slots: &[u64; SCAN_BATCH]) -> Result<()> {
+        let name = SCAN_PROGRAM;
         let program = raw_program(&mut self.ebpf, name)?;
         let mut opts = RawTracePointRunOptions::new();
-        opts.args[0] = u64::from(index);
-        opts.args[1] = stamp;
-        let run = program
+        opts.args = *slots;
+        program
             .test_run(opts)
             .map_err(|source| AgentError::Program { name, source })?;
-        Ok(run.return_value != 0)
+        Ok(())
     }
 
     /// Points every program at `pid` and `port`, forgetting all state about the previous target.
@@ -278,33 +292,32 @@ impl Probes {
         Ok(())
     }
 
-    /// The oldest unread request on the server port at `now`, if any, with the thread expected
-    /// to read it: the socket's last reader, else the target's last reader, else its main thread.
-    /// Stamps older than [`SETTLE_AFTER_NS`] are checked against their socket (`settle`), oldest
-    /// first, until one is still unread; the ones read since are cleared on the way, and a copy
-    /// the kernel has changed meanwhile is passed over (the next tick sees the new stamp).
-    pub fn oldest_unread(&mut self, now: u64) -> Result<Option<Unread>> {
-        let mut waiting: Vec<(u32, SockSlot)> = self
+    /// The oldest unread request on the server port, if any, with the thread expected to read
+    /// it: the socket's last reader, else the target's last reader, else its main thread. Scans
+    /// every tracked socket first, one `scan_unread` run per [`SCAN_BATCH`] sockets.
+    pub fn oldest_unread(&mut self) -> Result<Option<Unread>> {
+        let tracked: Vec<u64> = self.unread.tracked().map(|i| u64::from(i) + 1).collect();
+        for chunk in tracked.chunks(SCAN_BATCH) {
+            let mut slots = [0; SCAN_BATCH];
+            slots[..chunk.len()].copy_from_slice(chunk);
+            self.scan(&slots)?;
+        }
+        let Some(oldest) = self
             .unread
             .pending()
-            .filter(|(_, s)| s.owner == SLOT_SERVER && s.first_unread_ns != 0)
-            .collect();
-        waiting.sort_unstable_by_key(|(_, s)| s.first_unread_ns);
-        for (index, slot) in waiting {
-            let old = now.saturating_sub(slot.first_unread_ns) >= SETTLE_AFTER_NS;
-            if old && self.settle(index, slot.first_unread_ns)? {
-                continue;
-            }
-            let owner_tid = Some(slot.reader_tid)
-                .filter(|&t| t != 0)
-                .or_else(|| self.last_reader.get(&0, 0).ok().filter(|&t| t != 0))
-                .unwrap_or(self.config.tgid);
-            return Ok(Some(Unread {
-                first_ns: slot.first_unread_ns,
-                owner_tid,
-            }));
-        }
-        Ok(None)
+            .min_by_key(|slot| slot.first_unread_ns)
+        else {
+            return Ok(None);
+        };
+        let owner_tid = Some(oldest.reader_tid)
+            .filter(|&t| t != 0)
+            .or_else(|| self.last_reader.get(&0, 0).ok().filter(|&t| t != 0))
+            .unwrap_or(self.config.tgid);
+        Ok(Some(Unread {
+            first_ns: oldest.first_unread_ns,
+            owner_tid,
+            peer_port: u16::try_from(oldest.peer_port).unwrap_or(0),
+        }))
     }
 
     pub fn thread(&self, tid: u32) -> Option<ThreadState> {
@@ -326,6 +339,11 @@ impl Probes {
     /// Events the kernel could not queue because the ring buffer was full.
     pub fn dropped_events(&self) -> u64 {
         self.counter(counter::EVENTS_DROPPED)
+    }
+
+    /// Server-port sockets seen since the target was set that found no free slot.
+    pub fn untracked_sockets(&self) -> u64 {
+        self.counter(counter::SOCKETS_UNTRACKED)
     }
 
     /// Run-queue waits of the target's threads: bucket i counts waits in [2^i, 2^(i+1)) ns.

@@ -41,19 +41,29 @@ impl UnreadSlots {
         })
     }
 
-    /// The slots with unread bytes now, with their indexes. The kernel writes slots
+    /// Indexes of the slots that hold a socket. Each tick runs this over every slot, so an empty
+    /// slot costs one load.
+    pub fn tracked(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..UNREAD_SLOTS).filter(|&i| {
+            // SAFETY: i < UNREAD_SLOTS, inside the mapping; a u64 field of a Pod slot.
+            unsafe {
+                std::ptr::addr_of!((*self.base.as_ptr().add(i as usize)).sk).read_volatile() != 0
+            }
+        })
+    }
+
+    /// The slots with unread bytes, as the last scan left them. The kernel writes slots
     /// concurrently, so a slot read mid-update may mix two sockets; callers only trust
-    /// `first_unread_ns` and treat the rest as a hint. Each tick runs this over every slot, so an
-    /// empty slot costs one load.
-    pub fn pending(&self) -> impl Iterator<Item = (u32, SockSlot)> + '_ {
+    /// `first_unread_ns` and treat the rest as a hint.
+    pub fn pending(&self) -> impl Iterator<Item = SockSlot> + '_ {
         (0..UNREAD_SLOTS).filter_map(|i| {
-            // SAFETY: i < UNREAD_SLOTS, inside the mapping; SockSlot is Pod, any bytes are valid.
+            // SAFETY: as in `tracked`; SockSlot is Pod, any bytes are valid.
             unsafe {
                 let slot = self.base.as_ptr().add(i as usize);
                 if std::ptr::addr_of!((*slot).first_unread_ns).read_volatile() == 0 {
                     return None;
                 }
-                Some((i, slot.read_volatile()))
+                Some(slot.read_volatile())
             }
         })
     }
@@ -61,7 +71,7 @@ impl UnreadSlots {
     /// Empties every slot (the programs must be quiet, i.e. pointed at no target).
     pub fn clear(&mut self) {
         for i in 0..UNREAD_SLOTS as usize {
-            // SAFETY: as in `snapshot`.
+            // SAFETY: as in `tracked`.
             unsafe {
                 self.base
                     .as_ptr()

@@ -78,9 +78,10 @@ fn stopped_server_with_a_waiting_client_is_a_stopped_stall() -> Result<()> {
     Ok(())
 }
 
-/// As `run` watches: the read probe attached only in short windows, so no program sees the
-/// server read. A request answered long ago must not count as unread (the settle run clears its
-/// stamp), while a request a stopped server cannot read still makes the stall.
+/// As `run` watches: no program on data arrivals, and the read probe attached only in short
+/// windows, so no program sees the server read. A request answered long ago must not count as
+/// unread (the scan sees its socket read up), while a request a stopped server cannot read still
+/// makes the stall.
 #[test]
 fn with_sampled_reads_an_answered_request_is_no_stall_and_a_stopped_server_is() -> Result<()> {
     require_root();
@@ -111,6 +112,58 @@ fn with_sampled_reads_an_answered_request_is_no_stall_and_a_stopped_server_is() 
         "a stall younger than the threshold: {stall}"
     );
     drop(answered);
+    Ok(())
+}
+
+/// A connection the server accepted before the agent started takes no slot when accepted: the
+/// read probe's first window gives it one when the server reads it. Its later request, left
+/// unread by a stopped server, must make the stall.
+#[test]
+fn a_connection_accepted_before_the_agent_started_is_watched_once_read() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let server = RedisServer::start()?;
+    let mut early = TcpStream::connect(("127.0.0.1", server.port))?;
+    let mut ping = || -> Result<()> {
+        early.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        let mut reply = [0u8; 7];
+        early.read_exact(&mut reply)?;
+        assert_eq!(&reply, b"+PONG\r\n");
+        Ok(())
+    };
+    ping()?;
+    // The agent's own PINGs (one at start, then one a minute) open the only other connection,
+    // and leave nothing unread on it.
+    let mut watch = Watch::start(&[
+        "--pid",
+        &server.pid().to_string(),
+        "--sampled-reads",
+        "--ping-interval-ms",
+        "60000",
+    ])?;
+    // The first read window opens as the agent starts and lasts 1 s: a ping every 100 ms for
+    // 1.5 s lands some reads inside it, however late the window opened, and the last ones after.
+    for _ in 0..15 {
+        ping()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    watch.drain_for(Duration::from_millis(1000));
+    server.signal(Signal::SIGSTOP)?;
+    watch.wait_event("stopped")?;
+    early.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let stall = watch.wait_for("a stall", |v| v["source"] == "unread_stall");
+    server.signal(Signal::SIGCONT)?;
+    let stall = stall?;
+    assert_eq!(stall["event"], "stopped", "{stall}");
+    assert_eq!(
+        stall["peer_port"].as_u64(),
+        Some(u64::from(early.local_addr()?.port())),
+        "the oldest unread request is the early connection's: {stall}"
+    );
+    assert!(
+        stall["age_ms"].as_u64() >= Some(100),
+        "a stall younger than the threshold: {stall}"
+    );
     Ok(())
 }
 

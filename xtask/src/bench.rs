@@ -133,7 +133,7 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
 
     let mut server = RedisServer::start()?;
     let port = server.port;
-    // Sampled reads, as the daemon runs: stall decisions then include the settle run.
+    // Sockets watched as the daemon watches them: stall decisions then include the scan.
     let mut watch = Watch::start_from(
         &agent_bin(),
         &[
