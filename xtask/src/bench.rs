@@ -129,11 +129,13 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
     let mut stop_events = histogram()?;
     let mut exit_events = histogram()?;
     let mut decision_lag = histogram()?;
+    let mut request_lag = histogram()?;
     let mut verdict_lag = histogram()?;
 
     let mut server = RedisServer::start()?;
     let port = server.port;
-    // Sockets watched as the daemon watches them: stall decisions then include the scan.
+    // Sockets watched as the daemon watches them, on its tick: stall decisions then include the
+    // scan, and a request's stamp is as late as the daemon's would be.
     let mut watch = Watch::start_from(
         &agent_bin(),
         &[
@@ -142,6 +144,9 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
             "--stall-ms",
             &STALL_MS.to_string(),
             "--sampled-reads",
+            // The daemon's tick at this threshold (a quarter of it).
+            "--tick-us",
+            &(STALL_MS * 1_000 / 4).to_string(),
         ],
     )?;
     next(&mut watch, 0, "a healthy verdict", verdict("HEALTHY"))?;
@@ -167,6 +172,8 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
         next(&mut watch, t, "stopped", kernel_stop)?;
         let mut client = TcpStream::connect(("127.0.0.1", port))?;
         client.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        // On loopback the bytes are queued on the server's socket before write returns.
+        let sent = now_ns()?;
         let stall = next(&mut watch, t, "stall", |v| {
             v["source"] == "unread_stall" && v["event"] != "unread_stall_cleared"
         })?;
@@ -178,6 +185,13 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
         }
         let age_us = stall["age_us"].as_u64().context("no age_us")?;
         decision_lag.record((age_us.saturating_sub(STALL_MS * 1_000) * 1_000).max(1))?;
+        // From the request, not from the agent's stamp: this counts how late the stamp is.
+        let seen = stall["seen_ns"].as_u64().context("no seen_ns")?;
+        request_lag.record(
+            seen.saturating_sub(sent)
+                .saturating_sub(STALL_MS * 1_000_000)
+                .max(1),
+        )?;
         let t = now_ns()?;
         server.signal(Signal::SIGCONT)?;
         next(
@@ -232,12 +246,15 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
     print_row("exit event, kernel -> agent", &exit_events);
     print_row("all events, kernel -> agent", &events);
     print_row("stall decision lag past threshold", &decision_lag);
+    print_row("request sent -> stall, past threshold", &request_lag);
     print_row("stop -> UNHEALTHY past threshold", &verdict_lag);
     println!(
-        "probes: event p50={:.0}us p99={:.0}us, stall decision lag p99={:.0}us, stop->UNHEALTHY {}ms+{:.0}us p99",
+        "probes: event p50={:.0}us p99={:.0}us, stall decision lag p99={:.0}us, request->stall {}ms+{:.0}us p99, stop->UNHEALTHY {}ms+{:.0}us p99",
         us(events.value_at_quantile(0.5)),
         us(events.value_at_quantile(0.99)),
         us(decision_lag.value_at_quantile(0.99)),
+        STALL_MS,
+        us(request_lag.value_at_quantile(0.99)),
         STALL_MS,
         us(verdict_lag.value_at_quantile(0.99))
     );
