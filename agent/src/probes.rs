@@ -55,7 +55,6 @@ const PROGRAMS: &[(&str, &str, &str)] = &[
     ("tcp_retransmit_skb", "tcp", "tcp_retransmit_skb"),
 ];
 
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so kernel and agent times compare.
 /// The length of one jiffy, the unit of the kernel's TCP receive timestamps: the resolution of
 /// the coarse clock, which ticks with jiffies.
 fn jiffy_ns() -> Result<u32> {
@@ -70,6 +69,7 @@ fn jiffy_ns() -> Result<u32> {
     })
 }
 
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so kernel and agent times compare.
 pub fn monotonic_ns() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
         Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
