@@ -358,6 +358,19 @@ fn is_server_socket(sk: u64, cfg: &Config) -> bool {
         && read_kernel::<u8>(sk, cfg.btf.sock_state).map(i32::from) != Some(TCP_LISTEN)
 }
 
+/// The slot of `sk` if it has one, else a new one if it is a server socket; None for the rest
+/// (the server's own links, a pipe, another process's socket, ...) and when the slots are full.
+#[inline(always)]
+fn server_slot(sk: u64, cfg: &Config) -> Option<&'static mut SockSlot> {
+    if let Some(slot) = find_slot(sk) {
+        return Some(slot);
+    }
+    if !is_server_socket(sk, cfg) {
+        return None;
+    }
+    claim_slot(sk, cfg)
+}
+
 /// Forgets a socket that is closing: it has nothing left to read.
 #[inline(always)]
 fn forget_socket(sk: u64) {
@@ -457,14 +470,8 @@ fn scan_slot(arg: u64, cfg: &Config, now: u64, jiffies: u32) {
 #[raw_tracepoint(tracepoint = "sk_data_ready")]
 pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
     let Some(cfg) = config() else { return 0 };
-    let sk = ctx.arg::<u64>(0);
-    let slot = match find_slot(sk) {
-        Some(slot) => slot,
-        None if is_server_socket(sk, cfg) => match claim_slot(sk, cfg) {
-            Some(slot) => slot,
-            None => return 0,
-        },
-        None => return 0,
+    let Some(slot) = server_slot(ctx.arg::<u64>(0), cfg) else {
+        return 0;
     };
     if slot.arrived_ns == 0 {
         slot.arrived_ns = bpf_now();
@@ -487,15 +494,8 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
     if tgid != cfg.tgid {
         return 0; // most reads on the host are other processes'
     }
-    let sk = ctx.arg::<u64>(0);
-    let slot = match find_slot(sk) {
-        Some(slot) => slot,
-        // The server's own links, a pipe, ... are not server-port sockets.
-        None if is_server_socket(sk, cfg) => match claim_slot(sk, cfg) {
-            Some(slot) => slot,
-            None => return 0,
-        },
-        None => return 0,
+    let Some(slot) = server_slot(ctx.arg::<u64>(0), cfg) else {
+        return 0;
     };
     let arrived = slot.arrived_ns;
     if arrived != 0 {
