@@ -256,6 +256,10 @@ impl Daemon {
             peers_version: self.peers.version,
             peers_probed: probed,
             peers_unreachable: unreachable,
+            flavour: self
+                .monitor
+                .flavour
+                .map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
         };
         self.link.verdicts.send_replace(Some(verdict));
         self.metrics.verdicts_sent.inc();

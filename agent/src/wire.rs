@@ -152,6 +152,7 @@ mod tests {
             peers_version: 17,
             peers_probed: 0b11,
             peers_unreachable: 0b01,
+            flavour: v1::Flavour::Dragonfly as i32,
         };
         let size = v.encoded_len();
         assert!(size < 64, "verdict is {size} bytes");

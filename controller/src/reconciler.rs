@@ -903,6 +903,11 @@ impl Reconciler {
         let action = Action::Switchover(v1::Switchover {
             target: target_address,
             timeout_secs: 5,
+            method: if dragonfly {
+                v1::SwitchoverMethod::Repltakeover
+            } else {
+                v1::SwitchoverMethod::FailoverTo
+            } as i32,
         });
         let epoch = self.state.epoch + 1;
         self.state.epoch = epoch;

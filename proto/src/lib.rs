@@ -1,7 +1,18 @@
-//! vigil.v1: the protocol between agents, the controller and the `vigil` CLI, generated from
-//! `proto/vigil/v1/vigil.proto` by tonic and prost, and the verdict reason bits.
+//! What vigil's parts share: the vigil.v1 protocol between agents, the controller and the `vigil`
+//! CLI, and the few types and services every daemon speaks the same way.
+//!
+//! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`.
+//! - [`reason`]: the bits of a verdict's reasons, with their names.
+//! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
+//! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
+//! - [`error`]: this crate's one error type.
+pub mod error;
+pub mod host_port;
 pub mod reason;
+pub mod telemetry;
 
+pub use error::ProtoError;
+pub use host_port::HostPort;
 pub use reason::Reason;
 
 pub mod v1 {
@@ -9,5 +20,6 @@ pub mod v1 {
 }
 
 /// The protocol version agents and controller exchange in Hello and Welcome. Both refuse a peer
-/// with another version, with a message naming both.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// with another version, with a message naming both. Version 2: verdicts carry the server's
+/// flavour, and a switchover names the command the agent runs.
+pub const PROTOCOL_VERSION: u32 = 2;

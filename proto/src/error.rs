@@ -1,0 +1,12 @@
+//! The protocol crate's one error type.
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtoError {
+    #[error("{address:?} is not HOST:PORT: {reason}")]
+    Address {
+        address: String,
+        reason: &'static str,
+    },
+    #[error("{0:?} is not a valid log filter: {1}")]
+    LogFilter(String, String),
+}
