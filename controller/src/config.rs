@@ -1,43 +1,64 @@
 //! `vigil-controller` configuration: flags, environment variables and a TOML file (flags win),
 //! validated with errors that name the field. The file may also list data stores and their
 //! nodes, so they are known before their agents connect.
+//!
+//! The same struct is the clap flag set and the TOML schema, so a setting has one name
+//! everywhere: `--silence-ms`, `VIGIL_SILENCE_MS`, `silence_ms`. Each default is one constant,
+//! shown in `--help` through that constant.
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use vigil_proto::v1;
+use vigil_proto::{DEFAULT_PRIORITY, HostPort, cli::with_default, v1};
 
 use crate::{
     error::{ControllerError, Result},
-    reconciler::Settings,
-    state::valid_name,
+    store::{
+        NodeInfo, Settings,
+        settings::{
+            DEFAULT_GRACE_MS, DEFAULT_LINK_BOUND_MS, DEFAULT_MIN_FAILOVER_INTERVAL_MS,
+            DEFAULT_SILENCE_MS,
+        },
+        state::valid_name,
+    },
 };
+
+/// Where agents and the `vigil` CLI connect (gRPC); loopback until an operator opens it.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7420";
+/// Sentinel's own port, so clients need no other change than the address.
+pub const DEFAULT_SENTINEL_LISTEN: &str = "127.0.0.1:26379";
+/// Prometheus' `/metrics`; "off" turns it off.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9420";
+/// The persisted state: one file per data store.
+pub const DEFAULT_DATA_DIR: &str = "./vigil-data";
+/// Longest duration setting accepted, in ms (an hour).
+const MAX_MS: u64 = 3_600_000;
 
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerSettings {
-    /// Address agents and the vigil CLI connect to (gRPC) [default: 127.0.0.1:7420].
-    #[arg(long, env = "VIGIL_GRPC_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "VIGIL_GRPC_LISTEN", value_name = "ADDR",
+          help = with_default("Address agents and the vigil CLI connect to (gRPC)", DEFAULT_GRPC_LISTEN))]
     pub grpc_listen: Option<String>,
-    /// Address of the Redis-Sentinel-compatible endpoint [default: 127.0.0.1:26379].
-    #[arg(long, env = "VIGIL_SENTINEL_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "VIGIL_SENTINEL_LISTEN", value_name = "ADDR",
+          help = with_default("Address of the Redis-Sentinel-compatible endpoint", DEFAULT_SENTINEL_LISTEN))]
     pub sentinel_listen: Option<String>,
-    /// Address of the Prometheus /metrics endpoint, or "off" [default: 127.0.0.1:9420].
-    #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR",
+          help = with_default("Address of the Prometheus /metrics endpoint, or \"off\"", DEFAULT_METRICS_LISTEN))]
     pub metrics_listen: Option<String>,
-    /// Folder for the persisted state: one file per data store [default: ./vigil-data].
-    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "VIGIL_DATA_DIR", value_name = "DIR",
+          help = with_default("Folder for the persisted state: one file per data store", DEFAULT_DATA_DIR))]
     pub data_dir: Option<PathBuf>,
-    /// An agent not heard from this long is silent, in ms [default: 500].
-    #[arg(long, env = "VIGIL_SILENCE_MS", value_name = "MS")]
+    #[arg(long, env = "VIGIL_SILENCE_MS", value_name = "MS",
+          help = with_default("An agent not heard from this long is silent, in ms", DEFAULT_SILENCE_MS))]
     pub silence_ms: Option<u64>,
-    /// After start-up, agents have this long to reconnect before silence counts, in ms [default: 5000].
-    #[arg(long, env = "VIGIL_GRACE_MS", value_name = "MS")]
+    #[arg(long, env = "VIGIL_GRACE_MS", value_name = "MS",
+          help = with_default("After start-up, agents have this long to reconnect before silence counts, in ms", DEFAULT_GRACE_MS))]
     pub grace_ms: Option<u64>,
-    /// The flap guard: minimum time between automatic failovers of one data store, in ms [default: 30000].
-    #[arg(long, env = "VIGIL_MIN_FAILOVER_INTERVAL_MS", value_name = "MS")]
+    #[arg(long, env = "VIGIL_MIN_FAILOVER_INTERVAL_MS", value_name = "MS",
+          help = with_default("The flap guard: minimum time between automatic failovers of one data store, in ms", DEFAULT_MIN_FAILOVER_INTERVAL_MS))]
     pub min_failover_interval_ms: Option<u64>,
-    /// A replica whose replication link was last up longer ago is never promoted, in ms [default: 10000].
-    #[arg(long, env = "VIGIL_LINK_BOUND_MS", value_name = "MS")]
+    #[arg(long, env = "VIGIL_LINK_BOUND_MS", value_name = "MS",
+          help = with_default("A replica whose replication link was last up longer ago is never promoted, in ms", DEFAULT_LINK_BOUND_MS))]
     pub link_bound_ms: Option<u64>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
@@ -68,7 +89,7 @@ pub struct NodeConfig {
 }
 
 fn default_priority() -> u32 {
-    100
+    DEFAULT_PRIORITY
 }
 
 impl ControllerSettings {
@@ -112,8 +133,8 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     pub settings: Settings,
     pub refuse_unknown: bool,
-    /// Data store name and its nodes as if they had said hello.
-    pub datastores: Vec<(String, Vec<v1::Hello>)>,
+    /// Each configured data store's name and its nodes, known before their agents connect.
+    pub datastores: Vec<(String, Vec<NodeInfo>)>,
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> ControllerError {
@@ -131,10 +152,27 @@ fn addr(field: &str, v: Option<String>, default: &str) -> Result<SocketAddr> {
 
 fn ms(field: &str, v: Option<u64>, default: u64) -> Result<Duration> {
     let v = v.unwrap_or(default);
-    if v == 0 || v > 3_600_000 {
-        return Err(bad(field, format!("{v} ms is outside 1..=3600000 ms")));
+    if v == 0 || v > MAX_MS {
+        return Err(bad(field, format!("{v} ms is outside 1..={MAX_MS} ms")));
     }
     Ok(Duration::from_millis(v))
+}
+
+fn node(field: &str, n: NodeConfig) -> Result<NodeInfo> {
+    if n.id.is_empty() {
+        return Err(bad(format!("{field}.id"), "is required"));
+    }
+    let address: HostPort = n
+        .address
+        .parse()
+        .map_err(|e: vigil_proto::ProtoError| bad(format!("{field}.address"), e.to_string()))?;
+    Ok(NodeInfo {
+        id: n.id,
+        address,
+        zone: n.zone,
+        priority: n.priority,
+        flavour: v1::Flavour::Unspecified,
+    })
 }
 
 impl TryFrom<ControllerSettings> for ControllerConfig {
@@ -142,7 +180,11 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
 
     fn try_from(s: ControllerSettings) -> Result<Self> {
         let metrics_listen =
-            match s.metrics_listen.as_deref().unwrap_or("127.0.0.1:9420") {
+            match s
+                .metrics_listen
+                .as_deref()
+                .unwrap_or(DEFAULT_METRICS_LISTEN)
+            {
                 "off" | "" => None,
                 a => Some(a.parse().map_err(|_| {
                     bad("metrics_listen", format!("{a:?} is not IP:PORT or \"off\""))
@@ -159,49 +201,34 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                     ),
                 ));
             }
-            let mut hellos = Vec::new();
-            for (j, n) in d.nodes.into_iter().enumerate() {
-                let field = format!("datastore[{i}].node[{j}]");
-                if n.id.is_empty() {
-                    return Err(bad(format!("{field}.id"), "is required"));
-                }
-                let ok = n
-                    .address
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-                if !ok {
-                    return Err(bad(
-                        format!("{field}.address"),
-                        format!("{:?} is not HOST:PORT", n.address),
-                    ));
-                }
-                hellos.push(v1::Hello {
-                    protocol_version: vigil_proto::PROTOCOL_VERSION,
-                    datastore: d.name.clone(),
-                    node_id: n.id,
-                    advertise: n.address,
-                    zone: n.zone,
-                    priority: n.priority,
-                    flavour: 0,
-                    agent_version: String::new(),
-                });
-            }
-            datastores.push((d.name, hellos));
+            let nodes = d
+                .nodes
+                .into_iter()
+                .enumerate()
+                .map(|(j, n)| node(&format!("datastore[{i}].node[{j}]"), n))
+                .collect::<Result<Vec<_>>>()?;
+            datastores.push((d.name, nodes));
         }
         Ok(Self {
-            grpc_listen: addr("grpc_listen", s.grpc_listen, "127.0.0.1:7420")?,
-            sentinel_listen: addr("sentinel_listen", s.sentinel_listen, "127.0.0.1:26379")?,
+            grpc_listen: addr("grpc_listen", s.grpc_listen, DEFAULT_GRPC_LISTEN)?,
+            sentinel_listen: addr(
+                "sentinel_listen",
+                s.sentinel_listen,
+                DEFAULT_SENTINEL_LISTEN,
+            )?,
             metrics_listen,
-            data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./vigil-data")),
+            data_dir: s
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             settings: Settings {
-                silence: ms("silence_ms", s.silence_ms, 500)?,
-                grace: ms("grace_ms", s.grace_ms, 5_000)?,
+                silence: ms("silence_ms", s.silence_ms, DEFAULT_SILENCE_MS)?,
+                grace: ms("grace_ms", s.grace_ms, DEFAULT_GRACE_MS)?,
                 min_failover_interval: ms(
                     "min_failover_interval_ms",
                     s.min_failover_interval_ms,
-                    30_000,
+                    DEFAULT_MIN_FAILOVER_INTERVAL_MS,
                 )?,
-                link_bound: ms("link_bound_ms", s.link_bound_ms, 10_000)?,
+                link_bound: ms("link_bound_ms", s.link_bound_ms, DEFAULT_LINK_BOUND_MS)?,
                 ..Settings::default()
             },
             refuse_unknown: s.refuse_unknown,
@@ -212,6 +239,8 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
 
 #[cfg(test)]
 mod tests {
+    use clap::{Args, Command};
+
     use super::*;
 
     #[test]
@@ -223,7 +252,11 @@ mod tests {
         let c = ControllerConfig::try_from(s).unwrap();
         assert_eq!(c.settings.grace, Duration::from_millis(100));
         assert_eq!(c.datastores[0].0, "cache");
-        assert_eq!(c.datastores[0].1[0].priority, 100);
+        assert_eq!(c.datastores[0].1[0].priority, DEFAULT_PRIORITY);
+        assert_eq!(
+            c.datastores[0].1[0].address,
+            HostPort::new("127.0.0.1", 6379)
+        );
         assert_eq!(c.grpc_listen.port(), 7420);
         let bad_node: ControllerSettings =
             toml::from_str("[[datastore]]\nname = \"cache\"\n[[datastore.node]]\nid = \"a\"\naddress = \"nowhere\"\n").unwrap();
@@ -239,5 +272,69 @@ mod tests {
         .to_string();
         assert!(e.contains("grpc_listen"), "{e}");
         assert!(toml::from_str::<ControllerSettings>("grcp_listen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn unset_settings_take_the_defaults_the_help_shows() {
+        let c = ControllerConfig::try_from(ControllerSettings::default()).unwrap();
+        assert_eq!(c.settings, Settings::default());
+        assert_eq!(c.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(c.sentinel_listen.to_string(), DEFAULT_SENTINEL_LISTEN);
+        assert_eq!(
+            c.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_METRICS_LISTEN)
+        );
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(
+            c.settings.silence,
+            Duration::from_millis(DEFAULT_SILENCE_MS)
+        );
+    }
+
+    /// Every setting's help names its default, and the default named is the constant the code
+    /// falls back to; a new setting without one must be listed here on purpose.
+    #[test]
+    fn the_help_shows_each_default_from_its_constant() {
+        let help = ControllerSettings::augment_args(Command::new("vigil-controller"))
+            .render_long_help()
+            .to_string();
+        let flag_text = |flag: &str| -> String {
+            let at = help
+                .find(&format!("--{flag} "))
+                .unwrap_or_else(|| panic!("no --{flag} in {help}"));
+            let rest = &help[at + 2..];
+            let end = rest.find("\n  --").unwrap_or(rest.len());
+            rest[..end].to_string()
+        };
+        let defaults: [(&str, String); 8] = [
+            ("grpc-listen", DEFAULT_GRPC_LISTEN.into()),
+            ("sentinel-listen", DEFAULT_SENTINEL_LISTEN.into()),
+            ("metrics-listen", DEFAULT_METRICS_LISTEN.into()),
+            ("data-dir", DEFAULT_DATA_DIR.into()),
+            ("silence-ms", DEFAULT_SILENCE_MS.to_string()),
+            ("grace-ms", DEFAULT_GRACE_MS.to_string()),
+            (
+                "min-failover-interval-ms",
+                DEFAULT_MIN_FAILOVER_INTERVAL_MS.to_string(),
+            ),
+            ("link-bound-ms", DEFAULT_LINK_BOUND_MS.to_string()),
+        ];
+        for (flag, default) in &defaults {
+            let text = flag_text(flag);
+            assert!(
+                text.contains(&format!("[default: {default}]")),
+                "--{flag}: {text}"
+            );
+        }
+        // A switch needs no default; anything else unlisted is a setting that lost its default.
+        let switches = ["refuse-unknown"];
+        let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                switches.contains(&long) || defaults.iter().any(|(f, _)| *f == long),
+                "--{long} shows no default"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! The controller library's one error type.
-use std::path::PathBuf;
+//! The controller library's one error type. Messages are written for an operator: what is wrong,
+//! and where it helps, what to do.
+use std::{path::PathBuf, time::Duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -7,6 +8,10 @@ pub enum ControllerError {
         "data store name {0:?} is not allowed: use letters, digits, '-', '_' and '.', at most 64"
     )]
     BadName(String),
+    #[error("data store {0:?} is not in this controller's configuration")]
+    UnknownDatastore(String),
+    #[error("no data store {0:?}")]
+    NoSuchDatastore(String),
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
     #[error("configuration: {field}: {message}")]
@@ -19,6 +24,53 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("agent hello: {0}")]
+    Hello(String),
+    #[error(transparent)]
+    Address(#[from] vigil_proto::ProtoError),
+
+    // A data store's reconciler and the commands it sends.
+    #[error("the data store's reconciler stopped")]
+    ReconcilerStopped,
+    #[error("{0}'s agent is not connected")]
+    NotConnected(String),
+    #[error("{0}'s session is not taking messages")]
+    SessionFull(String),
+    #[error("{node}'s agent refused: {reason}")]
+    Refused { node: String, reason: String },
+    #[error("no answer from {node} within {within:?}")]
+    NoAnswer { node: String, within: Duration },
+    #[error("promoting {node}: {source}")]
+    Promote {
+        node: String,
+        #[source]
+        source: Box<ControllerError>,
+    },
+    #[error("could not persist the new epoch: {0}")]
+    EpochNotPersisted(#[source] Box<ControllerError>),
+
+    // What an operator asked for and cannot have now.
+    #[error("a failover is already in progress")]
+    FailoverInProgress,
+    #[error("data store {0} has no known primary")]
+    NoPrimary(String),
+    #[error("{node} is not a replica of {datastore}")]
+    NotAReplica { node: String, datastore: String },
+    #[error("{0} cannot be promoted now (not a healthy, linked replica with priority > 0)")]
+    NotPromotable(String),
+    #[error("no replica can be promoted now")]
+    NoPromotableReplica,
+    #[error(
+        "the flavour of {0} (Redis, Valkey or Dragonfly) is not known yet, so the switchover \
+         command cannot be chosen: retry once its agent reaches the server"
+    )]
+    FlavourUnknown(String),
+
+    // The Sentinel endpoint's RESP parser.
+    #[error("Protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("Protocol error: {0} too large")]
+    TooLarge(&'static str),
 }
 
 impl ControllerError {

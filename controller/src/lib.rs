@@ -1,20 +1,16 @@
 //! vigil-controller: one reconciler per data store, failover on local and remote evidence,
 //! promotion of the best replica, persisted epochs, and a Sentinel-compatible endpoint.
 //!
-//! - [`decision`]: has the primary failed, which replica is best (pure).
-//! - [`reconciler`]: the per-data-store task that acts on those decisions.
-//! - [`state`]: the persisted epoch, primary and history.
-//! - [`grpc`]: the agent link and the CLI's control service; [`registry`]: the data stores.
-//! - [`sentinel`] and [`resp`]: the Sentinel-compatible endpoint.
-//! - [`topology`]: what is published to clients; [`metrics`]: Prometheus; [`config`].
+//! Data flows from agents, through the data stores, out to clients:
+//! - [`api`]: the gRPC services: the agents' sessions, and what the `vigil` CLI asks.
+//! - [`store`]: one reconciler per data store: verdicts in, decisions, failover, desired state
+//!   and commands out, its state persisted.
+//! - [`sentinel`]: the Sentinel-compatible endpoint clients find the primary through.
+//! - [`config`]: flags, environment and the TOML file; [`metrics`]: Prometheus;
+//!   [`error`]: the one error type.
+pub mod api;
 pub mod config;
-pub mod decision;
 pub mod error;
-pub mod grpc;
 pub mod metrics;
-pub mod reconciler;
-pub mod registry;
-pub mod resp;
 pub mod sentinel;
-pub mod state;
-pub mod topology;
+pub mod store;

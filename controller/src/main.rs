@@ -1,17 +1,23 @@
 //! The `vigil-controller` binary: flags, logging, listeners, and the tokio runtime.
-use std::{io::IsTerminal, path::PathBuf, sync::Arc, sync::atomic::AtomicU64};
+use std::{path::PathBuf, sync::Arc};
 
-use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use tokio::signal::unix::{SignalKind, signal};
-use vigil_controller::{
-    config::{ControllerConfig, ControllerSettings},
-    grpc::{AgentLinkService, ControlService},
-    metrics::{self, Metrics},
-    registry::Registry,
-    sentinel,
+use anyhow::{Context, bail};
+use clap::Parser;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinHandle,
 };
-use vigil_proto::v1::{agent_link_server::AgentLinkServer, control_server::ControlServer};
+use vigil_controller::{
+    api::{AgentLinkService, ControlService},
+    config::{ControllerConfig, ControllerSettings},
+    metrics::Metrics,
+    sentinel,
+    store::Registry,
+};
+use vigil_proto::{
+    telemetry::{LogArgs, serve_metrics},
+    v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
+};
 
 #[derive(Parser)]
 #[command(
@@ -23,20 +29,10 @@ struct Cli {
     /// A TOML file with any of the settings below, and [[datastore]] tables listing known nodes.
     #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT")]
-    log_format: LogFormat,
-    /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, default_value = "info", env = "VIGIL_LOG")]
-    log: String,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(flatten)]
     settings: ControllerSettings,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 fn main() {
@@ -48,16 +44,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .map_err(|e| anyhow::anyhow!("--log {:?}: {e}", cli.log))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    cli.log.init()?;
     let file = match &cli.config {
         Some(path) => ControllerSettings::from_file(path)?,
         None => ControllerSettings::default(),
@@ -68,6 +55,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(config))
+}
+
+/// Waits for a server task that should run forever, and says which stopped and why.
+async fn stopped(name: &str, task: &mut Option<JoinHandle<std::io::Result<()>>>) -> String {
+    let Some(handle) = task.as_mut() else {
+        return std::future::pending().await;
+    };
+    match handle.await {
+        Ok(Ok(())) => format!("the {name} stopped"),
+        Ok(Err(e)) => format!("the {name} failed: {e}"),
+        Err(e) => format!("the {name} task ended: {e}"),
+    }
 }
 
 async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
@@ -95,24 +94,25 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
                 config.sentinel_listen
             )
         })?;
-    if let Some(addr) = config.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening for /metrics on {addr}"))?;
-        tokio::spawn(metrics::serve(l, Arc::clone(&metrics)));
-    }
-    tokio::spawn(sentinel::serve(
-        sentinel_listener,
-        Arc::clone(&registry.published),
-    ));
+    let mut metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for /metrics on {addr}"))?;
+            Some(tokio::spawn(serve_metrics(l, metrics.registry())))
+        }
+        None => None,
+    };
+    let published = Arc::clone(&registry.published);
+    let mut sentinel_task = Some(tokio::spawn(async move {
+        sentinel::serve(sentinel_listener, published).await;
+        Ok(())
+    }));
     tracing::info!(
         grpc = %config.grpc_listen, sentinel = %config.sentinel_listen, metrics = ?config.metrics_listen,
         data_dir = %config.data_dir.display(), "vigil-controller running"
     );
-    let agents = AgentLinkServer::new(AgentLinkService {
-        registry: Arc::clone(&registry),
-        sessions: AtomicU64::new(1),
-    });
+    let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry)));
     let control = ControlServer::new(ControlService {
         registry: Arc::clone(&registry),
     });
@@ -124,7 +124,7 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         }
         tracing::info!("vigil-controller stopping");
     };
-    tonic::transport::Server::builder()
+    let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(1)))
         .add_service(agents)
@@ -132,7 +132,14 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(grpc),
             shutdown,
-        )
-        .await?;
-    Ok(())
+        );
+    // Every server runs until shutdown; one that stops early is an outage of that endpoint, so
+    // the controller says which and exits for its supervisor to restart it.
+    let why = tokio::select! {
+        r = grpc_server => return r.context("the gRPC server failed"),
+        why = stopped("Sentinel endpoint", &mut sentinel_task) => why,
+        why = stopped("/metrics server", &mut metrics_task) => why,
+    };
+    tracing::error!("{why}");
+    bail!(why)
 }

@@ -1,10 +1,9 @@
-//! The controller's Prometheus endpoint (`GET /metrics`): failovers by cause, decision latency
-//! (verdict received -> promote sent), per-node health, connected agents, alerts by kind.
+//! The controller's Prometheus metrics (served as `GET /metrics`): failovers by cause, decision
+//! latency (verdict received -> promote sent), per-node health, connected agents, alerts by kind.
 use std::sync::Arc;
 
-use axum::{Router, extract::State, http::header, routing::get};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -88,7 +87,8 @@ impl Metrics {
             .set(seconds);
     }
 
-    fn registry(&self) -> Registry {
+    /// Everything registered for `/metrics`.
+    pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("vigil_controller");
         r.register(
             "failovers",
@@ -117,29 +117,4 @@ impl Metrics {
         );
         r
     }
-}
-
-async fn render(
-    State(registry): State<Arc<Registry>>,
-) -> ([(header::HeaderName, &'static str); 1], String) {
-    let mut text = String::new();
-    let _ = encode(&mut text, &registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-}
-
-/// Serves `/metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(render))
-        .with_state(Arc::new(metrics.registry()));
-    axum::serve(listener, app).await
 }

@@ -5,7 +5,9 @@
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
+//! - [`cli`]: what every command line does the same way (defaults shown in help).
 //! - [`error`]: this crate's one error type.
+pub mod cli;
 pub mod error;
 pub mod host_port;
 pub mod reason;
@@ -18,6 +20,12 @@ pub use reason::Reason;
 pub mod v1 {
     tonic::include_proto!("vigil.v1");
 }
+
+/// Where agents and the CLI find the controller unless told: its default gRPC address.
+pub const DEFAULT_CONTROLLER_URL: &str = "http://127.0.0.1:7420";
+
+/// A node's promotion priority when none is given: lower is preferred, 0 never promotes.
+pub const DEFAULT_PRIORITY: u32 = 100;
 
 /// The protocol version agents and controller exchange in Hello and Welcome. Both refuse a peer
 /// with another version, with a message naming both. Version 2: verdicts carry the server's

@@ -7,14 +7,17 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-use vigil_proto::v1;
 
+use super::{
+    actor::{self, Input},
+    nodes::NodeInfo,
+    settings::Settings,
+    state::{StateFile, valid_name},
+};
 use crate::{
     error::{ControllerError, Result},
     metrics::Metrics,
-    reconciler::{self, Input, Settings},
-    state::StateFile,
-    topology::Published,
+    sentinel::topology::Published,
 };
 
 pub struct Registry {
@@ -44,61 +47,58 @@ impl Registry {
         })
     }
 
-    fn start(&self, name: &str, static_nodes: Vec<v1::Hello>) -> Result<mpsc::Sender<Input>> {
+    fn stores(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, mpsc::Sender<Input>>> {
+        self.stores.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self, name: &str, known_nodes: Vec<NodeInfo>) -> Result<mpsc::Sender<Input>> {
         let file = StateFile::new(&self.data_dir, name)?;
         let state = file.load()?;
         tracing::info!(datastore = name, epoch = state.epoch, primary = ?state.primary, state = %file.path().display(), "data store loaded");
-        Ok(reconciler::spawn(
+        Ok(actor::spawn(
             name.to_string(),
             self.settings.clone(),
-            file,
+            Box::new(file),
             state,
-            static_nodes,
+            known_nodes,
             Arc::clone(&self.published),
             Arc::clone(&self.metrics),
         ))
     }
 
-    /// Starts the configured data stores (their state is loaded, their nodes known in advance).
-    pub fn configure(&self, name: &str, nodes: Vec<v1::Hello>) -> Result<()> {
+    /// Starts a configured data store (its state is loaded, its nodes known in advance).
+    pub fn configure(&self, name: &str, nodes: Vec<NodeInfo>) -> Result<()> {
         let tx = self.start(name, nodes)?;
-        self.stores
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), tx);
+        self.stores().insert(name.to_string(), tx);
         Ok(())
     }
 
     /// The reconciler of `name`, started on first sight unless unknown stores are refused.
-    pub fn get_or_start(&self, name: &str) -> Result<mpsc::Sender<Input>, String> {
-        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+    pub fn get_or_start(&self, name: &str) -> Result<mpsc::Sender<Input>> {
+        if !valid_name(name) {
+            return Err(ControllerError::BadName(name.to_string()));
+        }
+        let mut stores = self.stores();
         if let Some(tx) = stores.get(name) {
             return Ok(tx.clone());
         }
         if self.refuse_unknown {
-            return Err(format!(
-                "data store {name:?} is not in this controller's configuration"
-            ));
+            return Err(ControllerError::UnknownDatastore(name.to_string()));
         }
-        let tx = self
-            .start(name, Vec::new())
-            .map_err(|e: ControllerError| e.to_string())?;
+        let tx = self.start(name, Vec::new())?;
         stores.insert(name.to_string(), tx.clone());
         Ok(tx)
     }
 
-    pub fn get(&self, name: &str) -> Option<mpsc::Sender<Input>> {
-        self.stores
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+    pub fn get(&self, name: &str) -> Result<mpsc::Sender<Input>> {
+        self.stores()
             .get(name)
             .cloned()
+            .ok_or_else(|| ControllerError::NoSuchDatastore(name.to_string()))
     }
 
     pub fn all(&self) -> Vec<(String, mpsc::Sender<Input>)> {
-        self.stores
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.stores()
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()

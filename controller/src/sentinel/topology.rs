@@ -8,22 +8,39 @@ use std::{
 };
 
 use tokio::sync::broadcast;
+use vigil_proto::HostPort;
 
 /// Events kept for slow subscribers; one that falls further behind misses some (and is told).
 const EVENT_BACKLOG: usize = 1024;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub node: String,
-    pub address: String,
+    pub address: HostPort,
 }
 
-impl Member {
-    /// (host, port) of the address; the port is "0" when the address has none.
-    pub fn host_port(&self) -> (&str, &str) {
-        self.address
-            .rsplit_once(':')
-            .unwrap_or((self.address.as_str(), "0"))
+/// The Sentinel pub/sub channels the controller announces on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// A new primary: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
+    SwitchMaster,
+    /// The primary is judged failed (subjectively down).
+    Sdown,
+    /// It is no longer judged failed.
+    SdownEnded,
+    /// The primary is judged failed by the quorum (objectively down).
+    Odown,
+}
+
+impl Channel {
+    /// The channel's name, as Sentinel clients subscribe to it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SwitchMaster => "+switch-master",
+            Self::Sdown => "+sdown",
+            Self::SdownEnded => "-sdown",
+            Self::Odown => "+odown",
+        }
     }
 }
 
@@ -37,12 +54,12 @@ pub struct StoreView {
     pub primary_down: bool,
 }
 
-/// One announcement: `channel` is the Sentinel channel (`+switch-master` ...), `message` its text.
+/// One announcement on a Sentinel `channel`, with its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub datastore: String,
     pub epoch: u64,
-    pub channel: &'static str,
+    pub channel: Channel,
     pub node: String,
     pub message: String,
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use vigil_proto::v1::{Health, Role};
 
+use super::state::Cause;
+
 /// What the reconciler knows of one node when it decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
@@ -47,28 +49,9 @@ pub struct Policy {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cause {
-    /// The primary's agent says DOWN.
-    Down,
-    /// The primary's agent says UNHEALTHY.
-    Unhealthy,
-    /// The primary's agent is silent and most replicas cannot reach the primary either.
-    Unreachable,
-}
-
-impl Cause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Down => "down",
-            Self::Unhealthy => "unhealthy",
-            Self::Unreachable => "unreachable",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrimaryState {
     Healthy,
+    /// Down, Unhealthy or Unreachable.
     Failed(Cause),
     /// The controller cannot hear the primary's agent, but the replicas still reach the primary.
     Partitioned,

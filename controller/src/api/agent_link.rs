@@ -1,0 +1,134 @@
+//! The `AgentLink` gRPC service: one bidirectional session per agent. The first message up must
+//! be a Hello; the session is then handed to its data store's reconciler, and every verdict and
+//! acknowledgement after it goes there as an input.
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::{
+    PROTOCOL_VERSION,
+    v1::{
+        self, AgentMessage, ControllerMessage, agent_link_server::AgentLink,
+        agent_message::Msg as Up, controller_message::Msg as Down,
+    },
+};
+
+use crate::{
+    error::ControllerError,
+    store::{Input, NodeInfo, Registry},
+};
+
+/// An agent has this long to say hello.
+const HELLO_WITHIN: Duration = Duration::from_secs(5);
+/// Messages queued toward one agent; past this the reconciler drops (desired state is re-sent).
+const OUTBOX: usize = 256;
+
+pub type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+pub struct AgentLinkService {
+    pub registry: Arc<Registry>,
+    /// Numbers sessions, so a reconnect's session replaces the old one and the old one's close
+    /// is not mistaken for the new one's.
+    pub sessions: AtomicU64,
+}
+
+impl AgentLinkService {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            sessions: AtomicU64::new(1),
+        }
+    }
+}
+
+/// The gRPC status an agent gets for a refused hello.
+fn refused(e: ControllerError) -> Status {
+    match e {
+        ControllerError::UnknownDatastore(_) => Status::permission_denied(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl AgentLink for AgentLinkService {
+    type SessionStream = Boxed<ControllerMessage>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let mut up = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_WITHIN, up.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                msg: Some(Up::Hello(h)),
+            }))) => h,
+            Ok(Err(s)) => return Err(s),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be a Hello",
+                ));
+            }
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "this controller speaks vigil protocol v{PROTOCOL_VERSION}, the agent v{}: upgrade one of them",
+                hello.protocol_version
+            )));
+        }
+        let info = NodeInfo::try_from(&hello).map_err(refused)?;
+        let reconciler = self
+            .registry
+            .get_or_start(&hello.datastore)
+            .map_err(refused)?;
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
+        let (outbox, rx) = mpsc::channel(OUTBOX);
+        let welcome = v1::Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            controller_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let _ = outbox
+            .send(Ok(ControllerMessage {
+                msg: Some(Down::Welcome(welcome)),
+            }))
+            .await;
+        let node = info.id.clone();
+        reconciler
+            .send(Input::Session {
+                info,
+                outbox,
+                session,
+            })
+            .await
+            .map_err(|_| Status::unavailable(ControllerError::ReconcilerStopped.to_string()))?;
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = up.next().await {
+                let input = match m.msg {
+                    Some(Up::Verdict(verdict)) => Input::Verdict {
+                        node: node.clone(),
+                        verdict,
+                        received: tokio::time::Instant::now(),
+                    },
+                    Some(Up::Ack(ack)) => Input::Ack {
+                        node: node.clone(),
+                        ack,
+                    },
+                    // A second hello, or an empty message: nothing to do.
+                    _ => continue,
+                };
+                if reconciler.send(input).await.is_err() {
+                    return;
+                }
+            }
+            let _ = reconciler.send(Input::Closed { node, session }).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

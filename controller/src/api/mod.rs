@@ -1,0 +1,10 @@
+//! The controller's gRPC services.
+//!
+//! - [`agent_link`]: `AgentLink`, one session per agent: hello, verdicts and acks up; desired
+//!   state and commands down.
+//! - [`control`]: `Control`, what the `vigil` CLI asks: status, failover, watch.
+pub mod agent_link;
+pub mod control;
+
+pub use agent_link::AgentLinkService;
+pub use control::ControlService;

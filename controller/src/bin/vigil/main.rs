@@ -1,0 +1,98 @@
+//! `vigil`: the operator's CLI for the controller, one file per subcommand: [`status`],
+//! [`failover`], [`watch`].
+mod failover;
+mod status;
+mod watch;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tonic::transport::Channel;
+use vigil_proto::{DEFAULT_CONTROLLER_URL, v1::control_client::ControlClient};
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Ask vigil's controller about data stores, or fail one over"
+)]
+struct Cli {
+    /// The controller's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        default_value = DEFAULT_CONTROLLER_URL,
+        env = "VIGIL_CONTROLLER"
+    )]
+    controller: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Nodes, roles, health and reasons, offsets and lag, zones, verdict ages and epochs.
+    Status {
+        /// One data store (default: all).
+        datastore: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the primary role: a planned, zero-loss switchover of a live primary (REPLTAKEOVER on
+    /// Dragonfly, FAILOVER on Redis), or a forced promotion when the primary is already dead.
+    Failover {
+        datastore: String,
+        /// The replica to promote (default: the best one).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Stream topology events (+switch-master, +sdown, -sdown, +odown) as they happen.
+    Watch {
+        /// One data store (default: all).
+        datastore: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vigil: error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("vigil: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let endpoint = tonic::transport::Endpoint::from_shared(cli.controller.clone())
+        .with_context(|| format!("{:?} is not a URL", cli.controller))?
+        .connect_timeout(Duration::from_secs(2));
+    let channel = endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the controller at {}", cli.controller))?;
+    let client = ControlClient::new(channel);
+    match cli.command {
+        Command::Status { datastore, json } => status::run(client, datastore, json).await,
+        Command::Failover { datastore, to } => failover::run(client, datastore, to).await,
+        Command::Watch { datastore } => watch::run(client, datastore).await,
+    }
+}
+
+/// The controller's client, as each subcommand takes it.
+pub type Client = ControlClient<Channel>;
+
+/// An error from the controller, as its message (the code adds nothing for an operator).
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", s.message())
+}

@@ -1,0 +1,226 @@
+//! The reconciler of one data store: a tokio task that owns everything about that store (its
+//! nodes, their verdicts, its persisted state, the failover under way) and takes its inputs from
+//! one channel. No lock is shared on the verdict path: sessions, the CLI and the reconciler's own
+//! failover tasks all talk to it through [`Input`]s.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::{Instant, MissedTickBehavior},
+};
+use vigil_proto::v1;
+
+use super::{
+    alerts::{Alert, Alerts, Severity},
+    failover::{Active, Finished},
+    nodes::{NodeInfo, Nodes, Outbox},
+    settings::{Settings, TICK},
+    state::{Cause, Persist, StoreState},
+};
+use crate::{error::ControllerError, metrics::Metrics, sentinel::topology::Published};
+
+/// Inputs a reconciler takes. Bounded by its channel.
+pub const INBOX: usize = 4096;
+
+/// Where a request's answer goes.
+pub type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
+
+/// Messages into a reconciler.
+pub enum Input {
+    /// An agent said hello; `session` numbers this connection.
+    Session {
+        info: NodeInfo,
+        outbox: Outbox,
+        session: u64,
+    },
+    /// That connection closed.
+    Closed {
+        node: String,
+        session: u64,
+    },
+    Verdict {
+        node: String,
+        verdict: v1::Verdict,
+        received: Instant,
+    },
+    Ack {
+        node: String,
+        ack: v1::CommandAck,
+    },
+    /// `vigil status`.
+    Status {
+        reply: oneshot::Sender<v1::DatastoreStatus>,
+    },
+    /// `vigil failover [--to node]`.
+    Failover {
+        to: Option<String>,
+        reply: Reply<v1::FailoverReply>,
+    },
+    /// From a failover task: send `action` to `node` and answer with its ack.
+    Send {
+        node: String,
+        action: v1::command::Action,
+        epoch: u64,
+        reply: Reply<v1::CommandAck>,
+    },
+    /// The candidates were probed: promote `to` (if `from` is still the failed primary).
+    Chosen {
+        from: String,
+        to: String,
+        cause: Cause,
+    },
+    /// A failover task ended.
+    Done(Finished),
+}
+
+pub struct Reconciler {
+    pub(super) name: String,
+    pub(super) settings: Settings,
+    pub(super) nodes: Nodes,
+    pub(super) state: StoreState,
+    pub(super) persist: Box<dyn Persist>,
+    pub(super) started: Instant,
+    pub(super) published: Arc<Published>,
+    pub(super) metrics: Arc<Metrics>,
+    /// The reconciler's own inbox, for the tasks it spawns.
+    pub(super) me: mpsc::Sender<Input>,
+    /// Commands sent and not yet acknowledged, by command id. Pruned of abandoned waiters on
+    /// every send, so bounded by the failover steps in progress.
+    pub(super) pending: HashMap<u64, Reply<v1::CommandAck>>,
+    pub(super) next_command: u64,
+    /// The failover under way in this process.
+    pub(super) active: Option<Active>,
+    pub(super) last_failover: Option<Instant>,
+    /// When the primary was first seen failing in this episode (for the decision latency).
+    pub(super) failing_since: Option<Instant>,
+    pub(super) alerts: Alerts,
+    /// The primary is judged failed now (Sentinel's subjective down).
+    pub(super) primary_down: bool,
+    /// Candidates are being asked for their offsets before a failover.
+    pub(super) choosing: bool,
+}
+
+pub(super) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts a reconciler for `name` with its persisted `state` and the nodes known in advance;
+/// returns its input channel.
+pub fn spawn(
+    name: String,
+    settings: Settings,
+    persist: Box<dyn Persist>,
+    state: StoreState,
+    known_nodes: Vec<NodeInfo>,
+    published: Arc<Published>,
+    metrics: Arc<Metrics>,
+) -> mpsc::Sender<Input> {
+    let (me, rx) = mpsc::channel(INBOX);
+    let mut r = Reconciler {
+        name,
+        settings,
+        nodes: Nodes::default(),
+        state,
+        persist,
+        started: Instant::now(),
+        published,
+        metrics,
+        me: me.clone(),
+        pending: HashMap::new(),
+        next_command: 1,
+        active: None,
+        last_failover: None,
+        failing_since: None,
+        alerts: Alerts::default(),
+        primary_down: false,
+        choosing: false,
+    };
+    for info in known_nodes {
+        r.nodes.register(info);
+    }
+    r.publish();
+    tokio::spawn(r.run(rx));
+    me
+}
+
+impl Reconciler {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        if let Some(f) = &self.state.in_flight {
+            tracing::warn!(event = "failover_resumed", datastore = %self.name, epoch = f.epoch, to = %f.to,
+                "a failover was in flight when the controller stopped; resuming it");
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut desired = tokio::time::interval(self.settings.desired_every);
+        desired.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(i) => self.handle(i),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    self.resume_in_flight();
+                    self.evaluate(None);
+                }
+                _ = desired.tick() => self.push_desired(),
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Session {
+                info,
+                outbox,
+                session,
+            } => self.on_session(info, outbox, session),
+            Input::Closed { node, session } => self.on_closed(&node, session),
+            Input::Verdict {
+                node,
+                verdict,
+                received,
+            } => self.on_verdict(&node, verdict, received),
+            Input::Ack { node, ack } => self.on_ack(&node, ack),
+            Input::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Input::Failover { to, reply } => self.manual_failover(to, reply),
+            Input::Send {
+                node,
+                action,
+                epoch,
+                reply,
+            } => self.send_command(&node, action, epoch, reply),
+            Input::Chosen { from, to, cause } => self.on_chosen(from, to, cause),
+            Input::Done(finished) => self.finish(finished),
+        }
+    }
+
+    /// Saves the state through its persistence; a failure is logged here and returned.
+    pub(super) fn save(&mut self, what: &str) -> Result<(), ControllerError> {
+        self.persist.save(&self.state).inspect_err(|e| {
+            tracing::error!(datastore = %self.name, error = %e, "could not persist {what}");
+        })
+    }
+
+    /// Logs an alert with its stable event name, at most once a minute per kind while the
+    /// condition lasts, and counts it.
+    pub(super) fn alert(&mut self, alert: Alert, message: &str) {
+        if !self.alerts.due(alert) {
+            return;
+        }
+        self.metrics.alert(alert.name());
+        let event = alert.name();
+        match alert.severity() {
+            Severity::Error => tracing::error!(event, datastore = %self.name, "{message}"),
+            Severity::Warning => tracing::warn!(event, datastore = %self.name, "{message}"),
+        }
+    }
+}

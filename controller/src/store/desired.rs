@@ -1,0 +1,66 @@
+//! Desired state: what each agent is told its node should be (role, the primary to follow, its
+//! peers to probe) with the current epoch. Sent when an agent connects, after a failover, and to
+//! every agent every [`DESIRED_EVERY`](super::settings::DESIRED_EVERY), which doubles as the
+//! controller's heartbeat.
+use vigil_proto::v1::{self, Role, controller_message::Msg as Down};
+
+use super::actor::Reconciler;
+
+impl Reconciler {
+    pub(super) fn push_desired(&mut self) {
+        for n in self.nodes.iter() {
+            if let Some(t) = n.heard {
+                self.metrics
+                    .verdict_age(&self.name, &n.info.id, t.elapsed().as_secs_f64());
+            }
+        }
+        let ids: Vec<String> = self.nodes.ids().cloned().collect();
+        for id in ids {
+            self.push_desired_to(&id);
+        }
+    }
+
+    pub(super) fn push_desired_to(&self, id: &str) {
+        let Some(outbox) = self.nodes.outbox(id) else {
+            return;
+        };
+        // A full outbox means the agent is slow; the next push carries the same state.
+        let _ = outbox.try_send(Ok(v1::ControllerMessage {
+            msg: Some(Down::Desired(self.desired_for(id))),
+        }));
+    }
+
+    /// What node `id` should be now.
+    pub(super) fn desired_for(&self, id: &str) -> v1::DesiredState {
+        let primary = self.state.primary.as_deref();
+        let role = match primary {
+            Some(p) if p == id => Role::Primary,
+            Some(_) => Role::Replica,
+            None => Role::Unspecified,
+        };
+        let primary_address = match (role, primary) {
+            (Role::Replica, Some(p)) => self
+                .nodes
+                .address(p)
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let peers = self
+            .nodes
+            .peers_of(id)
+            .map(|n| v1::Peer {
+                node_id: n.info.id.clone(),
+                address: n.info.address.to_string(),
+            })
+            .collect();
+        v1::DesiredState {
+            epoch: self.state.epoch,
+            role: role as i32,
+            primary_address,
+            peers,
+            peers_version: self.nodes.peers_version,
+            thresholds: None,
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Failover, in its order: judge the primary (on its verdicts and on every tick), ask the ranked
+//! candidates for their offsets now, bump and persist the epoch, promote the chosen replica,
+//! re-point the others, then finish: publish the new primary, persist, record the history. A
+//! failover persisted as in flight (the controller stopped mid-way) is resumed.
+use tokio::time::Instant;
+use vigil_proto::v1::{self, Role, command::Action};
+
+use super::{
+    actor::{Input, Reconciler, Reply, unix_ms},
+    alerts::Alert,
+    commands::step,
+    decision::{self, Policy, PrimaryState},
+    settings::PROBE_DEADLINE,
+    state::{Cause, Failover, InFlight, Outcome},
+};
+use crate::{error::ControllerError, sentinel::topology::Channel};
+
+/// The failover under way in this process.
+pub(super) struct Active {
+    pub epoch: u64,
+    pub from: Option<String>,
+    pub to: String,
+    pub cause: Cause,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+}
+
+/// How a failover's task ended: the nodes not re-pointed (each with why) after a promotion, or
+/// why there was no promotion.
+pub struct Finished {
+    pub(super) epoch: u64,
+    pub(super) to: String,
+    pub(super) result: Result<Vec<String>, ControllerError>,
+    pub(super) reply: Option<Reply<v1::FailoverReply>>,
+}
+
+impl Reconciler {
+    pub(super) fn policy(&self) -> Policy {
+        Policy {
+            silence: self.settings.silence,
+            link_bound: self.settings.link_bound,
+            in_grace: self.started.elapsed() < self.settings.grace,
+        }
+    }
+
+    /// Judges the primary; starts choosing a replica when it failed. `received` is when the
+    /// verdict that triggered this evaluation arrived (for the decision latency).
+    pub(super) fn evaluate(&mut self, received: Option<Instant>) {
+        if self.active.is_some() || self.state.in_flight.is_some() || self.choosing {
+            return;
+        }
+        let Some(primary) = self.state.primary.clone() else {
+            return;
+        };
+        let (Some(p), replicas) = self.nodes.views(&primary) else {
+            return;
+        };
+        let policy = self.policy();
+        match decision::assess_primary(&p, &replicas, &policy) {
+            PrimaryState::Healthy | PrimaryState::Waiting => {
+                self.failing_since = None;
+                if std::mem::replace(&mut self.primary_down, false) {
+                    let words = self.address_words(&primary);
+                    self.announce(
+                        Channel::SdownEnded,
+                        &primary,
+                        format!("master {} {words}", self.name),
+                    );
+                    self.publish();
+                }
+            }
+            PrimaryState::Partitioned => {
+                self.alert(Alert::ControllerPartitioned, &format!(
+                    "the controller cannot hear primary {primary}'s agent, but its replicas still reach it: not failing over"
+                ));
+            }
+            PrimaryState::Failed(cause) => {
+                // The decision latency runs from here to the promote (see `on_chosen`).
+                self.failing_since
+                    .get_or_insert(received.unwrap_or_else(Instant::now));
+                if !std::mem::replace(&mut self.primary_down, true) {
+                    let words = self.address_words(&primary);
+                    self.alert(
+                        Alert::PrimaryDown,
+                        &format!("primary {primary} failed ({cause})"),
+                    );
+                    self.announce(
+                        Channel::Sdown,
+                        &primary,
+                        format!("master {} {words}", self.name),
+                    );
+                    self.announce(
+                        Channel::Odown,
+                        &primary,
+                        format!("master {} {words} #quorum 1/1", self.name),
+                    );
+                    self.publish();
+                }
+                if let Some(last) = self.last_failover
+                    && last.elapsed() < self.settings.min_failover_interval
+                {
+                    self.alert(Alert::FlapGuard, &format!(
+                        "primary {primary} failed, but the last failover was {:?} ago (minimum {:?}): holding",
+                        last.elapsed(), self.settings.min_failover_interval
+                    ));
+                    return;
+                }
+                let zone_down = {
+                    let mut all = replicas.clone();
+                    all.push(p.clone());
+                    decision::zone_looks_down(&p.zone, &all, &policy)
+                };
+                let ranked: Vec<String> =
+                    decision::ranked_replicas(&replicas, &p.zone, zone_down, &policy)
+                        .into_iter()
+                        .map(|n| n.id.clone())
+                        .collect();
+                if ranked.is_empty() {
+                    self.alert(Alert::NoPromotableReplica, &format!(
+                        "primary {primary} failed and no replica is healthy, linked recently and willing (priority > 0)"
+                    ));
+                    return;
+                }
+                self.metrics.failover(cause.name());
+                self.choosing = true;
+                self.spawn_choice(primary, ranked, cause);
+            }
+        }
+    }
+
+    /// Asks the ranked candidates for their offsets now (each bounded by [`PROBE_DEADLINE`]),
+    /// then reports the pick. A few milliseconds spent here keep a replica that was never fed
+    /// from winning on a verdict's stale offset.
+    fn spawn_choice(&self, from: String, ranked: Vec<String>, cause: Cause) {
+        let me = self.me.clone();
+        let epoch = self.state.epoch;
+        tokio::spawn(async move {
+            let mut asks = Vec::new();
+            for node in ranked.clone() {
+                let me = me.clone();
+                asks.push(tokio::spawn(async move {
+                    let probe = Action::Probe(v1::Probe {});
+                    let ack = step(&me, &node, probe, epoch, PROBE_DEADLINE, 1).await;
+                    ack.ok()
+                        .filter(|a| a.role() == Role::Replica)
+                        .map(|a| (node, a.repl_offset))
+                }));
+            }
+            let mut fresh = Vec::new();
+            for a in asks {
+                if let Ok(Some(answer)) = a.await {
+                    fresh.push(answer);
+                }
+            }
+            if let Some(to) = decision::pick_freshest(&ranked, &fresh) {
+                let _ = me.send(Input::Chosen { from, to, cause }).await;
+            }
+        });
+    }
+
+    /// The candidates were probed: fail over to `to`, unless things moved on meanwhile.
+    pub(super) fn on_chosen(&mut self, from: String, to: String, cause: Cause) {
+        self.choosing = false;
+        if self.active.is_some()
+            || self.state.in_flight.is_some()
+            || self.state.primary.as_deref() != Some(from.as_str())
+        {
+            return;
+        }
+        if let Some(since) = self.failing_since {
+            self.metrics
+                .decision_latency
+                .observe(since.elapsed().as_secs_f64());
+        }
+        self.start_failover(Some(from), to, cause, None);
+    }
+
+    /// Persists the new epoch and the failover in flight, before any command depends on them;
+    /// on success the failover becomes active. On failure the state is as it was.
+    pub(super) fn begin(
+        &mut self,
+        from: Option<String>,
+        to: &str,
+        cause: Cause,
+    ) -> Result<u64, ControllerError> {
+        let epoch = self.state.epoch + 1;
+        let started_unix_ms = unix_ms();
+        self.state.epoch = epoch;
+        self.state.in_flight = Some(InFlight {
+            epoch,
+            from: from.clone(),
+            to: to.to_string(),
+            cause,
+            started_unix_ms,
+        });
+        if let Err(e) = self.save("the new epoch") {
+            // Without a durable epoch a restart could reuse it: refuse to go on.
+            self.state.epoch -= 1;
+            self.state.in_flight = None;
+            return Err(ControllerError::EpochNotPersisted(Box::new(e)));
+        }
+        self.active = Some(Active {
+            epoch,
+            from,
+            to: to.to_string(),
+            cause,
+            started: Instant::now(),
+            started_unix_ms,
+        });
+        Ok(epoch)
+    }
+
+    /// Step 1 (bump and persist the epoch), then promote and re-point in a task.
+    pub(super) fn start_failover(
+        &mut self,
+        from: Option<String>,
+        to: String,
+        cause: Cause,
+        reply: Option<Reply<v1::FailoverReply>>,
+    ) {
+        let epoch = match self.begin(from.clone(), &to, cause) {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                self.alert(Alert::FailoverFailed, &e.to_string());
+                if let Some(r) = reply {
+                    let _ = r.send(Err(e));
+                }
+                return;
+            }
+        };
+        tracing::warn!(event = "failover_started", datastore = %self.name, epoch, from = ?from, to = %to, cause = %cause, "failing over");
+        self.spawn_steps(epoch, from, to, reply, None);
+    }
+
+    /// Steps 2 and 3 (promote, or the switchover's own command; then re-point) in a task; the
+    /// reconciler finishes (step 4) when it reports [`Finished`].
+    pub(super) fn spawn_steps(
+        &self,
+        epoch: u64,
+        from: Option<String>,
+        to: String,
+        reply: Option<Reply<v1::FailoverReply>>,
+        switchover: Option<(String, Action)>,
+    ) {
+        let Some(to_address) = self.nodes.address(&to) else {
+            return;
+        };
+        // The failed primary is not waited for: it is demoted when its agent comes back (it may be
+        // stopped or gone, and clients must not wait on it). A planned switchover re-points it too.
+        let others: Vec<String> = self
+            .nodes
+            .ids()
+            .filter(|id| **id != to && (switchover.is_some() || Some(*id) != from.as_ref()))
+            .cloned()
+            .collect();
+        let me = self.me.clone();
+        let deadline = self.settings.step_deadline;
+        let attempts = self.settings.step_attempts;
+        tokio::spawn(async move {
+            let (actor, first) = match switchover {
+                Some((node, action)) => (node, action),
+                None => (to.clone(), Action::Promote(v1::Promote {})),
+            };
+            let result = match step(&me, &actor, first, epoch, deadline, attempts).await {
+                Err(e) => Err(ControllerError::Promote {
+                    node: to.clone(),
+                    source: Box::new(e),
+                }),
+                Ok(_) => {
+                    // Re-point every other node at once; the old primary only if it still answers.
+                    let mut waits = Vec::new();
+                    for node in others {
+                        let action = Action::ReplicateOf(v1::ReplicateOf {
+                            address: to_address.to_string(),
+                        });
+                        let attempts = if Some(&node) == from.as_ref() {
+                            1
+                        } else {
+                            attempts
+                        };
+                        let me = me.clone();
+                        waits.push(tokio::spawn(async move {
+                            let r = step(&me, &node, action, epoch, deadline, attempts).await;
+                            (node, r)
+                        }));
+                    }
+                    let mut failed = Vec::new();
+                    for w in waits {
+                        if let Ok((node, Err(e))) = w.await {
+                            failed.push(format!("{node}: {e}"));
+                        }
+                    }
+                    Ok(failed)
+                }
+            };
+            let _ = me
+                .send(Input::Done(Finished {
+                    epoch,
+                    to,
+                    result,
+                    reply,
+                }))
+                .await;
+        });
+    }
+
+    /// Step 4: publish the new primary (or report the failure), persist, record history.
+    pub(super) fn finish(&mut self, finished: Finished) {
+        let Some(active) = self.active.take() else {
+            return;
+        };
+        if active.epoch != finished.epoch || active.to != finished.to {
+            self.active = Some(active);
+            return;
+        }
+        let duration = active.started.elapsed();
+        let mut record = Failover {
+            epoch: active.epoch,
+            from: active.from.clone(),
+            to: finished.to.clone(),
+            cause: active.cause,
+            started_unix_ms: active.started_unix_ms,
+            duration_ms: duration.as_millis() as u64,
+            outcome: Outcome::Ok,
+        };
+        self.state.in_flight = None;
+        self.last_failover = Some(Instant::now());
+        match finished.result {
+            Ok(failed) => {
+                let old = self.state.primary.replace(finished.to.clone());
+                if !failed.is_empty() {
+                    record.outcome = Outcome::NotRepointed(failed.clone());
+                }
+                self.state.record(record);
+                let _ = self.save("the finished failover");
+                self.primary_down = false;
+                self.failing_since = None;
+                let old_words = old
+                    .as_deref()
+                    .map_or("0.0.0.0 0".to_string(), |o| self.address_words(o));
+                let new_words = self.address_words(&finished.to);
+                self.announce(
+                    Channel::SwitchMaster,
+                    &finished.to,
+                    format!("{} {old_words} {new_words}", self.name),
+                );
+                self.publish();
+                self.push_desired();
+                tracing::warn!(
+                    event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
+                    to = %finished.to, duration_ms = duration.as_millis() as u64, not_repointed = failed.len(), "failover finished"
+                );
+                if !failed.is_empty() {
+                    self.alert(
+                        Alert::ReplicationBroken,
+                        &format!("not re-pointed after the failover: {}", failed.join("; ")),
+                    );
+                }
+                if let Some(r) = finished.reply {
+                    let _ = r.send(Ok(v1::FailoverReply {
+                        epoch: active.epoch,
+                        new_primary: finished.to,
+                    }));
+                }
+            }
+            Err(e) => {
+                // The epoch stays bumped (it was persisted); the failover is reported, not hidden.
+                record.outcome = Outcome::Failed(e.to_string());
+                self.state.record(record);
+                let _ = self.save("the failed failover");
+                tracing::error!(event = "failover_failed", datastore = %self.name, epoch = active.epoch, error = %e, "failover failed");
+                if let Some(r) = finished.reply {
+                    let _ = r.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// A failover persisted as in flight (the controller restarted mid-way): once the target's
+    /// agent is back, do its steps again (promote and re-point are idempotent).
+    pub(super) fn resume_in_flight(&mut self) {
+        if self.active.is_some() {
+            return;
+        }
+        let Some(f) = self.state.in_flight.clone() else {
+            return;
+        };
+        if self.nodes.outbox(&f.to).is_none() {
+            if self.started.elapsed() > self.settings.grace {
+                self.alert(
+                    Alert::FailoverStuck,
+                    &format!(
+                        "the failover to {} (epoch {}) waits for its agent to reconnect",
+                        f.to, f.epoch
+                    ),
+                );
+            }
+            return;
+        }
+        self.active = Some(Active {
+            epoch: f.epoch,
+            from: f.from.clone(),
+            to: f.to.clone(),
+            cause: f.cause,
+            started: Instant::now(),
+            started_unix_ms: f.started_unix_ms,
+        });
+        self.spawn_steps(f.epoch, f.from, f.to, None, None);
+    }
+}

@@ -1,0 +1,124 @@
+//! What comes in from agents: sessions opening and closing, and verdicts. A verdict updates its
+//! node, may adopt the first primary of a new data store, raises the alerts it shows, corrects a
+//! node in the wrong role, and, from the primary, has the primary judged at once.
+use tokio::time::Instant;
+use vigil_proto::{
+    Reason,
+    v1::{self, Health, Role, command::Action},
+};
+
+use super::{
+    actor::Reconciler,
+    alerts::Alert,
+    nodes::{NodeInfo, Outbox, Session},
+    settings::CORRECT_EVERY,
+};
+
+impl Reconciler {
+    pub(super) fn on_session(&mut self, info: NodeInfo, outbox: Outbox, session: u64) {
+        let id = info.id.clone();
+        tracing::info!(datastore = %self.name, node = %id, address = %info.address, "agent connected");
+        self.nodes.register(info);
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.session = Some(Session {
+                id: session,
+                outbox,
+            });
+        }
+        self.metrics.connected_agents.inc();
+        // The node's address may be new to this controller (after a restart): republish.
+        self.publish();
+        self.push_desired_to(&id);
+    }
+
+    pub(super) fn on_closed(&mut self, node: &str, session: u64) {
+        if let Some(n) = self.nodes.get_mut(node)
+            && n.session.as_ref().is_some_and(|s| s.id == session)
+        {
+            n.session = None;
+            self.metrics.connected_agents.dec();
+            tracing::info!(datastore = %self.name, node = %node, "agent disconnected");
+        }
+    }
+
+    pub(super) fn on_verdict(&mut self, node: &str, verdict: v1::Verdict, received: Instant) {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        let role = verdict.role();
+        let health = verdict.health();
+        let reasons = Reason::from_bits_truncate(verdict.reasons);
+        n.take_verdict(verdict, received);
+        self.metrics.node_health(&self.name, node, health);
+        if self.state.primary.is_none() && role == Role::Primary && self.active.is_none() {
+            self.adopt_primary(node);
+        }
+        let is_primary = self.state.primary.as_deref() == Some(node);
+        if !is_primary && health == Health::Down {
+            self.alert(
+                Alert::ReplicaDown,
+                &format!("replica {node} is down; the primary is unaffected"),
+            );
+        }
+        if reasons.contains(Reason::FENCED) {
+            self.alert(
+                Alert::FencedPrimary,
+                &format!("node {node} reports its writes fenced"),
+            );
+        }
+        self.correct_role(node, role, reasons);
+        if is_primary {
+            self.evaluate(Some(received));
+        }
+    }
+
+    /// A new data store: the first node that says it is primary becomes the primary.
+    fn adopt_primary(&mut self, node: &str) {
+        self.state.primary = Some(node.to_string());
+        self.state.epoch = self.state.epoch.max(1);
+        let _ = self.save("the adopted primary");
+        tracing::info!(datastore = %self.name, node, epoch = self.state.epoch, "adopted the primary");
+        self.publish();
+    }
+
+    /// Demotes a node that claims to be primary but is not, and re-points a replica that
+    /// follows the wrong primary; at most once per [`CORRECT_EVERY`] per node.
+    fn correct_role(&mut self, node: &str, role: Role, reasons: Reason) {
+        if self.active.is_some() {
+            return;
+        }
+        let Some(primary) = self.state.primary.clone() else {
+            return;
+        };
+        if node == primary {
+            return;
+        }
+        let wrong = role == Role::Primary
+            || (role == Role::Replica && reasons.contains(Reason::WRONG_PRIMARY));
+        let Some(address) = self.nodes.address(&primary) else {
+            return;
+        };
+        let Some(n) = self.nodes.get_mut(node) else {
+            return;
+        };
+        if !wrong
+            || n.last_corrected
+                .is_some_and(|t| t.elapsed() < CORRECT_EVERY)
+        {
+            return;
+        }
+        n.last_corrected = Some(Instant::now());
+        self.alert(
+            Alert::RoleDiscrepancy,
+            &format!(
+                "node {node} reports {} but the primary is {primary}: pointing it at {address}",
+                role.as_str_name()
+            ),
+        );
+        let (reply, _ignored) = tokio::sync::oneshot::channel();
+        let action = Action::ReplicateOf(v1::ReplicateOf {
+            address: address.to_string(),
+        });
+        self.send_command(node, action, self.state.epoch, reply);
+    }
+}

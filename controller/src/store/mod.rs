@@ -1,0 +1,37 @@
+//! The data stores: one reconciler task per store, which holds that store's nodes, verdicts and
+//! persisted state, judges its primary, and fails it over to the best replica.
+//!
+//! In the order a verdict flows through:
+//! - [`registry`]: the data stores this controller runs, each behind its reconciler's channel.
+//! - [`actor`]: the reconciler task: its inputs, its loop, what it holds, its alerts.
+//! - [`intake`]: sessions and verdicts coming in; a node in the wrong role corrected.
+//! - [`nodes`]: each node as the reconciler knows it, and the view of it the decisions take.
+//! - [`decision`]: has the primary failed, which replica is best (pure).
+//! - [`failover`]: judge, probe the candidates, bump the epoch, promote, re-point, finish, resume.
+//! - [`switchover`]: an operator's planned switchover or forced promotion.
+//! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
+//! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
+//! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
+//! - [`alerts`]: alert kinds, their severity, and their rate limit.
+//! - [`state`]: the persisted state (epoch, primary, failover in flight, history) and its file.
+//! - [`settings`]: the bounds a reconciler works within, with their defaults.
+pub mod actor;
+pub mod alerts;
+mod commands;
+pub mod decision;
+mod desired;
+pub mod failover;
+mod intake;
+pub mod nodes;
+mod publish;
+pub mod registry;
+pub mod settings;
+pub mod state;
+mod switchover;
+#[cfg(test)]
+mod tests;
+
+pub use actor::Input;
+pub use nodes::NodeInfo;
+pub use registry::Registry;
+pub use settings::Settings;

@@ -1,0 +1,307 @@
+//! The nodes of one data store as its reconciler knows them: who each is (from its agent's hello
+//! or the configuration), its agent's session, its last verdict, and when its replication link
+//! was last seen up; and the [`NodeView`] of each that the decisions take.
+use std::collections::BTreeMap;
+
+use tokio::{sync::mpsc, time::Instant};
+use vigil_proto::{
+    HostPort,
+    v1::{self, Health, Role},
+};
+
+use super::decision::NodeView;
+use crate::error::ControllerError;
+
+/// Longest node id an agent may claim.
+pub const MAX_NODE_ID_LEN: usize = 128;
+/// Longest zone name an agent may claim.
+pub const MAX_ZONE_LEN: usize = 128;
+/// Peers an agent's verdict can report on: its peer bitmasks are 64 bits wide.
+pub const MAX_PEER_BITS: usize = 64;
+
+/// Where a session's messages to its agent go.
+pub type Outbox = mpsc::Sender<Result<v1::ControllerMessage, tonic::Status>>;
+
+/// Who a node is: what its agent said at hello, or what the configuration lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Where clients and peers reach the node's server.
+    pub address: HostPort,
+    pub zone: String,
+    /// Lower is preferred; 0 never promotes.
+    pub priority: u32,
+    /// As of the hello, then as of the last verdict that named one.
+    pub flavour: v1::Flavour,
+}
+
+impl TryFrom<&v1::Hello> for NodeInfo {
+    type Error = ControllerError;
+
+    fn try_from(h: &v1::Hello) -> Result<Self, ControllerError> {
+        if h.node_id.is_empty() || h.node_id.len() > MAX_NODE_ID_LEN {
+            return Err(ControllerError::Hello(format!(
+                "node id must be 1 to {MAX_NODE_ID_LEN} characters"
+            )));
+        }
+        if h.zone.len() > MAX_ZONE_LEN {
+            return Err(ControllerError::Hello(format!(
+                "zone must be at most {MAX_ZONE_LEN} characters"
+            )));
+        }
+        Ok(Self {
+            id: h.node_id.clone(),
+            address: h.advertise.parse()?,
+            zone: h.zone.clone(),
+            priority: h.priority,
+            flavour: h.flavour(),
+        })
+    }
+}
+
+/// An agent's session: its number (a reconnect replaces it) and its outbox.
+pub struct Session {
+    pub id: u64,
+    pub outbox: Outbox,
+}
+
+pub struct Node {
+    pub info: NodeInfo,
+    pub session: Option<Session>,
+    pub verdict: Option<v1::Verdict>,
+    /// When the last verdict arrived.
+    pub heard: Option<Instant>,
+    /// When this node last reported, as a replica, its replication link up.
+    pub link_up_at: Option<Instant>,
+    /// When the reconciler last corrected this node's role.
+    pub last_corrected: Option<Instant>,
+}
+
+impl Node {
+    fn new(info: NodeInfo) -> Self {
+        Self {
+            info,
+            session: None,
+            verdict: None,
+            heard: None,
+            link_up_at: None,
+            last_corrected: None,
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.verdict
+            .as_ref()
+            .map_or(Health::Unspecified, |v| v.health())
+    }
+
+    /// Takes a verdict that arrived at `received`.
+    pub fn take_verdict(&mut self, verdict: v1::Verdict, received: Instant) {
+        if verdict.link_up && verdict.role() == Role::Replica {
+            self.link_up_at = Some(received);
+        }
+        if verdict.flavour() != v1::Flavour::Unspecified {
+            self.info.flavour = verdict.flavour();
+        }
+        self.verdict = Some(verdict);
+        self.heard = Some(received);
+    }
+}
+
+/// Every node of one data store, by id, and the version of the peer list agents are sent.
+#[derive(Default)]
+pub struct Nodes {
+    by_id: BTreeMap<String, Node>,
+    /// Bumped whenever a node joins or moves, so a verdict's peer bits are read against the list
+    /// they were about.
+    pub peers_version: u32,
+}
+
+impl Nodes {
+    /// Adds a node, or updates what is known of it.
+    pub fn register(&mut self, info: NodeInfo) {
+        match self.by_id.get_mut(&info.id) {
+            Some(n) => {
+                if n.info.address != info.address {
+                    self.peers_version += 1;
+                }
+                n.info = info;
+            }
+            None => {
+                self.by_id.insert(info.id.clone(), Node::new(info));
+                self.peers_version += 1;
+            }
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Node> {
+        self.by_id.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Node> {
+        self.by_id.get_mut(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Node> {
+        self.by_id.values()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.by_id.keys()
+    }
+
+    pub fn address(&self, id: &str) -> Option<HostPort> {
+        self.get(id).map(|n| n.info.address.clone())
+    }
+
+    /// The outbox of `id`'s agent, while it has a session.
+    pub fn outbox(&self, id: &str) -> Option<&Outbox> {
+        self.get(id)
+            .and_then(|n| n.session.as_ref())
+            .map(|s| &s.outbox)
+    }
+
+    /// The peers of `id`, in the order its peer bits refer to: every other node, by id.
+    pub fn peers_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.by_id.values().filter(move |n| n.info.id != id)
+    }
+
+    /// The decisions' view of `primary` and of every other node, as of now.
+    pub fn views(&self, primary: &str) -> (Option<NodeView>, Vec<NodeView>) {
+        let now = Instant::now();
+        let view = |n: &Node| {
+            let v = n.verdict.as_ref();
+            let sees_down = v.is_some_and(|v| {
+                let primary_bit = self
+                    .peers_of(&n.info.id)
+                    .position(|p| p.info.id == primary)
+                    .filter(|&i| i < MAX_PEER_BITS);
+                let by_probe = v.peers_version == self.peers_version
+                    && primary_bit.is_some_and(|i| {
+                        v.peers_probed >> i & 1 == 1 && v.peers_unreachable >> i & 1 == 1
+                    });
+                by_probe || (v.role() == Role::Replica && !v.link_up)
+            });
+            NodeView {
+                id: n.info.id.clone(),
+                zone: n.info.zone.clone(),
+                priority: n.info.priority,
+                connected: n.session.is_some(),
+                verdict_age: n.heard.map(|t| now.duration_since(t)),
+                health: n.health(),
+                role: v.map_or(Role::Unspecified, |v| v.role()),
+                offset: v.map_or(0, |v| v.repl_offset),
+                link_up_age: n.link_up_at.map(|t| now.duration_since(t)),
+                sees_primary_down: sees_down,
+            }
+        };
+        let p = self.get(primary).map(view);
+        let others = self
+            .iter()
+            .filter(|n| n.info.id != primary)
+            .map(view)
+            .collect();
+        (p, others)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(id: &str, advertise: &str) -> v1::Hello {
+        v1::Hello {
+            node_id: id.into(),
+            advertise: advertise.into(),
+            priority: 100,
+            flavour: v1::Flavour::Redis as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_hello_becomes_a_node_only_when_every_field_is_sane() {
+        let n = NodeInfo::try_from(&hello("a", "10.0.0.1:6379")).unwrap();
+        assert_eq!(n.address, HostPort::new("10.0.0.1", 6379));
+        assert_eq!(n.flavour, v1::Flavour::Redis);
+        for bad in [
+            hello("", "10.0.0.1:6379"),
+            hello(&"n".repeat(MAX_NODE_ID_LEN + 1), "10.0.0.1:6379"),
+            hello("a", "10.0.0.1"),
+            hello("a", ":6379"),
+            hello("a", "h:0"),
+            v1::Hello {
+                zone: "z".repeat(MAX_ZONE_LEN + 1),
+                ..hello("a", "h:1")
+            },
+        ] {
+            assert!(NodeInfo::try_from(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_peer_list_version_moves_when_a_node_joins_or_moves_only() {
+        let mut nodes = Nodes::default();
+        let info = |id: &str, port| NodeInfo::try_from(&hello(id, &format!("h:{port}"))).unwrap();
+        nodes.register(info("a", 1));
+        nodes.register(info("b", 2));
+        assert_eq!(nodes.peers_version, 2);
+        nodes.register(info("b", 2));
+        assert_eq!(nodes.peers_version, 2);
+        nodes.register(info("b", 3));
+        assert_eq!(nodes.peers_version, 3);
+        let peers: Vec<&str> = nodes.peers_of("b").map(|n| n.info.id.as_str()).collect();
+        assert_eq!(peers, ["a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_sees_the_primary_down_by_its_probe_bit_or_its_link() {
+        let mut nodes = Nodes::default();
+        for (id, port) in [("a", 1), ("b", 2), ("c", 3)] {
+            nodes.register(NodeInfo::try_from(&hello(id, &format!("h:{port}"))).unwrap());
+        }
+        let replica = |link_up, probed, unreachable, peers_version| v1::Verdict {
+            role: Role::Replica as i32,
+            link_up,
+            peers_probed: probed,
+            peers_unreachable: unreachable,
+            peers_version,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let version = nodes.peers_version;
+        // c's peers are a (bit 0) and b (bit 1): a is the primary.
+        nodes
+            .get_mut("c")
+            .unwrap()
+            .take_verdict(replica(true, 0b01, 0b01, version), now);
+        // b's peers are a (bit 0) and c: it probed a, but about an old list.
+        nodes
+            .get_mut("b")
+            .unwrap()
+            .take_verdict(replica(true, 0b01, 0b01, version - 1), now);
+        let (_, others) = nodes.views("a");
+        let sees = |id: &str| {
+            others
+                .iter()
+                .find(|v| v.id == id)
+                .unwrap()
+                .sees_primary_down
+        };
+        assert!(sees("c"));
+        assert!(!sees("b"), "bits about another peer list mean nothing");
+        // A replica whose link is down sees its primary down too.
+        nodes
+            .get_mut("b")
+            .unwrap()
+            .take_verdict(replica(false, 0, 0, version), now);
+        let (_, others) = nodes.views("a");
+        assert!(
+            others
+                .iter()
+                .find(|v| v.id == "b")
+                .unwrap()
+                .sees_primary_down
+        );
+    }
+}
