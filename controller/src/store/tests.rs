@@ -301,6 +301,15 @@ impl Store {
         }
     }
 
+    /// `n0` says DOWN and `n1` is promoted, as in `fails_over_on`.
+    async fn n0_fails_over_to_n1(&mut self) {
+        self.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+            .await;
+        self.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+        self.promote_and_repoint("n1", &["n2"], 2).await;
+        self.wait_primary("n1").await;
+    }
+
     /// Every state saved so far, once the reconciler has taken every input sent before.
     async fn saved(&self) -> Vec<StoreState> {
         // A status request goes through the same inbox: answered, everything before it was taken.
@@ -551,11 +560,7 @@ async fn a_failover_in_flight_when_the_controller_stopped_is_finished() {
 #[tokio::test(start_paused = true)]
 async fn a_second_failure_within_the_flap_guard_waits_for_an_operator() {
     let mut s = Store::three_nodes(Flavour::Redis).await;
-    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
-        .await;
-    s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
-    s.promote_and_repoint("n1", &["n2"], 2).await;
-    s.wait_primary("n1").await;
+    s.n0_fails_over_to_n1().await;
     // The new primary fails too, a second later.
     tokio::time::sleep(Duration::from_secs(1)).await;
     s.verdict("n2", verdict(Health::Healthy, Role::Replica, 100))
@@ -580,11 +585,7 @@ async fn a_second_failure_within_the_flap_guard_waits_for_an_operator() {
 #[tokio::test(start_paused = true)]
 async fn a_returning_old_primary_is_pointed_at_the_new_one() {
     let mut s = Store::three_nodes(Flavour::Redis).await;
-    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
-        .await;
-    s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
-    s.promote_and_repoint("n1", &["n2"], 2).await;
-    s.wait_primary("n1").await;
+    s.n0_fails_over_to_n1().await;
     // n0 restarts as a lone primary.
     s.disconnect("n0").await;
     s.connect("n0", Flavour::Redis).await;
