@@ -12,6 +12,7 @@
 //! - `store`: [`VigilStore`], a primary and replicas with an agent beside each and a controller.
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
+//! - `public_bin`: [`PublicBin`], a copy of a workspace binary that any user can run.
 //!
 //! This file keeps the small helpers all of them use: the bounded [`WAIT`], [`serial`],
 //! [`require_root`], [`free_port`], [`wait_until`], [`signal`], and where the workspace's
@@ -22,6 +23,7 @@ mod fixture;
 mod keys;
 mod log;
 mod netns;
+mod public_bin;
 mod redis_server;
 mod store;
 mod watch;
@@ -46,6 +48,7 @@ pub use fixture::Fixture;
 pub use keys::{count_keys, write_keys};
 pub use log::Log;
 pub use netns::NetNs;
+pub use public_bin::PublicBin;
 pub use redis_server::RedisServer;
 pub use store::VigilStore;
 pub use watch::Watch;
