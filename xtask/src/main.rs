@@ -1,9 +1,7 @@
 //! `cargo xtask`: the developer commands. `setup` installs what a fresh machine lacks, `test` runs
 //! the whole suite, `demo` shows vigil at work, `bench` measures it.
 mod bench;
-mod controller_bench;
 mod demo;
-mod failover_bench;
 mod setup;
 
 use std::{

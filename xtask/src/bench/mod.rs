@@ -1,4 +1,7 @@
 //! `cargo xtask bench ...`: measurements printed from hdrhistogram, each ending in one summary line.
+mod controller;
+mod failover;
+
 use std::{io::Write, net::TcpStream, path::PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -59,7 +62,7 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Overhead { rounds, requests } => overhead(rounds, requests),
         Which::Failover { runs } => failover(runs),
-        Which::Controller { stores, failovers } => crate::controller_bench::run(stores, failovers),
+        Which::Controller { stores, failovers } => controller::run(stores, failovers),
         Which::Probes {
             stops,
             exits,
@@ -263,7 +266,7 @@ fn probes(stops: u32, exits: u32, stalls: u32, verdicts: u32) -> Result<()> {
 }
 
 fn failover(runs: u32) -> Result<()> {
-    use crate::failover_bench::{self, Fault, Rounds};
+    use failover::{Fault, Rounds};
     vigil_tests::use_bin_dir(crate::root().join("target/release"));
     vigil_tests::quiet();
     let faults = [Fault::Kill, Fault::Stop, Fault::Slow];
@@ -275,13 +278,13 @@ fn failover(runs: u32) -> Result<()> {
             Fault::Slow => "slow",
         };
         println!("==> vigil, {name}, {runs} rounds");
-        results.push(("vigil".into(), name, failover_bench::vigil(fault, runs)?));
+        results.push(("vigil".into(), name, failover::vigil(fault, runs)?));
         for down_after in [100, 1000] {
             println!("==> sentinel (down-after {down_after} ms), {name}, {runs} rounds");
             results.push((
                 format!("sentinel{down_after}"),
                 name,
-                failover_bench::sentinel(down_after, fault, runs)?,
+                failover::sentinel(down_after, fault, runs)?,
             ));
         }
     }

@@ -141,8 +141,8 @@ async fn drive(
     .await?;
     // A few heartbeats so every store has adopted its primary and seen its replicas linked.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks0 = crate::bench::cpu_ticks(pid);
-    let sim_ticks0 = crate::bench::cpu_ticks(std::process::id());
+    let ticks0 = super::cpu_ticks(pid);
+    let sim_ticks0 = super::cpu_ticks(std::process::id());
     let t0 = Instant::now();
     // Steady load first, then faults spread over the rest of the window.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -165,14 +165,14 @@ async fn drive(
     let ticks_per_sec =
         nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
     let pct = |ticks: u64| 100.0 * ticks as f64 / ticks_per_sec / wall;
-    let cpu_pct = pct(crate::bench::cpu_ticks(pid).saturating_sub(ticks0));
+    let cpu_pct = pct(super::cpu_ticks(pid).saturating_sub(ticks0));
     // The simulated agents share this machine's cores with the controller: say how much they took.
-    let sim_pct = pct(crate::bench::cpu_ticks(std::process::id()).saturating_sub(sim_ticks0));
+    let sim_pct = pct(super::cpu_ticks(std::process::id()).saturating_sub(sim_ticks0));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "cpu over {wall:.1} s: controller {cpu_pct:.1}% of a core, simulated agents {sim_pct:.1}% ({cores} cores in all)"
     );
-    let rss_mib = crate::bench::peak_rss_kib(pid) as f64 / 1024.0;
+    let rss_mib = super::peak_rss_kib(pid) as f64 / 1024.0;
     tasks.abort_all();
     Ok((cpu_pct, rss_mib))
 }
