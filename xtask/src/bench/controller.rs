@@ -20,15 +20,17 @@ use vigil_tests::Controller;
 use super::{cpu_ticks, peak_rss_kib};
 
 pub fn run(stores: u32, failovers: u32) -> Result<()> {
-    println!("==> building the simulated agents (release)");
-    crate::run_cmd(crate::cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "vigil-tests",
-        "--example",
-        "agent_fleet",
-    ]))?;
+    crate::stage::run(
+        "==> building the simulated agents (release)",
+        crate::cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "vigil-tests",
+            "--example",
+            "agent_fleet",
+        ]),
+    )?;
     // The controller inherits this: a connection per simulated agent (three per store), and room
     // to spare.
     raise_fd_limit(u64::from(stores) * 6 + 1024)?;

@@ -56,8 +56,10 @@ pub enum Which {
 
 pub fn run(which: Which) -> Result<()> {
     crate::setup::run()?;
-    println!("==> building vigil (release)");
-    crate::run_cmd(crate::cargo().args(["build", "--release", "--bins"]))?;
+    crate::stage::run(
+        "==> building vigil (release)",
+        crate::cargo().args(["build", "--release", "--bins"]),
+    )?;
     match which {
         Which::Overhead { rounds, requests } => overhead::run(rounds, requests),
         Which::Failover { runs } => failover::run(runs),
