@@ -465,7 +465,15 @@ fn ctrl_c_prints_a_latency_summary() -> Result<()> {
 }
 
 fn agent_error(args: &[&str], uid: Option<u32>) -> Result<(bool, String)> {
-    let mut cmd = Command::new(vigil_tests::workspace_bin("vigil-agent")?);
+    // Another user may be unable to reach target/ (a checkout under /root): it runs a copy that
+    // anyone can.
+    let public = uid
+        .map(|_| vigil_tests::PublicBin::copy_of("vigil-agent"))
+        .transpose()?;
+    let mut cmd = match &public {
+        Some(copy) => Command::new(copy.path()),
+        None => Command::new(vigil_tests::workspace_bin("vigil-agent")?),
+    };
     cmd.args(args);
     if let Some(uid) = uid {
         cmd.uid(uid);

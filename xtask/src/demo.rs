@@ -26,7 +26,12 @@ fn interrupted() -> bool {
 }
 
 fn step(text: &str) {
-    println!("\n\x1b[1m==> {text}\x1b[0m");
+    println!("{}", heading(text));
+}
+
+/// A step's line: after a blank line, in bold.
+fn heading(text: &str) -> String {
+    format!("\n\x1b[1m==> {text}\x1b[0m")
 }
 
 fn monotonic_ns() -> u64 {
@@ -61,8 +66,10 @@ fn ms_since(fault: SystemTime, at: SystemTime) -> String {
 
 pub fn run() -> Result<()> {
     crate::setup::run()?;
-    step("building vigil (release)");
-    crate::run_cmd(crate::cargo().args(["build", "--release", "--bins"]))?;
+    crate::stage::run(
+        &heading("building vigil (release)"),
+        crate::cargo().args(["build", "--release", "--bins"]),
+    )?;
     vigil_tests::use_bin_dir(crate::root().join("target/release"));
     vigil_tests::quiet();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

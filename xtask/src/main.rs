@@ -1,10 +1,9 @@
 //! `cargo xtask`: the developer commands. `setup` installs what a fresh machine lacks, `test` runs
 //! the whole suite, `demo` shows vigil at work, `bench` measures it.
 mod bench;
-mod controller_bench;
 mod demo;
-mod failover_bench;
 mod setup;
+mod stage;
 
 use std::{
     io::{BufRead, BufReader},
@@ -63,27 +62,16 @@ pub fn root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-/// Runs `cmd` in the workspace root with inherited output; fails unless it exits 0.
-pub fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let status = cmd
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed ({status})");
-    }
-    Ok(())
-}
-
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
-    println!("==> building the workspace");
-    run_cmd(cargo().args(["build", "--bins"]))?;
+    stage::run(
+        "==> building the workspace",
+        cargo().args(["build", "--bins"]),
+    )?;
     println!("==> running the tests");
     let bin_dir = root().join("target/debug");
     let mut child = cargo()

@@ -50,6 +50,11 @@ fn say(what: &str) {
     println!("setup: {what}");
 }
 
+/// Runs one install step quietly, on a `setup:` line like [`say`]'s.
+fn stage(what: &str, cmd: &mut Command) -> Result<()> {
+    crate::stage::run(&format!("setup: {what}"), cmd)
+}
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
@@ -72,13 +77,14 @@ fn debian_packages() -> Result<()> {
         say("redis-server, redis-sentinel, redis-cli and protoc are installed");
         return Ok(());
     }
-    say(&format!(
-        "installing Debian packages: {}",
-        missing.join(" ")
-    ));
     let apt_failed = "apt-get failed: are Debian's package mirrors reachable from this machine?";
-    crate::run_cmd(Command::new("apt-get").args(["update", "-q"])).context(apt_failed)?;
-    crate::run_cmd(
+    stage(
+        "updating Debian's package lists",
+        Command::new("apt-get").args(["update", "-q"]),
+    )
+    .context(apt_failed)?;
+    stage(
+        &format!("installing Debian packages: {}", missing.join(" ")),
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
@@ -99,25 +105,29 @@ fn python_redis() -> Result<()> {
         say("redis-py is installed");
         return Ok(());
     }
-    say("installing redis-py (pip) for the Sentinel client tests");
-    crate::run_cmd(Command::new("python3").args(["-m", "pip", "install", "--quiet", "redis"]))
-        .context("pip install redis failed: is PyPI reachable from this machine?")
+    stage(
+        "installing redis-py (pip) for the Sentinel client tests",
+        Command::new("python3").args(["-m", "pip", "install", "--quiet", "redis"]),
+    )
+    .context("pip install redis failed: is PyPI reachable from this machine?")
 }
 
 fn nightly() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))
         .context("rustup is not working; vigil builds its eBPF programs with rustup's nightly")?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        say("installing the nightly toolchain with rust-src (the eBPF programs build with it)");
-        crate::run_cmd(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))
+        stage(
+            "installing the nightly toolchain with rust-src (the eBPF programs build with it)",
+            Command::new("rustup").args([
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ]),
+        )
         .context("installing nightly failed: is the Rust distribution server reachable?")?;
         return Ok(());
     }
@@ -132,14 +142,10 @@ fn nightly() -> Result<()> {
     if components.lines().any(|l| l.starts_with("rust-src")) {
         say("nightly with rust-src is installed");
     } else {
-        say("adding rust-src to nightly");
-        crate::run_cmd(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))
+        stage(
+            "adding rust-src to nightly",
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]),
+        )
         .context("adding rust-src failed: is the Rust distribution server reachable?")?;
     }
     Ok(())
@@ -193,10 +199,8 @@ fn bpf_linker() -> Result<()> {
         std::os::unix::fs::symlink(&libllvm, &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
-    say(&format!(
-        "installing {wanted} against nightly's LLVM {llvm_major} (about a minute)"
-    ));
-    crate::run_cmd(
+    stage(
+        &format!("installing {wanted} against nightly's LLVM {llvm_major} (about a minute)"),
         crate::cargo()
             .args([
                 "install",

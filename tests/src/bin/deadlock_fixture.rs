@@ -7,7 +7,7 @@
 //! front of that redis-server instead: every other command, replication included, goes through
 //! the worker to the backend, so the fixture can stand in for a data store's primary.
 //!
-//! Usage: vigil-deadlock-fixture PORT [BACKEND_PORT]   (127.0.0.1 only)
+//! Usage: `vigil-deadlock-fixture PORT [BACKEND_PORT]` (127.0.0.1 only)
 use std::{
     io::{ErrorKind, Read, Write},
     net::{TcpListener, TcpStream},

@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use vigil_tests::{RedisServer, VigilStore, WAIT, free_port, wait_until};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+enum Fault {
     Kill,
     Stop,
     Slow,
@@ -33,6 +33,91 @@ impl Fault {
     }
 }
 
+pub fn run(runs: u32) -> Result<()> {
+    vigil_tests::use_bin_dir(crate::root().join("target/release"));
+    vigil_tests::quiet();
+    let faults = [Fault::Kill, Fault::Stop, Fault::Slow];
+    let mut results: Vec<(String, &str, Rounds)> = Vec::new();
+    for fault in faults {
+        let name = fault.name();
+        println!("==> vigil, {name}, {runs} rounds");
+        results.push(("vigil".into(), name, vigil(fault, runs)?));
+        for down_after in [100, 1000] {
+            println!("==> sentinel (down-after {down_after} ms), {name}, {runs} rounds");
+            results.push((
+                format!("sentinel{down_after}"),
+                name,
+                sentinel(down_after, fault, runs)?,
+            ));
+        }
+    }
+    println!();
+    println!(
+        "{:<14} {:<5} {:>30} {:>30} {:>16} {:>8}",
+        "system",
+        "fault",
+        "detection p50/p99/max ms",
+        "write on new primary p50/p99/max ms",
+        "false failovers",
+        "missed"
+    );
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    for (system, fault, r) in &results {
+        let cell = |h: &Histogram<u64>| {
+            if h.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.1}/{:.1}/{:.1}",
+                    ms(h, 0.5),
+                    ms(h, 0.99),
+                    h.max() as f64 / 1000.0
+                )
+            }
+        };
+        let false_ff = if *fault == "slow" {
+            format!("{}/{}", r.false_failovers, r.runs)
+        } else {
+            "-".into()
+        };
+        // A kill or stop round with no write on a new primary within the wait.
+        let missed = if *fault == "slow" {
+            "-".into()
+        } else {
+            format!("{}/{}", r.missed, r.runs)
+        };
+        println!(
+            "{system:<14} {fault:<5} {:>30} {:>30} {:>16} {missed:>8}",
+            cell(&r.detection),
+            cell(&r.write),
+            false_ff
+        );
+    }
+    let find = |system: &str, fault: &str| {
+        results
+            .iter()
+            .find(|(s, f, _)| s == system && *f == fault)
+            .map(|(_, _, r)| r)
+    };
+    let p50 = |system: &str, fault: &str| find(system, fault).map_or(0.0, |r| ms(&r.write, 0.5));
+    let p99 = |system: &str, fault: &str| find(system, fault).map_or(0.0, |r| ms(&r.write, 0.99));
+    let ff = |system: &str| {
+        find(system, "slow").map_or("?".into(), |r| format!("{}/{}", r.false_failovers, r.runs))
+    };
+    let speedup = p50("sentinel100", "kill") / p50("vigil", "kill").max(0.001);
+    println!(
+        "failover: vigil kill p50={:.1}ms p99={:.1}ms stop p50={:.1}ms; sentinel100 kill p50={:.1}ms; speedup={:.0}x; false failovers vigil={} sentinel100={}",
+        p50("vigil", "kill"),
+        p99("vigil", "kill"),
+        p50("vigil", "stop"),
+        p50("sentinel100", "kill"),
+        speedup,
+        ff("vigil"),
+        ff("sentinel100"),
+    );
+    Ok(())
+}
+
 const NAME: &str = "bench";
 /// How long after a slow command a failover it set off still counts (Sentinel's leader election
 /// and failover take a second or more after +odown).
@@ -41,14 +126,14 @@ const LUA_500MS: &str = "local t=redis.call('TIME') local s=t[1]*1000000+t[2] \
                          repeat t=redis.call('TIME') until t[1]*1000000+t[2]-s >= 500000 return 1";
 
 /// Results of one system under one fault.
-pub struct Rounds {
-    pub detection: Histogram<u64>,
-    pub write: Histogram<u64>,
-    pub false_failovers: u32,
+struct Rounds {
+    detection: Histogram<u64>,
+    write: Histogram<u64>,
+    false_failovers: u32,
     /// Kill and stop rounds where no write reached a new primary within the wait: counted and
     /// shown, not recorded in `write`, and the bench goes on.
-    pub missed: u32,
-    pub runs: u32,
+    missed: u32,
+    runs: u32,
 }
 
 impl Rounds {
@@ -141,7 +226,7 @@ fn slow_command(port: u16) -> Result<()> {
     Ok(())
 }
 
-pub fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
+fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
     let mut r = Rounds::new(runs)?;
     let mut store = VigilStore::start(
         NAME,
@@ -387,7 +472,7 @@ fn spawn_sentinel(conf: &Path) -> Result<Child> {
         .context("starting redis-sentinel")
 }
 
-pub fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
+fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
     let mut r = Rounds::new(runs)?;
     let mut s = SentinelStore::start(down_after_ms)?;
     for round in 0..runs {

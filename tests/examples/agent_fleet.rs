@@ -1,8 +1,22 @@
-//! `cargo xtask bench controller`: one real controller over gRPC, many data stores, and a
-//! simulated agent per node in this process, each on its own connection, sending a verdict every
-//! 100 ms as real agents do. Faults are DOWN verdicts from primaries; the decision latency is
+//! The simulated agents of `cargo xtask bench controller`, a program of their own so that xtask
+//! needs no protoc: xtask builds this after setup, starts the real controller, and runs this
+//! against it. A simulated agent per node of `--stores` data stores (a primary and two replicas
+//! each), every one on its own gRPC connection, sends a verdict every 100 ms as real agents do.
+//! Faults are DOWN verdicts from `--failovers` primaries, one every 20 ms; the decision latency runs
 //! from that verdict leaving the simulated primary to the promote command reaching a replica.
+//!
+//! Stdout is one JSON object per line, in this order, for the bench to follow:
+//! - `{"event":"fleet","stores":S,"agents":A,"heartbeat_ms":H}`, before connecting;
+//! - `{"event":"steady_start"}`: every session is welcomed and warmed up, the measured window
+//!   opens;
+//! - `{"event":"faults_start","failovers":N}`: after 5 s of steady load, primaries start failing;
+//! - `{"event":"steady_end"}`: every failover promoted a replica, the window closes;
+//! - `{"event":"result","decision_us":{"count","p50","p90","p99","max"},"cpu_pct":C}`: the
+//!   decision latencies, and this program's own CPU over the window (% of one core).
+//!
+//! Errors go to stderr, with a non-zero exit status.
 use std::{
+    process::ExitCode,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -11,7 +25,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use clap::Parser;
 use hdrhistogram::Histogram;
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -22,12 +38,27 @@ use vigil_proto::{
         command::Action, controller_message,
     },
 };
-use vigil_tests::Controller;
 
 const NODES_PER_STORE: u32 = 3;
 const HEARTBEAT: Duration = Duration::from_millis(100);
 /// Every bounded wait in the bench: connecting, warming up, a failover finishing.
 const WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Parser)]
+#[command(
+    about = "The controller bench's simulated agents (run by `cargo xtask bench controller`)"
+)]
+struct Args {
+    /// The controller's gRPC URL.
+    #[arg(long)]
+    controller: String,
+    /// Data stores, three simulated agents each.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    stores: u32,
+    /// Primaries that fail, one every 20 ms (at most one per store).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    failovers: u32,
+}
 
 /// What the simulated nodes share with the driver.
 struct Shared {
@@ -39,78 +70,83 @@ struct Shared {
     welcomed: AtomicUsize,
 }
 
-pub fn run(stores: u32, failovers: u32) -> Result<()> {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent_fleet: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let Args {
+        controller,
+        stores,
+        failovers,
+    } = args;
     let agents = stores * NODES_PER_STORE;
     raise_fd_limit(u64::from(agents) * 2 + 1024)?;
-    vigil_tests::use_bin_dir(crate::root().join("target/release"));
-    vigil_tests::quiet();
-    let dir = tempfile::Builder::new()
-        .prefix("vigil-bench-controller-")
-        .tempdir()?;
-    let controller = Controller::start(dir.path(), &[])?;
-    let pid = controller.pid().context("the controller is not running")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let shared = Arc::new(Shared {
         faulted_at: Mutex::new(vec![None; stores as usize]),
         decisions: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         promoted: AtomicUsize::new(0),
         welcomed: AtomicUsize::new(0),
     });
-    println!(
-        "==> {stores} data stores, {agents} simulated agents (one connection each), verdicts every {} ms",
-        HEARTBEAT.as_millis()
-    );
-    let (cpu_pct, rss_mib) = rt.block_on(drive(
-        controller.url(),
-        stores,
-        failovers.min(stores),
-        pid,
-        shared.clone(),
-    ))?;
+    emit(json!({
+        "event": "fleet",
+        "stores": stores,
+        "agents": agents,
+        "heartbeat_ms": HEARTBEAT.as_millis() as u64,
+    }));
+    let cpu_pct = drive(controller, stores, failovers.min(stores), shared.clone()).await?;
     let h = shared
         .decisions
         .lock()
         .map_err(|_| anyhow::anyhow!("a simulated node panicked"))?
         .clone();
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "decision latency over {} failovers: p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
-        h.len(),
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        h.max() as f64 / 1000.0
-    );
-    if h.is_empty() {
-        bail!("no failover was decided; see the controller's log");
-    }
-    println!(
-        "controller: stores={stores} agents={agents} decision p99={:.2}ms cpu={cpu_pct:.1}% rss={rss_mib:.1}MiB",
-        ms(0.99)
-    );
+    emit(json!({
+        "event": "result",
+        "decision_us": {
+            "count": h.len(),
+            "p50": h.value_at_quantile(0.5),
+            "p90": h.value_at_quantile(0.9),
+            "p99": h.value_at_quantile(0.99),
+            "max": h.max(),
+        },
+        "cpu_pct": cpu_pct,
+    }));
     Ok(())
+}
+
+/// One line of the bench's protocol on stdout (flushed at the newline).
+fn emit(line: Value) {
+    println!("{line}");
 }
 
 fn raise_fd_limit(want: u64) -> Result<()> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < want {
-        // The controller, started after this, inherits the limit.
         setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard)
             .context("raising the open-files limit for the simulated agents")?;
     }
     Ok(())
 }
 
-async fn drive(
-    url: String,
-    stores: u32,
-    failovers: u32,
-    pid: u32,
-    shared: Arc<Shared>,
-) -> Result<(f64, f64)> {
+/// This process's CPU time so far (user and system), in seconds.
+fn own_cpu_s() -> Result<f64> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok(secs(usage.user_time()) + secs(usage.system_time()))
+}
+
+/// Connects every node, runs the steady window with its faults, and returns this process's CPU
+/// over the window, in % of one core.
+async fn drive(url: String, stores: u32, failovers: u32, shared: Arc<Shared>) -> Result<f64> {
     let mut faults = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for store in 0..stores {
@@ -141,12 +177,12 @@ async fn drive(
     .await?;
     // A few heartbeats so every store has adopted its primary and seen its replicas linked.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let ticks0 = crate::bench::cpu_ticks(pid);
-    let sim_ticks0 = crate::bench::cpu_ticks(std::process::id());
+    let cpu0 = own_cpu_s()?;
     let t0 = Instant::now();
+    emit(json!({"event": "steady_start"}));
     // Steady load first, then faults spread over the rest of the window.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    println!("==> {failovers} primaries fail, one every 20 ms, under the same heartbeat load");
+    emit(json!({"event": "faults_start", "failovers": failovers}));
     for (store, fault) in faults.iter().enumerate().take(failovers as usize) {
         if let Ok(mut at) = shared.faulted_at.lock() {
             at[store] = Some(Instant::now());
@@ -162,19 +198,10 @@ async fn drive(
     )
     .await?;
     let wall = t0.elapsed().as_secs_f64();
-    let ticks_per_sec =
-        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.unwrap_or(100) as f64;
-    let pct = |ticks: u64| 100.0 * ticks as f64 / ticks_per_sec / wall;
-    let cpu_pct = pct(crate::bench::cpu_ticks(pid).saturating_sub(ticks0));
-    // The simulated agents share this machine's cores with the controller: say how much they took.
-    let sim_pct = pct(crate::bench::cpu_ticks(std::process::id()).saturating_sub(sim_ticks0));
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "cpu over {wall:.1} s: controller {cpu_pct:.1}% of a core, simulated agents {sim_pct:.1}% ({cores} cores in all)"
-    );
-    let rss_mib = crate::bench::peak_rss_kib(pid) as f64 / 1024.0;
+    let cpu_pct = 100.0 * (own_cpu_s()? - cpu0) / wall;
+    emit(json!({"event": "steady_end"}));
     tasks.abort_all();
-    Ok((cpu_pct, rss_mib))
+    Ok(cpu_pct)
 }
 
 /// Polls `done` every 10 ms for at most [`WAIT`]; a simulated node failing ends the wait early.
