@@ -3,10 +3,12 @@ use std::{io::IsTerminal, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use vigil_agent::{
-    config::{RunConfig, RunSettings},
-    daemon,
+    daemon::{
+        self,
+        config::{RunConfig, RunSettings},
+    },
     kernel::KernelOptions,
-    verdict::Thresholds,
+    verdict::rules::Thresholds,
     watch::{self, WatchOptions},
 };
 

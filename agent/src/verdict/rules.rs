@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::{
-    classifier::StallClass,
-    info::{Replication, Role},
+    kernel::classifier::StallClass,
+    server::info::{Replication, Role},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -258,7 +258,7 @@ pub fn assess(inputs: &Inputs, t: &Thresholds) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::info::SyncState;
+    use crate::server::info::SyncState;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

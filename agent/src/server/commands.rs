@@ -1,51 +1,16 @@
-//! Carrying out the controller's commands on the local server, and the epoch rule that guards
-//! them: a command older than the newest epoch this agent has seen is refused.
+//! Carrying out the controller's commands on the local server: the command each action runs,
+//! and the role and offset that follow. The epoch rule that guards them is the daemon's
+//! (`daemon::epochs`).
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::{
-    failure_detector::ServerConn,
-    health,
+use super::{
+    conn::ServerConn,
     info::{Flavour, Role},
-    wire::Action,
+    poller,
 };
-
-/// The newest epoch seen, from commands and desired state alike.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EpochGuard {
-    newest: u64,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("stale epoch {got}: this agent has already seen epoch {newest}")]
-pub struct StaleEpoch {
-    pub got: u64,
-    pub newest: u64,
-}
-
-impl EpochGuard {
-    pub fn newest(&self) -> u64 {
-        self.newest
-    }
-
-    /// Notes an epoch from desired state.
-    pub fn observe(&mut self, epoch: u64) {
-        self.newest = self.newest.max(epoch);
-    }
-
-    /// Admits a command at `epoch` unless it is older than the newest seen.
-    pub fn admit(&mut self, epoch: u64) -> Result<(), StaleEpoch> {
-        if epoch < self.newest {
-            return Err(StaleEpoch {
-                got: epoch,
-                newest: self.newest,
-            });
-        }
-        self.newest = epoch;
-        Ok(())
-    }
-}
+use crate::link::wire::Action;
 
 /// Role and offset after a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +83,7 @@ pub async fn execute(
         .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + limit;
     loop {
-        let (replication, _) = timeout(COMMAND_LIMIT, health::ask(&mut conn))
+        let (replication, _) = timeout(COMMAND_LIMIT, poller::ask(&mut conn))
             .await
             .map_err(|_| "the server did not answer ROLE".to_string())??;
         let outcome = Outcome {
@@ -136,24 +101,5 @@ pub async fn execute(
             ));
         }
         sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn older_epochs_are_refused_and_equal_or_newer_admitted() {
-        let mut g = EpochGuard::default();
-        assert_eq!(g.admit(5), Ok(()));
-        assert_eq!(g.admit(5), Ok(()));
-        assert_eq!(g.admit(3), Err(StaleEpoch { got: 3, newest: 5 }));
-        g.observe(9);
-        assert_eq!(g.admit(8), Err(StaleEpoch { got: 8, newest: 9 }));
-        g.observe(2);
-        assert_eq!(g.newest(), 9);
-        assert_eq!(g.admit(10), Ok(()));
-        assert_eq!(g.newest(), 10);
     }
 }

@@ -13,20 +13,35 @@ use vigil_proto::{
     v1::{self, controller_message::Msg as Down},
 };
 
-use crate::{
-    commands::{self, EpochGuard, Outcome},
+pub mod config;
+pub mod epochs;
+pub mod fencing;
+pub mod metrics;
+
+use self::{
     config::RunConfig,
+    epochs::EpochGuard,
+    metrics::{EventLabel, Metrics},
+};
+use crate::{
     error::{AgentError, Result},
-    failure_detector::{self, PeerList, PeerProbe, PeerTable, PingOutcome},
-    fencing, health,
-    info::Role,
-    kernel::Line,
-    link::{self, Link},
-    metrics::{self, EventLabel, Metrics},
-    monitor::{Monitor, MonitorOptions, Wake},
-    target,
-    verdict::{Reason, Severity},
-    wire::{Action, Command},
+    host::target,
+    kernel::event::Line,
+    link::{
+        stream::{self as link, Link},
+        wire::{Action, Command},
+    },
+    server::{
+        commands::{self, Outcome},
+        info::Role,
+        peers::{self, PeerList, PeerProbe, PeerTable},
+        pinger::PingOutcome,
+        poller,
+    },
+    verdict::{
+        monitor::{Monitor, MonitorOptions, Wake},
+        rules::{Health, Reason, Severity},
+    },
 };
 
 /// Why a command ran: sent by the controller, or by the agent itself (self-fencing).
@@ -83,7 +98,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         .map_err(|e| AgentError::io("installing the SIGTERM handler", e))?;
 
     let flavour = match cfg.server.connect(Duration::from_secs(1)).await {
-        Ok(mut c) => health::flavour(&mut c).await,
+        Ok(mut c) => poller::flavour(&mut c).await,
         Err(PingOutcome::AuthFailed(e)) => {
             tracing::error!(server = %cfg.server.address(), error = %e, "the server refused the agent's credentials: check --username / --password");
             None
@@ -141,7 +156,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     })?;
     let (peers_tx, peers_rx) = watch::channel(PeerList::default());
     let (peer_tx, mut peer_rx) = mpsc::channel(64);
-    let prober = tokio::spawn(failure_detector::peer_prober(
+    let prober = tokio::spawn(peers::peer_prober(
         cfg.server.clone(),
         peers_rx,
         cfg.peer_probes,
@@ -216,7 +231,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             d.metrics.set_verdict(reasons);
             let health = reasons.health();
             let names = reasons.names().join(",");
-            if health >= crate::verdict::Health::Unhealthy {
+            if health >= Health::Unhealthy {
                 tracing::warn!(health = health.as_str(), reasons = %names, "verdict changed");
             } else {
                 tracing::info!(health = health.as_str(), reasons = %names, "verdict changed");

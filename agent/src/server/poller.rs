@@ -1,4 +1,4 @@
-//! The health detector: asks the server about its role, replication and memory (ROLE,
+//! The health poller: asks the server about its role, replication and memory (ROLE,
 //! INFO replication, INFO memory, and INFO server once per connection for the flavour) and
 //! reports each answer. The verdict engine compares it with what the controller expects.
 use std::time::Duration;
@@ -8,9 +8,10 @@ use tokio::{
     time::{MissedTickBehavior, timeout},
 };
 
-use crate::{
-    failure_detector::{PingOutcome, ServerConn},
+use super::{
+    conn::ServerConn,
     info::{self, Flavour, Memory, Replication},
+    pinger::PingOutcome,
 };
 
 /// One round of questions.

@@ -17,12 +17,10 @@ use vigil_agent_ebpf::{
     Config, Event, HIST_BUCKETS, SCAN_BATCH, ThreadState, counter, thread_state,
 };
 
+use super::{btf, classifier::Unread, slots::UnreadSlots, tracefs};
 use crate::{
-    btf,
-    classifier::Unread,
     error::{AgentError, Result},
-    slots::UnreadSlots,
-    target, tracefs,
+    host::target,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probes"));

@@ -2,8 +2,8 @@
 use vigil_proto::v1;
 
 use crate::{
-    info::{Flavour, Role},
-    verdict::Health,
+    server::info::{Flavour, Role},
+    verdict::rules::Health,
 };
 
 impl From<Health> for v1::Health {
@@ -134,7 +134,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::verdict::Reason;
+    use crate::verdict::rules::Reason;
 
     #[test]
     fn the_usual_verdict_encodes_under_64_bytes() {

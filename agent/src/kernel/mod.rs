@@ -3,19 +3,35 @@
 //!
 //! [`KernelWatcher`] turns all of it into [`Line`]s (what `vigil-agent watch` prints and the
 //! daemon logs) and keeps a [`KernelView`] for the verdict engine.
-use std::time::{Duration, Instant, SystemTime};
+//!
+//! - [`probes`]: loads the programs, points them at the target, and reads their maps and ring
+//!   buffer; [`slots`] maps the unread-request slots into memory.
+//! - [`btf`] and [`tracefs`]: the kernel layouts the programs need, read at start-up.
+//! - [`classifier`]: names a stall by what the reading thread is doing.
+//! - [`deadline`]: wakes the agent at the exact instant a threshold is crossed.
+//! - [`event`]: the lines the kernel half reports.
+pub mod btf;
+pub mod classifier;
+pub mod deadline;
+pub mod event;
+pub mod probes;
+pub mod slots;
+pub mod tracefs;
+
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use vigil_agent_ebpf::{Event, kind, thread_state};
 
-use crate::{
+use self::{
     classifier::{Classifier, Decision, StallClass, StopTracker},
-    error::Result,
-    listen_queue::ListenQueue,
+    event::{Line, decode_exit},
     probes::{Probes, monotonic_ns},
-    target,
-    verdict::KernelView,
+};
+use crate::{
+    error::Result,
+    host::{listen_queue::ListenQueue, target},
+    verdict::rules::KernelView,
 };
 
 /// How often the agent may scan every process for the port's new owner while the target is gone.
@@ -41,101 +57,6 @@ pub struct KernelOptions {
     /// watch` asks for it; otherwise the read probe is attached in short windows, to learn which
     /// thread reads which socket, and nothing runs on arrivals.
     pub every_read: bool,
-}
-
-/// One output line. Fields that do not apply to an event are left out.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Line {
-    pub event: &'static str,
-    pub pid: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tid: Option<u32>,
-    /// CLOCK_MONOTONIC ns when the kernel saw it, or when the classifier decided.
-    pub kernel_ns: u64,
-    /// CLOCK_MONOTONIC ns when the agent handled it.
-    pub seen_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_dumped: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runq_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub old_pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drops: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queued: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasons: Option<Vec<&'static str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ping_rtt_us: Option<u64>,
-    /// `kernel_ns` is a kernel timestamp (not a userspace decision), so the lag means something.
-    #[serde(skip)]
-    pub from_kernel: bool,
-}
-
-impl Line {
-    pub fn new(event: &'static str, pid: u32, kernel_ns: u64) -> Self {
-        Self {
-            event,
-            pid,
-            kernel_ns,
-            seen_ns: monotonic_ns(),
-            ..Self::default()
-        }
-    }
-
-    /// The readable form: time, event, then every field that applies.
-    pub fn to_text(&self) -> String {
-        let mut text = format!(
-            "{} {:<20} pid={}",
-            humantime::format_rfc3339_millis(SystemTime::now()),
-            self.event,
-            self.pid
-        );
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
-            for (key, value) in fields {
-                match (key.as_str(), value) {
-                    ("event" | "pid" | "kernel_ns" | "seen_ns", _) => {}
-                    (_, serde_json::Value::String(s)) => text.push_str(&format!(" {key}={s}")),
-                    (_, value) => text.push_str(&format!(" {key}={value}")),
-                }
-            }
-        }
-        if self.from_kernel {
-            let lag_us = self.seen_ns.saturating_sub(self.kernel_ns) / 1_000;
-            text.push_str(&format!(" (seen {lag_us}us after the kernel)"));
-        }
-        text
-    }
-}
-
-/// Splits a raw exit code as wait(2) encodes it into (exit status, signal, core dumped).
-pub fn decode_exit(code: u64) -> (Option<i32>, Option<i32>, bool) {
-    let code = code as i32;
-    let signal = code & 0x7f;
-    if signal == 0 {
-        (Some((code >> 8) & 0xff), None, false)
-    } else {
-        (None, Some(signal), code & 0x80 != 0)
-    }
 }
 
 pub struct KernelWatcher {
@@ -585,14 +506,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_codes_decode_as_wait_does() {
-        assert_eq!(decode_exit(9), (None, Some(9), false)); // kill -9
-        assert_eq!(decode_exit(0), (Some(0), None, false)); // exit(0)
-        assert_eq!(decode_exit(1 << 8), (Some(1), None, false)); // exit(1)
-        assert_eq!(decode_exit(11 | 0x80), (None, Some(11), true)); // SIGSEGV with a core
-    }
-
-    #[test]
     fn log2_buckets_load_at_their_upper_bound() {
         let mut buckets = vec![0u64; 64];
         buckets[10] = 3; // [1024, 2048) ns
@@ -601,28 +514,5 @@ mod tests {
         assert_eq!(h.len(), 4);
         assert_eq!(h.value_at_quantile(0.5), 2);
         assert!(h.max() >= 2_097 && h.max() <= 2_100, "{}", h.max());
-    }
-
-    #[test]
-    fn json_lines_carry_the_documented_fields_and_nothing_empty() {
-        let mut line = Line {
-            event: "exited",
-            pid: 42,
-            tid: Some(43),
-            kernel_ns: 10,
-            seen_ns: 20,
-            ..Line::default()
-        };
-        line.signal = Some(9);
-        let v: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&line).unwrap()).unwrap();
-        assert_eq!(v["event"], "exited");
-        assert_eq!(v["pid"], 42);
-        assert_eq!(v["tid"], 43);
-        assert_eq!(v["kernel_ns"], 10);
-        assert_eq!(v["seen_ns"], 20);
-        assert_eq!(v["signal"], 9);
-        assert!(v.get("exit_code").is_none());
-        assert!(line.to_text().contains("exited") && line.to_text().contains("signal=9"));
     }
 }

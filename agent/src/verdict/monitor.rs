@@ -1,6 +1,6 @@
-//! The agent's local view of its server: the kernel half, the local failure detector, the health
-//! detector and the resource monitor, folded by the verdict engine. `vigil-agent watch` prints
-//! it; `vigil-agent run` also sends it to the controller.
+//! The agent's local view of its server: the kernel half (`kernel`), the local pinger and the
+//! health poller (`server`) and the resource monitor (`host`), folded by the verdict rules.
+//! `vigil-agent watch` prints it; `vigil-agent run` also sends it to the controller.
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -10,17 +10,18 @@ use tokio::{
     time::{Interval, MissedTickBehavior},
 };
 
+use super::rules::{
+    self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Severity, Thresholds,
+};
 use crate::{
-    deadline::Deadline,
     error::Result,
-    failure_detector::{self, PingOutcome, ServerConn},
-    health::{self, HealthSample},
-    info::{Flavour, Memory, Replication, Role},
-    kernel::{KernelOptions, KernelWatcher, Line},
-    probes::monotonic_ns,
-    resources::{ResourceSample, ResourceSampler},
-    verdict::{
-        self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Severity, Thresholds,
+    host::resources::{ResourceSample, ResourceSampler},
+    kernel::{KernelOptions, KernelWatcher, deadline::Deadline, event::Line, probes::monotonic_ns},
+    server::{
+        conn::ServerConn,
+        info::{Flavour, Memory, Replication, Role},
+        pinger::{self, PingOutcome},
+        poller::{self, HealthSample},
     },
 };
 
@@ -115,12 +116,12 @@ impl Monitor {
         let (ping_tx, ping_rx) = mpsc::channel(64);
         let (health_tx, health_rx) = mpsc::channel(8);
         let tasks = vec![
-            tokio::spawn(failure_detector::local_pinger(
+            tokio::spawn(pinger::local_pinger(
                 opts.server.clone(),
                 opts.ping_interval,
                 ping_tx,
             )),
-            tokio::spawn(health::health_poller(
+            tokio::spawn(poller::health_poller(
                 opts.server.clone(),
                 opts.health_interval,
                 health_tx,
@@ -208,7 +209,7 @@ impl Monitor {
     }
 
     fn on_ping(&mut self, outcome: PingOutcome) {
-        let explained = verdict::miss_explained(&self.kernel_view(), &self.thresholds);
+        let explained = rules::miss_explained(&self.kernel_view(), &self.thresholds);
         let miss = |p: &mut PingView| {
             p.consecutive_misses = p.consecutive_misses.saturating_add(1);
             if !explained {
@@ -267,7 +268,7 @@ impl Monitor {
 
     /// Re-assesses; returns the reasons when they changed since the last call.
     pub fn assess(&mut self) -> Option<Reason> {
-        let reasons = verdict::assess(&self.inputs(), &self.thresholds);
+        let reasons = rules::assess(&self.inputs(), &self.thresholds);
         (Some(reasons) != self.reasons.replace(reasons)).then_some(reasons)
     }
 

@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use crate::{
     error::{AgentError, Result},
-    failure_detector::ServerConn,
     kernel::KernelOptions,
-    verdict::Thresholds,
+    server::conn::ServerConn,
+    verdict::rules::Thresholds,
 };
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
