@@ -5,12 +5,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use vigil_agent::{
     daemon::{
         self,
-        config::{RunConfig, RunSettings},
+        config::{
+            DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunConfig,
+            RunSettings,
+        },
     },
     kernel::KernelOptions,
     verdict::rules::Thresholds,
-    watch::{self, WatchOptions},
+    watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
+
+/// Priority 10 puts the agent above ordinary tasks and the server, and leaves 11-99 to whatever
+/// the host already runs in real time.
+const DEFAULT_RT_PRIORITY: u8 = 10;
 
 #[derive(Parser)]
 #[command(
@@ -31,7 +38,7 @@ struct Cli {
     /// SCHED_FIFO priority (1-99) for the agent, so a busy or dying server cannot delay what the
     /// agent hears from the kernel; 0 keeps the normal scheduler. Its work per wake-up is small
     /// and bounded, and the kernel's RT throttling still applies.
-    #[arg(long, default_value_t = 10, env = "VIGIL_RT_PRIORITY", global = true,
+    #[arg(long, default_value_t = DEFAULT_RT_PRIORITY, env = "VIGIL_RT_PRIORITY", global = true,
           value_parser = clap::value_parser!(u8).range(0..=99))]
     rt_priority: u8,
     #[command(subcommand)]
@@ -84,13 +91,13 @@ struct WatchArgs {
     #[arg(long)]
     json: bool,
     /// Requests unread this many milliseconds make a stall, named by what the reading thread does.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = DEFAULT_STALL_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     stall_ms: u64,
     /// A single run-queue wait this many milliseconds long is reported as `starved`.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = DEFAULT_RUNQ_THRESHOLD_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     runq_threshold_ms: u64,
     /// How often, in microseconds, the stall classifier looks at the clock.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    #[arg(long, default_value_t = DEFAULT_TICK_US, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     tick_us: u64,
     /// Watch sockets as `run` does: no program on data arrivals, and the read probe attached one
     /// second in ten, not always. Cheaper on a busy host; the summary then has no per-request
@@ -98,7 +105,7 @@ struct WatchArgs {
     #[arg(long)]
     sampled_reads: bool,
     /// Host the server answers on, for the agent's own PINGs and health questions.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = DEFAULT_HOST)]
     host: String,
     /// ACL user for the server (default: the default user).
     #[arg(long, env = "VIGIL_SERVER_USERNAME")]
@@ -107,7 +114,7 @@ struct WatchArgs {
     #[arg(long, env = "VIGIL_SERVER_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// How often, in milliseconds, the agent PINGs the server.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     ping_interval_ms: u64,
 }
 

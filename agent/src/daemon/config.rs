@@ -4,7 +4,7 @@
 //! The same struct is the clap flag set and the TOML schema, so a setting has one name
 //! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
 //! environment, `ping_interval_ms` in the file.
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{fmt::Display, net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
 
@@ -12,95 +12,277 @@ use crate::{
     error::{AgentError, Result},
     kernel::KernelOptions,
     server::conn::ServerConn,
-    verdict::rules::Thresholds,
+    verdict::rules::{
+        DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
+        DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS, Thresholds,
+    },
 };
+
+/// The controller on this host, at vigil's gRPC port: the one-machine setup works with no flag.
+pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7420";
+/// Every node equally preferred until told otherwise; 0 is kept for "never promote".
+pub const DEFAULT_PRIORITY: u32 = 100;
+/// Loopback only: the metrics are for a scraper on the node, not for the network at large.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9431";
+/// With the default 3 misses, a server that stops answering is UNHEALTHY within 300 ms.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 100;
+/// Several heartbeats fit in the controller's 500 ms silence timeout, so one lost verdict is
+/// not silence.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Two rounds of ROLE and INFO a second keep offsets fresh for the controller's choice of a
+/// replica at a cost the server does not notice.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 500;
+/// Far above any healthy request's wait, and ten times faster than Sentinel's usual timeouts.
+pub const DEFAULT_STALL_MS: u64 = 100;
+/// A single run-queue wait this long is worth its own line; shorter ones only feed the p99.
+pub const DEFAULT_RUNQ_THRESHOLD_MS: u64 = 10;
+/// A few random peers a round let the controller see a partition from several sides without
+/// every agent probing every node.
+pub const DEFAULT_PEER_PROBES: usize = 3;
+/// Peers are a second opinion: probed half as often as the local server.
+pub const DEFAULT_PEER_INTERVAL_MS: u64 = 200;
+/// Longer than a controller restart or a link reconnect (its backoff tops out at 2 s), so a
+/// healthy primary does not pause its writes over a hiccup.
+pub const DEFAULT_SELF_FENCE_AFTER_MS: u64 = 2_000;
+/// Renewed at half its length, so one late renewal leaves no gap, and writes resume within
+/// seconds of the agent itself dying.
+pub const DEFAULT_FENCE_PAUSE_MS: u64 = 5_000;
+
+/// `text` with ` [default: <default>]` appended: the help text of a setting whose default is a
+/// constant, so the help cannot drift from the code.
+pub fn with_default(text: &str, default: impl Display) -> String {
+    format!("{text} [default: {default}]")
+}
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RunSettings {
-    /// The data store server this agent watches, as HOST:PORT (required).
-    #[arg(long, env = "VIGIL_SERVER", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "VIGIL_SERVER",
+        value_name = "HOST:PORT",
+        help = "The data store server this agent watches, as HOST:PORT (required)"
+    )]
     pub server: Option<String>,
-    /// The controller's gRPC URL [default: http://127.0.0.1:7420].
-    #[arg(long, env = "VIGIL_CONTROLLER", value_name = "URL")]
+    #[arg(
+        long,
+        env = "VIGIL_CONTROLLER",
+        value_name = "URL",
+        help = with_default(
+            "The controller's gRPC URL",
+            DEFAULT_CONTROLLER,
+        )
+    )]
     pub controller: Option<String>,
-    /// Name of the data store this server belongs to (required).
-    #[arg(long, env = "VIGIL_DATASTORE", value_name = "NAME")]
+    #[arg(
+        long,
+        env = "VIGIL_DATASTORE",
+        value_name = "NAME",
+        help = "Name of the data store this server belongs to (required)"
+    )]
     pub datastore: Option<String>,
-    /// This node's id, unique within the data store (required).
-    #[arg(long, env = "VIGIL_NODE_ID", value_name = "ID")]
+    #[arg(
+        long,
+        env = "VIGIL_NODE_ID",
+        value_name = "ID",
+        help = "This node's id, unique within the data store (required)"
+    )]
     pub node_id: Option<String>,
-    /// Failure zone (rack, availability zone) of this node [default: none].
-    #[arg(long, env = "VIGIL_ZONE", value_name = "ZONE")]
+    #[arg(
+        long,
+        env = "VIGIL_ZONE",
+        value_name = "ZONE",
+        help = "Failure zone (rack, availability zone) of this node [default: none]"
+    )]
     pub zone: Option<String>,
-    /// Promotion priority: lower is preferred, 0 never promotes this node [default: 100].
-    #[arg(long, env = "VIGIL_PRIORITY", value_name = "N")]
+    #[arg(
+        long,
+        env = "VIGIL_PRIORITY",
+        value_name = "N",
+        help = with_default(
+            "Promotion priority: lower is preferred, 0 never promotes this node",
+            DEFAULT_PRIORITY,
+        )
+    )]
     pub priority: Option<u32>,
-    /// HOST:PORT clients and peers use to reach the server [default: --server].
-    #[arg(long, env = "VIGIL_ADVERTISE", value_name = "HOST:PORT")]
+    #[arg(
+        long,
+        env = "VIGIL_ADVERTISE",
+        value_name = "HOST:PORT",
+        help = "HOST:PORT clients and peers use to reach the server [default: --server]"
+    )]
     pub advertise: Option<String>,
-    /// ACL user for the server [default: the default user].
-    #[arg(long, env = "VIGIL_SERVER_USERNAME", value_name = "USER")]
+    #[arg(
+        long,
+        env = "VIGIL_SERVER_USERNAME",
+        value_name = "USER",
+        help = "ACL user for the server [default: the default user]"
+    )]
     pub username: Option<String>,
-    /// Password for the server (prefer the environment variable to the command line).
     #[arg(
         long,
         env = "VIGIL_SERVER_PASSWORD",
         hide_env_values = true,
-        value_name = "PASSWORD"
+        value_name = "PASSWORD",
+        help = "Password for the server (prefer the environment variable to the command line)"
     )]
     pub password: Option<String>,
-    /// Address of the Prometheus /metrics endpoint, or "off" [default: 127.0.0.1:9431].
-    #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "VIGIL_METRICS_LISTEN",
+        value_name = "ADDR",
+        help = with_default(
+            "Address of the Prometheus /metrics endpoint, or \"off\"",
+            DEFAULT_METRICS_LISTEN,
+        )
+    )]
     pub metrics_listen: Option<String>,
-    /// How often to PING the local server, in ms [default: 100].
-    #[arg(long, env = "VIGIL_PING_INTERVAL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_PING_INTERVAL_MS",
+        value_name = "MS",
+        help = with_default(
+            "How often to PING the local server, in ms",
+            DEFAULT_PING_INTERVAL_MS,
+        )
+    )]
     pub ping_interval_ms: Option<u64>,
-    /// Consecutive missed PINGs the kernel cannot explain before UNHEALTHY [default: 3].
-    #[arg(long, env = "VIGIL_PING_MISSES", value_name = "N")]
+    #[arg(
+        long,
+        env = "VIGIL_PING_MISSES",
+        value_name = "N",
+        help = with_default(
+            "Consecutive missed PINGs the kernel cannot explain before UNHEALTHY",
+            DEFAULT_PING_MISSES,
+        )
+    )]
     pub ping_misses: Option<u32>,
-    /// Heartbeat verdict interval, in ms; changes are sent at once [default: 100].
-    #[arg(long, env = "VIGIL_HEARTBEAT_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_HEARTBEAT_MS",
+        value_name = "MS",
+        help = with_default(
+            "Heartbeat verdict interval, in ms; changes are sent at once",
+            DEFAULT_HEARTBEAT_MS,
+        )
+    )]
     pub heartbeat_ms: Option<u64>,
-    /// How often to ask the server about role, replication and memory, in ms [default: 100].
-    /// The controller promotes the replica with the highest offset it was told, so fresh
-    /// offsets matter.
-    #[arg(long, env = "VIGIL_HEALTH_INTERVAL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_HEALTH_INTERVAL_MS",
+        value_name = "MS",
+        help = with_default(
+            "How often to ask the server about role, replication and memory, in ms. The \
+             controller promotes the replica with the highest offset it was told, so fresh \
+             offsets matter",
+            DEFAULT_HEALTH_INTERVAL_MS,
+        )
+    )]
     pub health_interval_ms: Option<u64>,
-    /// Requests unread this long make a stall, in ms [default: 100].
-    #[arg(long, env = "VIGIL_STALL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_STALL_MS",
+        value_name = "MS",
+        help = with_default(
+            "Requests unread this long make a stall, in ms",
+            DEFAULT_STALL_MS,
+        )
+    )]
     pub stall_ms: Option<u64>,
-    /// Stopped this long makes the server UNHEALTHY, in ms [default: 100].
-    #[arg(long, env = "VIGIL_STOPPED_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_STOPPED_MS",
+        value_name = "MS",
+        help = with_default(
+            "Stopped this long makes the server UNHEALTHY, in ms",
+            DEFAULT_STOPPED_MS,
+        )
+    )]
     pub stopped_ms: Option<u64>,
-    /// A busy, blocked or starved stall this long makes the server UNHEALTHY, in ms [default: 5000].
-    #[arg(long, env = "VIGIL_LONG_STALL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_LONG_STALL_MS",
+        value_name = "MS",
+        help = with_default(
+            "A busy, blocked or starved stall this long makes the server UNHEALTHY, in ms",
+            DEFAULT_LONG_STALL_MS,
+        )
+    )]
     pub long_stall_ms: Option<u64>,
-    /// A run-queue wait this long is logged one by one, in ms [default: 10].
-    #[arg(long, env = "VIGIL_RUNQ_THRESHOLD_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_RUNQ_THRESHOLD_MS",
+        value_name = "MS",
+        help = with_default(
+            "A run-queue wait this long is logged one by one, in ms",
+            DEFAULT_RUNQ_THRESHOLD_MS,
+        )
+    )]
     pub runq_threshold_ms: Option<u64>,
-    /// Run-queue p99 above this makes the server DEGRADED, in ms [default: 10].
-    #[arg(long, env = "VIGIL_RUNQ_P99_MS", value_name = "MS")]
+    #[arg(long, env = "VIGIL_RUNQ_P99_MS", value_name = "MS",
+          help = with_default("Run-queue p99 above this makes the server DEGRADED, in ms", DEFAULT_RUNQ_P99_MS))]
     pub runq_p99_ms: Option<u64>,
-    /// Used memory at this percentage of maxmemory makes the server DEGRADED [default: 95].
-    #[arg(long, env = "VIGIL_MEMORY_PCT", value_name = "PCT")]
+    #[arg(
+        long,
+        env = "VIGIL_MEMORY_PCT",
+        value_name = "PCT",
+        help = with_default(
+            "Used memory at this percentage of maxmemory makes the server DEGRADED",
+            DEFAULT_MEMORY_PCT,
+        )
+    )]
     pub memory_pct: Option<f64>,
-    /// Server CPU at this percentage of one core makes it DEGRADED [default: 95].
-    #[arg(long, env = "VIGIL_CPU_PCT", value_name = "PCT")]
+    #[arg(
+        long,
+        env = "VIGIL_CPU_PCT",
+        value_name = "PCT",
+        help = with_default(
+            "Server CPU at this percentage of one core makes it DEGRADED",
+            DEFAULT_CPU_PCT,
+        )
+    )]
     pub cpu_pct: Option<f64>,
-    /// Peers PINGed each round [default: 3].
-    #[arg(long, env = "VIGIL_PEER_PROBES", value_name = "N")]
+    #[arg(
+        long,
+        env = "VIGIL_PEER_PROBES",
+        value_name = "N",
+        help = with_default(
+            "Peers PINGed each round",
+            DEFAULT_PEER_PROBES,
+        )
+    )]
     pub peer_probes: Option<usize>,
-    /// Interval between peer probe rounds, in ms [default: 200].
-    #[arg(long, env = "VIGIL_PEER_INTERVAL_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_PEER_INTERVAL_MS",
+        value_name = "MS",
+        help = with_default(
+            "Interval between peer probe rounds, in ms",
+            DEFAULT_PEER_INTERVAL_MS,
+        )
+    )]
     pub peer_interval_ms: Option<u64>,
-    /// A primary that has not heard from the controller this long, and cannot reach a quorum,
-    /// pauses its writes, in ms [default: 2000].
-    #[arg(long, env = "VIGIL_SELF_FENCE_AFTER_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_SELF_FENCE_AFTER_MS",
+        value_name = "MS",
+        help = with_default(
+            "A primary that has not heard from the controller this long, and cannot reach a \
+             quorum, pauses its writes, in ms",
+            DEFAULT_SELF_FENCE_AFTER_MS,
+        )
+    )]
     pub self_fence_after_ms: Option<u64>,
-    /// Length of each write pause while fenced (renewed at half of it), in ms [default: 5000].
-    #[arg(long, env = "VIGIL_FENCE_PAUSE_MS", value_name = "MS")]
+    #[arg(
+        long,
+        env = "VIGIL_FENCE_PAUSE_MS",
+        value_name = "MS",
+        help = with_default(
+            "Length of each write pause while fenced (renewed at half of it), in ms",
+            DEFAULT_FENCE_PAUSE_MS,
+        )
+    )]
     pub fence_pause_ms: Option<u64>,
 }
 
@@ -234,9 +416,7 @@ impl TryFrom<RunSettings> for RunConfig {
     fn try_from(s: RunSettings) -> Result<Self> {
         let server = required("server", s.server)?;
         let (host, port) = host_port("server", &server)?;
-        let controller = s
-            .controller
-            .unwrap_or_else(|| "http://127.0.0.1:7420".into());
+        let controller = s.controller.unwrap_or_else(|| DEFAULT_CONTROLLER.into());
         if !(controller.starts_with("http://") || controller.starts_with("https://")) {
             return Err(bad(
                 "controller",
@@ -245,7 +425,11 @@ impl TryFrom<RunSettings> for RunConfig {
         }
         let advertise = s.advertise.unwrap_or_else(|| server.clone());
         host_port("advertise", &advertise)?;
-        let metrics_listen = match s.metrics_listen.as_deref().unwrap_or("127.0.0.1:9431") {
+        let metrics_listen = match s
+            .metrics_listen
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_LISTEN)
+        {
             "off" | "" => None,
             addr => Some(addr.parse().map_err(|_| {
                 bad(
@@ -254,15 +438,15 @@ impl TryFrom<RunSettings> for RunConfig {
                 )
             })?),
         };
-        let ping_misses = s.ping_misses.unwrap_or(3);
+        let ping_misses = s.ping_misses.unwrap_or(DEFAULT_PING_MISSES);
         if ping_misses == 0 {
             return Err(bad("ping_misses", "must be at least 1"));
         }
-        let peer_probes = s.peer_probes.unwrap_or(3);
+        let peer_probes = s.peer_probes.unwrap_or(DEFAULT_PEER_PROBES);
         if peer_probes > 64 {
             return Err(bad("peer_probes", "at most 64 peers are probed per round"));
         }
-        let stall = millis("stall_ms", s.stall_ms, 100, 1..=600_000)?;
+        let stall = millis("stall_ms", s.stall_ms, DEFAULT_STALL_MS, 1..=600_000)?;
         Ok(Self {
             server: ServerConn {
                 host,
@@ -274,15 +458,25 @@ impl TryFrom<RunSettings> for RunConfig {
             datastore: required("datastore", s.datastore)?,
             node_id: required("node_id", s.node_id)?,
             zone: s.zone.unwrap_or_default(),
-            priority: s.priority.unwrap_or(100),
+            priority: s.priority.unwrap_or(DEFAULT_PRIORITY),
             advertise,
             metrics_listen,
-            ping_interval: millis("ping_interval_ms", s.ping_interval_ms, 100, 10..=60_000)?,
-            heartbeat: millis("heartbeat_ms", s.heartbeat_ms, 100, 10..=60_000)?,
+            ping_interval: millis(
+                "ping_interval_ms",
+                s.ping_interval_ms,
+                DEFAULT_PING_INTERVAL_MS,
+                10..=60_000,
+            )?,
+            heartbeat: millis(
+                "heartbeat_ms",
+                s.heartbeat_ms,
+                DEFAULT_HEARTBEAT_MS,
+                10..=60_000,
+            )?,
             health_interval: millis(
                 "health_interval_ms",
                 s.health_interval_ms,
-                500,
+                DEFAULT_HEALTH_INTERVAL_MS,
                 10..=600_000,
             )?,
             // The tick only discovers new unread requests and notices old ones read; the timerfd
@@ -293,28 +487,53 @@ impl TryFrom<RunSettings> for RunConfig {
             tick: (stall / 4).clamp(Duration::from_millis(1), Duration::from_millis(25)),
             kernel: KernelOptions {
                 stall,
-                runq_threshold: millis("runq_threshold_ms", s.runq_threshold_ms, 10, 1..=600_000)?,
+                runq_threshold: millis(
+                    "runq_threshold_ms",
+                    s.runq_threshold_ms,
+                    DEFAULT_RUNQ_THRESHOLD_MS,
+                    1..=600_000,
+                )?,
                 // The daemon reports no per-request histogram; see KernelOptions.
                 every_read: false,
             },
             thresholds: Thresholds {
-                stopped: millis("stopped_ms", s.stopped_ms, 100, 1..=600_000)?,
-                long_stall: millis("long_stall_ms", s.long_stall_ms, 5_000, 1..=3_600_000)?,
+                stopped: millis("stopped_ms", s.stopped_ms, DEFAULT_STOPPED_MS, 1..=600_000)?,
+                long_stall: millis(
+                    "long_stall_ms",
+                    s.long_stall_ms,
+                    DEFAULT_LONG_STALL_MS,
+                    1..=3_600_000,
+                )?,
                 ping_misses,
-                runq_p99: millis("runq_p99_ms", s.runq_p99_ms, 10, 1..=600_000)?,
-                memory_pct: percent("memory_pct", s.memory_pct, 95.0)?,
-                cpu_pct: percent("cpu_pct", s.cpu_pct, 95.0)?,
+                runq_p99: millis(
+                    "runq_p99_ms",
+                    s.runq_p99_ms,
+                    DEFAULT_RUNQ_P99_MS,
+                    1..=600_000,
+                )?,
+                memory_pct: percent("memory_pct", s.memory_pct, DEFAULT_MEMORY_PCT)?,
+                cpu_pct: percent("cpu_pct", s.cpu_pct, DEFAULT_CPU_PCT)?,
                 ..Thresholds::default()
             },
             peer_probes,
-            peer_interval: millis("peer_interval_ms", s.peer_interval_ms, 200, 10..=600_000)?,
+            peer_interval: millis(
+                "peer_interval_ms",
+                s.peer_interval_ms,
+                DEFAULT_PEER_INTERVAL_MS,
+                10..=600_000,
+            )?,
             self_fence_after: millis(
                 "self_fence_after_ms",
                 s.self_fence_after_ms,
-                2_000,
+                DEFAULT_SELF_FENCE_AFTER_MS,
                 100..=3_600_000,
             )?,
-            fence_pause: millis("fence_pause_ms", s.fence_pause_ms, 5_000, 100..=3_600_000)?,
+            fence_pause: millis(
+                "fence_pause_ms",
+                s.fence_pause_ms,
+                DEFAULT_FENCE_PAUSE_MS,
+                100..=3_600_000,
+            )?,
         })
     }
 }
@@ -342,12 +561,25 @@ mod tests {
     #[test]
     fn defaults_fill_everything_else() {
         let c = RunConfig::try_from(minimal()).unwrap();
-        assert_eq!(c.controller, "http://127.0.0.1:7420");
+        assert_eq!(c.controller, DEFAULT_CONTROLLER);
         assert_eq!(c.advertise, "127.0.0.1:6379");
-        assert_eq!(c.priority, 100);
-        assert_eq!(c.ping_interval, Duration::from_millis(100));
+        assert_eq!(c.priority, DEFAULT_PRIORITY);
+        let ms = Duration::from_millis;
+        assert_eq!(c.ping_interval, ms(DEFAULT_PING_INTERVAL_MS));
+        assert_eq!(c.heartbeat, ms(DEFAULT_HEARTBEAT_MS));
+        assert_eq!(c.health_interval, ms(DEFAULT_HEALTH_INTERVAL_MS));
+        assert_eq!(c.kernel.stall, ms(DEFAULT_STALL_MS));
+        assert_eq!(c.kernel.runq_threshold, ms(DEFAULT_RUNQ_THRESHOLD_MS));
+        assert_eq!(c.peer_probes, DEFAULT_PEER_PROBES);
+        assert_eq!(c.peer_interval, ms(DEFAULT_PEER_INTERVAL_MS));
+        assert_eq!(c.self_fence_after, ms(DEFAULT_SELF_FENCE_AFTER_MS));
+        assert_eq!(c.fence_pause, ms(DEFAULT_FENCE_PAUSE_MS));
         assert_eq!(c.thresholds, Thresholds::default());
-        assert_eq!(c.metrics_listen, Some("127.0.0.1:9431".parse().unwrap()));
+        assert_eq!(
+            c.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
+        // A quarter of the default 100 ms stall threshold, capped at 25 ms.
         assert_eq!(c.tick, Duration::from_millis(25));
     }
 
@@ -482,5 +714,84 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(typo.contains("servr"), "{typo}");
+    }
+
+    /// The lines of `help` that describe `--long`: its flag line and the text under it.
+    fn help_block(help: &str, long: &str) -> Option<String> {
+        let flag = format!("--{long} ");
+        let mut lines = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(&flag));
+        let head = lines.next()?;
+        let body = lines.take_while(|l| !l.trim_start().starts_with('-'));
+        Some(
+            std::iter::once(head)
+                .chain(body)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    #[test]
+    fn the_run_help_shows_every_default_through_its_constant() {
+        use clap::Args;
+        let command = RunSettings::augment_args(clap::Command::new("run"));
+        // Settings with no default value: required, or meaningful only when given.
+        let without_default = [
+            "server",
+            "datastore",
+            "node_id",
+            "zone",
+            "advertise",
+            "username",
+            "password",
+        ];
+        let defaults: Vec<(&str, String)> = vec![
+            ("controller", DEFAULT_CONTROLLER.to_string()),
+            ("priority", DEFAULT_PRIORITY.to_string()),
+            ("metrics_listen", DEFAULT_METRICS_LISTEN.to_string()),
+            ("ping_interval_ms", DEFAULT_PING_INTERVAL_MS.to_string()),
+            ("ping_misses", DEFAULT_PING_MISSES.to_string()),
+            ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),
+            ("health_interval_ms", DEFAULT_HEALTH_INTERVAL_MS.to_string()),
+            ("stall_ms", DEFAULT_STALL_MS.to_string()),
+            ("stopped_ms", DEFAULT_STOPPED_MS.to_string()),
+            ("long_stall_ms", DEFAULT_LONG_STALL_MS.to_string()),
+            ("runq_threshold_ms", DEFAULT_RUNQ_THRESHOLD_MS.to_string()),
+            ("runq_p99_ms", DEFAULT_RUNQ_P99_MS.to_string()),
+            ("memory_pct", DEFAULT_MEMORY_PCT.to_string()),
+            ("cpu_pct", DEFAULT_CPU_PCT.to_string()),
+            ("peer_probes", DEFAULT_PEER_PROBES.to_string()),
+            ("peer_interval_ms", DEFAULT_PEER_INTERVAL_MS.to_string()),
+            (
+                "self_fence_after_ms",
+                DEFAULT_SELF_FENCE_AFTER_MS.to_string(),
+            ),
+            ("fence_pause_ms", DEFAULT_FENCE_PAUSE_MS.to_string()),
+        ];
+        let help = command.clone().render_long_help().to_string();
+        let mut seen = 0;
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if without_default.contains(&id) {
+                seen += 1;
+                continue;
+            }
+            let (_, default) = defaults
+                .iter()
+                .find(|(name, _)| *name == id)
+                .unwrap_or_else(|| {
+                    panic!("--{id} has no default constant and is not listed as having none")
+                });
+            let long = arg.get_long().expect("every setting is a long flag");
+            let block = help_block(&help, long).unwrap_or_else(|| panic!("--{long} not in {help}"));
+            assert!(
+                block.contains(&format!("[default: {default}]")),
+                "--{long} does not show [default: {default}]:\n{block}"
+            );
+            seen += 1;
+        }
+        // Every listed setting is a flag: a stale entry would make the lists lie.
+        assert_eq!(seen, without_default.len() + defaults.len());
     }
 }

@@ -76,7 +76,26 @@ impl Severity for Reason {
     }
 }
 
-/// Bounds the rules use. Defaults follow DESIGN.md.
+/// A stop this long is no scheduling blip: the server has served nothing all that time.
+pub const DEFAULT_STOPPED_MS: u64 = 100;
+/// A long command is a live server (DEGRADED) for this long; past it, clients have waited too
+/// long for any command to excuse.
+pub const DEFAULT_LONG_STALL_MS: u64 = 5_000;
+/// One missed PING is noise on a busy host; three in a row are not.
+pub const DEFAULT_PING_MISSES: u32 = 3;
+/// A run-queue p99 past this adds its wait to every request: the host is short of CPU.
+pub const DEFAULT_RUNQ_P99_MS: u64 = 10;
+/// A primary pings its replicas every 10 s (Redis' repl-ping-replica-period), so a longer
+/// silence is a stale link.
+pub const DEFAULT_REPLICATION_SILENCE_SECS: u64 = 10;
+/// This close to maxmemory, evictions or out-of-memory errors are near.
+pub const DEFAULT_MEMORY_PCT: f64 = 95.0;
+/// Below this, the host is about to swap or call the OOM killer.
+pub const DEFAULT_HOST_MEMORY_AVAILABLE_PCT: f64 = 5.0;
+/// A single-threaded server at this share of one core is saturated.
+pub const DEFAULT_CPU_PCT: f64 = 95.0;
+
+/// Bounds the rules use; [`Thresholds::default`] holds the `DEFAULT_*` constants above.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
     /// Stopped this long -> UNHEALTHY.
@@ -100,14 +119,14 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Self {
-            stopped: Duration::from_millis(100),
-            long_stall: Duration::from_secs(5),
-            ping_misses: 3,
-            runq_p99: Duration::from_millis(10),
-            replication_silence: Duration::from_secs(10),
-            memory_pct: 95.0,
-            host_memory_available_pct: 5.0,
-            cpu_pct: 95.0,
+            stopped: Duration::from_millis(DEFAULT_STOPPED_MS),
+            long_stall: Duration::from_millis(DEFAULT_LONG_STALL_MS),
+            ping_misses: DEFAULT_PING_MISSES,
+            runq_p99: Duration::from_millis(DEFAULT_RUNQ_P99_MS),
+            replication_silence: Duration::from_secs(DEFAULT_REPLICATION_SILENCE_SECS),
+            memory_pct: DEFAULT_MEMORY_PCT,
+            host_memory_available_pct: DEFAULT_HOST_MEMORY_AVAILABLE_PCT,
+            cpu_pct: DEFAULT_CPU_PCT,
         }
     }
 }

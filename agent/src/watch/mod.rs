@@ -10,6 +10,7 @@ use std::{io::Write, time::Duration};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    daemon::config::DEFAULT_HEALTH_INTERVAL_MS,
     error::{AgentError, Result},
     host::target,
     kernel::{KernelOptions, event::Line, probes},
@@ -19,6 +20,12 @@ use crate::{
         rules::Thresholds,
     },
 };
+
+/// Watching is for diagnosis: the classifier looks at the clock every millisecond, for stall
+/// ages to the millisecond (`vigil-agent run` ticks far less often and relies on its timerfd).
+pub const DEFAULT_TICK_US: u64 = 1_000;
+/// The server is usually watched on the machine it runs on.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -74,7 +81,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         kernel: opts.kernel,
         tick: opts.tick,
         ping_interval: opts.ping_interval,
-        health_interval: Duration::from_millis(500),
+        health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
         thresholds: opts.thresholds.clone(),
         require_kernel: true,
     })?;
