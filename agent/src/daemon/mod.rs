@@ -281,16 +281,16 @@ impl Daemon {
     }
 
     fn log_line(&self, line: &Line) {
+        let event = line.event.name();
         self.metrics
             .kernel_events
-            .get_or_create(&EventLabel { event: line.event })
+            .get_or_create(&EventLabel { event })
             .inc();
         let detail = serde_json::to_string(line).unwrap_or_default();
-        match line.event {
-            "stopped" | "exited" | "deadlock_suspected" | "listener_closed" | "listen_overflow" => {
-                tracing::warn!(event = line.event, pid = line.pid, %detail, "kernel")
-            }
-            _ => tracing::info!(event = line.event, pid = line.pid, %detail, "kernel"),
+        if line.event.severity() == tracing::Level::WARN {
+            tracing::warn!(event, pid = line.pid, %detail, "kernel");
+        } else {
+            tracing::info!(event, pid = line.pid, %detail, "kernel");
         }
     }
 

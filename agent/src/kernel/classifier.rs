@@ -9,6 +9,8 @@
 //!   or asleep in another syscall or disk wait (blocked).
 use vigil_agent_ebpf::{ThreadState, thread_state};
 
+use super::event::KernelEvent;
+
 /// The oldest unread request on the server port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Unread {
@@ -30,13 +32,14 @@ pub enum StallClass {
 }
 
 impl StallClass {
-    pub fn as_str(self) -> &'static str {
+    /// The event a stall of this class is reported as.
+    pub fn event(self) -> KernelEvent {
         match self {
-            Self::Stopped => "stopped",
-            Self::DeadlockSuspected => "deadlock_suspected",
-            Self::Starved => "starved",
-            Self::Busy => "busy",
-            Self::Blocked => "blocked",
+            Self::Stopped => KernelEvent::Stopped,
+            Self::DeadlockSuspected => KernelEvent::DeadlockSuspected,
+            Self::Starved => KernelEvent::Starved,
+            Self::Busy => KernelEvent::Busy,
+            Self::Blocked => KernelEvent::Blocked,
         }
     }
 }
@@ -332,6 +335,19 @@ mod tests {
             StallClass::Starved
         );
         assert_eq!(classify(now, None, None, false), StallClass::Blocked);
+    }
+
+    #[test]
+    fn each_stall_class_is_reported_as_its_event() {
+        for (class, event) in [
+            (StallClass::Stopped, KernelEvent::Stopped),
+            (StallClass::DeadlockSuspected, KernelEvent::DeadlockSuspected),
+            (StallClass::Starved, KernelEvent::Starved),
+            (StallClass::Busy, KernelEvent::Busy),
+            (StallClass::Blocked, KernelEvent::Blocked),
+        ] {
+            assert_eq!(class.event(), event, "{class:?}");
+        }
     }
 
     #[test]

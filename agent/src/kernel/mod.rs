@@ -25,7 +25,7 @@ use vigil_agent_ebpf::{Event, kind, thread_state};
 
 use self::{
     classifier::{Classifier, Decision, StallClass, StopTracker},
-    event::{Line, decode_exit},
+    event::{KernelEvent, Line, decode_exit},
     probes::{Probes, monotonic_ns},
 };
 use crate::{
@@ -207,7 +207,7 @@ impl KernelWatcher {
         }
         self.stops.reset();
         self.stopped_since_ns = None;
-        let mut line = Line::new("continued", self.pid, monotonic_ns());
+        let mut line = Line::new(KernelEvent::Continued, self.pid, monotonic_ns());
         line.source = Some("procfs");
         self.emit(line);
     }
@@ -248,7 +248,7 @@ impl KernelWatcher {
         if let Some(tid) = first {
             let now = monotonic_ns();
             self.stopped_since_ns = Some(now);
-            let mut line = Line::new("stopped", self.pid, now);
+            let mut line = Line::new(KernelEvent::Stopped, self.pid, now);
             line.tid = Some(tid);
             line.source = Some("procfs");
             self.emit(line);
@@ -262,7 +262,7 @@ impl KernelWatcher {
                     return;
                 }
                 self.stopped_since_ns = Some(e.kernel_ns);
-                let mut line = Line::new("stopped", e.pid, e.kernel_ns);
+                let mut line = Line::new(KernelEvent::Stopped, e.pid, e.kernel_ns);
                 line.source = Some("sched_switch");
                 line
             }
@@ -271,10 +271,10 @@ impl KernelWatcher {
                     return;
                 }
                 self.stopped_since_ns = None;
-                Line::new("continued", e.pid, e.kernel_ns)
+                Line::new(KernelEvent::Continued, e.pid, e.kernel_ns)
             }
             kind::EXITED => {
-                let mut line = Line::new("exited", e.pid, e.kernel_ns);
+                let mut line = Line::new(KernelEvent::Exited, e.pid, e.kernel_ns);
                 let (status, signal, core) = decode_exit(e.value);
                 line.exit_code = status;
                 line.signal = signal;
@@ -291,7 +291,7 @@ impl KernelWatcher {
                 line
             }
             kind::RUNQ_LATENCY => {
-                let mut line = Line::new("starved", e.pid, e.kernel_ns);
+                let mut line = Line::new(KernelEvent::Starved, e.pid, e.kernel_ns);
                 line.source = Some("runq");
                 line.runq_us = Some(e.value / 1_000);
                 line
@@ -306,11 +306,11 @@ impl KernelWatcher {
             }
             kind::LISTENER_CLOSED => {
                 self.listener_closed = true;
-                Line::new("listener_closed", e.pid, e.kernel_ns)
+                Line::new(KernelEvent::ListenerClosed, e.pid, e.kernel_ns)
             }
-            kind::RESET_RECEIVED => Line::new("reset_received", e.pid, e.kernel_ns),
-            kind::RESET_SENT => Line::new("reset_sent", e.pid, e.kernel_ns),
-            kind::RETRANSMIT => Line::new("retransmit", e.pid, e.kernel_ns),
+            kind::RESET_RECEIVED => Line::new(KernelEvent::ResetReceived, e.pid, e.kernel_ns),
+            kind::RESET_SENT => Line::new(KernelEvent::ResetSent, e.pid, e.kernel_ns),
+            kind::RETRANSMIT => Line::new(KernelEvent::Retransmit, e.pid, e.kernel_ns),
             other => {
                 tracing::warn!(
                     kind = other,
@@ -369,12 +369,12 @@ impl KernelWatcher {
         let (event, age_ns, tid) = match decision {
             Decision::Began(s) | Decision::Changed(s) => {
                 self.stall = Some(s.class);
-                (s.class.as_str(), s.age_ns, s.owner_tid)
+                (s.class.event(), s.age_ns, s.owner_tid)
             }
             Decision::Cleared { age_ns, owner_tid } => {
                 self.stall = None;
                 let _ = self.stall_ages_us.record((age_ns / 1_000).max(1));
-                ("unread_stall_cleared", age_ns, owner_tid)
+                (KernelEvent::UnreadStallCleared, age_ns, owner_tid)
             }
         };
         let mut line = Line::new(event, self.pid, now);
@@ -393,7 +393,7 @@ impl KernelWatcher {
     /// /proc/net/netstat is the agent's most expensive chore, and drops are a slow signal).
     pub fn sample_listen_queue(&mut self) {
         if let Some(overflow) = self.listen_queue.sample() {
-            let mut line = Line::new("listen_overflow", self.pid, monotonic_ns());
+            let mut line = Line::new(KernelEvent::ListenOverflow, self.pid, monotonic_ns());
             line.source = Some("procfs");
             line.port = Some(self.port);
             line.drops = Some(overflow.drops);
@@ -453,7 +453,7 @@ impl KernelWatcher {
             port = self.port,
             "server restarted; following it"
         );
-        let mut line = Line::new("target_changed", new_pid, monotonic_ns());
+        let mut line = Line::new(KernelEvent::TargetChanged, new_pid, monotonic_ns());
         line.old_pid = Some(old_pid);
         line.port = Some(self.port);
         self.emit(line);

@@ -16,7 +16,12 @@ use super::rules::{
 use crate::{
     error::Result,
     host::resources::{ResourceSample, ResourceSampler},
-    kernel::{KernelOptions, KernelWatcher, deadline::Deadline, event::Line, probes::monotonic_ns},
+    kernel::{
+        KernelOptions, KernelWatcher,
+        deadline::Deadline,
+        event::{KernelEvent, Line},
+        probes::monotonic_ns,
+    },
     server::{
         conn::ServerConn,
         info::{Flavour, Memory, Replication, Role},
@@ -318,7 +323,7 @@ impl Monitor {
     /// A `verdict` line for the current assessment.
     pub fn verdict_line(&self) -> Line {
         let now = monotonic_ns();
-        let mut line = Line::new("verdict", self.pid, now);
+        let mut line = Line::new(KernelEvent::Verdict, self.pid, now);
         line.health = Some(self.health().as_str());
         line.reasons = Some(self.reasons().names());
         line.age_ms = Some(self.stall_age().as_millis() as u64);

@@ -9,7 +9,7 @@ pub fn line(line: &Line) -> String {
     let mut text = format!(
         "{} {:<20} pid={}",
         humantime::format_rfc3339_millis(SystemTime::now()),
-        line.event,
+        line.event.name(),
         line.pid
     );
     if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(line) {
@@ -53,17 +53,13 @@ pub fn summary(s: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::event::KernelEvent;
 
     #[test]
     fn a_text_line_names_the_event_and_its_fields() {
-        let mut exited = Line {
-            event: "exited",
-            pid: 42,
-            tid: Some(43),
-            kernel_ns: 10,
-            seen_ns: 20,
-            ..Line::default()
-        };
+        let mut exited = Line::new(KernelEvent::Exited, 42, 10);
+        exited.tid = Some(43);
+        exited.seen_ns = 20;
         exited.signal = Some(9);
         let text = line(&exited);
         assert!(text.contains("exited") && text.contains("signal=9"));
