@@ -7,12 +7,12 @@ use vigil_agent::server::{
     info::{Flavour, Role, SyncState},
     poller,
 };
+use vigil_proto::HostPort;
 use vigil_tests::{RedisServer, WAIT, free_port};
 
 fn conn(server: &RedisServer) -> ServerConn {
     ServerConn {
-        host: "127.0.0.1".into(),
-        port: server.port,
+        address: HostPort::new("127.0.0.1", server.port),
         username: None,
         password: None,
     }
@@ -52,7 +52,7 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
         assert_eq!(replica_view.sync, SyncState::Online);
         assert_eq!(
             replica_view.primary,
-            Some(format!("127.0.0.1:{}", primary.port))
+            Some(HostPort::new("127.0.0.1", primary.port))
         );
         // A write after the replica attached moves the primary's replication offset.
         let _: () = redis::cmd("SET")

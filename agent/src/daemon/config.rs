@@ -7,6 +7,7 @@
 use std::{fmt::Display, net::SocketAddr, path::Path, time::Duration};
 
 use serde::Deserialize;
+use vigil_proto::{HostPort, ProtoError};
 
 use crate::{
     error::{AgentError, Result},
@@ -345,7 +346,7 @@ pub struct RunConfig {
     pub node_id: String,
     pub zone: String,
     pub priority: u32,
-    pub advertise: String,
+    pub advertise: HostPort,
     pub metrics_listen: Option<SocketAddr>,
     pub ping_interval: Duration,
     pub heartbeat: Duration,
@@ -373,17 +374,8 @@ fn required(field: &'static str, v: Option<String>) -> Result<String> {
     }
 }
 
-fn host_port(field: &'static str, v: &str) -> Result<(String, u16)> {
-    let (host, port) = v
-        .rsplit_once(':')
-        .ok_or_else(|| bad(field, format!("{v:?} is not HOST:PORT")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| bad(field, format!("{v:?} has no valid port")))?;
-    if host.is_empty() || port == 0 {
-        return Err(bad(field, format!("{v:?} is not HOST:PORT")));
-    }
-    Ok((host.to_string(), port))
+fn host_port(field: &'static str, v: &str) -> Result<HostPort> {
+    v.parse().map_err(|e: ProtoError| bad(field, e.to_string()))
 }
 
 fn millis(
@@ -414,8 +406,7 @@ impl TryFrom<RunSettings> for RunConfig {
     type Error = AgentError;
 
     fn try_from(s: RunSettings) -> Result<Self> {
-        let server = required("server", s.server)?;
-        let (host, port) = host_port("server", &server)?;
+        let server = host_port("server", &required("server", s.server)?)?;
         let controller = s.controller.unwrap_or_else(|| DEFAULT_CONTROLLER.into());
         if !(controller.starts_with("http://") || controller.starts_with("https://")) {
             return Err(bad(
@@ -423,8 +414,10 @@ impl TryFrom<RunSettings> for RunConfig {
                 format!("{controller:?} is not an http:// or https:// URL"),
             ));
         }
-        let advertise = s.advertise.unwrap_or_else(|| server.clone());
-        host_port("advertise", &advertise)?;
+        let advertise = match &s.advertise {
+            Some(address) => host_port("advertise", address)?,
+            None => server.clone(),
+        };
         let metrics_listen = match s
             .metrics_listen
             .as_deref()
@@ -449,8 +442,7 @@ impl TryFrom<RunSettings> for RunConfig {
         let stall = millis("stall_ms", s.stall_ms, DEFAULT_STALL_MS, 1..=600_000)?;
         Ok(Self {
             server: ServerConn {
-                host,
-                port,
+                address: server,
                 username: s.username,
                 password: s.password,
             },
@@ -562,7 +554,7 @@ mod tests {
     fn defaults_fill_everything_else() {
         let c = RunConfig::try_from(minimal()).unwrap();
         assert_eq!(c.controller, DEFAULT_CONTROLLER);
-        assert_eq!(c.advertise, "127.0.0.1:6379");
+        assert_eq!(c.advertise, HostPort::new("127.0.0.1", 6379));
         assert_eq!(c.priority, DEFAULT_PRIORITY);
         let ms = Duration::from_millis;
         assert_eq!(c.ping_interval, ms(DEFAULT_PING_INTERVAL_MS));
@@ -581,6 +573,23 @@ mod tests {
         );
         // A quarter of the default 100 ms stall threshold, capped at 25 ms.
         assert_eq!(c.tick, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn an_ipv6_server_is_written_in_brackets() {
+        let v6 = RunSettings {
+            server: Some("[::1]:6380".into()),
+            ..minimal()
+        };
+        let c = RunConfig::try_from(v6).unwrap();
+        assert_eq!(c.server.address, HostPort::new("::1", 6380));
+        // The advertised address defaults to the server's, written back the same way.
+        assert_eq!(c.advertise.to_string(), "[::1]:6380");
+        let bare = RunSettings {
+            server: Some("::1:6380".into()),
+            ..minimal()
+        };
+        assert_eq!(field_of(RunConfig::try_from(bare).unwrap_err()), "server");
     }
 
     #[test]
@@ -708,7 +717,7 @@ mod tests {
         };
         let c = RunConfig::try_from(flags.over(file)).unwrap();
         assert_eq!(c.datastore, "from-flags");
-        assert_eq!(c.server.port, 7000);
+        assert_eq!(c.server.address, HostPort::new("10.0.0.1", 7000));
         assert_eq!(c.ping_interval, Duration::from_millis(50));
         let typo = toml::from_str::<RunSettings>("servr = \"x:1\"\n")
             .unwrap_err()

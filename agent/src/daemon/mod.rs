@@ -100,7 +100,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     let flavour = match cfg.server.connect(Duration::from_secs(1)).await {
         Ok(mut c) => poller::flavour(&mut c).await,
         Err(PingOutcome::AuthFailed(e)) => {
-            tracing::error!(server = %cfg.server.address(), error = %e, "the server refused the agent's credentials: check --username / --password");
+            tracing::error!(server = %cfg.server.address, error = %e, "the server refused the agent's credentials: check --username / --password");
             None
         }
         Err(_) => None,
@@ -109,7 +109,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         protocol_version: PROTOCOL_VERSION,
         datastore: cfg.datastore.clone(),
         node_id: cfg.node_id.clone(),
-        advertise: cfg.advertise.clone(),
+        advertise: cfg.advertise.to_string(),
         zone: cfg.zone.clone(),
         priority: cfg.priority,
         flavour: flavour.map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
@@ -120,7 +120,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     // The server may start after the agent (or be down): report DOWN until it listens.
     let mut seq = 0;
     let pid = loop {
-        if let Ok(Some(pid)) = target::listener_owner(cfg.server.port) {
+        if let Ok(Some(pid)) = target::listener_owner(cfg.server.address.port) {
             break pid;
         }
         seq += 1;
@@ -133,7 +133,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         link.verdicts.send_replace(Some(down));
         if seq % 50 == 1 {
             tracing::warn!(
-                port = cfg.server.port,
+                port = cfg.server.address.port,
                 "no server is listening on the port yet; reporting DOWN and waiting"
             );
         }
@@ -146,7 +146,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     let monitor = Monitor::start(MonitorOptions {
         server: cfg.server.clone(),
         pid,
-        port: cfg.server.port,
+        port: cfg.server.address.port,
         kernel: cfg.kernel,
         tick: cfg.tick,
         ping_interval: cfg.ping_interval,
@@ -165,7 +165,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     ));
     let (done_tx, mut done_rx) = mpsc::channel(16);
     tracing::info!(
-        datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address(), pid,
+        datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address, pid,
         controller = %cfg.controller, "vigil-agent running"
     );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
@@ -306,8 +306,16 @@ impl Daemon {
         self.epochs.observe(d.epoch);
         let expected = Role::try_from(d.role()).ok();
         self.monitor.expected_role = expected;
-        self.monitor.expected_primary =
-            (!d.primary_address.is_empty()).then(|| d.primary_address.clone());
+        self.monitor.expected_primary = match d.primary_address.as_str() {
+            "" => None,
+            address => match address.parse() {
+                Ok(primary) => Some(primary),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the controller's primary address is not HOST:PORT; not checking which primary this node follows");
+                    None
+                }
+            },
+        };
         if d.peers_version != self.peers.version || self.peers.peers.len() != d.peers.len() {
             let list = PeerList {
                 version: d.peers_version,

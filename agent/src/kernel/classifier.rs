@@ -341,7 +341,10 @@ mod tests {
     fn each_stall_class_is_reported_as_its_event() {
         for (class, event) in [
             (StallClass::Stopped, KernelEvent::Stopped),
-            (StallClass::DeadlockSuspected, KernelEvent::DeadlockSuspected),
+            (
+                StallClass::DeadlockSuspected,
+                KernelEvent::DeadlockSuspected,
+            ),
             (StallClass::Starved, KernelEvent::Starved),
             (StallClass::Busy, KernelEvent::Busy),
             (StallClass::Blocked, KernelEvent::Blocked),

@@ -1,5 +1,5 @@
 //! Conversions between the agent's domain types and the vigil.v1 protocol types.
-use vigil_proto::v1;
+use vigil_proto::{HostPort, ProtoError, v1};
 
 use crate::{
     server::info::{Flavour, Role},
@@ -43,7 +43,12 @@ pub enum WireError {
     #[error("command {0} has no action")]
     NoAction(u64),
     #[error("command {id}: address {address:?} is not host:port")]
-    BadAddress { id: u64, address: String },
+    BadAddress {
+        id: u64,
+        address: String,
+        #[source]
+        source: ProtoError,
+    },
     #[error("command {0}: a fence needs a pause of at least 1 ms")]
     ZeroPause(u64),
 }
@@ -63,15 +68,13 @@ impl TryFrom<v1::Role> for Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Promote,
-    /// Planned switchover to `target` (host, port), allowed `timeout_secs`.
+    /// Planned switchover to `target`, allowed `timeout_secs`.
     Switchover {
-        target: (String, u16),
+        target: HostPort,
         timeout_secs: u32,
     },
-    ReplicateOf {
-        host: String,
-        port: u16,
-    },
+    /// Replicate from the primary at this address.
+    ReplicateOf(HostPort),
     Fence {
         pause_ms: u32,
     },
@@ -87,17 +90,12 @@ pub struct Command {
     pub action: Action,
 }
 
-fn host_port(id: u64, address: &str) -> Result<(String, u16), WireError> {
-    let bad = || WireError::BadAddress {
+fn host_port(id: u64, address: &str) -> Result<HostPort, WireError> {
+    address.parse().map_err(|source| WireError::BadAddress {
         id,
         address: address.to_string(),
-    };
-    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-    let port = port.parse::<u16>().map_err(|_| bad())?;
-    if host.is_empty() || port == 0 {
-        return Err(bad());
-    }
-    Ok((host.to_string(), port))
+        source,
+    })
 }
 
 impl TryFrom<v1::Command> for Command {
@@ -110,10 +108,7 @@ impl TryFrom<v1::Command> for Command {
                 target: host_port(c.id, &s.target)?,
                 timeout_secs: s.timeout_secs.max(1),
             },
-            A::ReplicateOf(r) => {
-                let (host, port) = host_port(c.id, &r.address)?;
-                Action::ReplicateOf { host, port }
-            }
+            A::ReplicateOf(r) => Action::ReplicateOf(host_port(c.id, &r.address)?),
             A::Fence(f) if f.pause_ms == 0 => return Err(WireError::ZeroPause(c.id)),
             A::Fence(f) => Action::Fence {
                 pause_ms: f.pause_ms,
@@ -193,10 +188,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             ok.action,
-            Action::ReplicateOf {
-                host: "10.0.0.1".into(),
-                port: 6379
-            }
+            Action::ReplicateOf(HostPort::new("10.0.0.1", 6379))
         );
         assert_eq!(ok.epoch, 3);
         assert_eq!(

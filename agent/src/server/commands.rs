@@ -38,8 +38,8 @@ pub async fn execute(
         Action::Promote => {
             cmd.arg("REPLICAOF").arg("NO").arg("ONE");
         }
-        Action::ReplicateOf { host, port } => {
-            cmd.arg("REPLICAOF").arg(host).arg(*port);
+        Action::ReplicateOf(primary) => {
+            cmd.arg("REPLICAOF").arg(&primary.host).arg(primary.port);
         }
         Action::Fence { pause_ms } => {
             cmd.arg("CLIENT").arg("PAUSE").arg(*pause_ms).arg("WRITE");
@@ -63,8 +63,8 @@ pub async fn execute(
                 // Redis and Valkey: the primary hands over to its replica and becomes one.
                 cmd.arg("FAILOVER")
                     .arg("TO")
-                    .arg(&target.0)
-                    .arg(target.1)
+                    .arg(&target.host)
+                    .arg(target.port)
                     .arg("TIMEOUT")
                     .arg(u64::from(*timeout_secs) * 1000);
                 wait_for = Some(Role::Replica);

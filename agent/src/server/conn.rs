@@ -5,29 +5,24 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use tokio::time::timeout;
+use vigil_proto::{HostPort, ProtoError};
 
 use super::pinger::{PingOutcome, classify_error};
 
 /// How to reach a Redis-protocol server.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConn {
-    pub host: String,
-    pub port: u16,
+    pub address: HostPort,
     pub username: Option<String>,
     pub password: Option<String>,
 }
 
 impl ServerConn {
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// The same credentials at another address (peers share the data store's credentials).
-    pub fn at(&self, address: &str) -> Option<Self> {
-        let (host, port) = address.rsplit_once(':')?;
-        Some(Self {
-            host: host.to_string(),
-            port: port.parse().ok()?,
+    /// The same credentials at another address, given as HOST:PORT (peers share the data
+    /// store's credentials).
+    pub fn at(&self, address: &str) -> Result<Self, ProtoError> {
+        Ok(Self {
+            address: address.parse()?,
             ..self.clone()
         })
     }
@@ -40,7 +35,7 @@ impl ServerConn {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
-        let addr = redis::ConnectionAddr::Tcp(self.host.clone(), self.port);
+        let addr = redis::ConnectionAddr::Tcp(self.address.host.clone(), self.address.port);
         let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(redis);
         redis::Client::open(info)
     }
@@ -65,17 +60,20 @@ mod tests {
     #[test]
     fn peer_addresses_keep_credentials() {
         let local = ServerConn {
-            host: "127.0.0.1".into(),
-            port: 6379,
+            address: HostPort::new("127.0.0.1", 6379),
             username: Some("u".into()),
             password: Some("p".into()),
         };
         let peer = local.at("10.0.0.2:7000").unwrap();
         assert_eq!(
-            (peer.host.as_str(), peer.port, peer.password.as_deref()),
+            (
+                peer.address.host.as_str(),
+                peer.address.port,
+                peer.password.as_deref()
+            ),
             ("10.0.0.2", 7000, Some("p"))
         );
-        assert!(local.at("no-port").is_none());
-        assert!(local.at("h:notaport").is_none());
+        assert!(local.at("no-port").is_err());
+        assert!(local.at("h:notaport").is_err());
     }
 }

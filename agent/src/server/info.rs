@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use redis::Value;
+use vigil_proto::HostPort;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -88,8 +89,8 @@ pub struct Replication {
     /// Seconds since a replica last heard from its primary.
     pub last_io_secs: Option<u64>,
     pub sync: SyncState,
-    /// A replica's primary, as host:port.
-    pub primary: Option<String>,
+    /// A replica's primary.
+    pub primary: Option<HostPort>,
     /// A primary's connected replicas.
     pub replicas: u32,
 }
@@ -158,8 +159,8 @@ pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replicat
                 } else {
                     SyncState::Connecting
                 },
-                primary: match (info.get("master_host"), info.get("master_port")) {
-                    (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+                primary: match (info.get("master_host"), number(info, "master_port")) {
+                    (Some(h), Some(p)) => u16::try_from(p).ok().map(|p| HostPort::new(h, p)),
                     _ => None,
                 },
                 replicas: 0,
@@ -214,6 +215,7 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
             let port = items
                 .get(2)
                 .and_then(text)
+                .and_then(|p| p.parse::<u16>().ok())
                 .ok_or_else(|| ParseError::BadRole("no primary port".into()))?;
             let state = items.get(3).and_then(text).unwrap_or_default();
             let sync = SyncState::parse(&state);
@@ -227,7 +229,7 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
                 link_up: sync == SyncState::Online,
                 last_io_secs: None,
                 sync,
-                primary: Some(format!("{host}:{port}")),
+                primary: Some(HostPort::new(host, port)),
                 replicas: 0,
             })
         }
@@ -284,7 +286,7 @@ mod tests {
         assert!(r.link_up);
         assert_eq!(r.sync, SyncState::Online);
         assert_eq!(r.last_io_secs, Some(0));
-        assert_eq!(r.primary.as_deref(), Some("10.0.0.5:6379"));
+        assert_eq!(r.primary, Some(HostPort::new("10.0.0.5", 6379)));
     }
 
     #[test]
@@ -313,7 +315,7 @@ mod tests {
             let r = replication_from_role(&reply).unwrap();
             assert_eq!((r.role, r.sync), (Role::Replica, sync), "{state}");
             assert_eq!(r.link_up, sync == SyncState::Online, "{state}");
-            assert_eq!(r.primary.as_deref(), Some("10.0.0.5:6379"));
+            assert_eq!(r.primary, Some(HostPort::new("10.0.0.5", 6379)));
         }
         let slave = Value::Array(vec![
             bulk("slave"),
@@ -354,7 +356,7 @@ mod tests {
             (r.offset, r.sync, r.link_up),
             (3167038, SyncState::Online, true)
         );
-        assert_eq!(r.primary.as_deref(), Some("127.0.0.1:9753"));
+        assert_eq!(r.primary, Some(HostPort::new("127.0.0.1", 9753)));
     }
 
     #[test]

@@ -57,10 +57,8 @@ pub async fn peer_prober(
             let outcome = match conns.get_mut(address) {
                 Some(c) => ping(c, interval).await,
                 None => match credentials.at(address) {
-                    None => {
-                        PingOutcome::Error(format!("peer address {address:?} is not host:port"))
-                    }
-                    Some(peer) => match peer.connect(interval).await {
+                    Err(e) => PingOutcome::Error(e.to_string()),
+                    Ok(peer) => match peer.connect(interval).await {
                         Ok(mut c) => {
                             let o = ping(&mut c, interval).await;
                             conns.insert(address.clone(), c);

@@ -9,6 +9,7 @@ use tokio::{
     task::JoinHandle,
     time::{Interval, MissedTickBehavior},
 };
+use vigil_proto::HostPort;
 
 use super::rules::{
     self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Severity, Thresholds,
@@ -73,7 +74,7 @@ pub struct Monitor {
     sampler: ResourceSampler,
     resource: Option<ResourceSample>,
     pub expected_role: Option<Role>,
-    pub expected_primary: Option<String>,
+    pub expected_primary: Option<HostPort>,
     pub fenced: bool,
     tick: Interval,
     /// Wakes the monitor exactly when a threshold is crossed, between ticks.

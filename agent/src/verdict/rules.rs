@@ -7,6 +7,8 @@
 //! stall outlasts `long_stall`. That is how a 500 ms command on a live primary stays DEGRADED.
 use std::time::Duration;
 
+use vigil_proto::HostPort;
+
 use crate::{
     kernel::classifier::StallClass,
     server::info::{Replication, Role},
@@ -180,7 +182,7 @@ pub struct Inputs {
     /// What the controller says this node should be.
     pub expected_role: Option<Role>,
     /// For a replica: the primary the controller says it should follow.
-    pub expected_primary: Option<String>,
+    pub expected_primary: Option<HostPort>,
     pub fenced: bool,
 }
 
@@ -433,14 +435,14 @@ mod tests {
         let t = Thresholds::default();
         let mut i = live();
         i.expected_role = Some(Role::Replica);
-        i.expected_primary = Some("10.0.0.1:6379".into());
+        i.expected_primary = Some(HostPort::new("10.0.0.1", 6379));
         i.replication = Some(Replication {
             role: Role::Replica,
             offset: 10,
             link_up: false,
             last_io_secs: Some(30),
             sync: SyncState::Connecting,
-            primary: Some("10.0.0.2:6379".into()),
+            primary: Some(HostPort::new("10.0.0.2", 6379)),
             replicas: 0,
         });
         let r = assess(&i, &t);

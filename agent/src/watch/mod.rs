@@ -8,6 +8,7 @@ pub mod text;
 use std::{io::Write, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
+use vigil_proto::HostPort;
 
 use crate::{
     daemon::config::DEFAULT_HEALTH_INTERVAL_MS,
@@ -69,8 +70,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
     probes::preflight()?;
     let (pid, port) = target::resolve(opts.pid, opts.port)?;
     let server = ServerConn {
-        host: opts.host.clone(),
-        port,
+        address: HostPort::new(opts.host.clone(), port),
         username: opts.username.clone(),
         password: opts.password.clone(),
     };
