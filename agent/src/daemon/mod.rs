@@ -27,12 +27,9 @@ use crate::{
     error::{AgentError, Result},
     host::target,
     kernel::event::Line,
-    link::{
-        stream::{self as link, Link},
-        wire::{Action, Command},
-    },
+    link::stream::{self as link, Link},
     server::{
-        commands::{self, Outcome},
+        commands::{self, Action, Command, Outcome},
         info::Role,
         peers::{self, PeerList, PeerProbe, PeerTable},
         pinger::PingOutcome,
@@ -271,9 +268,11 @@ impl Daemon {
             peers_version: self.peers.version,
             peers_probed: probed,
             peers_unreachable: unreachable,
+            // As the health poller last found it, not as it was at hello: the controller picks a
+            // switchover's method from it.
             flavour: self
                 .monitor
-                .flavour
+                .flavour()
                 .map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
         };
         self.link.verdicts.send_replace(Some(verdict));
@@ -365,10 +364,9 @@ impl Daemon {
 
     fn spawn(&self, origin: Origin, action: Action) {
         let server = self.cfg.server.clone();
-        let flavour = self.monitor.flavour;
         let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let result = commands::execute(&server, flavour, &action).await;
+            let result = commands::execute(&server, &action).await;
             let _ = done
                 .send(Done {
                     origin,

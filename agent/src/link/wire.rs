@@ -1,8 +1,12 @@
-//! Conversions between the agent's domain types and the vigil.v1 protocol types.
+//! Conversions between the agent's domain types and the vigil.v1 protocol types: what goes up
+//! (health, role, flavour) and what comes down (roles, commands), checked on the way in.
 use vigil_proto::{HostPort, ProtoError, v1};
 
 use crate::{
-    server::info::{Flavour, Role},
+    server::{
+        commands::{Action, Command, SwitchoverMethod},
+        info::{Flavour, Role},
+    },
     verdict::rules::Health,
 };
 
@@ -51,6 +55,8 @@ pub enum WireError {
     },
     #[error("command {0}: a fence needs a pause of at least 1 ms")]
     ZeroPause(u64),
+    #[error("command {0}: a switchover must name its method (FAILOVER TO or REPLTAKEOVER)")]
+    NoSwitchoverMethod(u64),
 }
 
 impl TryFrom<v1::Role> for Role {
@@ -62,32 +68,6 @@ impl TryFrom<v1::Role> for Role {
             v1::Role::Unspecified => Err(WireError::NoRole),
         }
     }
-}
-
-/// What the controller asks the agent to do to its server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    Promote,
-    /// Planned switchover to `target`, allowed `timeout_secs`.
-    Switchover {
-        target: HostPort,
-        timeout_secs: u32,
-    },
-    /// Replicate from the primary at this address.
-    ReplicateOf(HostPort),
-    Fence {
-        pause_ms: u32,
-    },
-    Unfence,
-    /// Report role and offset, changing nothing.
-    Probe,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Command {
-    pub id: u64,
-    pub epoch: u64,
-    pub action: Action,
 }
 
 fn host_port(id: u64, address: &str) -> Result<HostPort, WireError> {
@@ -107,6 +87,15 @@ impl TryFrom<v1::Command> for Command {
             A::Switchover(s) => Action::Switchover {
                 target: host_port(c.id, &s.target)?,
                 timeout_secs: s.timeout_secs.max(1),
+                method: match v1::SwitchoverMethod::try_from(s.method) {
+                    Ok(v1::SwitchoverMethod::FailoverTo) => SwitchoverMethod::FailoverTo,
+                    Ok(v1::SwitchoverMethod::Repltakeover) => SwitchoverMethod::ReplTakeover,
+                    // Unspecified, or a method newer than this agent: which command runs is the
+                    // controller's to say, never the agent's to guess.
+                    Ok(v1::SwitchoverMethod::Unspecified) | Err(_) => {
+                        return Err(WireError::NoSwitchoverMethod(c.id));
+                    }
+                },
             },
             A::ReplicateOf(r) => Action::ReplicateOf(host_port(c.id, &r.address)?),
             A::Fence(f) if f.pause_ms == 0 => return Err(WireError::ZeroPause(c.id)),
@@ -195,5 +184,45 @@ mod tests {
             Role::try_from(v1::Role::Unspecified),
             Err(WireError::NoRole)
         );
+    }
+
+    #[test]
+    fn a_switchover_carries_the_method_the_controller_names() {
+        let switchover = |method: i32| v1::Command {
+            id: 9,
+            epoch: 4,
+            action: Some(v1::command::Action::Switchover(v1::Switchover {
+                target: "10.0.0.2:6379".into(),
+                timeout_secs: 0,
+                method,
+            })),
+        };
+        for (method, want) in [
+            (
+                v1::SwitchoverMethod::FailoverTo,
+                SwitchoverMethod::FailoverTo,
+            ),
+            (
+                v1::SwitchoverMethod::Repltakeover,
+                SwitchoverMethod::ReplTakeover,
+            ),
+        ] {
+            let c = Command::try_from(switchover(method as i32)).unwrap();
+            assert_eq!(
+                c.action,
+                Action::Switchover {
+                    target: HostPort::new("10.0.0.2", 6379),
+                    // A zero timeout is raised to one second.
+                    timeout_secs: 1,
+                    method: want,
+                }
+            );
+        }
+        // No method, or one this agent does not know: refused, not guessed.
+        for method in [v1::SwitchoverMethod::Unspecified as i32, 99] {
+            let e = Command::try_from(switchover(method)).unwrap_err();
+            assert_eq!(e, WireError::NoSwitchoverMethod(9), "{method}");
+            assert!(e.to_string().contains("method"), "{e}");
+        }
     }
 }

@@ -68,7 +68,9 @@ pub struct Monitor {
     ping_rx: mpsc::Receiver<PingOutcome>,
     health_rx: mpsc::Receiver<HealthSample>,
     tasks: Vec<JoinHandle<()>>,
-    pub flavour: Option<Flavour>,
+    /// What the server says it is, asked again on every new connection of the health poller,
+    /// so a server replaced by another flavour is known by its next poll.
+    flavour: Option<Flavour>,
     replication: Option<Replication>,
     memory: Option<Memory>,
     sampler: ResourceSampler,
@@ -292,6 +294,11 @@ impl Monitor {
 
     pub fn set_thresholds(&mut self, t: Thresholds) {
         self.thresholds = t;
+    }
+
+    /// The server's flavour as last detected (None before the first answer).
+    pub fn flavour(&self) -> Option<Flavour> {
+        self.flavour
     }
 
     pub fn replication(&self) -> Option<&Replication> {
