@@ -51,7 +51,7 @@ enum Origin {
 struct Done {
     origin: Origin,
     action: Action,
-    result: std::result::Result<Outcome, String>,
+    result: Result<Outcome>,
 }
 
 enum Ev {
@@ -349,13 +349,13 @@ impl Daemon {
             Ok(cmd) => cmd,
             Err(e) => {
                 tracing::warn!(command = id, error = %e, "refusing a malformed command from the controller");
-                self.ack(id, epoch, Err(e.to_string()));
+                self.ack(id, epoch, Err(e));
                 return;
             }
         };
         if let Err(e) = self.epochs.admit(command.epoch) {
             tracing::warn!(command = id, error = %e, "refusing a stale command");
-            self.ack(id, epoch, Err(e.to_string()));
+            self.ack(id, epoch, Err(e));
             return;
         }
         tracing::info!(command = id, epoch, action = ?command.action, "carrying out a controller command");
@@ -377,7 +377,7 @@ impl Daemon {
         });
     }
 
-    fn ack(&self, id: u64, epoch: u64, result: std::result::Result<Outcome, String>) {
+    fn ack(&self, id: u64, epoch: u64, result: Result<Outcome>) {
         let label = if result.is_ok() { "ok" } else { "failed" };
         self.metrics
             .commands
@@ -395,7 +395,7 @@ impl Daemon {
             Err(error) => v1::CommandAck {
                 command_id: id,
                 ok: false,
-                error,
+                error: error.to_string(),
                 role: 0,
                 repl_offset: 0,
                 epoch,

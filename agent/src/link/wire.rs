@@ -1,8 +1,9 @@
 //! Conversions between the agent's domain types and the vigil.v1 protocol types: what goes up
 //! (health, role, flavour) and what comes down (roles, commands), checked on the way in.
-use vigil_proto::{HostPort, ProtoError, v1};
+use vigil_proto::{HostPort, v1};
 
 use crate::{
+    error::{AgentError, Result},
     server::{
         commands::{Action, Command, SwitchoverMethod},
         info::{Flavour, Role},
@@ -40,38 +41,19 @@ impl From<Flavour> for v1::Flavour {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
-    #[error("role is unspecified")]
-    NoRole,
-    #[error("command {0} has no action")]
-    NoAction(u64),
-    #[error("command {id}: address {address:?} is not host:port")]
-    BadAddress {
-        id: u64,
-        address: String,
-        #[source]
-        source: ProtoError,
-    },
-    #[error("command {0}: a fence needs a pause of at least 1 ms")]
-    ZeroPause(u64),
-    #[error("command {0}: a switchover must name its method (FAILOVER TO or REPLTAKEOVER)")]
-    NoSwitchoverMethod(u64),
-}
-
 impl TryFrom<v1::Role> for Role {
-    type Error = WireError;
-    fn try_from(r: v1::Role) -> Result<Self, WireError> {
+    type Error = AgentError;
+    fn try_from(r: v1::Role) -> Result<Self> {
         match r {
             v1::Role::Primary => Ok(Self::Primary),
             v1::Role::Replica => Ok(Self::Replica),
-            v1::Role::Unspecified => Err(WireError::NoRole),
+            v1::Role::Unspecified => Err(AgentError::UnspecifiedRole),
         }
     }
 }
 
-fn host_port(id: u64, address: &str) -> Result<HostPort, WireError> {
-    address.parse().map_err(|source| WireError::BadAddress {
+fn host_port(id: u64, address: &str) -> Result<HostPort> {
+    address.parse().map_err(|source| AgentError::BadAddress {
         id,
         address: address.to_string(),
         source,
@@ -79,10 +61,10 @@ fn host_port(id: u64, address: &str) -> Result<HostPort, WireError> {
 }
 
 impl TryFrom<v1::Command> for Command {
-    type Error = WireError;
-    fn try_from(c: v1::Command) -> Result<Self, WireError> {
+    type Error = AgentError;
+    fn try_from(c: v1::Command) -> Result<Self> {
         use v1::command::Action as A;
-        let action = match c.action.ok_or(WireError::NoAction(c.id))? {
+        let action = match c.action.ok_or(AgentError::NoAction(c.id))? {
             A::Promote(_) => Action::Promote,
             A::Switchover(s) => Action::Switchover {
                 target: host_port(c.id, &s.target)?,
@@ -93,12 +75,12 @@ impl TryFrom<v1::Command> for Command {
                     // Unspecified, or a method newer than this agent: which command runs is the
                     // controller's to say, never the agent's to guess.
                     Ok(v1::SwitchoverMethod::Unspecified) | Err(_) => {
-                        return Err(WireError::NoSwitchoverMethod(c.id));
+                        return Err(AgentError::NoSwitchoverMethod(c.id));
                     }
                 },
             },
             A::ReplicateOf(r) => Action::ReplicateOf(host_port(c.id, &r.address)?),
-            A::Fence(f) if f.pause_ms == 0 => return Err(WireError::ZeroPause(c.id)),
+            A::Fence(f) if f.pause_ms == 0 => return Err(AgentError::ZeroPause(c.id)),
             A::Fence(f) => Action::Fence {
                 pause_ms: f.pause_ms,
             },
@@ -150,27 +132,27 @@ mod tests {
             action: Some(action),
         };
         use v1::command::Action as A;
-        assert_eq!(
+        assert!(matches!(
             Command::try_from(v1::Command {
                 id: 7,
                 epoch: 3,
                 action: None
             }),
-            Err(WireError::NoAction(7))
-        );
+            Err(AgentError::NoAction(7))
+        ));
         for address in ["nohost", "h:", ":6379", "h:0", "h:99999", "h:abc"] {
             let c = cmd(A::ReplicateOf(v1::ReplicateOf {
                 address: address.into(),
             }));
             assert!(
-                matches!(Command::try_from(c), Err(WireError::BadAddress { .. })),
+                matches!(Command::try_from(c), Err(AgentError::BadAddress { .. })),
                 "{address}"
             );
         }
-        assert_eq!(
+        assert!(matches!(
             Command::try_from(cmd(A::Fence(v1::Fence { pause_ms: 0 }))),
-            Err(WireError::ZeroPause(7))
-        );
+            Err(AgentError::ZeroPause(7))
+        ));
         let ok = Command::try_from(cmd(A::ReplicateOf(v1::ReplicateOf {
             address: "10.0.0.1:6379".into(),
         })))
@@ -180,10 +162,10 @@ mod tests {
             Action::ReplicateOf(HostPort::new("10.0.0.1", 6379))
         );
         assert_eq!(ok.epoch, 3);
-        assert_eq!(
+        assert!(matches!(
             Role::try_from(v1::Role::Unspecified),
-            Err(WireError::NoRole)
-        );
+            Err(AgentError::UnspecifiedRole)
+        ));
     }
 
     #[test]
@@ -221,7 +203,10 @@ mod tests {
         // No method, or one this agent does not know: refused, not guessed.
         for method in [v1::SwitchoverMethod::Unspecified as i32, 99] {
             let e = Command::try_from(switchover(method)).unwrap_err();
-            assert_eq!(e, WireError::NoSwitchoverMethod(9), "{method}");
+            assert!(
+                matches!(e, AgentError::NoSwitchoverMethod(9)),
+                "{method}: {e}"
+            );
             assert!(e.to_string().contains("method"), "{e}");
         }
     }

@@ -7,6 +7,7 @@ use tokio::time::{Instant, sleep, timeout};
 use vigil_proto::HostPort;
 
 use super::{conn::ServerConn, info::Role, poller};
+use crate::error::{AgentError, Result};
 
 /// What the controller asks the agent to do to its server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,11 +108,11 @@ fn server_command(action: &Action) -> (redis::Cmd, Option<Role>) {
 }
 
 /// Carries out `action` on `server` and reports the role and offset that follow.
-pub async fn execute(server: &ServerConn, action: &Action) -> Result<Outcome, String> {
+pub async fn execute(server: &ServerConn, action: &Action) -> Result<Outcome> {
     let mut conn = server
         .connect(COMMAND_LIMIT)
         .await
-        .map_err(|o| format!("cannot reach the server: {o:?}"))?;
+        .map_err(AgentError::Unreachable)?;
     let (cmd, wait_for) = server_command(action);
     let limit = match action {
         Action::Switchover { timeout_secs, .. } => {
@@ -121,13 +122,12 @@ pub async fn execute(server: &ServerConn, action: &Action) -> Result<Outcome, St
     };
     timeout(limit, cmd.query_async::<redis::Value>(&mut conn))
         .await
-        .map_err(|_| format!("the server did not answer within {limit:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| AgentError::NoAnswer(limit))??;
     let deadline = Instant::now() + limit;
     loop {
         let (replication, _) = timeout(COMMAND_LIMIT, poller::ask(&mut conn))
             .await
-            .map_err(|_| "the server did not answer ROLE".to_string())??;
+            .map_err(|_| AgentError::NoRoleAnswer)??;
         let outcome = Outcome {
             role: replication.role,
             offset: replication.offset,
@@ -137,10 +137,10 @@ pub async fn execute(server: &ServerConn, action: &Action) -> Result<Outcome, St
             return Ok(outcome);
         }
         if Instant::now() >= deadline {
-            return Err(format!(
-                "the switchover did not finish within {limit:?}; the server is still {}",
-                outcome.role.as_str()
-            ));
+            return Err(AgentError::SwitchoverUnfinished {
+                limit,
+                role: outcome.role,
+            });
         }
         sleep(Duration::from_millis(20)).await;
     }

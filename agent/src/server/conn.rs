@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use tokio::time::timeout;
-use vigil_proto::{HostPort, ProtoError};
+use vigil_proto::HostPort;
 
 use super::pinger::{PingOutcome, classify_error};
+use crate::error::Result;
 
 /// How to reach a Redis-protocol server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +21,7 @@ pub struct ServerConn {
 impl ServerConn {
     /// The same credentials at another address, given as HOST:PORT (peers share the data
     /// store's credentials).
-    pub fn at(&self, address: &str) -> Result<Self, ProtoError> {
+    pub fn at(&self, address: &str) -> Result<Self> {
         Ok(Self {
             address: address.parse()?,
             ..self.clone()

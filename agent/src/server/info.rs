@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use redis::Value;
 use vigil_proto::HostPort;
 
+use crate::error::{AgentError, Result};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
     Redis,
@@ -95,16 +97,6 @@ pub struct Replication {
     pub replicas: u32,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ParseError {
-    #[error("INFO replication has no role field")]
-    NoRole,
-    #[error("unknown role {0:?}")]
-    UnknownRole(String),
-    #[error("ROLE reply is malformed: {0}")]
-    BadRole(String),
-}
-
 /// `key:value` lines of an INFO reply; section headers and blank lines are skipped.
 pub fn parse_info(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -115,11 +107,11 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn parse_role(s: &str) -> Result<Role, ParseError> {
+fn parse_role(s: &str) -> Result<Role> {
     match s {
         "master" | "primary" => Ok(Role::Primary),
         "slave" | "replica" => Ok(Role::Replica),
-        other => Err(ParseError::UnknownRole(other.to_string())),
+        other => Err(AgentError::UnknownRole(other.to_string())),
     }
 }
 
@@ -128,8 +120,8 @@ fn number(map: &BTreeMap<String, String>, key: &str) -> Option<u64> {
 }
 
 /// From the fields of `INFO replication`, either flavour.
-pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replication, ParseError> {
-    let role = parse_role(info.get("role").ok_or(ParseError::NoRole)?)?;
+pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replication> {
+    let role = parse_role(info.get("role").ok_or(AgentError::NoRoleField)?)?;
     Ok(match role {
         Role::Primary => Replication {
             role,
@@ -181,14 +173,14 @@ fn text(v: &Value) -> Option<String> {
 /// From a ROLE reply, either flavour. Redis: `[master, offset, [[ip, port, offset]..]]` or
 /// `[slave, host, port, state, offset]`. Dragonfly: `[master, [[ip, port, state]..]]` or
 /// `[replica, host, port, state]`.
-pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
+pub fn replication_from_role(reply: &Value) -> Result<Replication> {
     let Value::Array(items) = reply else {
-        return Err(ParseError::BadRole("not an array".into()));
+        return Err(AgentError::BadRoleReply("not an array"));
     };
     let kind = items
         .first()
         .and_then(text)
-        .ok_or_else(|| ParseError::BadRole("no role".into()))?;
+        .ok_or(AgentError::BadRoleReply("no role"))?;
     let role = parse_role(&kind)?;
     match role {
         Role::Primary => {
@@ -211,12 +203,12 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
             let host = items
                 .get(1)
                 .and_then(text)
-                .ok_or_else(|| ParseError::BadRole("no primary host".into()))?;
+                .ok_or(AgentError::BadRoleReply("no primary host"))?;
             let port = items
                 .get(2)
                 .and_then(text)
                 .and_then(|p| p.parse::<u16>().ok())
-                .ok_or_else(|| ParseError::BadRole("no primary port".into()))?;
+                .ok_or(AgentError::BadRoleReply("no primary port"))?;
             let state = items.get(3).and_then(text).unwrap_or_default();
             let sync = SyncState::parse(&state);
             Ok(Replication {
@@ -365,10 +357,10 @@ mod tests {
         assert!(replication_from_role(&Value::Array(vec![])).is_err());
         assert!(replication_from_role(&Value::Array(vec![bulk("sentinel")])).is_err());
         assert!(replication_from_role(&Value::Array(vec![bulk("slave")])).is_err());
-        assert_eq!(
+        assert!(matches!(
             replication_from_info(&parse_info("# Replication\r\n")),
-            Err(ParseError::NoRole)
-        );
+            Err(AgentError::NoRoleField)
+        ));
     }
 
     #[test]
