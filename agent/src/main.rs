@@ -1,7 +1,7 @@
 //! The `vigil-agent` binary: command-line parsing, logging, and the tokio runtime.
-use std::{io::IsTerminal, time::Duration};
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use vigil_agent::{
     daemon::{
         self,
@@ -14,6 +14,7 @@ use vigil_agent::{
     verdict::rules::Thresholds,
     watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
+use vigil_proto::telemetry::LogArgs;
 
 /// Priority 10 puts the agent above ordinary tasks and the server, and leaves 11-99 to whatever
 /// the host already runs in real time.
@@ -29,12 +30,8 @@ const DEFAULT_RT_PRIORITY: u8 = 10;
                   and reports it. Needs root and a kernel with BTF."
 )]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT", global = true)]
-    log_format: LogFormat,
-    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `vigil_agent=debug`).
-    #[arg(long, default_value = "info", env = "VIGIL_LOG", global = true)]
-    log: String,
+    #[command(flatten)]
+    log: LogArgs,
     /// SCHED_FIFO priority (1-99) for the agent, so a busy or dying server cannot delay what the
     /// agent hears from the kernel; 0 keeps the normal scheduler. Its work per wake-up is small
     /// and bounded, and the kernel's RT throttling still applies.
@@ -43,12 +40,6 @@ struct Cli {
     rt_priority: u8,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -118,20 +109,6 @@ struct WatchArgs {
     ping_interval_ms: u64,
 }
 
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("--log {filter:?} is not a valid log filter: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
-}
-
 /// Moves the agent (all threads created from here on) to SCHED_FIFO at `priority`.
 fn set_realtime(priority: u8) {
     let param = nix::libc::sched_param {
@@ -154,7 +131,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log_format, &cli.log)?;
+    cli.log.init()?;
     if cli.rt_priority > 0 {
         set_realtime(cli.rt_priority);
     }

@@ -1,10 +1,8 @@
-//! The agent's Prometheus endpoint (`GET /metrics`): health, reasons, local PING round trips,
-//! stall age, run-queue latency, and counters of kernel events and verdicts.
-use std::sync::Arc;
-
-use axum::{Router, extract::State, http::header, routing::get};
+//! The agent's Prometheus metrics: health, reasons, local PING round trips, stall age, run-queue
+//! latency, and counters of kernel events, verdicts and commands. The registry built here is
+//! served on `GET /metrics` by `vigil_proto::telemetry::serve_metrics`.
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
@@ -75,7 +73,9 @@ impl Metrics {
         }
     }
 
-    fn registry(self: &Arc<Self>) -> Registry {
+    /// A registry of every metric, under the `vigil_agent_` prefix. It holds handles to the same
+    /// metrics, so what the daemon records is what the registry serves.
+    pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("vigil_agent");
         r.register(
             "health",
@@ -129,34 +129,4 @@ impl Metrics {
         );
         r
     }
-}
-
-async fn render(
-    State(registry): State<Arc<Registry>>,
-) -> ([(header::HeaderName, &'static str); 1], String) {
-    let mut text = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut text, &registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-}
-
-/// Serves `/metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let registry = Arc::new(metrics.registry());
-    let app = Router::new()
-        .route("/metrics", get(render))
-        .with_state(registry);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics");
-    }
-    axum::serve(listener, app).await
 }

@@ -1,15 +1,17 @@
 //! `vigil-agent run`: the node agent daemon. It watches the local server (the monitor), sends
 //! verdicts to the controller on every change and as a heartbeat, probes peers, carries out the
 //! controller's commands under the epoch rule, and fences a cut-off primary's writes.
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
+    task::{JoinError, JoinHandle},
     time::{Instant, MissedTickBehavior},
 };
 use vigil_proto::{
     PROTOCOL_VERSION,
+    telemetry::serve_metrics,
     v1::{self, controller_message::Msg as Down},
 };
 
@@ -62,13 +64,14 @@ enum Ev {
     Peer(PeerProbe),
     Heartbeat,
     FenceCheck,
+    MetricsEnded(MetricsEnd),
 }
 
 struct Daemon {
     cfg: RunConfig,
     monitor: Monitor,
     link: Link,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     epochs: EpochGuard,
     seq: u64,
     peers: PeerTable,
@@ -81,14 +84,17 @@ struct Daemon {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(cfg: RunConfig) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    if let Some(addr) = cfg.metrics_listen {
-        // Bind now, so a port in use is a start-up error and not a log line later.
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| AgentError::io(format!("listening for /metrics on {addr}"), e))?;
-        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
-    }
+    let metrics = Metrics::new();
+    let mut metrics_server = match cfg.metrics_listen {
+        Some(addr) => {
+            // Bind now, so a port in use is a start-up error and not a log line later.
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| AgentError::io(format!("listening for /metrics on {addr}"), e))?;
+            Some(tokio::spawn(serve_metrics(listener, metrics.registry())))
+        }
+        None => None,
+    };
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| AgentError::io("installing the SIGINT handler", e))?;
     let mut terminate = signal(SignalKind::terminate())
@@ -137,6 +143,10 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
+            ended = metrics_ended(&mut metrics_server) => {
+                metrics_server = None;
+                log_metrics_end(ended);
+            }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
@@ -194,6 +204,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Some(p) = peer_rx.recv() => Ev::Peer(p),
             _ = heartbeat.tick() => Ev::Heartbeat,
             _ = fence_check.tick() => Ev::FenceCheck,
+            ended = metrics_ended(&mut metrics_server) => Ev::MetricsEnded(ended),
         };
         let heartbeat_due = matches!(ev, Ev::Heartbeat);
         match ev {
@@ -220,6 +231,10 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Ev::Peer(p) => d.peers.record(&p),
             Ev::Heartbeat => {}
             Ev::FenceCheck => d.check_fence(),
+            Ev::MetricsEnded(ended) => {
+                metrics_server = None;
+                log_metrics_end(ended);
+            }
         }
         for line in d.monitor.drain_lines() {
             d.log_line(&line);
@@ -239,8 +254,37 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         }
     }
     prober.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     tracing::info!("vigil-agent stopping");
     Ok(())
+}
+
+/// The /metrics server's task: it returns only when serving fails.
+type MetricsServer = JoinHandle<std::io::Result<()>>;
+/// How that task ended.
+type MetricsEnd = std::result::Result<std::io::Result<()>, JoinError>;
+
+/// Waits for the /metrics server to end; pending forever when none runs. Cancel-safe.
+async fn metrics_ended(server: &mut Option<MetricsServer>) -> MetricsEnd {
+    match server {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Says once why the /metrics server ended: detection goes on, but nothing scrapes it anymore.
+fn log_metrics_end(ended: MetricsEnd) {
+    match ended {
+        Ok(Ok(())) => tracing::error!("the /metrics server stopped; metrics are no longer served"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the /metrics server failed; metrics are no longer served")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the /metrics server task ended; metrics are no longer served")
+        }
+    }
 }
 
 impl Daemon {

@@ -53,9 +53,9 @@ pub struct KernelOptions {
     pub runq_threshold: Duration,
     /// Keep the read probe attached, and a program on every data arrival too: together they
     /// time every request from arrival to read for [`KernelWatcher::summary`]. That costs a
-    /// program run on every socket read and every segment with data on the host, so only `vigil
-    /// watch` asks for it; otherwise the read probe is attached in short windows, to learn which
-    /// thread reads which socket, and nothing runs on arrivals.
+    /// program run on every socket read and every segment with data on the host, so only
+    /// `vigil-agent watch` asks for it; otherwise the read probe is attached in short windows, to
+    /// learn which thread reads which socket, and nothing runs on arrivals.
     pub every_read: bool,
 }
 

@@ -1,6 +1,6 @@
-//! The peer prober: each round, RESP PINGs to a few random peers of the same data store (the
-//! seed's remote check: the controller weighs what several agents see of one server), and the
-//! table of what this agent knows of each peer. It only measures and reports; it never decides
+//! The peer prober: each round, RESP PINGs to a few random peers of the same data store (a remote
+//! check: the controller weighs what several agents see of one server), and the table of what
+//! this agent knows of each peer. It only measures and reports; it never decides
 //! health.
 use std::{collections::HashMap, time::Duration};
 

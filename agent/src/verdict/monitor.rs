@@ -141,6 +141,7 @@ impl Monitor {
             pid: opts.pid,
             ping: PingView::default(),
             last_rtt: None,
+            // 1 us .. 1 min at 3 significant digits: the bounds are valid constants.
             rtt_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             ping_rx,
             health_rx,

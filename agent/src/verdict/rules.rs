@@ -1,8 +1,9 @@
 //! The verdict engine: folds what the agent knows about its server into one health and a set of
-//! reasons. Pure, so every rule is unit-tested.
+//! reasons, under [`Thresholds`] whose defaults are the `DEFAULT_*` constants here. Pure, so
+//! every rule is unit-tested.
 //!
-//! Each reason has one severity (the table in [`Reason::severity`]); health is the worst severity
-//! present. The kernel view decides what missed pings mean: a server the kernel sees running a
+//! Each reason has one severity (one table, read through [`Severity`]); health is the worst
+//! severity present. The kernel view decides what missed pings mean: a server the kernel sees running a
 //! long command (busy, blocked in a sleep, or starved of CPU) is DEGRADED, not dead, until the
 //! stall outlasts `long_stall`. That is how a 500 ms command on a live primary stays DEGRADED.
 use std::time::Duration;
