@@ -12,8 +12,8 @@
 //! - [`verdict`]: folds those views into one health and a set of reasons ([`verdict::rules`]),
 //!   kept current by the [`verdict::monitor`].
 //! - [`link`]: streams verdicts to the controller over gRPC and brings its commands back.
-//! - [`daemon`]: `vigil-agent run`, which wires all of the above: settings, the event loop, the
-//!   epoch rule, self-fencing and the Prometheus metrics.
+//! - [`daemon`]: `vigil-agent run`, which wires all of the above: its settings and their
+//!   defaults, the event loop, the epoch rule, self-fencing and the Prometheus metrics.
 //! - [`watch`]: `vigil-agent watch`, which prints the kernel events and verdicts of one server.
 //! - [`error`]: the crate's one error type.
 pub mod daemon;

@@ -5,9 +5,9 @@ use clap::{Args, Parser, Subcommand};
 use vigil_agent::{
     daemon::{
         self,
-        config::{
-            DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunConfig,
-            RunSettings,
+        config::RunConfig,
+        settings::{
+            DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
         },
     },
     kernel::KernelOptions,

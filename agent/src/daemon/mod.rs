@@ -1,17 +1,19 @@
 //! `vigil-agent run`: the node agent daemon. It watches the local server (the monitor), sends
 //! verdicts to the controller on every change and as a heartbeat, probes peers, carries out the
 //! controller's commands under the epoch rule, and fences a cut-off primary's writes.
+//!
+//! This file is the event loop. Beside it: [`settings`] (every flag and its default) and
+//! [`config`] (the validated configuration), [`epochs`] (the epoch rule), [`fencing`] (when a
+//! primary fences itself) and [`metrics`] (what Prometheus scrapes).
 use std::time::Duration;
 
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
-    task::{JoinError, JoinHandle},
     time::{Instant, MissedTickBehavior},
 };
 use vigil_proto::{
     PROTOCOL_VERSION,
-    telemetry::serve_metrics,
     v1::{self, controller_message::Msg as Down},
 };
 
@@ -19,11 +21,12 @@ pub mod config;
 pub mod epochs;
 pub mod fencing;
 pub mod metrics;
+pub mod settings;
 
 use self::{
     config::RunConfig,
     epochs::EpochGuard,
-    metrics::{EventLabel, Metrics},
+    metrics::{EventLabel, Metrics, MetricsEnd},
 };
 use crate::{
     error::{AgentError, Result},
@@ -86,13 +89,7 @@ struct Daemon {
 pub async fn run(cfg: RunConfig) -> Result<()> {
     let metrics = Metrics::new();
     let mut metrics_server = match cfg.metrics_listen {
-        Some(addr) => {
-            // Bind now, so a port in use is a start-up error and not a log line later.
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| AgentError::io(format!("listening for /metrics on {addr}"), e))?;
-            Some(tokio::spawn(serve_metrics(listener, metrics.registry())))
-        }
+        Some(addr) => Some(metrics::serve(addr, &metrics).await?),
         None => None,
     };
     let mut interrupt = signal(SignalKind::interrupt())
@@ -143,9 +140,9 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
-            ended = metrics_ended(&mut metrics_server) => {
+            ended = metrics::ended(&mut metrics_server) => {
                 metrics_server = None;
-                log_metrics_end(ended);
+                metrics::log_end(ended);
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
@@ -204,7 +201,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Some(p) = peer_rx.recv() => Ev::Peer(p),
             _ = heartbeat.tick() => Ev::Heartbeat,
             _ = fence_check.tick() => Ev::FenceCheck,
-            ended = metrics_ended(&mut metrics_server) => Ev::MetricsEnded(ended),
+            ended = metrics::ended(&mut metrics_server) => Ev::MetricsEnded(ended),
         };
         let heartbeat_due = matches!(ev, Ev::Heartbeat);
         match ev {
@@ -233,7 +230,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Ev::FenceCheck => d.check_fence(),
             Ev::MetricsEnded(ended) => {
                 metrics_server = None;
-                log_metrics_end(ended);
+                metrics::log_end(ended);
             }
         }
         for line in d.monitor.drain_lines() {
@@ -259,32 +256,6 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     }
     tracing::info!("vigil-agent stopping");
     Ok(())
-}
-
-/// The /metrics server's task: it returns only when serving fails.
-type MetricsServer = JoinHandle<std::io::Result<()>>;
-/// How that task ended.
-type MetricsEnd = std::result::Result<std::io::Result<()>, JoinError>;
-
-/// Waits for the /metrics server to end; pending forever when none runs. Cancel-safe.
-async fn metrics_ended(server: &mut Option<MetricsServer>) -> MetricsEnd {
-    match server {
-        Some(task) => task.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Says once why the /metrics server ended: detection goes on, but nothing scrapes it anymore.
-fn log_metrics_end(ended: MetricsEnd) {
-    match ended {
-        Ok(Ok(())) => tracing::error!("the /metrics server stopped; metrics are no longer served"),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "the /metrics server failed; metrics are no longer served")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the /metrics server task ended; metrics are no longer served")
-        }
-    }
 }
 
 impl Daemon {

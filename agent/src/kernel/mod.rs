@@ -7,15 +7,19 @@
 //! - [`probes`]: loads the programs, points them at the target, and reads their maps and ring
 //!   buffer; [`slots`] maps the unread-request slots into memory.
 //! - [`btf`] and [`tracefs`]: the kernel layouts the programs need, read at start-up.
-//! - [`classifier`]: names a stall by what the reading thread is doing.
+//! - [`classifier`]: names a stall by what the reading thread is doing; [`stops`] folds the
+//!   threads' stops into the process's.
 //! - [`deadline`]: wakes the agent at the exact instant a threshold is crossed.
 //! - [`event`]: the lines the kernel half reports.
+//! - [`histogram`]: the kernel's log2 histograms, read as percentiles.
 pub mod btf;
 pub mod classifier;
 pub mod deadline;
 pub mod event;
+pub mod histogram;
 pub mod probes;
 pub mod slots;
+pub mod stops;
 pub mod tracefs;
 
 use std::time::{Duration, Instant};
@@ -24,9 +28,11 @@ use hdrhistogram::Histogram;
 use vigil_agent_ebpf::{Event, kind, thread_state};
 
 use self::{
-    classifier::{Classifier, Decision, StallClass, StopTracker},
+    classifier::{Classifier, Decision, StallClass},
     event::{KernelEvent, Line, decode_exit},
+    histogram::{log2_histogram, new_histogram},
     probes::{Probes, monotonic_ns},
+    stops::StopTracker,
 };
 use crate::{
     error::Result,
@@ -480,39 +486,5 @@ impl KernelWatcher {
             "events_dropped": self.probes.dropped_events(),
             "sockets_untracked": self.probes.untracked_sockets(),
         })
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 us .. 1 h at 3 significant digits: the bounds are valid constants.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Loads log2 ns buckets into an hdrhistogram in us, each bucket at its upper bound.
-pub fn log2_histogram(buckets: &[u64]) -> Histogram<u64> {
-    let mut h = new_histogram();
-    for (i, &count) in buckets.iter().enumerate() {
-        if count > 0 {
-            let upper_ns = (1u128 << (i + 1)) - 1;
-            let us = ((upper_ns / 1_000) as u64).clamp(1, h.high());
-            let _ = h.record_n(us, count);
-        }
-    }
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log2_buckets_load_at_their_upper_bound() {
-        let mut buckets = vec![0u64; 64];
-        buckets[10] = 3; // [1024, 2048) ns
-        buckets[20] = 1; // [~1.05, ~2.1) ms
-        let h = log2_histogram(&buckets);
-        assert_eq!(h.len(), 4);
-        assert_eq!(h.value_at_quantile(0.5), 2);
-        assert!(h.max() >= 2_097 && h.max() <= 2_100, "{}", h.max());
     }
 }

@@ -11,7 +11,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use vigil_proto::HostPort;
 
 use crate::{
-    daemon::config::DEFAULT_HEALTH_INTERVAL_MS,
+    daemon::settings::DEFAULT_HEALTH_INTERVAL_MS,
     error::{AgentError, Result},
     host::target,
     kernel::{KernelOptions, event::Line, probes},
