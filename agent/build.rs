@@ -1,6 +1,6 @@
 //! Builds the kernel programs in ../agent-ebpf for the bpf target and leaves the object in
-//! OUT_DIR, where `probes.rs` embeds it. Needs the nightly toolchain with rust-src and bpf-linker
-//! on PATH: `cargo xtask setup` installs both.
+//! OUT_DIR, where `src/kernel/probes.rs` embeds it. Needs the nightly toolchain with rust-src and
+//! bpf-linker on PATH: `cargo xtask setup` installs both.
 fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
     let ebpf_dir = std::path::Path::new(&manifest_dir).join("../agent-ebpf");

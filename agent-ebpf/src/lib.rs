@@ -1,4 +1,5 @@
-//! The types the kernel programs (`src/main.rs`) share with the agent.
+//! The types the kernel programs (`src/main.rs` and the hook families beside it) share with the
+//! agent.
 //!
 //! Every type is `#[repr(C)]`, padding-free and plain old data, so the kernel writes it and
 //! userspace reads it byte for byte. Field order is chosen so no padding is needed; the
@@ -17,8 +18,6 @@ pub const UNREAD_SLOTS: u32 = 1 << UNREAD_SLOT_BITS;
 pub const UNREAD_PROBES: u32 = 4;
 /// Slot indexes one `scan_unread` run takes: a raw tracepoint's test run passes 12 arguments.
 pub const SCAN_BATCH: usize = 12;
-/// `BPF_F_MMAPABLE`: the agent maps `UNREAD` into memory and scans it without a syscall per slot.
-pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 /// Buckets of the log2 histograms (bucket i counts values in [2^i, 2^(i+1)) ns).
 pub const HIST_BUCKETS: u32 = 64;
 /// Size of the event ring buffer, in bytes (a power of two, as the kernel requires).
@@ -157,9 +156,9 @@ pub struct Config {
     pub port: u32,
     pub btf: BtfOffsets,
     pub tp: TpOffsets,
-    /// 1 to count every read's unread age in `UNREAD_HIST` (for `vigil watch`'s summary, which
-    /// also attaches the programs on every arrival and read that this takes); the daemon leaves
-    /// it 0.
+    /// 1 to count every read's unread age in `UNREAD_HIST` (for `vigil-agent watch`'s summary,
+    /// which also attaches the programs on every arrival and read that this takes); the daemon
+    /// leaves it 0.
     pub unread_histogram: u32,
     /// Length of one jiffy in ns (`clock_getres(CLOCK_MONOTONIC_COARSE)`): `lrcvtime` counts
     /// jiffies.
@@ -204,7 +203,7 @@ pub struct SockSlot {
     /// When the last scan looked at this slot (or the socket took it): bytes a scan finds unread
     /// for the first time arrived after it.
     pub scanned_ns: u64,
-    /// `vigil watch` only: when bytes arrived that the server has not read yet, or 0.
+    /// `vigil-agent watch` only: when bytes arrived that the server has not read yet, or 0.
     pub arrived_ns: u64,
     /// The thread seen reading this socket (while the read probe was attached), or 0.
     pub reader_tid: u32,
@@ -235,10 +234,17 @@ const _: () = assert!(core::mem::size_of::<SockSlot>() == 64);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: each type is #[repr(C)], made only of integers, and has no padding (asserted above).
+    // Each type is #[repr(C)], made only of integers, and has no padding (the size assertions
+    // above), so every byte pattern is a valid value.
+
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above; its `btf` and `tp` members are such types too.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::BtfOffsets {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadState {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SockSlot {}
 }

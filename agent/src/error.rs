@@ -1,6 +1,10 @@
 //! The agent library's one error type. Messages are written for an operator at 3 a.m.: what is
 //! wrong and what to do about it.
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
+
+use vigil_proto::ProtoError;
+
+use crate::server::{info::Role, pinger::PingOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -59,6 +63,67 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+
+    // The server, over the wire.
+    #[error("cannot reach the server: {0:?}")]
+    Unreachable(PingOutcome),
+    #[error(transparent)]
+    Server(#[from] redis::RedisError),
+    #[error("the server did not answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("the server did not answer ROLE")]
+    NoRoleAnswer,
+    #[error("the switchover did not finish within {limit:?}; the server is still {}", role.as_str())]
+    SwitchoverUnfinished { limit: Duration, role: Role },
+    #[error("INFO replication has no role field")]
+    NoRoleField,
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error("ROLE reply is malformed: {0}")]
+    BadRoleReply(&'static str),
+    #[error(transparent)]
+    Address(#[from] ProtoError),
+
+    // What the controller sends.
+    #[error("role is unspecified")]
+    UnspecifiedRole,
+    #[error("command {0} has no action")]
+    NoAction(u64),
+    #[error("command {id}: address {address:?} is not host:port")]
+    BadAddress {
+        id: u64,
+        address: String,
+        #[source]
+        source: ProtoError,
+    },
+    #[error("command {0}: a fence needs a pause of at least 1 ms")]
+    ZeroPause(u64),
+    #[error("command {0}: a switchover must name its method (FAILOVER TO or REPLTAKEOVER)")]
+    NoSwitchoverMethod(u64),
+    #[error("stale epoch {got}: this agent has already seen epoch {newest}")]
+    StaleEpoch { got: u64, newest: u64 },
+
+    // The link to the controller. A transport error is shown with its whole chain of causes:
+    // the link logs only this message, and the cause is what an operator needs.
+    #[error("bad controller URL {url:?}: {}", error_chain(.error))]
+    ControllerUrl {
+        url: String,
+        error: tonic::transport::Error,
+    },
+    #[error("cannot connect: {}", error_chain(.0))]
+    ControllerConnect(tonic::transport::Error),
+    #[error("the controller refused the session: {0}")]
+    ControllerRefused(String),
+    #[error("the controller sent no Welcome within {0:?}")]
+    NoWelcome(Duration),
+    #[error(
+        "the controller speaks vigil protocol v{theirs}, this agent v{ours}: upgrade one of them"
+    )]
+    ProtocolVersion { ours: u32, theirs: u32 },
+    #[error("the controller closed the session")]
+    LinkClosed,
+    #[error("the session broke: {0}")]
+    LinkBroken(String),
 }
 
 impl AgentError {
@@ -70,4 +135,53 @@ impl AgentError {
     }
 }
 
+/// `e` and every error under it, joined with ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Command acks carry these words to the controller and its operators, and the end-to-end
+    // suites match on them.
+    #[test]
+    fn refusals_keep_the_words_others_match_on() {
+        assert_eq!(
+            AgentError::StaleEpoch { got: 3, newest: 5 }.to_string(),
+            "stale epoch 3: this agent has already seen epoch 5"
+        );
+        assert_eq!(
+            AgentError::NoAction(7).to_string(),
+            "command 7 has no action"
+        );
+        let bad = "nowhere".parse::<vigil_proto::HostPort>().unwrap_err();
+        assert_eq!(
+            AgentError::BadAddress {
+                id: 4,
+                address: "nowhere".into(),
+                source: bad,
+            }
+            .to_string(),
+            "command 4: address \"nowhere\" is not host:port"
+        );
+        assert_eq!(
+            AgentError::ProtocolVersion {
+                ours: 2,
+                theirs: 99
+            }
+            .to_string(),
+            "the controller speaks vigil protocol v99, this agent v2: upgrade one of them"
+        );
+    }
+}

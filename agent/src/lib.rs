@@ -1,35 +1,28 @@
-//! vigil-agent: watches one Redis-protocol server process from the kernel (eBPF) and reports
-//! what it sees.
+//! vigil-agent: watches one Redis-protocol server process from the kernel (eBPF) and over the
+//! wire (RESP), and reports verdicts on it to the controller.
 //!
-//! - [`probes`]: loads the kernel programs and reads what they record.
-//! - [`classifier`]: turns that into process states (stopped, busy, deadlock suspected, ...).
-//! - [`target`]: finds the server process through procfs.
-//! - [`listen_queue`]: accept-queue overflow on the server port, sampled from procfs.
-//! - [`tracefs`] and [`btf`]: the kernel layouts the programs need, read at start-up.
-//! - [`watch`]: the `vigil-agent watch` diagnostic command.
-pub mod btf;
-pub mod classifier;
-pub mod commands;
-pub mod config;
+//! The modules, in the order data flows through them:
+//!
+//! - [`kernel`]: loads the eBPF programs, reads what they record, and runs the stall
+//!   [`kernel::classifier`], which names a stall by what the server's thread is doing; out come
+//!   kernel events ([`kernel::event`]) and the kernel's view of the server.
+//! - [`server`]: the other view, over the wire: one connection type, local and peer PINGs, the
+//!   ROLE/INFO health poller and its parsers, and the commands the controller asks for.
+//! - [`host`]: finding the server process, its CPU and memory, and its listen queue, in procfs.
+//! - [`verdict`]: folds those views into one health and a set of reasons ([`verdict::rules`]),
+//!   kept current by the [`verdict::monitor`].
+//! - [`link`]: streams verdicts to the controller over gRPC and brings its commands back.
+//! - [`daemon`]: `vigil-agent run`, which wires all of the above: its settings and their
+//!   defaults, the event loop, the epoch rule, self-fencing and the Prometheus metrics.
+//! - [`watch`]: `vigil-agent watch`, which prints the kernel events and verdicts of one server.
+//! - [`error`]: the crate's one error type.
 pub mod daemon;
-pub mod deadline;
 pub mod error;
-pub mod failure_detector;
-pub mod fencing;
-pub mod health;
-pub mod info;
+pub mod host;
 pub mod kernel;
 pub mod link;
-pub mod listen_queue;
-pub mod metrics;
-pub mod monitor;
-pub mod probes;
-pub mod resources;
-pub mod slots;
-pub mod target;
-pub mod tracefs;
+pub mod server;
 pub mod verdict;
 pub mod watch;
-pub mod wire;
 
 pub use error::AgentError;

@@ -1,14 +1,24 @@
 //! The `vigil-agent` binary: command-line parsing, logging, and the tokio runtime.
-use std::{io::IsTerminal, time::Duration};
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use vigil_agent::{
-    config::{RunConfig, RunSettings},
-    daemon,
+    daemon::{
+        self,
+        config::RunConfig,
+        settings::{
+            DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
+        },
+    },
     kernel::KernelOptions,
-    verdict::Thresholds,
-    watch::{self, WatchOptions},
+    verdict::rules::Thresholds,
+    watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
+use vigil_proto::telemetry::LogArgs;
+
+/// Priority 10 puts the agent above ordinary tasks and the server, and leaves 11-99 to whatever
+/// the host already runs in real time.
+const DEFAULT_RT_PRIORITY: u8 = 10;
 
 #[derive(Parser)]
 #[command(
@@ -20,26 +30,16 @@ use vigil_agent::{
                   and reports it. Needs root and a kernel with BTF."
 )]
 struct Cli {
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "VIGIL_LOG_FORMAT", global = true)]
-    log_format: LogFormat,
-    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `vigil_agent=debug`).
-    #[arg(long, default_value = "info", env = "VIGIL_LOG", global = true)]
-    log: String,
+    #[command(flatten)]
+    log: LogArgs,
     /// SCHED_FIFO priority (1-99) for the agent, so a busy or dying server cannot delay what the
     /// agent hears from the kernel; 0 keeps the normal scheduler. Its work per wake-up is small
     /// and bounded, and the kernel's RT throttling still applies.
-    #[arg(long, default_value_t = 10, env = "VIGIL_RT_PRIORITY", global = true,
+    #[arg(long, default_value_t = DEFAULT_RT_PRIORITY, env = "VIGIL_RT_PRIORITY", global = true,
           value_parser = clap::value_parser!(u8).range(0..=99))]
     rt_priority: u8,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -82,13 +82,13 @@ struct WatchArgs {
     #[arg(long)]
     json: bool,
     /// Requests unread this many milliseconds make a stall, named by what the reading thread does.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = DEFAULT_STALL_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     stall_ms: u64,
     /// A single run-queue wait this many milliseconds long is reported as `starved`.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, default_value_t = DEFAULT_RUNQ_THRESHOLD_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     runq_threshold_ms: u64,
     /// How often, in microseconds, the stall classifier looks at the clock.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    #[arg(long, default_value_t = DEFAULT_TICK_US, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     tick_us: u64,
     /// Watch sockets as `run` does: no program on data arrivals, and the read probe attached one
     /// second in ten, not always. Cheaper on a busy host; the summary then has no per-request
@@ -96,7 +96,7 @@ struct WatchArgs {
     #[arg(long)]
     sampled_reads: bool,
     /// Host the server answers on, for the agent's own PINGs and health questions.
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = DEFAULT_HOST)]
     host: String,
     /// ACL user for the server (default: the default user).
     #[arg(long, env = "VIGIL_SERVER_USERNAME")]
@@ -105,22 +105,8 @@ struct WatchArgs {
     #[arg(long, env = "VIGIL_SERVER_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// How often, in milliseconds, the agent PINGs the server.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     ping_interval_ms: u64,
-}
-
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .map_err(|e| anyhow::anyhow!("--log {filter:?} is not a valid log filter: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
 }
 
 /// Moves the agent (all threads created from here on) to SCHED_FIFO at `priority`.
@@ -145,7 +131,7 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.log_format, &cli.log)?;
+    cli.log.init()?;
     if cli.rt_priority > 0 {
         set_realtime(cli.rt_priority);
     }

@@ -1,18 +1,18 @@
 //! The INFO/ROLE parsers against a real redis-server primary and replica (the Dragonfly shapes
-//! are unit-tested from its source and docs in `src/info.rs`).
+//! are unit-tested from its source and docs in `src/server/info.rs`).
 use std::time::Duration;
 
-use vigil_agent::{
-    failure_detector::ServerConn,
-    health,
+use vigil_agent::server::{
+    conn::ServerConn,
     info::{Flavour, Role, SyncState},
+    poller,
 };
+use vigil_proto::HostPort;
 use vigil_tests::{RedisServer, WAIT, free_port};
 
 fn conn(server: &RedisServer) -> ServerConn {
     ServerConn {
-        host: "127.0.0.1".into(),
-        port: server.port,
+        address: HostPort::new("127.0.0.1", server.port),
         username: None,
         password: None,
     }
@@ -33,7 +33,7 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
             .connect(Duration::from_secs(2))
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        assert_eq!(health::flavour(&mut p).await, Some(Flavour::Redis));
+        assert_eq!(poller::flavour(&mut p).await, Some(Flavour::Redis));
         let mut r = conn(&replica)
             .connect(Duration::from_secs(2))
             .await
@@ -41,7 +41,7 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
         // The replica needs a moment to sync; poll (bounded) until the link is up.
         let deadline = tokio::time::Instant::now() + WAIT;
         let replica_view = loop {
-            let (view, _) = health::ask(&mut r).await.map_err(|e| anyhow::anyhow!(e))?;
+            let (view, _) = poller::ask(&mut r).await.map_err(|e| anyhow::anyhow!(e))?;
             if view.link_up || tokio::time::Instant::now() >= deadline {
                 break view;
             }
@@ -52,7 +52,7 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
         assert_eq!(replica_view.sync, SyncState::Online);
         assert_eq!(
             replica_view.primary,
-            Some(format!("127.0.0.1:{}", primary.port))
+            Some(HostPort::new("127.0.0.1", primary.port))
         );
         // A write after the replica attached moves the primary's replication offset.
         let _: () = redis::cmd("SET")
@@ -60,7 +60,7 @@ fn redis_primary_and_replica_parse_from_real_replies() -> anyhow::Result<()> {
             .arg("v")
             .query_async(&mut p)
             .await?;
-        let (primary_view, memory) = health::ask(&mut p).await.map_err(|e| anyhow::anyhow!(e))?;
+        let (primary_view, memory) = poller::ask(&mut p).await.map_err(|e| anyhow::anyhow!(e))?;
         assert_eq!(primary_view.role, Role::Primary);
         assert_eq!(primary_view.replicas, 1);
         assert!(primary_view.offset > 0, "{primary_view:?}");

@@ -1,6 +1,6 @@
-//! The agent's local view of its server: the kernel half, the local failure detector, the health
-//! detector and the resource monitor, folded by the verdict engine. `vigil-agent watch` prints
-//! it; `vigil-agent run` also sends it to the controller.
+//! The agent's local view of its server: the kernel half (`kernel`), the local pinger and the
+//! health poller (`server`) and the resource monitor (`host`), folded by the verdict rules.
+//! `vigil-agent watch` prints it; `vigil-agent run` also sends it to the controller.
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -9,18 +9,25 @@ use tokio::{
     task::JoinHandle,
     time::{Interval, MissedTickBehavior},
 };
+use vigil_proto::HostPort;
 
+use super::rules::{
+    self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Severity, Thresholds,
+};
 use crate::{
-    deadline::Deadline,
     error::Result,
-    failure_detector::{self, PingOutcome, ServerConn},
-    health::{self, HealthSample},
-    info::{Flavour, Memory, Replication, Role},
-    kernel::{KernelOptions, KernelWatcher, Line},
-    probes::monotonic_ns,
-    resources::{ResourceSample, ResourceSampler},
-    verdict::{
-        self, Health, Inputs, KernelView, PingView, Reason, ResourceView, Severity, Thresholds,
+    host::resources::{ResourceSample, ResourceSampler},
+    kernel::{
+        KernelOptions, KernelWatcher,
+        deadline::Deadline,
+        event::{KernelEvent, Line},
+        probes::monotonic_ns,
+    },
+    server::{
+        conn::ServerConn,
+        info::{Flavour, Memory, Replication, Role},
+        pinger::{self, PingOutcome},
+        poller::{self, HealthSample},
     },
 };
 
@@ -61,13 +68,15 @@ pub struct Monitor {
     ping_rx: mpsc::Receiver<PingOutcome>,
     health_rx: mpsc::Receiver<HealthSample>,
     tasks: Vec<JoinHandle<()>>,
-    pub flavour: Option<Flavour>,
+    /// What the server says it is, asked again on every new connection of the health poller,
+    /// so a server replaced by another flavour is known by its next poll.
+    flavour: Option<Flavour>,
     replication: Option<Replication>,
     memory: Option<Memory>,
     sampler: ResourceSampler,
     resource: Option<ResourceSample>,
     pub expected_role: Option<Role>,
-    pub expected_primary: Option<String>,
+    pub expected_primary: Option<HostPort>,
     pub fenced: bool,
     tick: Interval,
     /// Wakes the monitor exactly when a threshold is crossed, between ticks.
@@ -115,12 +124,12 @@ impl Monitor {
         let (ping_tx, ping_rx) = mpsc::channel(64);
         let (health_tx, health_rx) = mpsc::channel(8);
         let tasks = vec![
-            tokio::spawn(failure_detector::local_pinger(
+            tokio::spawn(pinger::local_pinger(
                 opts.server.clone(),
                 opts.ping_interval,
                 ping_tx,
             )),
-            tokio::spawn(health::health_poller(
+            tokio::spawn(poller::health_poller(
                 opts.server.clone(),
                 opts.health_interval,
                 health_tx,
@@ -132,6 +141,7 @@ impl Monitor {
             pid: opts.pid,
             ping: PingView::default(),
             last_rtt: None,
+            // 1 us .. 1 min at 3 significant digits: the bounds are valid constants.
             rtt_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             ping_rx,
             health_rx,
@@ -208,7 +218,7 @@ impl Monitor {
     }
 
     fn on_ping(&mut self, outcome: PingOutcome) {
-        let explained = verdict::miss_explained(&self.kernel_view(), &self.thresholds);
+        let explained = rules::miss_explained(&self.kernel_view(), &self.thresholds);
         let miss = |p: &mut PingView| {
             p.consecutive_misses = p.consecutive_misses.saturating_add(1);
             if !explained {
@@ -267,7 +277,7 @@ impl Monitor {
 
     /// Re-assesses; returns the reasons when they changed since the last call.
     pub fn assess(&mut self) -> Option<Reason> {
-        let reasons = verdict::assess(&self.inputs(), &self.thresholds);
+        let reasons = rules::assess(&self.inputs(), &self.thresholds);
         (Some(reasons) != self.reasons.replace(reasons)).then_some(reasons)
     }
 
@@ -285,6 +295,11 @@ impl Monitor {
 
     pub fn set_thresholds(&mut self, t: Thresholds) {
         self.thresholds = t;
+    }
+
+    /// The server's flavour as last detected (None before the first answer).
+    pub fn flavour(&self) -> Option<Flavour> {
+        self.flavour
     }
 
     pub fn replication(&self) -> Option<&Replication> {
@@ -317,7 +332,7 @@ impl Monitor {
     /// A `verdict` line for the current assessment.
     pub fn verdict_line(&self) -> Line {
         let now = monotonic_ns();
-        let mut line = Line::new("verdict", self.pid, now);
+        let mut line = Line::new(KernelEvent::Verdict, self.pid, now);
         line.health = Some(self.health().as_str());
         line.reasons = Some(self.reasons().names());
         line.age_ms = Some(self.stall_age().as_millis() as u64);

@@ -1,7 +1,11 @@
 //! `vigil-agent run`: the node agent daemon. It watches the local server (the monitor), sends
 //! verdicts to the controller on every change and as a heartbeat, probes peers, carries out the
 //! controller's commands under the epoch rule, and fences a cut-off primary's writes.
-use std::{sync::Arc, time::Duration};
+//!
+//! This file is the event loop. Beside it: [`settings`] (every flag and its default) and
+//! [`config`] (the validated configuration), [`epochs`] (the epoch rule), [`fencing`] (when a
+//! primary fences itself) and [`metrics`] (what Prometheus scrapes).
+use std::time::Duration;
 
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -13,20 +17,33 @@ use vigil_proto::{
     v1::{self, controller_message::Msg as Down},
 };
 
-use crate::{
-    commands::{self, EpochGuard, Outcome},
+pub mod config;
+pub mod epochs;
+pub mod fencing;
+pub mod metrics;
+pub mod settings;
+
+use self::{
     config::RunConfig,
+    epochs::EpochGuard,
+    metrics::{EventLabel, Metrics, MetricsEnd},
+};
+use crate::{
     error::{AgentError, Result},
-    failure_detector::{self, PeerList, PeerProbe, PeerTable, PingOutcome},
-    fencing, health,
-    info::Role,
-    kernel::Line,
-    link::{self, Link},
-    metrics::{self, EventLabel, Metrics},
-    monitor::{Monitor, MonitorOptions, Wake},
-    target,
-    verdict::{Reason, Severity},
-    wire::{Action, Command},
+    host::target,
+    kernel::event::Line,
+    link::stream::{self as link, Link},
+    server::{
+        commands::{self, Action, Command, Outcome},
+        info::Role,
+        peers::{self, PeerList, PeerProbe, PeerTable},
+        pinger::PingOutcome,
+        poller,
+    },
+    verdict::{
+        monitor::{Monitor, MonitorOptions, Wake},
+        rules::{Health, Reason, Severity},
+    },
 };
 
 /// Why a command ran: sent by the controller, or by the agent itself (self-fencing).
@@ -39,7 +56,7 @@ enum Origin {
 struct Done {
     origin: Origin,
     action: Action,
-    result: std::result::Result<Outcome, String>,
+    result: Result<Outcome>,
 }
 
 enum Ev {
@@ -50,13 +67,14 @@ enum Ev {
     Peer(PeerProbe),
     Heartbeat,
     FenceCheck,
+    MetricsEnded(MetricsEnd),
 }
 
 struct Daemon {
     cfg: RunConfig,
     monitor: Monitor,
     link: Link,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     epochs: EpochGuard,
     seq: u64,
     peers: PeerTable,
@@ -69,23 +87,20 @@ struct Daemon {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(cfg: RunConfig) -> Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    if let Some(addr) = cfg.metrics_listen {
-        // Bind now, so a port in use is a start-up error and not a log line later.
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| AgentError::io(format!("listening for /metrics on {addr}"), e))?;
-        tokio::spawn(metrics::serve(listener, Arc::clone(&metrics)));
-    }
+    let metrics = Metrics::new();
+    let mut metrics_server = match cfg.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr, &metrics).await?),
+        None => None,
+    };
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| AgentError::io("installing the SIGINT handler", e))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| AgentError::io("installing the SIGTERM handler", e))?;
 
     let flavour = match cfg.server.connect(Duration::from_secs(1)).await {
-        Ok(mut c) => health::flavour(&mut c).await,
+        Ok(mut c) => poller::flavour(&mut c).await,
         Err(PingOutcome::AuthFailed(e)) => {
-            tracing::error!(server = %cfg.server.address(), error = %e, "the server refused the agent's credentials: check --username / --password");
+            tracing::error!(server = %cfg.server.address, error = %e, "the server refused the agent's credentials: check --username / --password");
             None
         }
         Err(_) => None,
@@ -94,7 +109,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         protocol_version: PROTOCOL_VERSION,
         datastore: cfg.datastore.clone(),
         node_id: cfg.node_id.clone(),
-        advertise: cfg.advertise.clone(),
+        advertise: cfg.advertise.to_string(),
         zone: cfg.zone.clone(),
         priority: cfg.priority,
         flavour: flavour.map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
@@ -105,7 +120,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     // The server may start after the agent (or be down): report DOWN until it listens.
     let mut seq = 0;
     let pid = loop {
-        if let Ok(Some(pid)) = target::listener_owner(cfg.server.port) {
+        if let Ok(Some(pid)) = target::listener_owner(cfg.server.address.port) {
             break pid;
         }
         seq += 1;
@@ -118,20 +133,24 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         link.verdicts.send_replace(Some(down));
         if seq % 50 == 1 {
             tracing::warn!(
-                port = cfg.server.port,
+                port = cfg.server.address.port,
                 "no server is listening on the port yet; reporting DOWN and waiting"
             );
         }
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
+            ended = metrics::ended(&mut metrics_server) => {
+                metrics_server = None;
+                metrics::log_end(ended);
+            }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
     let monitor = Monitor::start(MonitorOptions {
         server: cfg.server.clone(),
         pid,
-        port: cfg.server.port,
+        port: cfg.server.address.port,
         kernel: cfg.kernel,
         tick: cfg.tick,
         ping_interval: cfg.ping_interval,
@@ -141,7 +160,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     })?;
     let (peers_tx, peers_rx) = watch::channel(PeerList::default());
     let (peer_tx, mut peer_rx) = mpsc::channel(64);
-    let prober = tokio::spawn(failure_detector::peer_prober(
+    let prober = tokio::spawn(peers::peer_prober(
         cfg.server.clone(),
         peers_rx,
         cfg.peer_probes,
@@ -150,7 +169,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
     ));
     let (done_tx, mut done_rx) = mpsc::channel(16);
     tracing::info!(
-        datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address(), pid,
+        datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address, pid,
         controller = %cfg.controller, "vigil-agent running"
     );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
@@ -182,6 +201,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Some(p) = peer_rx.recv() => Ev::Peer(p),
             _ = heartbeat.tick() => Ev::Heartbeat,
             _ = fence_check.tick() => Ev::FenceCheck,
+            ended = metrics::ended(&mut metrics_server) => Ev::MetricsEnded(ended),
         };
         let heartbeat_due = matches!(ev, Ev::Heartbeat);
         match ev {
@@ -208,6 +228,10 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Ev::Peer(p) => d.peers.record(&p),
             Ev::Heartbeat => {}
             Ev::FenceCheck => d.check_fence(),
+            Ev::MetricsEnded(ended) => {
+                metrics_server = None;
+                metrics::log_end(ended);
+            }
         }
         for line in d.monitor.drain_lines() {
             d.log_line(&line);
@@ -216,7 +240,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             d.metrics.set_verdict(reasons);
             let health = reasons.health();
             let names = reasons.names().join(",");
-            if health >= crate::verdict::Health::Unhealthy {
+            if health >= Health::Unhealthy {
                 tracing::warn!(health = health.as_str(), reasons = %names, "verdict changed");
             } else {
                 tracing::info!(health = health.as_str(), reasons = %names, "verdict changed");
@@ -227,6 +251,9 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         }
     }
     prober.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     tracing::info!("vigil-agent stopping");
     Ok(())
 }
@@ -256,9 +283,11 @@ impl Daemon {
             peers_version: self.peers.version,
             peers_probed: probed,
             peers_unreachable: unreachable,
+            // As the health poller last found it, not as it was at hello: the controller picks a
+            // switchover's method from it.
             flavour: self
                 .monitor
-                .flavour
+                .flavour()
                 .map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
         };
         self.link.verdicts.send_replace(Some(verdict));
@@ -266,16 +295,16 @@ impl Daemon {
     }
 
     fn log_line(&self, line: &Line) {
+        let event = line.event.name();
         self.metrics
             .kernel_events
-            .get_or_create(&EventLabel { event: line.event })
+            .get_or_create(&EventLabel { event })
             .inc();
         let detail = serde_json::to_string(line).unwrap_or_default();
-        match line.event {
-            "stopped" | "exited" | "deadlock_suspected" | "listener_closed" | "listen_overflow" => {
-                tracing::warn!(event = line.event, pid = line.pid, %detail, "kernel")
-            }
-            _ => tracing::info!(event = line.event, pid = line.pid, %detail, "kernel"),
+        if line.event.severity() == tracing::Level::WARN {
+            tracing::warn!(event, pid = line.pid, %detail, "kernel");
+        } else {
+            tracing::info!(event, pid = line.pid, %detail, "kernel");
         }
     }
 
@@ -291,8 +320,16 @@ impl Daemon {
         self.epochs.observe(d.epoch);
         let expected = Role::try_from(d.role()).ok();
         self.monitor.expected_role = expected;
-        self.monitor.expected_primary =
-            (!d.primary_address.is_empty()).then(|| d.primary_address.clone());
+        self.monitor.expected_primary = match d.primary_address.as_str() {
+            "" => None,
+            address => match address.parse() {
+                Ok(primary) => Some(primary),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the controller's primary address is not HOST:PORT; not checking which primary this node follows");
+                    None
+                }
+            },
+        };
         if d.peers_version != self.peers.version || self.peers.peers.len() != d.peers.len() {
             let list = PeerList {
                 version: d.peers_version,
@@ -327,13 +364,13 @@ impl Daemon {
             Ok(cmd) => cmd,
             Err(e) => {
                 tracing::warn!(command = id, error = %e, "refusing a malformed command from the controller");
-                self.ack(id, epoch, Err(e.to_string()));
+                self.ack(id, epoch, Err(e));
                 return;
             }
         };
         if let Err(e) = self.epochs.admit(command.epoch) {
             tracing::warn!(command = id, error = %e, "refusing a stale command");
-            self.ack(id, epoch, Err(e.to_string()));
+            self.ack(id, epoch, Err(e));
             return;
         }
         tracing::info!(command = id, epoch, action = ?command.action, "carrying out a controller command");
@@ -342,10 +379,9 @@ impl Daemon {
 
     fn spawn(&self, origin: Origin, action: Action) {
         let server = self.cfg.server.clone();
-        let flavour = self.monitor.flavour;
         let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let result = commands::execute(&server, flavour, &action).await;
+            let result = commands::execute(&server, &action).await;
             let _ = done
                 .send(Done {
                     origin,
@@ -356,7 +392,7 @@ impl Daemon {
         });
     }
 
-    fn ack(&self, id: u64, epoch: u64, result: std::result::Result<Outcome, String>) {
+    fn ack(&self, id: u64, epoch: u64, result: Result<Outcome>) {
         let label = if result.is_ok() { "ok" } else { "failed" };
         self.metrics
             .commands
@@ -374,7 +410,7 @@ impl Daemon {
             Err(error) => v1::CommandAck {
                 command_id: id,
                 ok: false,
-                error,
+                error: error.to_string(),
                 role: 0,
                 repl_offset: 0,
                 epoch,

@@ -7,6 +7,9 @@
 use std::collections::BTreeMap;
 
 use redis::Value;
+use vigil_proto::HostPort;
+
+use crate::error::{AgentError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -88,20 +91,10 @@ pub struct Replication {
     /// Seconds since a replica last heard from its primary.
     pub last_io_secs: Option<u64>,
     pub sync: SyncState,
-    /// A replica's primary, as host:port.
-    pub primary: Option<String>,
+    /// A replica's primary.
+    pub primary: Option<HostPort>,
     /// A primary's connected replicas.
     pub replicas: u32,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ParseError {
-    #[error("INFO replication has no role field")]
-    NoRole,
-    #[error("unknown role {0:?}")]
-    UnknownRole(String),
-    #[error("ROLE reply is malformed: {0}")]
-    BadRole(String),
 }
 
 /// `key:value` lines of an INFO reply; section headers and blank lines are skipped.
@@ -114,11 +107,11 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn parse_role(s: &str) -> Result<Role, ParseError> {
+fn parse_role(s: &str) -> Result<Role> {
     match s {
         "master" | "primary" => Ok(Role::Primary),
         "slave" | "replica" => Ok(Role::Replica),
-        other => Err(ParseError::UnknownRole(other.to_string())),
+        other => Err(AgentError::UnknownRole(other.to_string())),
     }
 }
 
@@ -127,8 +120,8 @@ fn number(map: &BTreeMap<String, String>, key: &str) -> Option<u64> {
 }
 
 /// From the fields of `INFO replication`, either flavour.
-pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replication, ParseError> {
-    let role = parse_role(info.get("role").ok_or(ParseError::NoRole)?)?;
+pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replication> {
+    let role = parse_role(info.get("role").ok_or(AgentError::NoRoleField)?)?;
     Ok(match role {
         Role::Primary => Replication {
             role,
@@ -158,8 +151,8 @@ pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replicat
                 } else {
                     SyncState::Connecting
                 },
-                primary: match (info.get("master_host"), info.get("master_port")) {
-                    (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+                primary: match (info.get("master_host"), number(info, "master_port")) {
+                    (Some(h), Some(p)) => u16::try_from(p).ok().map(|p| HostPort::new(h, p)),
                     _ => None,
                 },
                 replicas: 0,
@@ -180,14 +173,14 @@ fn text(v: &Value) -> Option<String> {
 /// From a ROLE reply, either flavour. Redis: `[master, offset, [[ip, port, offset]..]]` or
 /// `[slave, host, port, state, offset]`. Dragonfly: `[master, [[ip, port, state]..]]` or
 /// `[replica, host, port, state]`.
-pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
+pub fn replication_from_role(reply: &Value) -> Result<Replication> {
     let Value::Array(items) = reply else {
-        return Err(ParseError::BadRole("not an array".into()));
+        return Err(AgentError::BadRoleReply("not an array"));
     };
     let kind = items
         .first()
         .and_then(text)
-        .ok_or_else(|| ParseError::BadRole("no role".into()))?;
+        .ok_or(AgentError::BadRoleReply("no role"))?;
     let role = parse_role(&kind)?;
     match role {
         Role::Primary => {
@@ -210,11 +203,12 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
             let host = items
                 .get(1)
                 .and_then(text)
-                .ok_or_else(|| ParseError::BadRole("no primary host".into()))?;
+                .ok_or(AgentError::BadRoleReply("no primary host"))?;
             let port = items
                 .get(2)
                 .and_then(text)
-                .ok_or_else(|| ParseError::BadRole("no primary port".into()))?;
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or(AgentError::BadRoleReply("no primary port"))?;
             let state = items.get(3).and_then(text).unwrap_or_default();
             let sync = SyncState::parse(&state);
             Ok(Replication {
@@ -227,7 +221,7 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication, ParseError> {
                 link_up: sync == SyncState::Online,
                 last_io_secs: None,
                 sync,
-                primary: Some(format!("{host}:{port}")),
+                primary: Some(HostPort::new(host, port)),
                 replicas: 0,
             })
         }
@@ -284,7 +278,7 @@ mod tests {
         assert!(r.link_up);
         assert_eq!(r.sync, SyncState::Online);
         assert_eq!(r.last_io_secs, Some(0));
-        assert_eq!(r.primary.as_deref(), Some("10.0.0.5:6379"));
+        assert_eq!(r.primary, Some(HostPort::new("10.0.0.5", 6379)));
     }
 
     #[test]
@@ -313,7 +307,7 @@ mod tests {
             let r = replication_from_role(&reply).unwrap();
             assert_eq!((r.role, r.sync), (Role::Replica, sync), "{state}");
             assert_eq!(r.link_up, sync == SyncState::Online, "{state}");
-            assert_eq!(r.primary.as_deref(), Some("10.0.0.5:6379"));
+            assert_eq!(r.primary, Some(HostPort::new("10.0.0.5", 6379)));
         }
         let slave = Value::Array(vec![
             bulk("slave"),
@@ -354,7 +348,7 @@ mod tests {
             (r.offset, r.sync, r.link_up),
             (3167038, SyncState::Online, true)
         );
-        assert_eq!(r.primary.as_deref(), Some("127.0.0.1:9753"));
+        assert_eq!(r.primary, Some(HostPort::new("127.0.0.1", 9753)));
     }
 
     #[test]
@@ -363,10 +357,10 @@ mod tests {
         assert!(replication_from_role(&Value::Array(vec![])).is_err());
         assert!(replication_from_role(&Value::Array(vec![bulk("sentinel")])).is_err());
         assert!(replication_from_role(&Value::Array(vec![bulk("slave")])).is_err());
-        assert_eq!(
+        assert!(matches!(
             replication_from_info(&parse_info("# Replication\r\n")),
-            Err(ParseError::NoRole)
-        );
+            Err(AgentError::NoRoleField)
+        ));
     }
 
     #[test]

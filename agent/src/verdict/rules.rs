@@ -1,15 +1,18 @@
 //! The verdict engine: folds what the agent knows about its server into one health and a set of
-//! reasons. Pure, so every rule is unit-tested.
+//! reasons, under [`Thresholds`] whose defaults are the `DEFAULT_*` constants here. Pure, so
+//! every rule is unit-tested.
 //!
-//! Each reason has one severity (the table in [`Reason::severity`]); health is the worst severity
-//! present. The kernel view decides what missed pings mean: a server the kernel sees running a
+//! Each reason has one severity (one table, read through [`Severity`]); health is the worst
+//! severity present. The kernel view decides what missed pings mean: a server the kernel sees running a
 //! long command (busy, blocked in a sleep, or starved of CPU) is DEGRADED, not dead, until the
 //! stall outlasts `long_stall`. That is how a 500 ms command on a live primary stays DEGRADED.
 use std::time::Duration;
 
+use vigil_proto::HostPort;
+
 use crate::{
-    classifier::StallClass,
-    info::{Replication, Role},
+    kernel::classifier::StallClass,
+    server::info::{Replication, Role},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -76,7 +79,26 @@ impl Severity for Reason {
     }
 }
 
-/// Bounds the rules use. Defaults follow DESIGN.md.
+/// A stop this long is no scheduling blip: the server has served nothing all that time.
+pub const DEFAULT_STOPPED_MS: u64 = 100;
+/// A long command is a live server (DEGRADED) for this long; past it, clients have waited too
+/// long for any command to excuse.
+pub const DEFAULT_LONG_STALL_MS: u64 = 5_000;
+/// One missed PING is noise on a busy host; three in a row are not.
+pub const DEFAULT_PING_MISSES: u32 = 3;
+/// A run-queue p99 past this adds its wait to every request: the host is short of CPU.
+pub const DEFAULT_RUNQ_P99_MS: u64 = 10;
+/// A primary pings its replicas every 10 s (Redis' repl-ping-replica-period), so a longer
+/// silence is a stale link.
+pub const DEFAULT_REPLICATION_SILENCE_SECS: u64 = 10;
+/// This close to maxmemory, evictions or out-of-memory errors are near.
+pub const DEFAULT_MEMORY_PCT: f64 = 95.0;
+/// Below this, the host is about to swap or call the OOM killer.
+pub const DEFAULT_HOST_MEMORY_AVAILABLE_PCT: f64 = 5.0;
+/// A single-threaded server at this share of one core is saturated.
+pub const DEFAULT_CPU_PCT: f64 = 95.0;
+
+/// Bounds the rules use; [`Thresholds::default`] holds the `DEFAULT_*` constants above.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thresholds {
     /// Stopped this long -> UNHEALTHY.
@@ -100,14 +122,14 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Self {
-            stopped: Duration::from_millis(100),
-            long_stall: Duration::from_secs(5),
-            ping_misses: 3,
-            runq_p99: Duration::from_millis(10),
-            replication_silence: Duration::from_secs(10),
-            memory_pct: 95.0,
-            host_memory_available_pct: 5.0,
-            cpu_pct: 95.0,
+            stopped: Duration::from_millis(DEFAULT_STOPPED_MS),
+            long_stall: Duration::from_millis(DEFAULT_LONG_STALL_MS),
+            ping_misses: DEFAULT_PING_MISSES,
+            runq_p99: Duration::from_millis(DEFAULT_RUNQ_P99_MS),
+            replication_silence: Duration::from_secs(DEFAULT_REPLICATION_SILENCE_SECS),
+            memory_pct: DEFAULT_MEMORY_PCT,
+            host_memory_available_pct: DEFAULT_HOST_MEMORY_AVAILABLE_PCT,
+            cpu_pct: DEFAULT_CPU_PCT,
         }
     }
 }
@@ -161,7 +183,7 @@ pub struct Inputs {
     /// What the controller says this node should be.
     pub expected_role: Option<Role>,
     /// For a replica: the primary the controller says it should follow.
-    pub expected_primary: Option<String>,
+    pub expected_primary: Option<HostPort>,
     pub fenced: bool,
 }
 
@@ -258,7 +280,7 @@ pub fn assess(inputs: &Inputs, t: &Thresholds) -> Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::info::SyncState;
+    use crate::server::info::SyncState;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -414,14 +436,14 @@ mod tests {
         let t = Thresholds::default();
         let mut i = live();
         i.expected_role = Some(Role::Replica);
-        i.expected_primary = Some("10.0.0.1:6379".into());
+        i.expected_primary = Some(HostPort::new("10.0.0.1", 6379));
         i.replication = Some(Replication {
             role: Role::Replica,
             offset: 10,
             link_up: false,
             last_io_secs: Some(30),
             sync: SyncState::Connecting,
-            primary: Some("10.0.0.2:6379".into()),
+            primary: Some(HostPort::new("10.0.0.2", 6379)),
             replicas: 0,
         });
         let r = assess(&i, &t);

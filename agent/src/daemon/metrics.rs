@@ -1,15 +1,21 @@
-//! The agent's Prometheus endpoint (`GET /metrics`): health, reasons, local PING round trips,
-//! stall age, run-queue latency, and counters of kernel events and verdicts.
-use std::sync::Arc;
+//! The agent's Prometheus metrics: health, reasons, local PING round trips, stall age, run-queue
+//! latency, and counters of kernel events, verdicts and commands. The registry built here is
+//! served on `GET /metrics` by `vigil_proto::telemetry::serve_metrics`.
+use std::net::SocketAddr;
 
-use axum::{Router, extract::State, http::header, routing::get};
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
-use crate::verdict::{Health, Reason, Severity};
+use tokio::task::{JoinError, JoinHandle};
+use vigil_proto::telemetry::serve_metrics;
+
+use crate::{
+    error::{AgentError, Result},
+    verdict::rules::{Health, Reason, Severity},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -75,7 +81,9 @@ impl Metrics {
         }
     }
 
-    fn registry(self: &Arc<Self>) -> Registry {
+    /// A registry of every metric, under the `vigil_agent_` prefix. It holds handles to the same
+    /// metrics, so what the daemon records is what the registry serves.
+    pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("vigil_agent");
         r.register(
             "health",
@@ -131,32 +139,71 @@ impl Metrics {
     }
 }
 
-async fn render(
-    State(registry): State<Arc<Registry>>,
-) -> ([(header::HeaderName, &'static str); 1], String) {
-    let mut text = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut text, &registry);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
+/// Serves `metrics` on `GET /metrics` at `addr`. Binds before it returns, so a port in use is a
+/// start-up error and not a log line later.
+pub async fn serve(addr: SocketAddr, metrics: &Metrics) -> Result<MetricsServer> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AgentError::io(format!("listening for /metrics on {addr}"), e))?;
+    Ok(tokio::spawn(serve_metrics(listener, metrics.registry())))
 }
 
-/// Serves `/metrics` on `listener` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let registry = Arc::new(metrics.registry());
-    let app = Router::new()
-        .route("/metrics", get(render))
-        .with_state(registry);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics");
+/// The /metrics server's task: it returns only when serving fails.
+pub type MetricsServer = JoinHandle<std::io::Result<()>>;
+/// How that task ended.
+pub type MetricsEnd = std::result::Result<std::io::Result<()>, JoinError>;
+
+/// Waits for the /metrics server to end; pending forever when none runs. Cancel-safe.
+pub async fn ended(server: &mut Option<MetricsServer>) -> MetricsEnd {
+    match server {
+        Some(task) => task.await,
+        None => std::future::pending().await,
     }
-    axum::serve(listener, app).await
+}
+
+/// Says once why the /metrics server ended: detection goes on, but nothing scrapes it anymore.
+pub fn log_end(ended: MetricsEnd) {
+    match ended {
+        Ok(Ok(())) => tracing::error!("the /metrics server stopped; metrics are no longer served"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the /metrics server failed; metrics are no longer served")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the /metrics server task ended; metrics are no longer served")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_metrics_are_served_and_a_server_that_ends_is_noticed() {
+        let metrics = Metrics::new();
+        metrics.verdicts_sent.inc();
+        let port = vigil_tests::free_port().expect("a free port");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = Some(serve(addr, &metrics).await.expect("serving /metrics"));
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        let mut body = String::new();
+        conn.read_to_string(&mut body).await.expect("response");
+        assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+        assert!(body.contains("vigil_agent_verdicts_sent_total 1"), "{body}");
+        // Nothing to wait for without a server; a server that ends is noticed.
+        let none = tokio::time::timeout(Duration::from_millis(20), ended(&mut None)).await;
+        assert!(none.is_err(), "no server, yet it ended");
+        if let Some(task) = &server {
+            task.abort();
+        }
+        let end = ended(&mut server).await;
+        assert!(end.is_err_and(|e| e.is_cancelled()));
+    }
 }

@@ -1,4 +1,4 @@
-//! The health detector: asks the server about its role, replication and memory (ROLE,
+//! The health poller: asks the server about its role, replication and memory (ROLE,
 //! INFO replication, INFO memory, and INFO server once per connection for the flavour) and
 //! reports each answer. The verdict engine compares it with what the controller expects.
 use std::time::Duration;
@@ -8,23 +8,22 @@ use tokio::{
     time::{MissedTickBehavior, timeout},
 };
 
-use crate::{
-    failure_detector::{PingOutcome, ServerConn},
+use super::{
+    conn::ServerConn,
     info::{self, Flavour, Memory, Replication},
 };
+use crate::error::{AgentError, Result};
 
 /// One round of questions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct HealthSample {
     pub flavour: Option<Flavour>,
-    pub replication: Result<Replication, String>,
+    pub replication: Result<Replication>,
     pub memory: Option<Memory>,
 }
 
 /// Asks the three questions once on `conn`.
-pub async fn ask(
-    conn: &mut redis::aio::MultiplexedConnection,
-) -> Result<(Replication, Memory), String> {
+pub async fn ask(conn: &mut redis::aio::MultiplexedConnection) -> Result<(Replication, Memory)> {
     let (repl, role, mem): (String, redis::Value, String) = redis::pipe()
         .cmd("INFO")
         .arg("replication")
@@ -32,10 +31,8 @@ pub async fn ask(
         .cmd("INFO")
         .arg("memory")
         .query_async(conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut replication =
-        info::replication_from_info(&info::parse_info(&repl)).map_err(|e| e.to_string())?;
+        .await?;
+    let mut replication = info::replication_from_info(&info::parse_info(&repl))?;
     // ROLE names Dragonfly's sync phases more finely than INFO does.
     if let Ok(from_role) = info::replication_from_role(&role)
         && from_role.role == replication.role
@@ -71,16 +68,10 @@ pub async fn health_poller(server: ServerConn, interval: Duration, tx: mpsc::Sen
                     conn = Some(c);
                 }
                 Err(outcome) => {
-                    let why = match outcome {
-                        PingOutcome::Refused => "connection refused".to_string(),
-                        PingOutcome::Timeout => "connect timed out".to_string(),
-                        PingOutcome::AuthFailed(e) | PingOutcome::Error(e) => e,
-                        PingOutcome::Pong(_) => String::new(),
-                    };
                     if tx
                         .send(HealthSample {
                             flavour: None,
-                            replication: Err(why),
+                            replication: Err(AgentError::Unreachable(outcome)),
                             memory: None,
                         })
                         .await

@@ -1,13 +1,12 @@
-//! Turns what the kernel programs record into process-level states.
+//! Names a stall by what the kernel programs record.
 //!
-//! Two pieces, both pure so they are unit-tested alone:
-//! - [`StopTracker`] folds per-thread stopped/continued events into one stopped/continued
-//!   transition of the process.
-//! - [`Classifier`] looks at the clock: when the oldest unread request on the server port has
-//!   waited past the threshold, it names the stall by what the thread that should read it is
-//!   doing: stopped, blocked in a futex (deadlock suspected), runnable (starved), on CPU (busy),
-//!   or asleep in another syscall or disk wait (blocked).
+//! [`Classifier`] looks at the clock: when the oldest unread request on the server port has
+//! waited past the threshold, it names the stall by what the thread that should read it is
+//! doing: stopped, blocked in a futex (deadlock suspected), runnable (starved), on CPU (busy), or
+//! asleep in another syscall or disk wait (blocked). Pure, so it is unit-tested alone.
 use vigil_agent_ebpf::{ThreadState, thread_state};
+
+use super::event::KernelEvent;
 
 /// The oldest unread request on the server port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,13 +29,14 @@ pub enum StallClass {
 }
 
 impl StallClass {
-    pub fn as_str(self) -> &'static str {
+    /// The event a stall of this class is reported as.
+    pub fn event(self) -> KernelEvent {
         match self {
-            Self::Stopped => "stopped",
-            Self::DeadlockSuspected => "deadlock_suspected",
-            Self::Starved => "starved",
-            Self::Busy => "busy",
-            Self::Blocked => "blocked",
+            Self::Stopped => KernelEvent::Stopped,
+            Self::DeadlockSuspected => KernelEvent::DeadlockSuspected,
+            Self::Starved => KernelEvent::Starved,
+            Self::Busy => KernelEvent::Busy,
+            Self::Blocked => KernelEvent::Blocked,
         }
     }
 }
@@ -243,39 +243,6 @@ impl Classifier {
     }
 }
 
-/// Folds per-thread stop/continue events into process-level transitions. The process is stopped
-/// while any of its threads is: a thread still waking from the last SIGCONT must not end a stop
-/// that began after it.
-#[derive(Default)]
-pub struct StopTracker {
-    stopped: std::collections::HashSet<u32>,
-}
-
-impl StopTracker {
-    /// Thread `tid` stopped. True when this is the process's transition to stopped.
-    pub fn thread_stopped(&mut self, tid: u32) -> bool {
-        let was_running = self.stopped.is_empty();
-        // Bounded like the kernel's thread map.
-        if self.stopped.len() < vigil_agent_ebpf::MAX_THREADS as usize {
-            self.stopped.insert(tid);
-        }
-        was_running
-    }
-
-    /// Stopped thread `tid` ran again. True when this is the process's transition to running.
-    pub fn thread_continued(&mut self, tid: u32) -> bool {
-        self.stopped.remove(&tid) && self.stopped.is_empty()
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        !self.stopped.is_empty()
-    }
-
-    pub fn reset(&mut self) {
-        self.stopped.clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +299,22 @@ mod tests {
             StallClass::Starved
         );
         assert_eq!(classify(now, None, None, false), StallClass::Blocked);
+    }
+
+    #[test]
+    fn each_stall_class_is_reported_as_its_event() {
+        for (class, event) in [
+            (StallClass::Stopped, KernelEvent::Stopped),
+            (
+                StallClass::DeadlockSuspected,
+                KernelEvent::DeadlockSuspected,
+            ),
+            (StallClass::Starved, KernelEvent::Starved),
+            (StallClass::Busy, KernelEvent::Busy),
+            (StallClass::Blocked, KernelEvent::Blocked),
+        ] {
+            assert_eq!(class.event(), event, "{class:?}");
+        }
     }
 
     #[test]
@@ -475,33 +458,5 @@ mod tests {
         // One socket was read but another has waited 200 ms: still the same stall, no new report.
         assert_eq!(c.tick(301 * MS, unread(101 * MS), busy, false), None);
         assert_eq!(c.oldest_age_ns(), 200 * MS);
-    }
-
-    #[test]
-    fn stops_fold_into_one_transition_per_process() {
-        let mut s = StopTracker::default();
-        assert!(s.thread_stopped(1));
-        assert!(!s.thread_stopped(2));
-        assert!(!s.thread_stopped(3));
-        assert!(s.is_stopped());
-        assert!(!s.thread_continued(2));
-        assert!(!s.thread_continued(3));
-        assert!(s.thread_continued(1));
-        assert!(!s.is_stopped());
-        // A thread that never stopped continuing is not a transition.
-        assert!(!s.thread_continued(9));
-    }
-
-    #[test]
-    fn a_late_continue_from_the_last_stop_does_not_end_a_new_one() {
-        let mut s = StopTracker::default();
-        // Round 1: both threads stop; SIGCONT wakes thread 1, thread 2 has not run yet.
-        assert!(s.thread_stopped(1));
-        assert!(!s.thread_stopped(2));
-        assert!(!s.thread_continued(1));
-        // Round 2 begins: thread 1 stops again; then thread 2 finally runs (a late continue).
-        assert!(!s.thread_stopped(1));
-        assert!(!s.thread_continued(2));
-        assert!(s.is_stopped(), "the new stop must still hold");
     }
 }

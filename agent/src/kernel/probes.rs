@@ -17,13 +17,15 @@ use vigil_agent_ebpf::{
     Config, Event, HIST_BUCKETS, SCAN_BATCH, ThreadState, counter, thread_state,
 };
 
+use super::{btf, classifier::Unread, slots::UnreadSlots, tracefs};
 use crate::{
-    btf,
-    classifier::Unread,
     error::{AgentError, Result},
-    slots::UnreadSlots,
-    target, tracefs,
+    host::target,
 };
+
+/// `BPF_NOEXIST` from include/uapi/linux/bpf.h (aya does not export it): an update that only
+/// creates an entry, never replaces one.
+const BPF_NOEXIST: u64 = 1;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-probes"));
 
@@ -34,8 +36,8 @@ const RAW_PROGRAMS: &[(&str, &str)] = &[
     ("tcp_destroy_sock", "tcp_destroy_sock"),
 ];
 
-/// Runs on every segment with data on the host: attached only by `vigil watch` (`every_read`),
-/// to time each request from arrival to read.
+/// Runs on every segment with data on the host: attached only by `vigil-agent watch`
+/// (`every_read`), to time each request from arrival to read.
 const ARRIVAL_PROGRAM: (&str, &str) = ("sk_data_ready", "sk_data_ready");
 
 /// The read probe: it runs on every socket read on the host, so it is attached only while the
@@ -265,8 +267,8 @@ impl Probes {
                 state,
                 ..ThreadState::default()
             };
-            // BPF_NOEXIST: a thread the kernel already recorded knows better than procfs.
-            match self.threads.insert(t.tid, seed, 1) {
+            // A thread the kernel already recorded knows better than procfs.
+            match self.threads.insert(t.tid, seed, BPF_NOEXIST) {
                 Ok(()) | Err(aya::maps::MapError::SyscallError(_)) => {}
                 Err(e) => return Err(map_err("THREADS")(e)),
             }

@@ -21,32 +21,14 @@ use vigil_proto::{
     },
 };
 
+use crate::error::{AgentError, Result};
+
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CONNECT_LIMIT: Duration = Duration::from_secs(1);
 const WELCOME_LIMIT: Duration = Duration::from_secs(2);
 /// Messages queued toward the controller; past this, verdicts are dropped (a newer one follows).
 const OUTBOUND: usize = 64;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("bad controller URL {0:?}: {1}")]
-    Url(String, String),
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    #[error("the controller refused the session: {0}")]
-    Refused(String),
-    #[error("the controller sent no Welcome within {0:?}")]
-    NoWelcome(Duration),
-    #[error(
-        "the controller speaks vigil protocol v{theirs}, this agent v{ours}: upgrade one of them"
-    )]
-    Version { ours: u32, theirs: u32 },
-    #[error("the controller closed the session")]
-    Closed,
-    #[error("the session broke: {0}")]
-    Broken(String),
-}
 
 /// The daemon's side of the link.
 pub struct Link {
@@ -110,7 +92,7 @@ async fn run(mut shared: Shared) {
             return; // the daemon is gone
         }
         let error = match result {
-            Ok(()) => LinkError::Closed.to_string(),
+            Ok(()) => AgentError::LinkClosed.to_string(),
             Err(e) => e.to_string(),
         };
         // A session that lasted resets the backoff; a failing one is logged once, not per try.
@@ -127,9 +109,12 @@ async fn run(mut shared: Shared) {
     }
 }
 
-async fn session(shared: &mut Shared) -> Result<(), LinkError> {
+async fn session(shared: &mut Shared) -> Result<()> {
     let endpoint = Endpoint::from_shared(shared.url.clone())
-        .map_err(|e| LinkError::Url(shared.url.clone(), e.to_string()))?
+        .map_err(|error| AgentError::ControllerUrl {
+            url: shared.url.clone(),
+            error,
+        })?
         .connect_timeout(CONNECT_LIMIT)
         .tcp_nodelay(true)
         // A dead path with no RST is noticed by HTTP/2 pings, not only by silence.
@@ -139,27 +124,27 @@ async fn session(shared: &mut Shared) -> Result<(), LinkError> {
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| LinkError::Connect(error_chain(&e)))?;
+        .map_err(AgentError::ControllerConnect)?;
     let mut client = AgentLinkClient::new(channel);
     let (tx, rx) = mpsc::channel(OUTBOUND);
     let hello = v1::AgentMessage {
         msg: Some(Up::Hello(shared.hello.clone())),
     };
-    tx.try_send(hello).map_err(|_| LinkError::Closed)?;
+    tx.try_send(hello).map_err(|_| AgentError::LinkClosed)?;
     let response = client
         .session(ReceiverStream::new(rx))
         .await
-        .map_err(|s| LinkError::Refused(s.message().to_string()))?;
+        .map_err(|s| AgentError::ControllerRefused(s.message().to_string()))?;
     let mut down = response.into_inner();
     match timeout(WELCOME_LIMIT, down.message()).await {
-        Err(_) => return Err(LinkError::NoWelcome(WELCOME_LIMIT)),
-        Ok(Err(s)) => return Err(LinkError::Refused(s.message().to_string())),
-        Ok(Ok(None)) => return Err(LinkError::Closed),
+        Err(_) => return Err(AgentError::NoWelcome(WELCOME_LIMIT)),
+        Ok(Err(s)) => return Err(AgentError::ControllerRefused(s.message().to_string())),
+        Ok(Ok(None)) => return Err(AgentError::LinkClosed),
         Ok(Ok(Some(v1::ControllerMessage {
             msg: Some(Down::Welcome(w)),
         }))) => {
             if w.protocol_version != PROTOCOL_VERSION {
-                return Err(LinkError::Version {
+                return Err(AgentError::ProtocolVersion {
                     ours: PROTOCOL_VERSION,
                     theirs: w.protocol_version,
                 });
@@ -167,7 +152,7 @@ async fn session(shared: &mut Shared) -> Result<(), LinkError> {
             tracing::info!(controller = %shared.url, version = %w.controller_version, "connected to the controller");
         }
         Ok(Ok(Some(_))) => {
-            return Err(LinkError::Broken(
+            return Err(AgentError::LinkBroken(
                 "the first message was not a Welcome".into(),
             ));
         }
@@ -188,7 +173,7 @@ async fn session(shared: &mut Shared) -> Result<(), LinkError> {
                 }
             }
             Some(ack) = shared.acks.recv() => {
-                tx.send(v1::AgentMessage { msg: Some(Up::Ack(ack)) }).await.map_err(|_| LinkError::Closed)?;
+                tx.send(v1::AgentMessage { msg: Some(Up::Ack(ack)) }).await.map_err(|_| AgentError::LinkClosed)?;
             }
             msg = down.message() => match msg {
                 Ok(Some(v1::ControllerMessage { msg: Some(m) })) => {
@@ -200,20 +185,9 @@ async fn session(shared: &mut Shared) -> Result<(), LinkError> {
                 Ok(Some(v1::ControllerMessage { msg: None })) => {
                     tracing::warn!("the controller sent an empty message; ignoring it");
                 }
-                Ok(None) => return Err(LinkError::Closed),
-                Err(s) => return Err(LinkError::Broken(s.message().to_string())),
+                Ok(None) => return Err(AgentError::LinkClosed),
+                Err(s) => return Err(AgentError::LinkBroken(s.message().to_string())),
             },
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

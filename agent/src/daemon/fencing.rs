@@ -5,7 +5,7 @@
 //! new primary will never see.
 use std::time::Duration;
 
-use crate::info::Role;
+use crate::server::info::Role;
 
 /// Whether a primary should fence itself now.
 ///

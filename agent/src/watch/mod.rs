@@ -2,19 +2,31 @@
 //! change of the verdict the agent would report (`"event":"verdict"`).
 //!
 //! Lines are readable text, or one JSON object each with `--json`. On Ctrl-C (or SIGTERM) it
-//! prints a run-queue latency and unread-age summary.
+//! prints a run-queue latency and unread-age summary ([`text`] has the readable forms).
+pub mod text;
+
 use std::{io::Write, time::Duration};
 
 use tokio::signal::unix::{SignalKind, signal};
+use vigil_proto::HostPort;
 
 use crate::{
+    daemon::settings::DEFAULT_HEALTH_INTERVAL_MS,
     error::{AgentError, Result},
-    failure_detector::ServerConn,
-    kernel::{KernelOptions, Line},
-    monitor::{Monitor, MonitorOptions},
-    target,
-    verdict::Thresholds,
+    host::target,
+    kernel::{KernelOptions, event::Line, probes},
+    server::conn::ServerConn,
+    verdict::{
+        monitor::{Monitor, MonitorOptions},
+        rules::Thresholds,
+    },
 };
+
+/// Watching is for diagnosis: the classifier looks at the clock every millisecond, for stall
+/// ages to the millisecond (`vigil-agent run` ticks far less often and relies on its timerfd).
+pub const DEFAULT_TICK_US: u64 = 1_000;
+/// The server is usually watched on the machine it runs on.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
 
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
@@ -42,7 +54,7 @@ impl Printer {
         let text = if self.json {
             serde_json::to_string(line).unwrap_or_default()
         } else {
-            line.to_text()
+            text::line(line)
         };
         write_stdout(&text);
     }
@@ -55,11 +67,10 @@ fn write_stdout(text: &str) {
 }
 
 pub async fn run(opts: WatchOptions) -> Result<()> {
-    crate::probes::preflight()?;
+    probes::preflight()?;
     let (pid, port) = target::resolve(opts.pid, opts.port)?;
     let server = ServerConn {
-        host: opts.host.clone(),
-        port,
+        address: HostPort::new(opts.host.clone(), port),
         username: opts.username.clone(),
         password: opts.password.clone(),
     };
@@ -70,7 +81,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         kernel: opts.kernel,
         tick: opts.tick,
         ping_interval: opts.ping_interval,
-        health_interval: Duration::from_millis(500),
+        health_interval: Duration::from_millis(DEFAULT_HEALTH_INTERVAL_MS),
         thresholds: opts.thresholds.clone(),
         require_kernel: true,
     })?;
@@ -115,29 +126,8 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         write_stdout(&if opts.json {
             summary.to_string()
         } else {
-            summary_text(&summary)
+            text::summary(&summary)
         });
     }
     Ok(())
-}
-
-fn summary_text(s: &serde_json::Value) -> String {
-    format!(
-        "summary: run-queue wait p50={}us p99={}us max={}us over {} waits; unread request age p50={}us \
-         p99={}us max={}us over {} reads; {} stalls (longest {}us); local PING p50={}us p99={}us; \
-         {} events dropped (kernel histograms are log2 buckets, shown at their upper bound)",
-        s["runq_p50_us"],
-        s["runq_p99_us"],
-        s["runq_max_us"],
-        s["runq_waits"],
-        s["unread_p50_us"],
-        s["unread_p99_us"],
-        s["unread_max_us"],
-        s["unread_reads"],
-        s["stalls"],
-        s["stall_max_us"],
-        s["ping_rtt_p50_us"],
-        s["ping_rtt_p99_us"],
-        s["events_dropped"],
-    )
 }

@@ -3,19 +3,41 @@
 //!
 //! [`KernelWatcher`] turns all of it into [`Line`]s (what `vigil-agent watch` prints and the
 //! daemon logs) and keeps a [`KernelView`] for the verdict engine.
-use std::time::{Duration, Instant, SystemTime};
+//!
+//! - [`probes`]: loads the programs, points them at the target, and reads their maps and ring
+//!   buffer; [`slots`] maps the unread-request slots into memory.
+//! - [`btf`] and [`tracefs`]: the kernel layouts the programs need, read at start-up.
+//! - [`classifier`]: names a stall by what the reading thread is doing; [`stops`] folds the
+//!   threads' stops into the process's.
+//! - [`deadline`]: wakes the agent at the exact instant a threshold is crossed.
+//! - [`event`]: the lines the kernel half reports.
+//! - [`histogram`]: the kernel's log2 histograms, read as percentiles.
+pub mod btf;
+pub mod classifier;
+pub mod deadline;
+pub mod event;
+pub mod histogram;
+pub mod probes;
+pub mod slots;
+pub mod stops;
+pub mod tracefs;
+
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
 use vigil_agent_ebpf::{Event, kind, thread_state};
 
-use crate::{
-    classifier::{Classifier, Decision, StallClass, StopTracker},
-    error::Result,
-    listen_queue::ListenQueue,
+use self::{
+    classifier::{Classifier, Decision, StallClass},
+    event::{KernelEvent, Line, decode_exit},
+    histogram::{log2_histogram, new_histogram},
     probes::{Probes, monotonic_ns},
-    target,
-    verdict::KernelView,
+    stops::StopTracker,
+};
+use crate::{
+    error::Result,
+    host::{listen_queue::ListenQueue, target},
+    verdict::rules::KernelView,
 };
 
 /// How often the agent may scan every process for the port's new owner while the target is gone.
@@ -37,105 +59,10 @@ pub struct KernelOptions {
     pub runq_threshold: Duration,
     /// Keep the read probe attached, and a program on every data arrival too: together they
     /// time every request from arrival to read for [`KernelWatcher::summary`]. That costs a
-    /// program run on every socket read and every segment with data on the host, so only `vigil
-    /// watch` asks for it; otherwise the read probe is attached in short windows, to learn which
-    /// thread reads which socket, and nothing runs on arrivals.
+    /// program run on every socket read and every segment with data on the host, so only
+    /// `vigil-agent watch` asks for it; otherwise the read probe is attached in short windows, to
+    /// learn which thread reads which socket, and nothing runs on arrivals.
     pub every_read: bool,
-}
-
-/// One output line. Fields that do not apply to an event are left out.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Line {
-    pub event: &'static str,
-    pub pid: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tid: Option<u32>,
-    /// CLOCK_MONOTONIC ns when the kernel saw it, or when the classifier decided.
-    pub kernel_ns: u64,
-    /// CLOCK_MONOTONIC ns when the agent handled it.
-    pub seen_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signal: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub core_dumped: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threads: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runq_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub old_pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drops: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queued: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reasons: Option<Vec<&'static str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ping_rtt_us: Option<u64>,
-    /// `kernel_ns` is a kernel timestamp (not a userspace decision), so the lag means something.
-    #[serde(skip)]
-    pub from_kernel: bool,
-}
-
-impl Line {
-    pub fn new(event: &'static str, pid: u32, kernel_ns: u64) -> Self {
-        Self {
-            event,
-            pid,
-            kernel_ns,
-            seen_ns: monotonic_ns(),
-            ..Self::default()
-        }
-    }
-
-    /// The readable form: time, event, then every field that applies.
-    pub fn to_text(&self) -> String {
-        let mut text = format!(
-            "{} {:<20} pid={}",
-            humantime::format_rfc3339_millis(SystemTime::now()),
-            self.event,
-            self.pid
-        );
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self) {
-            for (key, value) in fields {
-                match (key.as_str(), value) {
-                    ("event" | "pid" | "kernel_ns" | "seen_ns", _) => {}
-                    (_, serde_json::Value::String(s)) => text.push_str(&format!(" {key}={s}")),
-                    (_, value) => text.push_str(&format!(" {key}={value}")),
-                }
-            }
-        }
-        if self.from_kernel {
-            let lag_us = self.seen_ns.saturating_sub(self.kernel_ns) / 1_000;
-            text.push_str(&format!(" (seen {lag_us}us after the kernel)"));
-        }
-        text
-    }
-}
-
-/// Splits a raw exit code as wait(2) encodes it into (exit status, signal, core dumped).
-pub fn decode_exit(code: u64) -> (Option<i32>, Option<i32>, bool) {
-    let code = code as i32;
-    let signal = code & 0x7f;
-    if signal == 0 {
-        (Some((code >> 8) & 0xff), None, false)
-    } else {
-        (None, Some(signal), code & 0x80 != 0)
-    }
 }
 
 pub struct KernelWatcher {
@@ -286,7 +213,7 @@ impl KernelWatcher {
         }
         self.stops.reset();
         self.stopped_since_ns = None;
-        let mut line = Line::new("continued", self.pid, monotonic_ns());
+        let mut line = Line::new(KernelEvent::Continued, self.pid, monotonic_ns());
         line.source = Some("procfs");
         self.emit(line);
     }
@@ -327,7 +254,7 @@ impl KernelWatcher {
         if let Some(tid) = first {
             let now = monotonic_ns();
             self.stopped_since_ns = Some(now);
-            let mut line = Line::new("stopped", self.pid, now);
+            let mut line = Line::new(KernelEvent::Stopped, self.pid, now);
             line.tid = Some(tid);
             line.source = Some("procfs");
             self.emit(line);
@@ -341,7 +268,7 @@ impl KernelWatcher {
                     return;
                 }
                 self.stopped_since_ns = Some(e.kernel_ns);
-                let mut line = Line::new("stopped", e.pid, e.kernel_ns);
+                let mut line = Line::new(KernelEvent::Stopped, e.pid, e.kernel_ns);
                 line.source = Some("sched_switch");
                 line
             }
@@ -350,10 +277,10 @@ impl KernelWatcher {
                     return;
                 }
                 self.stopped_since_ns = None;
-                Line::new("continued", e.pid, e.kernel_ns)
+                Line::new(KernelEvent::Continued, e.pid, e.kernel_ns)
             }
             kind::EXITED => {
-                let mut line = Line::new("exited", e.pid, e.kernel_ns);
+                let mut line = Line::new(KernelEvent::Exited, e.pid, e.kernel_ns);
                 let (status, signal, core) = decode_exit(e.value);
                 line.exit_code = status;
                 line.signal = signal;
@@ -370,7 +297,7 @@ impl KernelWatcher {
                 line
             }
             kind::RUNQ_LATENCY => {
-                let mut line = Line::new("starved", e.pid, e.kernel_ns);
+                let mut line = Line::new(KernelEvent::Starved, e.pid, e.kernel_ns);
                 line.source = Some("runq");
                 line.runq_us = Some(e.value / 1_000);
                 line
@@ -385,11 +312,11 @@ impl KernelWatcher {
             }
             kind::LISTENER_CLOSED => {
                 self.listener_closed = true;
-                Line::new("listener_closed", e.pid, e.kernel_ns)
+                Line::new(KernelEvent::ListenerClosed, e.pid, e.kernel_ns)
             }
-            kind::RESET_RECEIVED => Line::new("reset_received", e.pid, e.kernel_ns),
-            kind::RESET_SENT => Line::new("reset_sent", e.pid, e.kernel_ns),
-            kind::RETRANSMIT => Line::new("retransmit", e.pid, e.kernel_ns),
+            kind::RESET_RECEIVED => Line::new(KernelEvent::ResetReceived, e.pid, e.kernel_ns),
+            kind::RESET_SENT => Line::new(KernelEvent::ResetSent, e.pid, e.kernel_ns),
+            kind::RETRANSMIT => Line::new(KernelEvent::Retransmit, e.pid, e.kernel_ns),
             other => {
                 tracing::warn!(
                     kind = other,
@@ -448,12 +375,12 @@ impl KernelWatcher {
         let (event, age_ns, tid) = match decision {
             Decision::Began(s) | Decision::Changed(s) => {
                 self.stall = Some(s.class);
-                (s.class.as_str(), s.age_ns, s.owner_tid)
+                (s.class.event(), s.age_ns, s.owner_tid)
             }
             Decision::Cleared { age_ns, owner_tid } => {
                 self.stall = None;
                 let _ = self.stall_ages_us.record((age_ns / 1_000).max(1));
-                ("unread_stall_cleared", age_ns, owner_tid)
+                (KernelEvent::UnreadStallCleared, age_ns, owner_tid)
             }
         };
         let mut line = Line::new(event, self.pid, now);
@@ -472,7 +399,7 @@ impl KernelWatcher {
     /// /proc/net/netstat is the agent's most expensive chore, and drops are a slow signal).
     pub fn sample_listen_queue(&mut self) {
         if let Some(overflow) = self.listen_queue.sample() {
-            let mut line = Line::new("listen_overflow", self.pid, monotonic_ns());
+            let mut line = Line::new(KernelEvent::ListenOverflow, self.pid, monotonic_ns());
             line.source = Some("procfs");
             line.port = Some(self.port);
             line.drops = Some(overflow.drops);
@@ -532,7 +459,7 @@ impl KernelWatcher {
             port = self.port,
             "server restarted; following it"
         );
-        let mut line = Line::new("target_changed", new_pid, monotonic_ns());
+        let mut line = Line::new(KernelEvent::TargetChanged, new_pid, monotonic_ns());
         line.old_pid = Some(old_pid);
         line.port = Some(self.port);
         self.emit(line);
@@ -559,70 +486,5 @@ impl KernelWatcher {
             "events_dropped": self.probes.dropped_events(),
             "sockets_untracked": self.probes.untracked_sockets(),
         })
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 us .. 1 h at 3 significant digits: the bounds are valid constants.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
-/// Loads log2 ns buckets into an hdrhistogram in us, each bucket at its upper bound.
-pub fn log2_histogram(buckets: &[u64]) -> Histogram<u64> {
-    let mut h = new_histogram();
-    for (i, &count) in buckets.iter().enumerate() {
-        if count > 0 {
-            let upper_ns = (1u128 << (i + 1)) - 1;
-            let us = ((upper_ns / 1_000) as u64).clamp(1, h.high());
-            let _ = h.record_n(us, count);
-        }
-    }
-    h
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_decode_as_wait_does() {
-        assert_eq!(decode_exit(9), (None, Some(9), false)); // kill -9
-        assert_eq!(decode_exit(0), (Some(0), None, false)); // exit(0)
-        assert_eq!(decode_exit(1 << 8), (Some(1), None, false)); // exit(1)
-        assert_eq!(decode_exit(11 | 0x80), (None, Some(11), true)); // SIGSEGV with a core
-    }
-
-    #[test]
-    fn log2_buckets_load_at_their_upper_bound() {
-        let mut buckets = vec![0u64; 64];
-        buckets[10] = 3; // [1024, 2048) ns
-        buckets[20] = 1; // [~1.05, ~2.1) ms
-        let h = log2_histogram(&buckets);
-        assert_eq!(h.len(), 4);
-        assert_eq!(h.value_at_quantile(0.5), 2);
-        assert!(h.max() >= 2_097 && h.max() <= 2_100, "{}", h.max());
-    }
-
-    #[test]
-    fn json_lines_carry_the_documented_fields_and_nothing_empty() {
-        let mut line = Line {
-            event: "exited",
-            pid: 42,
-            tid: Some(43),
-            kernel_ns: 10,
-            seen_ns: 20,
-            ..Line::default()
-        };
-        line.signal = Some(9);
-        let v: serde_json::Value =
-            serde_json::from_str(&serde_json::to_string(&line).unwrap()).unwrap();
-        assert_eq!(v["event"], "exited");
-        assert_eq!(v["pid"], 42);
-        assert_eq!(v["tid"], 43);
-        assert_eq!(v["kernel_ns"], 10);
-        assert_eq!(v["seen_ns"], 20);
-        assert_eq!(v["signal"], 9);
-        assert!(v.get("exit_code").is_none());
-        assert!(line.to_text().contains("exited") && line.to_text().contains("signal=9"));
     }
 }

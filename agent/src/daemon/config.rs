@@ -1,0 +1,390 @@
+//! `vigil-agent run`'s configuration: the settings (`settings`) with their defaults filled in,
+//! checked with errors that name the field at fault.
+use std::{net::SocketAddr, time::Duration};
+
+use vigil_proto::{HostPort, ProtoError};
+
+use super::settings::{
+    DEFAULT_CONTROLLER, DEFAULT_FENCE_PAUSE_MS, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS,
+    DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
+    DEFAULT_PING_INTERVAL_MS, DEFAULT_PRIORITY, DEFAULT_RUNQ_THRESHOLD_MS,
+    DEFAULT_SELF_FENCE_AFTER_MS, DEFAULT_STALL_MS, RunSettings,
+};
+use crate::{
+    error::{AgentError, Result},
+    kernel::KernelOptions,
+    server::conn::ServerConn,
+    verdict::rules::{
+        DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
+        DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS, Thresholds,
+    },
+};
+
+/// Validated settings.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub server: ServerConn,
+    pub controller: String,
+    pub datastore: String,
+    pub node_id: String,
+    pub zone: String,
+    pub priority: u32,
+    pub advertise: HostPort,
+    pub metrics_listen: Option<SocketAddr>,
+    pub ping_interval: Duration,
+    pub heartbeat: Duration,
+    pub health_interval: Duration,
+    pub tick: Duration,
+    pub kernel: KernelOptions,
+    pub thresholds: Thresholds,
+    pub peer_probes: usize,
+    pub peer_interval: Duration,
+    pub self_fence_after: Duration,
+    pub fence_pause: Duration,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> AgentError {
+    AgentError::Config {
+        field,
+        message: message.into(),
+    }
+}
+
+fn required(field: &'static str, v: Option<String>) -> Result<String> {
+    match v {
+        Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => Err(bad(field, "is required")),
+    }
+}
+
+fn host_port(field: &'static str, v: &str) -> Result<HostPort> {
+    v.parse().map_err(|e: ProtoError| bad(field, e.to_string()))
+}
+
+fn millis(
+    field: &'static str,
+    v: Option<u64>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration> {
+    let ms = v.unwrap_or(default);
+    if !range.contains(&ms) {
+        return Err(bad(
+            field,
+            format!("{ms} ms is outside {}..={} ms", range.start(), range.end()),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn percent(field: &'static str, v: Option<f64>, default: f64) -> Result<f64> {
+    let p = v.unwrap_or(default);
+    if !(0.0..=100_000.0).contains(&p) || p.is_nan() {
+        return Err(bad(field, format!("{p} is not a percentage")));
+    }
+    Ok(p)
+}
+
+impl TryFrom<RunSettings> for RunConfig {
+    type Error = AgentError;
+
+    fn try_from(s: RunSettings) -> Result<Self> {
+        let server = host_port("server", &required("server", s.server)?)?;
+        let controller = s.controller.unwrap_or_else(|| DEFAULT_CONTROLLER.into());
+        if !(controller.starts_with("http://") || controller.starts_with("https://")) {
+            return Err(bad(
+                "controller",
+                format!("{controller:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let advertise = match &s.advertise {
+            Some(address) => host_port("advertise", address)?,
+            None => server.clone(),
+        };
+        let metrics_listen = match s
+            .metrics_listen
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_LISTEN)
+        {
+            "off" | "" => None,
+            addr => Some(addr.parse().map_err(|_| {
+                bad(
+                    "metrics_listen",
+                    format!("{addr:?} is not IP:PORT or \"off\""),
+                )
+            })?),
+        };
+        let ping_misses = s.ping_misses.unwrap_or(DEFAULT_PING_MISSES);
+        if ping_misses == 0 {
+            return Err(bad("ping_misses", "must be at least 1"));
+        }
+        let peer_probes = s.peer_probes.unwrap_or(DEFAULT_PEER_PROBES);
+        if peer_probes > 64 {
+            return Err(bad("peer_probes", "at most 64 peers are probed per round"));
+        }
+        let stall = millis("stall_ms", s.stall_ms, DEFAULT_STALL_MS, 1..=600_000)?;
+        Ok(Self {
+            server: ServerConn {
+                address: server,
+                username: s.username,
+                password: s.password,
+            },
+            controller,
+            datastore: required("datastore", s.datastore)?,
+            node_id: required("node_id", s.node_id)?,
+            zone: s.zone.unwrap_or_default(),
+            priority: s.priority.unwrap_or(DEFAULT_PRIORITY),
+            advertise,
+            metrics_listen,
+            ping_interval: millis(
+                "ping_interval_ms",
+                s.ping_interval_ms,
+                DEFAULT_PING_INTERVAL_MS,
+                10..=60_000,
+            )?,
+            heartbeat: millis(
+                "heartbeat_ms",
+                s.heartbeat_ms,
+                DEFAULT_HEARTBEAT_MS,
+                10..=60_000,
+            )?,
+            health_interval: millis(
+                "health_interval_ms",
+                s.health_interval_ms,
+                DEFAULT_HEALTH_INTERVAL_MS,
+                10..=600_000,
+            )?,
+            // The tick only discovers new unread requests and notices old ones read; the timerfd
+            // deadline fires the decision at the exact threshold crossing. A quarter of the
+            // threshold finds every request well before its deadline, and 25 ms at most keeps a
+            // cleared stall from lingering. Each tick wakes the agent, a real-time task that
+            // preempts the server; ticks were half its CPU at 10 ms.
+            tick: (stall / 4).clamp(Duration::from_millis(1), Duration::from_millis(25)),
+            kernel: KernelOptions {
+                stall,
+                runq_threshold: millis(
+                    "runq_threshold_ms",
+                    s.runq_threshold_ms,
+                    DEFAULT_RUNQ_THRESHOLD_MS,
+                    1..=600_000,
+                )?,
+                // The daemon reports no per-request histogram; see KernelOptions.
+                every_read: false,
+            },
+            thresholds: Thresholds {
+                stopped: millis("stopped_ms", s.stopped_ms, DEFAULT_STOPPED_MS, 1..=600_000)?,
+                long_stall: millis(
+                    "long_stall_ms",
+                    s.long_stall_ms,
+                    DEFAULT_LONG_STALL_MS,
+                    1..=3_600_000,
+                )?,
+                ping_misses,
+                runq_p99: millis(
+                    "runq_p99_ms",
+                    s.runq_p99_ms,
+                    DEFAULT_RUNQ_P99_MS,
+                    1..=600_000,
+                )?,
+                memory_pct: percent("memory_pct", s.memory_pct, DEFAULT_MEMORY_PCT)?,
+                cpu_pct: percent("cpu_pct", s.cpu_pct, DEFAULT_CPU_PCT)?,
+                ..Thresholds::default()
+            },
+            peer_probes,
+            peer_interval: millis(
+                "peer_interval_ms",
+                s.peer_interval_ms,
+                DEFAULT_PEER_INTERVAL_MS,
+                10..=600_000,
+            )?,
+            self_fence_after: millis(
+                "self_fence_after_ms",
+                s.self_fence_after_ms,
+                DEFAULT_SELF_FENCE_AFTER_MS,
+                100..=3_600_000,
+            )?,
+            fence_pause: millis(
+                "fence_pause_ms",
+                s.fence_pause_ms,
+                DEFAULT_FENCE_PAUSE_MS,
+                100..=3_600_000,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> RunSettings {
+        RunSettings {
+            server: Some("127.0.0.1:6379".into()),
+            datastore: Some("cache".into()),
+            node_id: Some("a".into()),
+            ..RunSettings::default()
+        }
+    }
+
+    fn field_of(e: AgentError) -> &'static str {
+        match e {
+            AgentError::Config { field, .. } => field,
+            other => panic!("not a config error: {other}"),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_everything_else() {
+        let c = RunConfig::try_from(minimal()).unwrap();
+        assert_eq!(c.controller, DEFAULT_CONTROLLER);
+        assert_eq!(c.advertise, HostPort::new("127.0.0.1", 6379));
+        assert_eq!(c.priority, DEFAULT_PRIORITY);
+        let ms = Duration::from_millis;
+        assert_eq!(c.ping_interval, ms(DEFAULT_PING_INTERVAL_MS));
+        assert_eq!(c.heartbeat, ms(DEFAULT_HEARTBEAT_MS));
+        assert_eq!(c.health_interval, ms(DEFAULT_HEALTH_INTERVAL_MS));
+        assert_eq!(c.kernel.stall, ms(DEFAULT_STALL_MS));
+        assert_eq!(c.kernel.runq_threshold, ms(DEFAULT_RUNQ_THRESHOLD_MS));
+        assert_eq!(c.peer_probes, DEFAULT_PEER_PROBES);
+        assert_eq!(c.peer_interval, ms(DEFAULT_PEER_INTERVAL_MS));
+        assert_eq!(c.self_fence_after, ms(DEFAULT_SELF_FENCE_AFTER_MS));
+        assert_eq!(c.fence_pause, ms(DEFAULT_FENCE_PAUSE_MS));
+        assert_eq!(c.thresholds, Thresholds::default());
+        assert_eq!(
+            c.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
+        // A quarter of the default 100 ms stall threshold, capped at 25 ms.
+        assert_eq!(c.tick, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn an_ipv6_server_is_written_in_brackets() {
+        let v6 = RunSettings {
+            server: Some("[::1]:6380".into()),
+            ..minimal()
+        };
+        let c = RunConfig::try_from(v6).unwrap();
+        assert_eq!(c.server.address, HostPort::new("::1", 6380));
+        // The advertised address defaults to the server's, written back the same way.
+        assert_eq!(c.advertise.to_string(), "[::1]:6380");
+        let bare = RunSettings {
+            server: Some("::1:6380".into()),
+            ..minimal()
+        };
+        assert_eq!(field_of(RunConfig::try_from(bare).unwrap_err()), "server");
+    }
+
+    #[test]
+    fn the_tick_is_a_quarter_of_a_short_stall_threshold() {
+        let short = RunSettings {
+            stall_ms: Some(20),
+            ..minimal()
+        };
+        assert_eq!(
+            RunConfig::try_from(short).unwrap().tick,
+            Duration::from_millis(5)
+        );
+        let tiny = RunSettings {
+            stall_ms: Some(2),
+            ..minimal()
+        };
+        assert_eq!(
+            RunConfig::try_from(tiny).unwrap().tick,
+            Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(RunSettings, &str)> = vec![
+            (
+                RunSettings {
+                    server: None,
+                    ..minimal()
+                },
+                "server",
+            ),
+            (
+                RunSettings {
+                    server: Some("localhost".into()),
+                    ..minimal()
+                },
+                "server",
+            ),
+            (
+                RunSettings {
+                    server: Some("h:0".into()),
+                    ..minimal()
+                },
+                "server",
+            ),
+            (
+                RunSettings {
+                    datastore: Some(" ".into()),
+                    ..minimal()
+                },
+                "datastore",
+            ),
+            (
+                RunSettings {
+                    node_id: None,
+                    ..minimal()
+                },
+                "node_id",
+            ),
+            (
+                RunSettings {
+                    controller: Some("127.0.0.1:7420".into()),
+                    ..minimal()
+                },
+                "controller",
+            ),
+            (
+                RunSettings {
+                    advertise: Some("nope".into()),
+                    ..minimal()
+                },
+                "advertise",
+            ),
+            (
+                RunSettings {
+                    metrics_listen: Some("everywhere".into()),
+                    ..minimal()
+                },
+                "metrics_listen",
+            ),
+            (
+                RunSettings {
+                    ping_interval_ms: Some(0),
+                    ..minimal()
+                },
+                "ping_interval_ms",
+            ),
+            (
+                RunSettings {
+                    ping_misses: Some(0),
+                    ..minimal()
+                },
+                "ping_misses",
+            ),
+            (
+                RunSettings {
+                    cpu_pct: Some(f64::NAN),
+                    ..minimal()
+                },
+                "cpu_pct",
+            ),
+            (
+                RunSettings {
+                    peer_probes: Some(65),
+                    ..minimal()
+                },
+                "peer_probes",
+            ),
+        ];
+        for (settings, field) in cases {
+            assert_eq!(field_of(RunConfig::try_from(settings).unwrap_err()), field);
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! Every setting of `vigil-agent run`: its flag, environment variable and TOML key, its default
+//! (one `DEFAULT_*` constant beside it, which the help shows through [`with_default`]), and how
+//! flags and environment merge over the file. `config` validates the result.
+//!
+//! The same struct is the clap flag set and the TOML schema, so a setting has one name
+//! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
+//! environment, `ping_interval_ms` in the file.
+use std::{fmt::Display, path::Path};
+
+use serde::Deserialize;
+
+use crate::{
+    error::{AgentError, Result},
+    verdict::rules::{
+        DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
+        DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS,
+    },
+};
+
+/// The controller on this host, at vigil's gRPC port: the one-machine setup works with no flag.
+pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7420";
+/// Every node equally preferred until told otherwise; 0 is kept for "never promote".
+pub const DEFAULT_PRIORITY: u32 = 100;
+/// Loopback only: the metrics are for a scraper on the node, not for the network at large.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9431";
+/// With the default 3 misses, a server that stops answering is UNHEALTHY within 300 ms.
+pub const DEFAULT_PING_INTERVAL_MS: u64 = 100;
+/// Several heartbeats fit in the controller's 500 ms silence timeout, so one lost verdict is
+/// not silence.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 100;
+/// Two rounds of ROLE and INFO a second keep offsets fresh for the controller's choice of a
+/// replica at a cost the server does not notice.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 500;
+/// Far above any healthy request's wait, and ten times faster than Sentinel's usual timeouts.
+pub const DEFAULT_STALL_MS: u64 = 100;
+/// A single run-queue wait this long is worth its own line; shorter ones only feed the p99.
+pub const DEFAULT_RUNQ_THRESHOLD_MS: u64 = 10;
+/// A few random peers a round let the controller see a partition from several sides without
+/// every agent probing every node.
+pub const DEFAULT_PEER_PROBES: usize = 3;
+/// Peers are a second opinion: probed half as often as the local server.
+pub const DEFAULT_PEER_INTERVAL_MS: u64 = 200;
+/// Longer than a controller restart or a link reconnect (its backoff tops out at 2 s), so a
+/// healthy primary does not pause its writes over a hiccup.
+pub const DEFAULT_SELF_FENCE_AFTER_MS: u64 = 2_000;
+/// Renewed at half its length, so one late renewal leaves no gap, and writes resume within
+/// seconds of the agent itself dying.
+pub const DEFAULT_FENCE_PAUSE_MS: u64 = 5_000;
+
+/// `text` with ` [default: <default>]` appended: the help text of a setting whose default is a
+/// constant, so the help cannot drift from the code.
+pub fn with_default(text: &str, default: impl Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    #[arg(
+        long,
+        env = "VIGIL_SERVER",
+        value_name = "HOST:PORT",
+        help = "The data store server this agent watches, as HOST:PORT (required)"
+    )]
+    pub server: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_CONTROLLER",
+        value_name = "URL",
+        help = with_default(
+            "The controller's gRPC URL",
+            DEFAULT_CONTROLLER,
+        )
+    )]
+    pub controller: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_DATASTORE",
+        value_name = "NAME",
+        help = "Name of the data store this server belongs to (required)"
+    )]
+    pub datastore: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_NODE_ID",
+        value_name = "ID",
+        help = "This node's id, unique within the data store (required)"
+    )]
+    pub node_id: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_ZONE",
+        value_name = "ZONE",
+        help = "Failure zone (rack, availability zone) of this node [default: none]"
+    )]
+    pub zone: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_PRIORITY",
+        value_name = "N",
+        help = with_default(
+            "Promotion priority: lower is preferred, 0 never promotes this node",
+            DEFAULT_PRIORITY,
+        )
+    )]
+    pub priority: Option<u32>,
+    #[arg(
+        long,
+        env = "VIGIL_ADVERTISE",
+        value_name = "HOST:PORT",
+        help = "HOST:PORT clients and peers use to reach the server [default: --server]"
+    )]
+    pub advertise: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_SERVER_USERNAME",
+        value_name = "USER",
+        help = "ACL user for the server [default: the default user]"
+    )]
+    pub username: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_SERVER_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD",
+        help = "Password for the server (prefer the environment variable to the command line)"
+    )]
+    pub password: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_METRICS_LISTEN",
+        value_name = "ADDR",
+        help = with_default(
+            "Address of the Prometheus /metrics endpoint, or \"off\"",
+            DEFAULT_METRICS_LISTEN,
+        )
+    )]
+    pub metrics_listen: Option<String>,
+    #[arg(
+        long,
+        env = "VIGIL_PING_INTERVAL_MS",
+        value_name = "MS",
+        help = with_default(
+            "How often to PING the local server, in ms",
+            DEFAULT_PING_INTERVAL_MS,
+        )
+    )]
+    pub ping_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_PING_MISSES",
+        value_name = "N",
+        help = with_default(
+            "Consecutive missed PINGs the kernel cannot explain before UNHEALTHY",
+            DEFAULT_PING_MISSES,
+        )
+    )]
+    pub ping_misses: Option<u32>,
+    #[arg(
+        long,
+        env = "VIGIL_HEARTBEAT_MS",
+        value_name = "MS",
+        help = with_default(
+            "Heartbeat verdict interval, in ms; changes are sent at once",
+            DEFAULT_HEARTBEAT_MS,
+        )
+    )]
+    pub heartbeat_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_HEALTH_INTERVAL_MS",
+        value_name = "MS",
+        help = with_default(
+            "How often to ask the server about role, replication and memory, in ms. The \
+             controller promotes the replica with the highest offset it was told, so fresh \
+             offsets matter",
+            DEFAULT_HEALTH_INTERVAL_MS,
+        )
+    )]
+    pub health_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_STALL_MS",
+        value_name = "MS",
+        help = with_default(
+            "Requests unread this long make a stall, in ms",
+            DEFAULT_STALL_MS,
+        )
+    )]
+    pub stall_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_STOPPED_MS",
+        value_name = "MS",
+        help = with_default(
+            "Stopped this long makes the server UNHEALTHY, in ms",
+            DEFAULT_STOPPED_MS,
+        )
+    )]
+    pub stopped_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_LONG_STALL_MS",
+        value_name = "MS",
+        help = with_default(
+            "A busy, blocked or starved stall this long makes the server UNHEALTHY, in ms",
+            DEFAULT_LONG_STALL_MS,
+        )
+    )]
+    pub long_stall_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_RUNQ_THRESHOLD_MS",
+        value_name = "MS",
+        help = with_default(
+            "A run-queue wait this long is logged one by one, in ms",
+            DEFAULT_RUNQ_THRESHOLD_MS,
+        )
+    )]
+    pub runq_threshold_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_RUNQ_P99_MS", value_name = "MS",
+          help = with_default("Run-queue p99 above this makes the server DEGRADED, in ms", DEFAULT_RUNQ_P99_MS))]
+    pub runq_p99_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_MEMORY_PCT",
+        value_name = "PCT",
+        help = with_default(
+            "Used memory at this percentage of maxmemory makes the server DEGRADED",
+            DEFAULT_MEMORY_PCT,
+        )
+    )]
+    pub memory_pct: Option<f64>,
+    #[arg(
+        long,
+        env = "VIGIL_CPU_PCT",
+        value_name = "PCT",
+        help = with_default(
+            "Server CPU at this percentage of one core makes it DEGRADED",
+            DEFAULT_CPU_PCT,
+        )
+    )]
+    pub cpu_pct: Option<f64>,
+    #[arg(
+        long,
+        env = "VIGIL_PEER_PROBES",
+        value_name = "N",
+        help = with_default(
+            "Peers PINGed each round",
+            DEFAULT_PEER_PROBES,
+        )
+    )]
+    pub peer_probes: Option<usize>,
+    #[arg(
+        long,
+        env = "VIGIL_PEER_INTERVAL_MS",
+        value_name = "MS",
+        help = with_default(
+            "Interval between peer probe rounds, in ms",
+            DEFAULT_PEER_INTERVAL_MS,
+        )
+    )]
+    pub peer_interval_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_SELF_FENCE_AFTER_MS",
+        value_name = "MS",
+        help = with_default(
+            "A primary that has not heard from the controller this long, and cannot reach a \
+             quorum, pauses its writes, in ms",
+            DEFAULT_SELF_FENCE_AFTER_MS,
+        )
+    )]
+    pub self_fence_after_ms: Option<u64>,
+    #[arg(
+        long,
+        env = "VIGIL_FENCE_PAUSE_MS",
+        value_name = "MS",
+        help = with_default(
+            "Length of each write pause while fenced (renewed at half of it), in ms",
+            DEFAULT_FENCE_PAUSE_MS,
+        )
+    )]
+    pub fence_pause_ms: Option<u64>,
+}
+
+macro_rules! merge_fields {
+    ($a:expr, $b:expr, $($f:ident),* $(,)?) => {
+        RunSettings { $($f: $a.$f.or($b.$f)),* }
+    };
+}
+
+impl RunSettings {
+    /// Flags and environment win over the file.
+    pub fn over(self, file: RunSettings) -> RunSettings {
+        merge_fields!(
+            self,
+            file,
+            server,
+            controller,
+            datastore,
+            node_id,
+            zone,
+            priority,
+            advertise,
+            username,
+            password,
+            metrics_listen,
+            ping_interval_ms,
+            ping_misses,
+            heartbeat_ms,
+            health_interval_ms,
+            stall_ms,
+            stopped_ms,
+            long_stall_ms,
+            runq_threshold_ms,
+            runq_p99_ms,
+            memory_pct,
+            cpu_pct,
+            peer_probes,
+            peer_interval_ms,
+            self_fence_after_ms,
+            fence_pause_ms,
+        )
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AgentError::io(format!("reading {}", path.display()), e))?;
+        toml::from_str(&text).map_err(|e| AgentError::ConfigFile {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vigil_proto::HostPort;
+
+    use super::*;
+    use crate::daemon::config::RunConfig;
+
+    #[test]
+    fn flags_win_over_the_file_and_unknown_keys_are_rejected() {
+        let file: RunSettings = toml::from_str(
+            "server = \"10.0.0.1:7000\"\ndatastore = \"from-file\"\nnode_id = \"f\"\nping_interval_ms = 50\n",
+        )
+        .unwrap();
+        let flags = RunSettings {
+            datastore: Some("from-flags".into()),
+            ..RunSettings::default()
+        };
+        let c = RunConfig::try_from(flags.over(file)).unwrap();
+        assert_eq!(c.datastore, "from-flags");
+        assert_eq!(c.server.address, HostPort::new("10.0.0.1", 7000));
+        assert_eq!(c.ping_interval, Duration::from_millis(50));
+        let typo = toml::from_str::<RunSettings>("servr = \"x:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("servr"), "{typo}");
+    }
+
+    /// The lines of `help` that describe `--long`: its flag line and the text under it.
+    fn help_block(help: &str, long: &str) -> Option<String> {
+        let flag = format!("--{long} ");
+        let mut lines = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(&flag));
+        let head = lines.next()?;
+        let body = lines.take_while(|l| !l.trim_start().starts_with('-'));
+        Some(
+            std::iter::once(head)
+                .chain(body)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    #[test]
+    fn the_run_help_shows_every_default_through_its_constant() {
+        use clap::Args;
+        let command = RunSettings::augment_args(clap::Command::new("run"));
+        // Settings with no default value: required, or meaningful only when given.
+        let without_default = [
+            "server",
+            "datastore",
+            "node_id",
+            "zone",
+            "advertise",
+            "username",
+            "password",
+        ];
+        let defaults: Vec<(&str, String)> = vec![
+            ("controller", DEFAULT_CONTROLLER.to_string()),
+            ("priority", DEFAULT_PRIORITY.to_string()),
+            ("metrics_listen", DEFAULT_METRICS_LISTEN.to_string()),
+            ("ping_interval_ms", DEFAULT_PING_INTERVAL_MS.to_string()),
+            ("ping_misses", DEFAULT_PING_MISSES.to_string()),
+            ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),
+            ("health_interval_ms", DEFAULT_HEALTH_INTERVAL_MS.to_string()),
+            ("stall_ms", DEFAULT_STALL_MS.to_string()),
+            ("stopped_ms", DEFAULT_STOPPED_MS.to_string()),
+            ("long_stall_ms", DEFAULT_LONG_STALL_MS.to_string()),
+            ("runq_threshold_ms", DEFAULT_RUNQ_THRESHOLD_MS.to_string()),
+            ("runq_p99_ms", DEFAULT_RUNQ_P99_MS.to_string()),
+            ("memory_pct", DEFAULT_MEMORY_PCT.to_string()),
+            ("cpu_pct", DEFAULT_CPU_PCT.to_string()),
+            ("peer_probes", DEFAULT_PEER_PROBES.to_string()),
+            ("peer_interval_ms", DEFAULT_PEER_INTERVAL_MS.to_string()),
+            (
+                "self_fence_after_ms",
+                DEFAULT_SELF_FENCE_AFTER_MS.to_string(),
+            ),
+            ("fence_pause_ms", DEFAULT_FENCE_PAUSE_MS.to_string()),
+        ];
+        let help = command.clone().render_long_help().to_string();
+        let mut seen = 0;
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if without_default.contains(&id) {
+                seen += 1;
+                continue;
+            }
+            let (_, default) = defaults
+                .iter()
+                .find(|(name, _)| *name == id)
+                .unwrap_or_else(|| {
+                    panic!("--{id} has no default constant and is not listed as having none")
+                });
+            let long = arg.get_long().expect("every setting is a long flag");
+            let block = help_block(&help, long).unwrap_or_else(|| panic!("--{long} not in {help}"));
+            assert!(
+                block.contains(&format!("[default: {default}]")),
+                "--{long} does not show [default: {default}]:\n{block}"
+            );
+            seen += 1;
+        }
+        // Every listed setting is a flag: a stale entry would make the lists lie.
+        assert_eq!(seen, without_default.len() + defaults.len());
+    }
+}

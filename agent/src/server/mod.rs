@@ -1,0 +1,10 @@
+//! The server as the wire sees it: how to reach it ([`conn`]), whether it answers PINGs
+//! ([`pinger`]) and whether its peers do ([`peers`]), what it says about its role, replication
+//! and memory ([`poller`], parsed by [`info`]), and the controller's commands carried out on it
+//! ([`commands`]).
+pub mod commands;
+pub mod conn;
+pub mod info;
+pub mod peers;
+pub mod pinger;
+pub mod poller;
