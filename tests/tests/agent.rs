@@ -8,13 +8,16 @@ use std::time::Duration;
 use anyhow::Result;
 use common::StubController;
 use nix::sys::signal::Signal;
-use vigil_proto::v1::{self, command::Action};
+use vigil_proto::{
+    PROTOCOL_VERSION,
+    v1::{self, command::Action},
+};
 use vigil_tests::{Agent, RedisServer, WAIT, free_port, require_root, serial, wait_until};
 
 const DS: &str = "store";
 
 fn bit(name: &str) -> u64 {
-    // Bit positions are part of the protocol (vigil_agent::verdict::Reason); spelled out here so
+    // Bit positions are part of the protocol (vigil_proto::Reason); spelled out here so
     // a change to them breaks this suite.
     1 << match name {
         "exited" => 0,
@@ -347,7 +350,9 @@ fn a_controller_on_another_protocol_version_is_named_in_the_log() -> Result<()> 
     let primary = RedisServer::start()?;
     let mut ctl = StubController::start_speaking(99)?;
     let agent = agent_for(&primary, "p", &ctl, &[])?;
-    agent.wait_log("speaks vigil protocol v99, this agent v1")?;
+    agent.wait_log(&format!(
+        "speaks vigil protocol v99, this agent v{PROTOCOL_VERSION}"
+    ))?;
     ctl.wait_for("p", "hello", |m| {
         matches!(m, v1::agent_message::Msg::Hello(_))
     })?;

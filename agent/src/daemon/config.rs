@@ -2,13 +2,13 @@
 //! checked with errors that name the field at fault.
 use std::{net::SocketAddr, time::Duration};
 
-use vigil_proto::{HostPort, ProtoError};
+use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError};
 
 use super::settings::{
-    DEFAULT_CONTROLLER, DEFAULT_FENCE_PAUSE_MS, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS,
+    DEFAULT_FENCE_PAUSE_MS, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS,
     DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
-    DEFAULT_PING_INTERVAL_MS, DEFAULT_PRIORITY, DEFAULT_RUNQ_THRESHOLD_MS,
-    DEFAULT_SELF_FENCE_AFTER_MS, DEFAULT_STALL_MS, RunSettings,
+    DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_SELF_FENCE_AFTER_MS,
+    DEFAULT_STALL_MS, RunSettings,
 };
 use crate::{
     error::{AgentError, Result},
@@ -90,7 +90,9 @@ impl TryFrom<RunSettings> for RunConfig {
 
     fn try_from(s: RunSettings) -> Result<Self> {
         let server = host_port("server", &required("server", s.server)?)?;
-        let controller = s.controller.unwrap_or_else(|| DEFAULT_CONTROLLER.into());
+        let controller = s
+            .controller
+            .unwrap_or_else(|| DEFAULT_CONTROLLER_URL.into());
         if !(controller.starts_with("http://") || controller.starts_with("https://")) {
             return Err(bad(
                 "controller",
@@ -236,7 +238,7 @@ mod tests {
     #[test]
     fn defaults_fill_everything_else() {
         let c = RunConfig::try_from(minimal()).unwrap();
-        assert_eq!(c.controller, DEFAULT_CONTROLLER);
+        assert_eq!(c.controller, DEFAULT_CONTROLLER_URL);
         assert_eq!(c.advertise, HostPort::new("127.0.0.1", 6379));
         assert_eq!(c.priority, DEFAULT_PRIORITY);
         let ms = Duration::from_millis;

@@ -5,9 +5,10 @@
 //! The same struct is the clap flag set and the TOML schema, so a setting has one name
 //! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
 //! environment, `ping_interval_ms` in the file.
-use std::{fmt::Display, path::Path};
+use std::path::Path;
 
 use serde::Deserialize;
+use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
 
 use crate::{
     error::{AgentError, Result},
@@ -17,10 +18,6 @@ use crate::{
     },
 };
 
-/// The controller on this host, at vigil's gRPC port: the one-machine setup works with no flag.
-pub const DEFAULT_CONTROLLER: &str = "http://127.0.0.1:7420";
-/// Every node equally preferred until told otherwise; 0 is kept for "never promote".
-pub const DEFAULT_PRIORITY: u32 = 100;
 /// Loopback only: the metrics are for a scraper on the node, not for the network at large.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9431";
 /// With the default 3 misses, a server that stops answering is UNHEALTHY within 300 ms.
@@ -47,12 +44,6 @@ pub const DEFAULT_SELF_FENCE_AFTER_MS: u64 = 2_000;
 /// seconds of the agent itself dying.
 pub const DEFAULT_FENCE_PAUSE_MS: u64 = 5_000;
 
-/// `text` with ` [default: <default>]` appended: the help text of a setting whose default is a
-/// constant, so the help cannot drift from the code.
-pub fn with_default(text: &str, default: impl Display) -> String {
-    format!("{text} [default: {default}]")
-}
-
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +61,7 @@ pub struct RunSettings {
         value_name = "URL",
         help = with_default(
             "The controller's gRPC URL",
-            DEFAULT_CONTROLLER,
+            DEFAULT_CONTROLLER_URL,
         )
     )]
     pub controller: Option<String>,
@@ -395,7 +386,7 @@ mod tests {
             "password",
         ];
         let defaults: Vec<(&str, String)> = vec![
-            ("controller", DEFAULT_CONTROLLER.to_string()),
+            ("controller", DEFAULT_CONTROLLER_URL.to_string()),
             ("priority", DEFAULT_PRIORITY.to_string()),
             ("metrics_listen", DEFAULT_METRICS_LISTEN.to_string()),
             ("ping_interval_ms", DEFAULT_PING_INTERVAL_MS.to_string()),
