@@ -72,6 +72,7 @@ fn test(args: &[String]) -> Result<()> {
         "==> building the workspace",
         cargo().args(["build", "--bins"]),
     )?;
+    stage::run("==> building the tests", cargo().args(["test", "--no-run"]))?;
     println!("==> running the tests");
     let bin_dir = root().join("target/debug");
     let mut child = cargo()
