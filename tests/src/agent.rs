@@ -13,7 +13,8 @@ use crate::{Controller, Log, NetNs, signal, stop_child, wait_until, workspace_bi
 /// A running `vigil-agent run`, its stderr log kept for assertions.
 pub struct Agent {
     child: Child,
-    log: Log,
+    /// Its stderr, line by line: what tests wait for and look through.
+    pub log: Log,
 }
 
 impl Agent {
@@ -67,20 +68,6 @@ impl Agent {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Waits (bounded) for a log line containing `needle`.
-    pub fn wait_log(&self, needle: &str) -> Result<String> {
-        self.log.wait_for(needle)
-    }
-
-    pub fn log_contains(&self, needle: &str) -> bool {
-        self.log.contains(needle)
-    }
-
-    /// Every log line so far.
-    pub fn log_lines(&self) -> Vec<String> {
-        self.log.lines()
     }
 }
 

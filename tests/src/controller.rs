@@ -21,7 +21,8 @@ pub struct Controller {
     pub sentinel: u16,
     data_dir: PathBuf,
     extra: Vec<String>,
-    log: Log,
+    /// Its stderr since the last start, line by line.
+    pub log: Log,
 }
 
 impl Controller {
@@ -68,7 +69,7 @@ impl Controller {
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         self.log = Log::capture(stderr, "vigil-controller");
         self.child = Some(child);
-        self.wait_log("vigil-controller running")?;
+        self.log.wait_for("vigil-controller running")?;
         Ok(())
     }
 
@@ -92,20 +93,6 @@ impl Controller {
         if let Some(mut c) = self.child.take() {
             stop_child(&mut c);
         }
-    }
-
-    /// Waits (bounded) for a log line containing `needle`.
-    pub fn wait_log(&self, needle: &str) -> Result<String> {
-        self.log.wait_for(needle)
-    }
-
-    pub fn log_contains(&self, needle: &str) -> bool {
-        self.log.contains(needle)
-    }
-
-    /// Every log line since the last start.
-    pub fn log_lines(&self) -> Vec<String> {
-        self.log.lines()
     }
 
     /// The primary's port as the Sentinel endpoint reports it for `datastore`.

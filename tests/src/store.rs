@@ -104,4 +104,14 @@ impl VigilStore {
         self.servers[i] = Some(server);
         Ok(())
     }
+
+    /// Failovers the controller has started so far, by its log.
+    pub fn failovers_started(&self) -> usize {
+        self.controller
+            .log
+            .lines()
+            .iter()
+            .filter(|l| l.contains("\"failing over\""))
+            .count()
+    }
 }

@@ -315,7 +315,7 @@ fn a_cut_off_primary_fences_its_writes() -> Result<()> {
     // Cut the primary off: no controller, and its only peer does not answer.
     replica.signal(Signal::SIGSTOP)?;
     ctl.stop();
-    agent.wait_log("SELF-FENCING")?;
+    agent.log.wait_for("SELF-FENCING")?;
     // Writes now wait in the pause instead of being accepted; reads still work.
     let client = redis::Client::open(primary.url())?;
     let mut writer = client.get_connection_with_timeout(Duration::from_secs(2))?;
@@ -350,7 +350,7 @@ fn a_controller_on_another_protocol_version_is_named_in_the_log() -> Result<()> 
     let primary = RedisServer::start()?;
     let mut ctl = StubController::start_speaking(99)?;
     let agent = agent_for(&primary, "p", &ctl, &[])?;
-    agent.wait_log(&format!(
+    agent.log.wait_for(&format!(
         "speaks vigil protocol v99, this agent v{PROTOCOL_VERSION}"
     ))?;
     ctl.wait_for("p", "hello", |m| {
@@ -370,7 +370,7 @@ fn a_wrong_password_is_a_clear_error_and_a_degraded_verdict() -> Result<()> {
     let primary = RedisServer::start_with(free_port()?, &["--requirepass", "sesame"])?;
     let mut ctl = StubController::start()?;
     let agent = agent_for(&primary, "p", &ctl, &["--password", "wrong"])?;
-    agent.wait_log("refused the agent's credentials")?;
+    agent.log.wait_for("refused the agent's credentials")?;
     let v = ctl.wait_verdict("p", "auth_failed", |v| v.reasons & bit("auth_failed") != 0)?;
     assert_eq!(health(&v), v1::Health::Degraded, "{v:?}");
     Ok(())
@@ -394,7 +394,7 @@ fn nothing_listening_is_down() -> Result<()> {
         "--node-id",
         "x",
     ])?;
-    agent.wait_log("no server is listening")?;
+    agent.log.wait_for("no server is listening")?;
     let v = ctl.wait_verdict("x", "DOWN", |v| health(v) == v1::Health::Down)?;
     assert_ne!(v.reasons & bit("not_running"), 0);
     // The server starts later: the agent picks it up.

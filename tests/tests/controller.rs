@@ -105,7 +105,7 @@ fn kill_9_of_the_primary_promotes_a_replica_and_the_old_primary_rejoins_as_its_r
     wait_until(WAIT, "the other replica to follow the new primary", || {
         (role(other).ok()? == ("slave".into(), Some(new))).then_some(())
     })?;
-    ctl.wait_log("failover_finished")?;
+    ctl.log.wait_for("failover_finished")?;
     // The old primary comes back on its port as a lone primary: it is demoted.
     s.servers[0] = Some(RedisServer::start_on(s.ports[0])?);
     wait_until(
@@ -130,14 +130,14 @@ fn stopping_only_the_primarys_agent_is_no_failover() -> Result<()> {
     let agent = s.agents[0].as_ref().map(Agent::pid).unwrap_or(0);
     // The controller loses the primary's agent; the server keeps serving its replicas.
     signal(agent, Signal::SIGSTOP)?;
-    ctl.wait_log("controller_partitioned")?;
+    ctl.log.wait_for("controller_partitioned")?;
     let st = ctl.status(DS)?;
     signal(agent, Signal::SIGCONT)?;
     assert_eq!(st["primary"], "n0", "{st}");
     assert_eq!(st["epoch"], 1, "{st}");
     assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[0]));
     assert!(
-        !ctl.log_contains("failover_started"),
+        !ctl.log.contains("failover_started"),
         "the controller failed over a live primary"
     );
     assert_eq!(role(s.ports[0])?.0, "master");
@@ -170,7 +170,7 @@ fn a_controller_restart_causes_no_failover() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!ctl.log_contains("failover_started"));
+    assert!(!ctl.log.contains("failover_started"));
     assert_eq!(ctl.sentinel_primary(DS)?, Some(s.ports[0]));
     Ok(())
 }
@@ -195,7 +195,7 @@ fn a_failover_interrupted_by_a_controller_crash_finishes_after_the_restart() -> 
     state["in_flight"] = serde_json::json!({"epoch": 2, "from": "n0", "to": "n2", "cause": "down", "started_unix_ms": 1});
     std::fs::write(&path, serde_json::to_vec(&state)?)?;
     ctl.restart()?;
-    ctl.wait_log("failover_resumed")?;
+    ctl.log.wait_for("failover_resumed")?;
     wait_until(WAIT, "the interrupted failover to finish", || {
         (ctl.sentinel_primary(DS).ok().flatten()? == s.ports[2]).then_some(())
     })?;

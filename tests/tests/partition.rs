@@ -82,12 +82,12 @@ fn a_primary_cut_off_from_everyone_is_failed_over_and_fences_itself() -> Result<
         .find(|r| r.port == new_port)
         .ok_or_else(|| anyhow!("the published primary {new_port} is not one of the replicas"))?;
     assert!(
-        controller.log_contains("failing over"),
+        controller.log.contains("failing over"),
         "the controller never logged the failover"
     );
 
     // The old primary, hearing neither the controller nor a quorum of peers, pauses its writes.
-    agents[0].wait_log("SELF-FENCING")?;
+    agents[0].log.wait_for("SELF-FENCING")?;
     let write = NetNs::command(Some(&ns), "timeout")
         .args([
             "2",

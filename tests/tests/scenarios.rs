@@ -18,15 +18,6 @@ fn start(controller: &[&str]) -> Result<VigilStore> {
     VigilStore::start(DS, 2, &args, &[])
 }
 
-fn failovers(store: &VigilStore) -> usize {
-    store
-        .controller
-        .log_lines()
-        .iter()
-        .filter(|l| l.contains("\"failing over\""))
-        .count()
-}
-
 /// Writes `n` keys to the primary, each acknowledged by a replica (WAIT 1).
 fn acknowledged_writes(store: &VigilStore, n: usize) -> Result<()> {
     let mut c = store.server(store.primary()?)?.connect()?;
@@ -125,7 +116,7 @@ fn slow_commands_on_a_live_primary_cause_no_failover() -> Result<()> {
         primary,
         "a slow command failed a live primary over"
     );
-    assert_eq!(failovers(&store), 0);
+    assert_eq!(store.failovers_started(), 0);
     Ok(())
 }
 
@@ -137,9 +128,9 @@ fn a_killed_replica_is_an_alert_not_a_failover() -> Result<()> {
     let primary = store.primary()?;
     let replica = (primary + 1) % 3;
     store.kill(replica)?;
-    store.controller.wait_log("replica_down")?;
+    store.controller.log.wait_for("replica_down")?;
     assert_eq!(store.primary()?, primary);
-    assert_eq!(failovers(&store), 0);
+    assert_eq!(store.failovers_started(), 0);
     store.restart(replica)?;
     store.wait_healthy()?;
     assert_eq!(store.primary()?, primary);
@@ -154,11 +145,11 @@ fn two_faults_in_a_row_the_flap_guard_holds() -> Result<()> {
     let first = store.primary()?;
     store.kill(first)?;
     let second = new_primary(&store, first)?;
-    store.controller.wait_log("failover_finished")?;
+    store.controller.log.wait_for("failover_finished")?;
     store.kill(second)?;
-    store.controller.wait_log("flap_guard")?;
+    store.controller.log.wait_for("flap_guard")?;
     assert_eq!(
-        failovers(&store),
+        store.failovers_started(),
         1,
         "the flap guard let a second failover through"
     );
@@ -222,7 +213,7 @@ fn a_primary_starved_of_cpu_is_degraded_not_failed_over() -> Result<()> {
         primary,
         "a starved primary was failed over"
     );
-    assert_eq!(failovers(&store), 0);
+    assert_eq!(store.failovers_started(), 0);
     assert!(
         saw_degraded,
         "the controller never saw the primary DEGRADED (starved)"

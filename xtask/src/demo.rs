@@ -156,14 +156,14 @@ pub fn run() -> Result<()> {
     if interrupted() {
         return Ok(());
     }
-    store.controller.wait_log("failover finished")?;
+    store.controller.log.wait_for("failover finished")?;
 
     step("timeline, from the fault");
     println!(
         "  {:>11}  fault: kill -9 sent to redis-server 127.0.0.1:{old_port}",
         "0.0 ms"
     );
-    let agent = entries(&store.agents[primary].log_lines());
+    let agent = entries(&store.agents[primary].log.lines());
     if let Some(kernel_ns) = agent.iter().find_map(|(_, v)| {
         let f = &v["fields"];
         (f["event"] == "exited").then(|| {
@@ -183,7 +183,7 @@ pub fn run() -> Result<()> {
             ms_since(fault_wall, *t)
         );
     }
-    let controller = entries(&store.controller.log_lines());
+    let controller = entries(&store.controller.log.lines());
     for (message, label) in [
         (
             "failing over",

@@ -247,22 +247,12 @@ fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
                 slow_command(port)?;
                 // Watch for a while after the slow command: any failover it set off counts.
                 std::thread::sleep(SLOW_WINDOW);
-                let failovers = store
-                    .controller
-                    .log_lines()
-                    .iter()
-                    .filter(|l| l.contains("\"failing over\""))
-                    .count();
+                let failovers = store.failovers_started();
                 if failovers > seen_failovers || store.primary()? != i {
                     r.false_failovers += 1;
                     store.wait_healthy()?;
                 }
-                seen_failovers = store
-                    .controller
-                    .log_lines()
-                    .iter()
-                    .filter(|l| l.contains("\"failing over\""))
-                    .count();
+                seen_failovers = store.failovers_started();
                 continue;
             }
         }
@@ -273,7 +263,8 @@ fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
         )?;
         let decided = store
             .controller
-            .log_lines()
+            .log
+            .lines()
             .iter()
             .filter_map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;

@@ -95,7 +95,7 @@ pub fn run(rounds: u32, requests: u32) -> Result<()> {
                     "--node-id",
                     "a",
                 ])?;
-                a.wait_log("vigil-agent running")?;
+                a.log.wait_for("vigil-agent running")?;
                 Some(a)
             } else {
                 None
