@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use vigil_proto::ProtoError;
 
-use crate::server::{info::Role, pinger::PingOutcome};
+use crate::server::conn::PingOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -73,8 +73,8 @@ pub enum AgentError {
     NoAnswer(Duration),
     #[error("the server did not answer ROLE")]
     NoRoleAnswer,
-    #[error("the switchover did not finish within {limit:?}; the server is still {}", role.as_str())]
-    SwitchoverUnfinished { limit: Duration, role: Role },
+    #[error("the switchover did not finish within {limit:?}; the server is still {role}")]
+    SwitchoverUnfinished { limit: Duration, role: &'static str },
     #[error("INFO replication has no role field")]
     NoRoleField,
     #[error("unknown role {0:?}")]

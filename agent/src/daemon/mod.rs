@@ -35,9 +35,9 @@ use crate::{
     link::stream::{self as link, Link},
     server::{
         commands::{self, Action, Command, Outcome},
+        conn::PingOutcome,
         info::Role,
         peers::{self, PeerList, PeerProbe, PeerTable},
-        pinger::PingOutcome,
         poller,
     },
     verdict::{

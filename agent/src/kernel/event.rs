@@ -3,7 +3,7 @@
 use serde::{Serialize, Serializer};
 use tracing::Level;
 
-use super::probes::monotonic_ns;
+use super::clock::monotonic_ns;
 
 /// Every kind of line. Each has one name, the `event` field of a JSON line (tests, benches and
 /// log readers match on these, so they never change), and one severity, the level the daemon

@@ -12,8 +12,10 @@
 //! - [`deadline`]: wakes the agent at the exact instant a threshold is crossed.
 //! - [`event`]: the lines the kernel half reports.
 //! - [`histogram`]: the kernel's log2 histograms, read as percentiles.
+//! - [`clock`]: CLOCK_MONOTONIC, the clock kernel stamps are in.
 pub mod btf;
 pub mod classifier;
+pub mod clock;
 pub mod deadline;
 pub mod event;
 pub mod histogram;
@@ -29,9 +31,10 @@ use vigil_agent_ebpf::{Event, kind, thread_state};
 
 use self::{
     classifier::{Classifier, Decision, StallClass},
+    clock::monotonic_ns,
     event::{KernelEvent, Line, decode_exit},
     histogram::{log2_histogram, new_histogram},
-    probes::{Probes, monotonic_ns},
+    probes::Probes,
     stops::StopTracker,
 };
 use crate::{

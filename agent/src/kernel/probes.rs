@@ -17,7 +17,7 @@ use vigil_agent_ebpf::{
     Config, Event, HIST_BUCKETS, SCAN_BATCH, ThreadState, counter, thread_state,
 };
 
-use super::{btf, classifier::Unread, slots::UnreadSlots, tracefs};
+use super::{btf, classifier::Unread, clock::monotonic_ns, slots::UnreadSlots, tracefs};
 use crate::{
     error::{AgentError, Result},
     host::target,
@@ -69,15 +69,6 @@ fn jiffy_ns() -> Result<u32> {
             std::io::Error::other(format!("a jiffy of {ns} ns")),
         )
     })
-}
-
-/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads, so kernel and agent times compare.
-pub fn monotonic_ns() -> u64 {
-    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
-        Ok(ts) => ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64,
-        // CLOCK_MONOTONIC always exists on Linux; 0 would only make ages look huge, never panic.
-        Err(_) => 0,
-    }
 }
 
 /// Checks what loading needs, so the operator gets one clear line instead of a verifier dump.

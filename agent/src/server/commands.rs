@@ -139,7 +139,7 @@ pub async fn execute(server: &ServerConn, action: &Action) -> Result<Outcome> {
         if Instant::now() >= deadline {
             return Err(AgentError::SwitchoverUnfinished {
                 limit,
-                role: outcome.role,
+                role: outcome.role.as_str(),
             });
         }
         sleep(Duration::from_millis(20)).await;

@@ -1,14 +1,12 @@
 //! The one connection type for the local server and its peers: where a Redis-protocol server
-//! answers and with which credentials. Every module that talks to a server (the pinger, the peer
-//! prober, the health poller, the command runner) connects through [`ServerConn`].
+//! answers and with which credentials, and what connecting or a PING found. Every module that
+//! talks to a server (the pinger, the peer prober, the health poller, the command runner)
+//! connects through [`ServerConn`].
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use tokio::time::timeout;
-use vigil_proto::HostPort;
-
-use super::pinger::{PingOutcome, classify_error};
-use crate::error::Result;
+use tokio::time::{Instant, timeout};
+use vigil_proto::{HostPort, ProtoError};
 
 /// How to reach a Redis-protocol server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,7 +19,7 @@ pub struct ServerConn {
 impl ServerConn {
     /// The same credentials at another address, given as HOST:PORT (peers share the data
     /// store's credentials).
-    pub fn at(&self, address: &str) -> Result<Self> {
+    pub fn at(&self, address: &str) -> Result<Self, ProtoError> {
         Ok(Self {
             address: address.parse()?,
             ..self.clone()
@@ -51,6 +49,46 @@ impl ServerConn {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(classify_error(&e)),
         }
+    }
+}
+
+/// What one PING found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PingOutcome {
+    Pong(Duration),
+    /// No answer within the interval (the request may still be queued at the server).
+    Timeout,
+    /// Nothing listens at the address.
+    Refused,
+    /// The server refused our credentials.
+    AuthFailed(String),
+    Error(String),
+}
+
+/// What a failed connect or request says about the server.
+pub(crate) fn classify_error(e: &redis::RedisError) -> PingOutcome {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || e.code()
+            .is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH" || c == "NOPERM")
+    {
+        return PingOutcome::AuthFailed(e.to_string());
+    }
+    if e.is_connection_refusal() {
+        return PingOutcome::Refused;
+    }
+    if e.is_timeout() {
+        return PingOutcome::Timeout;
+    }
+    PingOutcome::Error(e.to_string())
+}
+
+/// One PING on `conn`, bounded by `limit`.
+pub(crate) async fn ping(conn: &mut MultiplexedConnection, limit: Duration) -> PingOutcome {
+    let started = Instant::now();
+    match timeout(limit, redis::cmd("PING").query_async::<String>(conn)).await {
+        Err(_) => PingOutcome::Timeout,
+        Ok(Ok(_)) => PingOutcome::Pong(started.elapsed()),
+        Ok(Err(e)) => classify_error(&e),
     }
 }
 

@@ -11,10 +11,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use super::{
-    conn::ServerConn,
-    pinger::{PingOutcome, ping},
-};
+use super::conn::{PingOutcome, ServerConn, ping};
 
 /// The latest peer list from the controller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

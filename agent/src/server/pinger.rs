@@ -3,52 +3,9 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use tokio::{
-    sync::mpsc,
-    time::{Instant, MissedTickBehavior, timeout},
-};
+use tokio::{sync::mpsc, time::MissedTickBehavior};
 
-use super::conn::ServerConn;
-
-/// What one PING found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PingOutcome {
-    Pong(Duration),
-    /// No answer within the interval (the request may still be queued at the server).
-    Timeout,
-    /// Nothing listens at the address.
-    Refused,
-    /// The server refused our credentials.
-    AuthFailed(String),
-    Error(String),
-}
-
-/// What a failed connect or request says about the server.
-pub(crate) fn classify_error(e: &redis::RedisError) -> PingOutcome {
-    if e.kind() == redis::ErrorKind::AuthenticationFailed
-        || e.code()
-            .is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH" || c == "NOPERM")
-    {
-        return PingOutcome::AuthFailed(e.to_string());
-    }
-    if e.is_connection_refusal() {
-        return PingOutcome::Refused;
-    }
-    if e.is_timeout() {
-        return PingOutcome::Timeout;
-    }
-    PingOutcome::Error(e.to_string())
-}
-
-/// One PING on `conn`, bounded by `limit`.
-pub(crate) async fn ping(conn: &mut MultiplexedConnection, limit: Duration) -> PingOutcome {
-    let started = Instant::now();
-    match timeout(limit, redis::cmd("PING").query_async::<String>(conn)).await {
-        Err(_) => PingOutcome::Timeout,
-        Ok(Ok(_)) => PingOutcome::Pong(started.elapsed()),
-        Ok(Err(e)) => classify_error(&e),
-    }
-}
+use super::conn::{PingOutcome, ServerConn, ping};
 
 /// Pings the local server every `interval` (each PING may take up to `interval`) and reports
 /// every outcome. Reconnects after a broken connection, never faster than `interval`.

@@ -19,14 +19,14 @@ use crate::{
     host::resources::{ResourceSample, ResourceSampler},
     kernel::{
         KernelOptions, KernelWatcher,
+        clock::monotonic_ns,
         deadline::Deadline,
         event::{KernelEvent, Line},
-        probes::monotonic_ns,
     },
     server::{
-        conn::ServerConn,
+        conn::{PingOutcome, ServerConn},
         info::{Flavour, Memory, Replication, Role},
-        pinger::{self, PingOutcome},
+        pinger,
         poller::{self, HealthSample},
     },
 };

@@ -16,7 +16,6 @@ use vigil_proto::v1;
 
 use super::{
     alerts::{Alert, Alerts, Severity},
-    failover::{Active, Finished},
     nodes::{NodeInfo, Nodes, Outbox},
     settings::{Settings, TICK},
     state::{Cause, Persist, StoreState},
@@ -75,6 +74,25 @@ pub enum Input {
     },
     /// A failover task ended.
     Done(Finished),
+}
+
+/// The failover under way in this process.
+pub(super) struct Active {
+    pub epoch: u64,
+    pub from: Option<String>,
+    pub to: String,
+    pub cause: Cause,
+    pub started: Instant,
+    pub started_unix_ms: u64,
+}
+
+/// How a failover's task ended: the nodes not re-pointed (each with why) after a promotion, or
+/// why there was no promotion.
+pub struct Finished {
+    pub(super) epoch: u64,
+    pub(super) to: String,
+    pub(super) result: Result<Vec<String>, ControllerError>,
+    pub(super) reply: Option<Reply<v1::FailoverReply>>,
 }
 
 pub struct Reconciler {

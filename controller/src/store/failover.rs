@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use vigil_proto::v1::{self, Role, command::Action};
 
 use super::{
-    actor::{Input, Reconciler, Reply, unix_ms},
+    actor::{Active, Finished, Input, Reconciler, Reply, unix_ms},
     alerts::Alert,
     commands::step,
     decision::{self, Policy, PrimaryState},
@@ -14,25 +14,6 @@ use super::{
     state::{Cause, Failover, InFlight, Outcome},
 };
 use crate::{error::ControllerError, sentinel::topology::Channel};
-
-/// The failover under way in this process.
-pub(super) struct Active {
-    pub epoch: u64,
-    pub from: Option<String>,
-    pub to: String,
-    pub cause: Cause,
-    pub started: Instant,
-    pub started_unix_ms: u64,
-}
-
-/// How a failover's task ended: the nodes not re-pointed (each with why) after a promotion, or
-/// why there was no promotion.
-pub struct Finished {
-    pub(super) epoch: u64,
-    pub(super) to: String,
-    pub(super) result: Result<Vec<String>, ControllerError>,
-    pub(super) reply: Option<Reply<v1::FailoverReply>>,
-}
 
 impl Reconciler {
     pub(super) fn policy(&self) -> Policy {

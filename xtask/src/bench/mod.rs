@@ -6,6 +6,7 @@ mod controller;
 mod failover;
 mod overhead;
 mod probes;
+mod sentinel;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
