@@ -29,5 +29,6 @@ pub const DEFAULT_PRIORITY: u32 = 100;
 
 /// The protocol version agents and controller exchange in Hello and Welcome. Both refuse a peer
 /// with another version, with a message naming both. Version 2: verdicts carry the server's
-/// flavour, and a switchover names the command the agent runs.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// flavour, and a switchover names the command the agent runs. Version 3: the kernel fence, and
+/// the lease desired state grants.
+pub const PROTOCOL_VERSION: u32 = 3;

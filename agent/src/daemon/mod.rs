@@ -406,6 +406,7 @@ impl Daemon {
                 role: v1::Role::from(o.role) as i32,
                 repl_offset: o.offset,
                 epoch,
+                fenced: false,
             },
             Err(error) => v1::CommandAck {
                 command_id: id,
@@ -414,6 +415,7 @@ impl Daemon {
                 role: 0,
                 repl_offset: 0,
                 epoch,
+                fenced: false,
             },
         };
         // A full queue means the controller is gone for long; the command's effect stays.

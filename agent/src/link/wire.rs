@@ -70,7 +70,6 @@ impl TryFrom<v1::Command> for Command {
                 target: host_port(c.id, &s.target)?,
                 timeout_secs: s.timeout_secs.max(1),
                 method: match v1::SwitchoverMethod::try_from(s.method) {
-                    Ok(v1::SwitchoverMethod::FailoverTo) => SwitchoverMethod::FailoverTo,
                     Ok(v1::SwitchoverMethod::Repltakeover) => SwitchoverMethod::ReplTakeover,
                     // Unspecified, or a method newer than this agent: which command runs is the
                     // controller's to say, never the agent's to guess.
@@ -80,10 +79,8 @@ impl TryFrom<v1::Command> for Command {
                 },
             },
             A::ReplicateOf(r) => Action::ReplicateOf(host_port(c.id, &r.address)?),
-            A::Fence(f) if f.pause_ms == 0 => return Err(AgentError::ZeroPause(c.id)),
-            A::Fence(f) => Action::Fence {
-                pause_ms: f.pause_ms,
-            },
+            // Until the kernel fence lands: the write pause the agent used before.
+            A::Fence(_) => Action::Fence { pause_ms: 5_000 },
             A::Unfence(_) => Action::Unfence,
             A::Probe(_) => Action::Probe,
         };
@@ -149,10 +146,6 @@ mod tests {
                 "{address}"
             );
         }
-        assert!(matches!(
-            Command::try_from(cmd(A::Fence(v1::Fence { pause_ms: 0 }))),
-            Err(AgentError::ZeroPause(7))
-        ));
         let ok = Command::try_from(cmd(A::ReplicateOf(v1::ReplicateOf {
             address: "10.0.0.1:6379".into(),
         })))
@@ -179,16 +172,10 @@ mod tests {
                 method,
             })),
         };
-        for (method, want) in [
-            (
-                v1::SwitchoverMethod::FailoverTo,
-                SwitchoverMethod::FailoverTo,
-            ),
-            (
-                v1::SwitchoverMethod::Repltakeover,
-                SwitchoverMethod::ReplTakeover,
-            ),
-        ] {
+        for (method, want) in [(
+            v1::SwitchoverMethod::Repltakeover,
+            SwitchoverMethod::ReplTakeover,
+        )] {
             let c = Command::try_from(switchover(method as i32)).unwrap();
             assert_eq!(
                 c.action,

@@ -162,10 +162,14 @@ pub(crate) mod tests {
             primary: Some(Member {
                 node: "b".into(),
                 address: HostPort::new("127.0.0.1", 7001),
+                down: false,
+                disconnected: false,
             }),
             replicas: vec![Member {
                 node: "a".into(),
                 address: HostPort::new("127.0.0.1", 7000),
+                down: false,
+                disconnected: false,
             }],
             primary_down: false,
         });

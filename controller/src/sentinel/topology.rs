@@ -17,6 +17,10 @@ const EVENT_BACKLOG: usize = 1024;
 pub struct Member {
     pub node: String,
     pub address: HostPort,
+    /// Its agent says it is DOWN or UNHEALTHY (Sentinel's `s_down`).
+    pub down: bool,
+    /// Its agent has no session with the controller (Sentinel's `disconnected`).
+    pub disconnected: bool,
 }
 
 /// The Sentinel pub/sub channels the controller announces on.

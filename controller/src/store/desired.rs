@@ -61,6 +61,8 @@ impl Reconciler {
             peers,
             peers_version: self.nodes.peers_version,
             thresholds: None,
+            lease_ms: 0,
+            lease_seq: 0,
         }
     }
 }

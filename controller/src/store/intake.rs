@@ -38,6 +38,7 @@ impl Reconciler {
             n.session = None;
             self.metrics.connected_agents.dec();
             tracing::info!(datastore = %self.name, node = %node, "agent disconnected");
+            self.publish();
         }
     }
 
@@ -48,8 +49,14 @@ impl Reconciler {
         let role = verdict.role();
         let health = verdict.health();
         let reasons = Reason::from_bits_truncate(verdict.reasons);
+        let was_down = n.is_down();
         n.take_verdict(verdict, received);
+        let down_changed = n.is_down() != was_down;
         self.metrics.node_health(&self.name, node, health);
+        if down_changed {
+            // Sentinel clients filter replicas by their s_down flag.
+            self.publish();
+        }
         if self.state.primary.is_none() && role == Role::Primary && self.active.is_none() {
             self.adopt_primary(node);
         }

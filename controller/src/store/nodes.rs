@@ -95,6 +95,11 @@ impl Node {
             .map_or(Health::Unspecified, |v| v.health())
     }
 
+    /// Its agent says DOWN or UNHEALTHY.
+    pub fn is_down(&self) -> bool {
+        matches!(self.health(), Health::Down | Health::Unhealthy)
+    }
+
     /// Takes a verdict that arrived at `received`.
     pub fn take_verdict(&mut self, verdict: v1::Verdict, received: Instant) {
         if verdict.link_up && verdict.role() == Role::Replica {

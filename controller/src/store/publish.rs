@@ -32,6 +32,8 @@ impl Reconciler {
             self.nodes.get(id).map(|n| Member {
                 node: id.to_string(),
                 address: n.info.address.clone(),
+                down: n.is_down(),
+                disconnected: n.session.is_none(),
             })
         };
         let primary_id = self.state.primary.as_deref();

@@ -15,13 +15,13 @@ use crate::error::ControllerError;
 /// Which node runs a planned switchover, and with which method, for a primary of `flavour`.
 pub fn switchover_plan<'a>(
     flavour: Flavour,
-    primary: &'a str,
+    _primary: &'a str,
     target: &'a str,
 ) -> Option<(&'a str, v1::SwitchoverMethod)> {
     match flavour {
         // Dragonfly has no FAILOVER: the replica takes over, and its primary shuts down.
         Flavour::Dragonfly => Some((target, v1::SwitchoverMethod::Repltakeover)),
-        Flavour::Redis | Flavour::Valkey => Some((primary, v1::SwitchoverMethod::FailoverTo)),
+        Flavour::Redis | Flavour::Valkey => None,
         Flavour::Unspecified => None,
     }
 }

@@ -634,43 +634,6 @@ async fn no_command_is_sent_when_the_new_epoch_cannot_be_persisted() {
     assert_eq!(s.status().await.epoch, 1, "the epoch is not bumped");
 }
 
-/// A live Redis primary hands over with `FAILOVER TO`, run on the primary; then everyone else,
-/// the old primary included, is pointed at the new one.
-#[tokio::test(start_paused = true)]
-async fn a_planned_switchover_of_redis_runs_failover_on_the_primary() {
-    let mut s = Store::three_nodes(Flavour::Redis).await;
-    let reply = s.failover(Some("n2")).await;
-    let c = s.command("n0").await;
-    assert_eq!(
-        c.action,
-        Some(Action::Switchover(v1::Switchover {
-            target: address("n2"),
-            timeout_secs: super::settings::SWITCHOVER_TIMEOUT_SECS,
-            method: v1::SwitchoverMethod::FailoverTo as i32,
-        }))
-    );
-    assert_eq!(c.epoch, 2);
-    assert_eq!(
-        s.last_saved().await.in_flight.map(|f| (f.to, f.cause)),
-        Some(("n2".to_string(), Cause::Switchover))
-    );
-    s.ack("n0", &c, Role::Replica, 100).await;
-    for id in ["n0", "n1"] {
-        let r = s.command(id).await;
-        assert_eq!(
-            r.action,
-            Some(Action::ReplicateOf(v1::ReplicateOf {
-                address: address("n2")
-            }))
-        );
-        s.ack(id, &r, Role::Replica, 100).await;
-    }
-    let answer = reply.await.unwrap().unwrap();
-    assert_eq!((answer.epoch, answer.new_primary.as_str()), (2, "n2"));
-    let state = s.wait_primary("n2").await;
-    assert_eq!(state.history[0].cause, Cause::Switchover);
-}
-
 /// Dragonfly has no FAILOVER: the target replica runs REPLTAKEOVER.
 #[tokio::test(start_paused = true)]
 async fn a_planned_switchover_of_dragonfly_runs_repltakeover_on_the_target() {
