@@ -15,8 +15,9 @@ use crate::{
     store::{
         NodeInfo, Settings,
         settings::{
-            DEFAULT_GRACE_MS, DEFAULT_LINK_BOUND_MS, DEFAULT_MIN_FAILOVER_INTERVAL_MS,
-            DEFAULT_SILENCE_MS,
+            DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS,
+            DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
+            DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_SILENCE_MS,
         },
         state::valid_name,
     },
@@ -60,6 +61,18 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_LINK_BOUND_MS", value_name = "MS",
           help = with_default("A replica whose replication link was last up longer ago is never promoted, in ms", DEFAULT_LINK_BOUND_MS))]
     pub link_bound_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_HEARTBEAT_MS", value_name = "MS",
+          help = with_default("How often every agent is sent its desired state, which renews the primary's lease, in ms", DEFAULT_HEARTBEAT_MS))]
+    pub heartbeat_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_LEASE_MS", value_name = "MS",
+          help = with_default("The lease on the primary role each heartbeat grants: a primary whose lease ran out and that cannot reach most of its data store fences itself, in ms", DEFAULT_LEASE_MS))]
+    pub lease_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_LEASE_MARGIN_MS", value_name = "MS",
+          help = with_default("Waited beyond the lease before promoting past a primary whose agent did not confirm its fence, in ms", DEFAULT_LEASE_MARGIN_MS))]
+    pub lease_margin_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_FENCE_DEADLINE_MS", value_name = "MS",
+          help = with_default("How long the old primary's agent has to confirm its fence before the lease is waited out instead, in ms", DEFAULT_FENCE_DEADLINE_MS))]
+    pub fence_deadline_ms: Option<u64>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -115,6 +128,10 @@ impl ControllerSettings {
                 .min_failover_interval_ms
                 .or(file.min_failover_interval_ms),
             link_bound_ms: self.link_bound_ms.or(file.link_bound_ms),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            lease_ms: self.lease_ms.or(file.lease_ms),
+            lease_margin_ms: self.lease_margin_ms.or(file.lease_margin_ms),
+            fence_deadline_ms: self.fence_deadline_ms.or(file.fence_deadline_ms),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -209,6 +226,20 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 .collect::<Result<Vec<_>>>()?;
             datastores.push((d.name, nodes));
         }
+        let heartbeat = ms("heartbeat_ms", s.heartbeat_ms, DEFAULT_HEARTBEAT_MS)?;
+        let lease = ms("lease_ms", s.lease_ms, DEFAULT_LEASE_MS)?;
+        if lease < heartbeat * 2 {
+            return Err(bad(
+                "lease_ms",
+                format!(
+                    "{} ms must be at least twice heartbeat_ms ({} ms): each heartbeat renews \
+                     the primary's lease, and a lease that runs out between heartbeats makes \
+                     healthy primaries fence themselves",
+                    lease.as_millis(),
+                    heartbeat.as_millis()
+                ),
+            ));
+        }
         Ok(Self {
             grpc_listen: addr("grpc_listen", s.grpc_listen, DEFAULT_GRPC_LISTEN)?,
             sentinel_listen: addr(
@@ -229,6 +260,18 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                     DEFAULT_MIN_FAILOVER_INTERVAL_MS,
                 )?,
                 link_bound: ms("link_bound_ms", s.link_bound_ms, DEFAULT_LINK_BOUND_MS)?,
+                heartbeat,
+                lease,
+                lease_margin: ms(
+                    "lease_margin_ms",
+                    s.lease_margin_ms,
+                    DEFAULT_LEASE_MARGIN_MS,
+                )?,
+                fence_deadline: ms(
+                    "fence_deadline_ms",
+                    s.fence_deadline_ms,
+                    DEFAULT_FENCE_DEADLINE_MS,
+                )?,
                 ..Settings::default()
             },
             refuse_unknown: s.refuse_unknown,
@@ -291,12 +334,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_lease_that_runs_out_between_heartbeats_is_refused_naming_both() {
+        let e = ControllerConfig::try_from(ControllerSettings {
+            heartbeat_ms: Some(300),
+            lease_ms: Some(500),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lease_ms") && e.contains("heartbeat_ms"), "{e}");
+        let ok = ControllerConfig::try_from(ControllerSettings {
+            heartbeat_ms: Some(300),
+            lease_ms: Some(600),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.settings.lease, Duration::from_millis(600));
+        assert_eq!(ok.settings.heartbeat, Duration::from_millis(300));
+    }
+
     /// Every setting's help names its default, and the default named is the constant the code
     /// falls back to; a new setting without one must be listed here on purpose.
     #[test]
     fn the_help_shows_each_default_from_its_constant() {
         let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-        let defaults: [(&str, String); 8] = [
+        let defaults: [(&str, String); 12] = [
             ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
             ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
             ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -308,6 +371,10 @@ mod tests {
                 DEFAULT_MIN_FAILOVER_INTERVAL_MS.to_string(),
             ),
             ("link_bound_ms", DEFAULT_LINK_BOUND_MS.to_string()),
+            ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),
+            ("lease_ms", DEFAULT_LEASE_MS.to_string()),
+            ("lease_margin_ms", DEFAULT_LEASE_MARGIN_MS.to_string()),
+            ("fence_deadline_ms", DEFAULT_FENCE_DEADLINE_MS.to_string()),
         ];
         // A switch needs no default.
         let checked =

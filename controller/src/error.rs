@@ -46,6 +46,18 @@ pub enum ControllerError {
         #[source]
         source: Box<ControllerError>,
     },
+    #[error("the old primary {node} is not fenced: {source}")]
+    NotFenced {
+        node: String,
+        #[source]
+        source: Box<ControllerError>,
+    },
+    #[error("{node} did not catch up with the fenced primary: at offset {offset}, {wanted} wanted")]
+    NotCaughtUp {
+        node: String,
+        offset: u64,
+        wanted: u64,
+    },
     #[error("could not persist the new epoch: {0}")]
     EpochNotPersisted(#[source] Box<ControllerError>),
 

@@ -175,7 +175,7 @@ impl Reconciler {
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut desired = tokio::time::interval(self.settings.desired_every);
+        let mut desired = tokio::time::interval(self.settings.heartbeat);
         desired.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -132,6 +132,21 @@ pub fn best_replica<'a>(
         .next()
 }
 
+/// The replicas, heard from now, whose replication link has been down (or never up) for longer
+/// than the settings' bound: a primary that cannot reach them is not failed over (its clients
+/// still reach it), but its writes are not replicated, which an operator must hear of.
+pub fn unlinked_replicas<'a>(replicas: &'a [NodeView], p: &Policy) -> Vec<&'a str> {
+    replicas
+        .iter()
+        .filter(|r| r.fresh(p.silence) && r.role == Role::Replica)
+        .filter(|r| {
+            r.link_up_age
+                .is_none_or(|a| a > super::settings::REPLICATION_BROKEN_AFTER)
+        })
+        .map(|r| r.id.as_str())
+        .collect()
+}
+
 /// The candidate to promote once the candidates were asked for their offsets just now: the
 /// highest fresh offset wins, ties keep the ranking's order; with no answer, the ranking decides.
 /// (Verdict offsets can be up to one health poll old, and a replica whose link looked up may not
@@ -368,6 +383,23 @@ mod tests {
         // Nobody answered: the ranking decides.
         assert_eq!(pick_freshest(&ranked, &[]), Some("a".into()));
         assert_eq!(pick_freshest(&[], &[]), None);
+    }
+
+    #[test]
+    fn replicas_without_a_link_for_long_are_named() {
+        let p = policy(false);
+        let linked = node("linked", Role::Replica);
+        let mut long = node("long", Role::Replica);
+        long.link_up_age = Some(Duration::from_secs(60));
+        let mut never = node("never", Role::Replica);
+        never.link_up_age = None;
+        let mut silent = node("silent", Role::Replica);
+        silent.link_up_age = None;
+        silent.verdict_age = None;
+        let mut brief = node("brief", Role::Replica);
+        brief.link_up_age = Some(Duration::from_millis(500));
+        let all = [linked, long, never, silent, brief];
+        assert_eq!(unlinked_replicas(&all, &p), vec!["long", "never"]);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Desired state: what each agent is told its node should be (role, the primary to follow, its
-//! peers to probe) with the current epoch. Sent when an agent connects, after a failover, and to
-//! every agent every [`DESIRED_EVERY`](super::settings::DESIRED_EVERY), which doubles as the
-//! controller's heartbeat.
+//! peers to probe) with the current epoch, and, for the primary, its lease. Sent when an agent
+//! connects, after a failover, and to every agent on the controller's heartbeat.
+//!
+//! The lease is granted only to the primary, and not while a failover is under way: from the
+//! moment a failover begins, the old primary's lease runs out for good, which is what a
+//! failover past an agent that does not answer waits for.
+use tokio::time::Instant;
 use vigil_proto::v1::{self, Role, controller_message::Msg as Down};
 
 use super::actor::Reconciler;
@@ -20,14 +24,25 @@ impl Reconciler {
         }
     }
 
-    pub(super) fn push_desired_to(&self, id: &str) {
+    pub(super) fn push_desired_to(&mut self, id: &str) {
         let Some(outbox) = self.nodes.outbox(id) else {
             return;
         };
-        // A full outbox means the agent is slow; the next push carries the same state.
-        let _ = outbox.try_send(Ok(v1::ControllerMessage {
-            msg: Some(Down::Desired(self.desired_for(id))),
-        }));
+        let desired = self.desired_for(id);
+        let grants = desired.lease_ms > 0;
+        // A full outbox means the agent is slow; the next push carries the same state. A lease
+        // counts as granted once it is on its way, never before.
+        let sent = outbox
+            .try_send(Ok(v1::ControllerMessage {
+                msg: Some(Down::Desired(desired)),
+            }))
+            .is_ok();
+        if sent
+            && grants
+            && let Some(n) = self.nodes.get_mut(id)
+        {
+            n.lease_granted_at = Some(Instant::now());
+        }
     }
 
     /// What node `id` should be now.
@@ -46,6 +61,11 @@ impl Reconciler {
                 .unwrap_or_default(),
             _ => String::new(),
         };
+        let failing_over = self.active.is_some() || self.state.in_flight.is_some();
+        let lease_seq = match self.nodes.get(id) {
+            Some(n) if role == Role::Primary && !failing_over => n.last_seq,
+            _ => 0,
+        };
         let peers = self
             .nodes
             .peers_of(id)
@@ -61,8 +81,12 @@ impl Reconciler {
             peers,
             peers_version: self.nodes.peers_version,
             thresholds: None,
-            lease_ms: 0,
-            lease_seq: 0,
+            lease_ms: if lease_seq > 0 {
+                self.settings.lease.as_millis() as u32
+            } else {
+                0
+            },
+            lease_seq,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Failover, in its order: judge the primary (on its verdicts and on every tick), ask the ranked
-//! candidates for their offsets now, bump and persist the epoch, promote the chosen replica,
-//! re-point the others, then finish: publish the new primary, persist, record the history. A
-//! failover persisted as in flight (the controller stopped mid-way) is resumed.
+//! candidates for their offsets now, bump and persist the epoch, then the [`steps`] (fence the
+//! old primary, promote the chosen replica, re-point the others), then finish: publish the new
+//! primary, persist, record the history. A failover persisted as in flight (the controller
+//! stopped mid-way) is resumed, its old primary fenced again first.
 use tokio::time::Instant;
 use vigil_proto::v1::{self, Role, command::Action};
 
@@ -10,8 +11,9 @@ use super::{
     alerts::Alert,
     commands::step,
     decision::{self, Policy, PrimaryState},
-    settings::PROBE_DEADLINE,
+    settings::{PROBE_DEADLINE, REPLICATION_BROKEN_AFTER},
     state::{Cause, Failover, InFlight, Outcome},
+    steps::{self, Fencing, Handover, Plan},
 };
 use crate::{error::ControllerError, sentinel::topology::Channel};
 
@@ -48,6 +50,13 @@ impl Reconciler {
                         format!("master {} {words}", self.name),
                     );
                     self.publish();
+                }
+                let unlinked = decision::unlinked_replicas(&replicas, &policy);
+                if !unlinked.is_empty() {
+                    self.alert(Alert::ReplicationBroken, &format!(
+                        "primary {primary} serves its clients, but its replicas {} have had no replication link for over {:?}: not failing over, acknowledged writes there are not replicated",
+                        unlinked.join(", "), REPLICATION_BROKEN_AFTER
+                    ));
                 }
             }
             PrimaryState::Partitioned => {
@@ -210,79 +219,60 @@ impl Reconciler {
             }
         };
         tracing::warn!(event = "failover_started", datastore = %self.name, epoch, from = ?from, to = %to, cause = %cause, "failing over");
-        self.spawn_steps(epoch, from, to, reply, None);
+        match self.failover_plan(epoch, from, to) {
+            Some(plan) => steps::spawn(self.me.clone(), &self.settings, plan, reply),
+            None => {
+                tracing::error!(datastore = %self.name, epoch, "the target of the failover is unknown")
+            }
+        }
     }
 
-    /// Steps 2 and 3 (promote, or the switchover's own command; then re-point) in a task; the
-    /// reconciler finishes (step 4) when it reports [`Finished`].
-    pub(super) fn spawn_steps(
+    /// The steps of a failover from `from` (the old primary, if any) to `to`: fence the old
+    /// primary (its lease waited out if its agent does not confirm), promote `to`, re-point every
+    /// node but the two (the old primary is demoted when its agent reports it).
+    pub(super) fn failover_plan(
         &self,
         epoch: u64,
         from: Option<String>,
         to: String,
-        reply: Option<Reply<v1::FailoverReply>>,
-        switchover: Option<(String, Action)>,
-    ) {
-        let Some(to_address) = self.nodes.address(&to) else {
-            return;
+    ) -> Option<Plan> {
+        let to_address = self.nodes.address(&to)?;
+        let fencing = match &from {
+            Some(node) => Fencing::Fence {
+                node: node.clone(),
+                keep_replicas: false,
+                lease_over: self.lease_over(node),
+            },
+            None => Fencing::None,
         };
-        // The failed primary is not waited for: it is demoted when its agent comes back (it may be
-        // stopped or gone, and clients must not wait on it). A planned switchover re-points it too.
-        let others: Vec<String> = self
+        let repoint = self
             .nodes
             .ids()
-            .filter(|id| **id != to && (switchover.is_some() || Some(*id) != from.as_ref()))
+            .filter(|id| **id != to && Some(*id) != from.as_ref())
             .cloned()
             .collect();
-        let me = self.me.clone();
-        let deadline = self.settings.step_deadline;
-        let attempts = self.settings.step_attempts;
-        tokio::spawn(async move {
-            let (actor, first) = match switchover {
-                Some((node, action)) => (node, action),
-                None => (to.clone(), Action::Promote(v1::Promote {})),
-            };
-            let result = match step(&me, &actor, first, epoch, deadline, attempts).await {
-                Err(e) => Err(ControllerError::Promote {
-                    node: to.clone(),
-                    source: Box::new(e),
-                }),
-                Ok(_) => {
-                    // Re-point every other node at once; the old primary only if it still answers.
-                    let mut waits = Vec::new();
-                    for node in others {
-                        let action = Action::ReplicateOf(v1::ReplicateOf {
-                            address: to_address.to_string(),
-                        });
-                        let attempts = if Some(&node) == from.as_ref() {
-                            1
-                        } else {
-                            attempts
-                        };
-                        let me = me.clone();
-                        waits.push(tokio::spawn(async move {
-                            let r = step(&me, &node, action, epoch, deadline, attempts).await;
-                            (node, r)
-                        }));
-                    }
-                    let mut failed = Vec::new();
-                    for w in waits {
-                        if let Ok((node, Err(e))) = w.await {
-                            failed.push(format!("{node}: {e}"));
-                        }
-                    }
-                    Ok(failed)
-                }
-            };
-            let _ = me
-                .send(Input::Done(Finished {
-                    epoch,
-                    to,
-                    result,
-                    reply,
-                }))
-                .await;
-        });
+        Some(Plan {
+            epoch,
+            from,
+            to,
+            to_address,
+            fencing,
+            handover: Handover::Promote,
+            repoint,
+        })
+    }
+
+    /// When `node`'s lease is surely over: the last lease this process granted it, or, when it
+    /// granted none, this process's start (a lease from a controller before it ended earlier),
+    /// plus the lease and the margin.
+    pub(super) fn lease_over(&self, node: &str) -> Instant {
+        let granted = self
+            .nodes
+            .get(node)
+            .and_then(|n| n.lease_granted_at)
+            .unwrap_or(self.started)
+            .max(self.started);
+        self.settings.lease_over(granted)
     }
 
     /// Step 4: publish the new primary (or report the failure), persist, record history.
@@ -378,6 +368,9 @@ impl Reconciler {
             }
             return;
         }
+        let Some(plan) = self.failover_plan(f.epoch, f.from.clone(), f.to.clone()) else {
+            return;
+        };
         self.active = Some(Active {
             epoch: f.epoch,
             from: f.from.clone(),
@@ -386,6 +379,6 @@ impl Reconciler {
             started: Instant::now(),
             started_unix_ms: f.started_unix_ms,
         });
-        self.spawn_steps(f.epoch, f.from, f.to, None, None);
+        steps::spawn(self.me.clone(), &self.settings, plan, None);
     }
 }

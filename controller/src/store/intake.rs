@@ -24,6 +24,8 @@ impl Reconciler {
                 id: session,
                 outbox,
             });
+            // A new session numbers its verdicts anew: no lease until it has sent one.
+            n.last_seq = 0;
         }
         self.metrics.connected_agents.inc();
         // The node's address may be new to this controller (after a restart): republish.

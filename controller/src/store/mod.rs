@@ -7,7 +7,8 @@
 //! - [`intake`]: sessions and verdicts coming in; a node in the wrong role corrected.
 //! - [`nodes`]: each node as the reconciler knows it, and the view of it the decisions take.
 //! - [`decision`]: has the primary failed, which replica is best (pure).
-//! - [`failover`]: judge, probe the candidates, bump the epoch, promote, re-point, finish, resume.
+//! - [`failover`]: judge, probe the candidates, bump the epoch, finish, resume.
+//! - [`steps`]: a failover's steps: fence the old primary, hand over, re-point.
 //! - [`switchover`]: an operator's planned switchover or forced promotion.
 //! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
 //! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
@@ -27,6 +28,7 @@ mod publish;
 pub mod registry;
 pub mod settings;
 pub mod state;
+mod steps;
 mod switchover;
 #[cfg(test)]
 mod tests;

@@ -75,6 +75,10 @@ pub struct Node {
     pub link_up_at: Option<Instant>,
     /// When the reconciler last corrected this node's role.
     pub last_corrected: Option<Instant>,
+    /// The `seq` of the last verdict of the agent's current session (0: none yet).
+    pub last_seq: u64,
+    /// When this process last sent this node a lease (only a primary gets one).
+    pub lease_granted_at: Option<Instant>,
 }
 
 impl Node {
@@ -86,6 +90,8 @@ impl Node {
             heard: None,
             link_up_at: None,
             last_corrected: None,
+            last_seq: 0,
+            lease_granted_at: None,
         }
     }
 
@@ -108,6 +114,7 @@ impl Node {
         if verdict.flavour() != v1::Flavour::Unspecified {
             self.info.flavour = verdict.flavour();
         }
+        self.last_seq = verdict.seq;
         self.verdict = Some(verdict);
         self.heard = Some(received);
     }

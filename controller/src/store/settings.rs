@@ -10,20 +10,38 @@ pub const DEFAULT_GRACE_MS: u64 = 5_000;
 pub const DEFAULT_MIN_FAILOVER_INTERVAL_MS: u64 = 30_000;
 /// A replica whose replication link was last up longer ago may lack acknowledged writes.
 pub const DEFAULT_LINK_BOUND_MS: u64 = 10_000;
+/// Desired state goes to every agent this often. It is the controller's heartbeat, and each one
+/// renews the primary's lease.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
+/// The lease each heartbeat grants the primary: five heartbeats, so a lost one or two do not let
+/// a healthy primary fence itself; short, because an unreachable primary is failed over only
+/// once it has run out.
+pub const DEFAULT_LEASE_MS: u64 = 1_000;
+/// Waited beyond the lease before promoting past an unreachable primary: the time its agent
+/// takes to notice the lease ran out and to put the fence up, with room to spare.
+pub const DEFAULT_LEASE_MARGIN_MS: u64 = 250;
+/// How long the old primary's agent has to acknowledge its fence before a promotion. Putting a
+/// kernel fence up takes a few milliseconds; an agent that cannot answer in this long is treated
+/// as unreachable, and its lease is waited out instead.
+pub const DEFAULT_FENCE_DEADLINE_MS: u64 = 1_000;
 /// Each failover step (promote, re-point) waits this long for the agent's acknowledgement...
 pub const STEP_DEADLINE: Duration = Duration::from_secs(5);
 /// ...and is tried this many times.
 pub const STEP_ATTEMPTS: u32 = 3;
-/// Desired state goes to every agent this often: it doubles as the controller's heartbeat.
-pub const DESIRED_EVERY: Duration = Duration::from_millis(200);
 /// Each candidate gets this long to report its offset before a promotion.
 pub const PROBE_DEADLINE: Duration = Duration::from_millis(100);
+/// A planned switchover waits at most this long for its target to catch up with the fenced
+/// primary before it gives up and lifts the fence; also REPLTAKEOVER's own timeout.
+pub const CATCH_UP_WITHIN: Duration = Duration::from_secs(5);
+/// How often the target of a planned switchover is asked how far it has caught up.
+pub const CATCH_UP_POLL: Duration = Duration::from_millis(5);
 /// How often the reconciler judges the primary without a new verdict (silence is no event).
 pub const TICK: Duration = Duration::from_millis(50);
+/// A replica of a live primary without a replication link for this long raises
+/// `replication_broken`: longer than a resync after a failover takes on a small data set.
+pub const REPLICATION_BROKEN_AFTER: Duration = Duration::from_secs(3);
 /// A node in the wrong role is corrected at most this often.
 pub const CORRECT_EVERY: Duration = Duration::from_secs(2);
-/// A planned switchover's server-side timeout (FAILOVER's TIMEOUT, REPLTAKEOVER's seconds).
-pub const SWITCHOVER_TIMEOUT_SECS: u32 = 5;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -38,8 +56,14 @@ pub struct Settings {
     /// Each failover step's deadline, and how often a step is tried.
     pub step_deadline: Duration,
     pub step_attempts: u32,
-    /// How often desired state is re-sent to every agent (also the controller's heartbeat).
-    pub desired_every: Duration,
+    /// How often desired state (and with it the primary's lease) goes to every agent.
+    pub heartbeat: Duration,
+    /// The lease each heartbeat grants the primary.
+    pub lease: Duration,
+    /// Waited beyond the lease before promoting past a primary that did not confirm its fence.
+    pub lease_margin: Duration,
+    /// How long the old primary's agent has to confirm its fence.
+    pub fence_deadline: Duration,
 }
 
 impl Default for Settings {
@@ -51,7 +75,18 @@ impl Default for Settings {
             min_failover_interval: Duration::from_millis(DEFAULT_MIN_FAILOVER_INTERVAL_MS),
             step_deadline: STEP_DEADLINE,
             step_attempts: STEP_ATTEMPTS,
-            desired_every: DESIRED_EVERY,
+            heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            lease: Duration::from_millis(DEFAULT_LEASE_MS),
+            lease_margin: Duration::from_millis(DEFAULT_LEASE_MARGIN_MS),
+            fence_deadline: Duration::from_millis(DEFAULT_FENCE_DEADLINE_MS),
         }
+    }
+}
+
+impl Settings {
+    /// After the last grant at `granted`, when the old primary is surely fenced or unable to
+    /// acknowledge a write: its lease and the margin have run out.
+    pub fn lease_over(&self, granted: tokio::time::Instant) -> tokio::time::Instant {
+        granted + self.lease + self.lease_margin
     }
 }

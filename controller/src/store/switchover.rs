@@ -1,58 +1,44 @@
-//! What an operator asks with `vigil failover`: a planned switchover of a live primary, which the
-//! servers carry out themselves with no write lost (`FAILOVER TO` on a Redis or Valkey primary,
-//! `REPLTAKEOVER` on a Dragonfly replica, chosen from the primary's current flavour), or a forced
-//! promotion when the primary is already gone.
+//! What an operator asks with `vigil failover`: a planned switchover of a live primary with no
+//! write lost, or a forced promotion when the primary is already gone. A Redis or Valkey primary
+//! hands over through vigil's steps (fenced with its replicas' links kept, the target caught up,
+//! promoted, the old primary demoted and its clients disconnected); a Dragonfly target runs
+//! `REPLTAKEOVER`. Which, from the primary's current flavour.
 use vigil_proto::v1::{self, Flavour, Health, command::Action};
 
 use super::{
     actor::{Reconciler, Reply},
     decision::{self, NodeView, Policy},
-    settings::SWITCHOVER_TIMEOUT_SECS,
+    settings::CATCH_UP_WITHIN,
     state::Cause,
+    steps::{self, Fencing, Handover, Plan},
 };
 use crate::error::ControllerError;
 
-/// Which node runs a planned switchover, and with which method, for a primary of `flavour`.
-pub fn switchover_plan<'a>(
-    flavour: Flavour,
-    _primary: &'a str,
-    target: &'a str,
-) -> Option<(&'a str, v1::SwitchoverMethod)> {
-    match flavour {
-        // Dragonfly has no FAILOVER: the replica takes over, and its primary shuts down.
-        Flavour::Dragonfly => Some((target, v1::SwitchoverMethod::Repltakeover)),
-        Flavour::Redis | Flavour::Valkey => None,
-        Flavour::Unspecified => None,
-    }
+/// What `vigil failover [--to]` does now.
+enum Manual {
+    /// The primary is gone: promote `target` as a failover would, fencing first.
+    Forced { primary: String, target: String },
+    /// The primary is live: hand over by these steps (without their epoch yet).
+    Switchover(Plan),
 }
 
 impl Reconciler {
     pub(super) fn manual_failover(&mut self, to: Option<String>, reply: Reply<v1::FailoverReply>) {
         match self.plan_manual(to) {
-            Ok(Plan::Forced { primary, target }) => {
+            Ok(Manual::Forced { primary, target }) => {
                 self.start_failover(Some(primary), target, Cause::Manual, Some(reply));
             }
-            Ok(Plan::Switchover {
-                primary,
-                target,
-                actor,
-                action,
-            }) => {
-                let epoch = match self.begin(Some(primary.clone()), &target, Cause::Switchover) {
+            Ok(Manual::Switchover(mut plan)) => {
+                let (from, to) = (plan.from.clone(), plan.to.clone());
+                plan.epoch = match self.begin(from.clone(), &to, Cause::Switchover) {
                     Ok(epoch) => epoch,
                     Err(e) => {
                         let _ = reply.send(Err(e));
                         return;
                     }
                 };
-                tracing::warn!(event = "switchover_started", datastore = %self.name, epoch, from = %primary, to = %target, runs = %actor, "planned switchover");
-                self.spawn_steps(
-                    epoch,
-                    Some(primary),
-                    target,
-                    Some(reply),
-                    Some((actor, action)),
-                );
+                tracing::warn!(event = "switchover_started", datastore = %self.name, epoch = plan.epoch, from = ?from, to = %to, handover = ?plan.handover, "planned switchover");
+                steps::spawn(self.me.clone(), &self.settings, plan, Some(reply));
             }
             Err(e) => {
                 let _ = reply.send(Err(e));
@@ -61,7 +47,7 @@ impl Reconciler {
     }
 
     /// What `vigil failover [--to]` would do now, or why it cannot.
-    fn plan_manual(&self, to: Option<String>) -> Result<Plan, ControllerError> {
+    fn plan_manual(&self, to: Option<String>) -> Result<Manual, ControllerError> {
         if self.active.is_some() || self.state.in_flight.is_some() {
             return Err(ControllerError::FailoverInProgress);
         }
@@ -82,32 +68,59 @@ impl Reconciler {
             p.fresh(policy.silence) && matches!(p.health, Health::Healthy | Health::Degraded);
         if !live {
             // The primary is gone: a forced promotion.
-            return Ok(Plan::Forced { primary, target });
+            return Ok(Manual::Forced { primary, target });
         }
         let flavour = self
             .nodes
             .get(&primary)
             .map_or(Flavour::Unspecified, |n| n.info.flavour);
-        let (actor, method) = switchover_plan(flavour, &primary, &target)
-            .ok_or_else(|| ControllerError::FlavourUnknown(primary.clone()))?;
-        let address = self
+        let to_address =
+            self.nodes
+                .address(&target)
+                .ok_or_else(|| ControllerError::NotAReplica {
+                    node: target.clone(),
+                    datastore: self.name.clone(),
+                })?;
+        let (fencing, handover) = match flavour {
+            // Fence the primary with its replicas' links kept up, wait until the target has
+            // every write it had, promote the target; the old primary is then demoted with the
+            // others, its clients disconnected.
+            Flavour::Redis | Flavour::Valkey => (
+                Fencing::Fence {
+                    node: primary.clone(),
+                    keep_replicas: true,
+                    lease_over: self.lease_over(&primary),
+                },
+                Handover::CatchUpThenPromote,
+            ),
+            // Dragonfly hands over by itself: the target runs REPLTAKEOVER, which waits until it
+            // has caught up, and the old primary shuts down.
+            Flavour::Dragonfly => (
+                Fencing::None,
+                Handover::Run(Action::Switchover(v1::Switchover {
+                    target: to_address.to_string(),
+                    timeout_secs: CATCH_UP_WITHIN.as_secs() as u32,
+                    method: v1::SwitchoverMethod::Repltakeover as i32,
+                })),
+            ),
+            Flavour::Unspecified => return Err(ControllerError::FlavourUnknown(primary)),
+        };
+        let shuts_down = flavour == Flavour::Dragonfly;
+        let repoint = self
             .nodes
-            .address(&target)
-            .ok_or_else(|| ControllerError::NotAReplica {
-                node: target.clone(),
-                datastore: self.name.clone(),
-            })?;
-        let action = Action::Switchover(v1::Switchover {
-            target: address.to_string(),
-            timeout_secs: SWITCHOVER_TIMEOUT_SECS,
-            method: method as i32,
-        });
-        Ok(Plan::Switchover {
-            actor: actor.to_string(),
-            primary,
-            target,
-            action,
-        })
+            .ids()
+            .filter(|id| **id != target && !(shuts_down && **id == primary))
+            .cloned()
+            .collect();
+        Ok(Manual::Switchover(Plan {
+            epoch: 0,
+            from: Some(primary),
+            to: target,
+            to_address,
+            fencing,
+            handover,
+            repoint,
+        }))
     }
 
     /// The replica named, if it may be promoted, or the best one.
@@ -132,18 +145,4 @@ impl Reconciler {
                 .ok_or(ControllerError::NoPromotableReplica),
         }
     }
-}
-
-enum Plan {
-    Forced {
-        primary: String,
-        target: String,
-    },
-    Switchover {
-        primary: String,
-        target: String,
-        /// The node that runs `action`.
-        actor: String,
-        action: Action,
-    },
 }

@@ -4,7 +4,10 @@
 //! reconciler sends and the state it persists.
 use std::{
     collections::{BTreeMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,6 +20,7 @@ use vigil_proto::{
 use super::{
     Input, NodeInfo, Settings,
     actor::{self, INBOX},
+    alerts::Alert,
     state::{Cause, InFlight, Outcome, Persist, StoreState},
 };
 use crate::{
@@ -53,7 +57,11 @@ struct Store {
     tx: mpsc::Sender<Input>,
     saved: Saved,
     published: Arc<Published>,
-    agents: BTreeMap<String, mpsc::Receiver<Result<v1::ControllerMessage, tonic::Status>>>,
+    /// Each connected agent's end of its session: a task stamping what the reconciler sends it
+    /// with the (paused) time it was sent, into `inbox`.
+    agents: BTreeMap<String, tokio::task::JoinHandle<()>>,
+    inbox: mpsc::UnboundedReceiver<(String, tokio::time::Instant, v1::ControllerMessage)>,
+    inbox_tx: mpsc::UnboundedSender<(String, tokio::time::Instant, v1::ControllerMessage)>,
     /// The last desired state each agent was sent.
     desired: BTreeMap<String, v1::DesiredState>,
     /// Commands each agent got that the test has not taken yet.
@@ -61,6 +69,11 @@ struct Store {
     /// Each agent's current session, and the last number given.
     sessions: BTreeMap<String, u64>,
     last_session: u64,
+    /// The next verdict's `seq` (one counter for every agent: each agent's seqs rise).
+    seq: AtomicU64,
+    /// When each agent was last sent a desired state that granted a lease.
+    granted: BTreeMap<String, tokio::time::Instant>,
+    metrics: Arc<Metrics>,
 }
 
 fn settings() -> Settings {
@@ -113,6 +126,7 @@ impl Store {
     fn start(settings: Settings, state: StoreState) -> Self {
         let saved = Saved::default();
         let published = Published::new();
+        let metrics = Metrics::new();
         let tx = actor::spawn(
             "cache".into(),
             settings,
@@ -120,17 +134,23 @@ impl Store {
             state,
             Vec::new(),
             Arc::clone(&published),
-            Metrics::new(),
+            Arc::clone(&metrics),
         );
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
         Self {
             tx,
             saved,
             published,
             agents: BTreeMap::new(),
+            inbox,
+            inbox_tx,
             desired: BTreeMap::new(),
             held: BTreeMap::new(),
             sessions: BTreeMap::new(),
             last_session: 0,
+            seq: AtomicU64::new(1),
+            granted: BTreeMap::new(),
+            metrics,
         }
     }
 
@@ -152,8 +172,16 @@ impl Store {
     async fn connect(&mut self, id: &str, flavour: Flavour) {
         self.last_session += 1;
         self.sessions.insert(id.to_string(), self.last_session);
-        let (outbox, rx) = mpsc::channel(INBOX);
-        self.agents.insert(id.to_string(), rx);
+        let (outbox, mut rx) = mpsc::channel::<Result<v1::ControllerMessage, tonic::Status>>(INBOX);
+        let (node, inbox) = (id.to_string(), self.inbox_tx.clone());
+        let agent = tokio::spawn(async move {
+            while let Some(Ok(msg)) = rx.recv().await {
+                let _ = inbox.send((node.clone(), tokio::time::Instant::now(), msg));
+            }
+        });
+        if let Some(old) = self.agents.insert(id.to_string(), agent) {
+            old.abort();
+        }
         self.send(Input::Session {
             info: info(id, flavour),
             outbox,
@@ -163,7 +191,9 @@ impl Store {
     }
 
     async fn disconnect(&mut self, id: &str) {
-        self.agents.remove(id);
+        if let Some(agent) = self.agents.remove(id) {
+            agent.abort();
+        }
         let session = self.sessions.remove(id).expect("a connected agent");
         self.send(Input::Closed {
             node: id.to_string(),
@@ -172,7 +202,8 @@ impl Store {
         .await;
     }
 
-    async fn verdict(&self, id: &str, v: v1::Verdict) {
+    async fn verdict(&self, id: &str, mut v: v1::Verdict) {
+        v.seq = self.seq.fetch_add(1, Ordering::Relaxed);
         self.send(Input::Verdict {
             node: id.to_string(),
             verdict: v,
@@ -205,51 +236,66 @@ impl Store {
     }
 
     /// Files a message `id`'s agent got: desired state is noted, a command kept for the test.
-    fn file(&mut self, id: &str, msg: v1::ControllerMessage) {
+    fn file(&mut self, id: String, at: tokio::time::Instant, msg: v1::ControllerMessage) {
         match msg.msg {
-            Some(Down::Command(c)) => self.held.entry(id.to_string()).or_default().push_back(c),
+            Some(Down::Command(c)) => self.held.entry(id).or_default().push_back(c),
             Some(Down::Desired(d)) => {
-                self.desired.insert(id.to_string(), d);
+                if d.lease_ms > 0 {
+                    self.granted.insert(id.clone(), at);
+                }
+                self.desired.insert(id, d);
             }
             _ => {}
         }
     }
 
+    /// How often `alert` was raised.
+    fn alerts(&self, alert: Alert) -> u64 {
+        self.metrics
+            .alerts
+            .get_or_create(&crate::metrics::CauseLabel {
+                cause: alert.name().to_string(),
+            })
+            .get()
+    }
+
     /// Takes in everything `id`'s agent has been sent so far, once the reconciler has taken
     /// every input sent before.
-    async fn take_in(&mut self, id: &str) {
+    async fn take_in(&mut self) {
         self.status().await;
-        let rx = self.agents.get_mut(id).expect("a connected agent");
-        let mut got = Vec::new();
-        while let Ok(Ok(msg)) = rx.try_recv() {
-            got.push(msg);
-        }
-        for msg in got {
-            self.file(id, msg);
+        // The stamping tasks run as soon as the reconciler sends: let them.
+        tokio::task::yield_now().await;
+        while let Ok((id, at, msg)) = self.inbox.try_recv() {
+            self.file(id, at, msg);
         }
     }
 
     /// The next command `id`'s agent gets, passing over desired state (and noting it).
     async fn command(&mut self, id: &str) -> v1::Command {
+        self.command_of(&[id]).await.1
+    }
+
+    /// The next command any of `ids` gets, and whose it is.
+    async fn command_of(&mut self, ids: &[&str]) -> (String, v1::Command) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Some(c) = self.held.get_mut(id).and_then(|h| h.pop_front()) {
-                return c;
+            for id in ids {
+                if let Some(c) = self.held.get_mut(*id).and_then(|h| h.pop_front()) {
+                    return (id.to_string(), c);
+                }
             }
-            let rx = self.agents.get_mut(id).expect("a connected agent");
-            let msg = tokio::time::timeout_at(deadline, rx.recv())
+            let (id, at, msg) = tokio::time::timeout_at(deadline, self.inbox.recv())
                 .await
-                .unwrap_or_else(|_| panic!("{id} got no command within {WAIT:?}"))
-                .expect("the session is open")
-                .expect("not an error");
-            self.file(id, msg);
+                .unwrap_or_else(|_| panic!("{ids:?} got no command within {WAIT:?}"))
+                .expect("the store's inbox is open");
+            self.file(id, at, msg);
         }
     }
 
     /// Every command `id`'s agent has been sent and the test has not taken yet, after `for_`.
     async fn commands_after(&mut self, id: &str, for_: Duration) -> Vec<v1::Command> {
         tokio::time::sleep(for_).await;
-        self.take_in(id).await;
+        self.take_in().await;
         self.held.remove(id).map(Vec::from).unwrap_or_default()
     }
 
@@ -277,9 +323,61 @@ impl Store {
         }
     }
 
-    /// Acknowledges the promotion of `to` and the re-pointing of `others` at it.
-    async fn promote_and_repoint(&mut self, to: &str, others: &[&str], epoch: u64) {
+    /// Expects `id`'s agent to be asked to fence its server at `epoch` (with `keep_replicas`) as
+    /// the first step of the failover, the epoch already persisted, and confirms it with the
+    /// server's `offset` once fenced.
+    async fn confirm_fence(&mut self, id: &str, epoch: u64, keep_replicas: bool, offset: u64) {
+        let c = self.command(id).await;
+        assert_eq!(
+            c.action,
+            Some(Action::Fence(v1::Fence { keep_replicas })),
+            "{id}: {c:?}"
+        );
+        assert_eq!(c.epoch, epoch);
+        assert_eq!(self.last_saved().await.epoch, epoch);
+        self.ack_fenced(id, &c, offset).await;
+    }
+
+    async fn ack_fenced(&self, id: &str, c: &v1::Command, offset: u64) {
+        self.send(Input::Ack {
+            node: id.to_string(),
+            ack: v1::CommandAck {
+                command_id: c.id,
+                ok: true,
+                role: Role::Primary as i32,
+                repl_offset: offset,
+                epoch: c.epoch,
+                fenced: true,
+                ..Default::default()
+            },
+        })
+        .await;
+    }
+
+    async fn refuse(&self, id: &str, c: &v1::Command, why: &str) {
+        self.send(Input::Ack {
+            node: id.to_string(),
+            ack: v1::CommandAck {
+                command_id: c.id,
+                ok: false,
+                error: why.into(),
+                epoch: c.epoch,
+                ..Default::default()
+            },
+        })
+        .await;
+    }
+
+    /// Acknowledges the promotion of `to` and the re-pointing of `others` at it; returns when the
+    /// promotion was sent.
+    async fn promote_and_repoint(
+        &mut self,
+        to: &str,
+        others: &[&str],
+        epoch: u64,
+    ) -> tokio::time::Instant {
         let promote = self.command(to).await;
+        let promoted_at = tokio::time::Instant::now();
         assert_eq!(action_name(&promote), "promote", "{promote:?}");
         assert_eq!(promote.epoch, epoch);
         // The epoch was persisted, with the failover in flight, before the promote was sent.
@@ -299,6 +397,7 @@ impl Store {
             assert_eq!(c.epoch, epoch);
             self.ack(id, &c, Role::Replica, 100).await;
         }
+        promoted_at
     }
 
     /// `n0` says DOWN and `n1` is promoted, as in `fails_over_on`.
@@ -306,6 +405,7 @@ impl Store {
         self.verdict("n0", verdict(Health::Down, Role::Primary, 100))
             .await;
         self.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+        self.confirm_fence("n0", 2, false, 100).await;
         self.promote_and_repoint("n1", &["n2"], 2).await;
         self.wait_primary("n1").await;
     }
@@ -370,12 +470,30 @@ impl Store {
 }
 
 /// A primary failing with `health` is failed over: the candidates are probed, the epoch is
-/// persisted with the failover in flight, the best replica promoted, the other re-pointed (the
-/// failed primary is not waited for), and the new primary persisted and published.
+/// persisted with the failover in flight, the old primary fenced, and only once its agent has
+/// confirmed the fence is the best replica promoted and the other re-pointed (the failed primary
+/// is not waited for); then the new primary is persisted and published.
 async fn fails_over_on(health: Health, cause: Cause) {
     let mut s = Store::three_nodes(Flavour::Redis).await;
     s.verdict("n0", verdict(health, Role::Primary, 100)).await;
     s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+    let fence = s.command("n0").await;
+    assert_eq!(
+        (fence.action.clone(), fence.epoch),
+        (
+            Some(Action::Fence(v1::Fence {
+                keep_replicas: false
+            })),
+            2
+        )
+    );
+    assert!(
+        s.commands_after("n1", Duration::from_millis(100))
+            .await
+            .is_empty(),
+        "nothing is promoted before the old primary's fence is confirmed"
+    );
+    s.ack_fenced("n0", &fence, 100).await;
     s.promote_and_repoint("n1", &["n2"], 2).await;
     let state = s.wait_primary("n1").await;
     assert_eq!(state.epoch, 2);
@@ -386,12 +504,12 @@ async fn fails_over_on(health: Health, cause: Cause) {
     );
     assert!(
         s.commands_after("n0", Duration::ZERO).await.is_empty(),
-        "the failed primary is sent nothing"
+        "the failed primary is sent nothing more: it is demoted when its agent reports it"
     );
     assert_eq!(s.published_primary().as_deref(), Some("n1"));
     // Every agent is then told the new epoch and roles.
-    tokio::time::sleep(settings().desired_every).await;
-    s.take_in("n2").await;
+    tokio::time::sleep(settings().heartbeat).await;
+    s.take_in().await;
     let d = &s.desired["n2"];
     assert_eq!(
         (d.epoch, d.role(), d.primary_address.as_str()),
@@ -425,8 +543,8 @@ async fn a_degraded_primary_is_not_failed_over() {
 /// The replicas' verdicts when they cannot reach `n0`: its bit (0: it sorts first among each
 /// replica's peers) probed and unreachable, about the peer list they were sent.
 async fn replicas_report_n0_unreachable(s: &mut Store) {
+    s.take_in().await;
     for id in ["n1", "n2"] {
-        s.take_in(id).await;
         let peers_version = s.desired[id].peers_version;
         assert_eq!(s.desired[id].peers[0].node_id, "n0");
         let mut v = verdict(Health::Healthy, Role::Replica, 100);
@@ -452,7 +570,16 @@ async fn a_primary_its_replicas_cannot_reach_either_is_failed_over_once_silent()
     tokio::time::sleep(settings().silence).await;
     replicas_report_n0_unreachable(&mut s).await;
     s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
-    s.promote_and_repoint("n1", &["n2"], 2).await;
+    // Its agent is asked to fence it and says nothing: its lease is waited out instead.
+    let fence = s.command("n0").await;
+    assert_eq!(action_name(&fence), "fence");
+    let last_grant = s.granted["n0"];
+    let promoted_at = s.promote_and_repoint("n1", &["n2"], 2).await;
+    assert!(
+        promoted_at >= last_grant + settings().lease + settings().lease_margin,
+        "promoted {:?} after the last lease granted to the unreachable primary",
+        promoted_at - last_grant
+    );
     let state = s.wait_primary("n1").await;
     assert_eq!(state.history[0].cause, Cause::Unreachable);
 }
@@ -504,7 +631,7 @@ async fn silence_is_no_evidence_during_the_grace_period() {
     s.connect("n1", Flavour::Redis).await;
     s.connect("n2", Flavour::Redis).await;
     // Every agent has the whole peer list, so their reports count.
-    tokio::time::sleep(settings().desired_every).await;
+    tokio::time::sleep(settings().heartbeat).await;
     for _ in 0..4 {
         replicas_report_n0_unreachable(&mut s).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -536,6 +663,7 @@ async fn a_failover_in_flight_when_the_controller_stopped_is_finished() {
         }),
         history: Vec::new(),
     };
+    let started = tokio::time::Instant::now();
     let mut s = Store::start(settings(), state);
     s.connect("n2", Flavour::Redis).await;
     assert!(
@@ -547,6 +675,9 @@ async fn a_failover_in_flight_when_the_controller_stopped_is_finished() {
     s.connect("n1", Flavour::Redis).await;
     let promote = s.command("n1").await;
     assert_eq!((action_name(&promote), promote.epoch), ("promote", 2));
+    // The old primary's agent is not there to confirm a fence, and a lease the controller
+    // before this one granted may still run: it is waited out from this controller's start.
+    assert!(tokio::time::Instant::now() >= started + settings().lease + settings().lease_margin);
     s.ack("n1", &promote, Role::Primary, 100).await;
     let repoint = s.command("n2").await;
     assert_eq!(repoint.epoch, 2);
@@ -613,6 +744,7 @@ async fn the_probe_before_promotion_picks_the_replica_with_the_most_data_now() {
     s.verdict("n0", verdict(Health::Down, Role::Primary, 300))
         .await;
     s.answer_probes(&[("n1", 250), ("n2", 300)]).await;
+    s.confirm_fence("n0", 2, false, 300).await;
     s.promote_and_repoint("n2", &["n1"], 2).await;
     s.wait_primary("n2").await;
 }
@@ -634,7 +766,7 @@ async fn no_command_is_sent_when_the_new_epoch_cannot_be_persisted() {
     assert_eq!(s.status().await.epoch, 1, "the epoch is not bumped");
 }
 
-/// Dragonfly has no FAILOVER: the target replica runs REPLTAKEOVER.
+/// Dragonfly hands over by itself: the target replica runs REPLTAKEOVER.
 #[tokio::test(start_paused = true)]
 async fn a_planned_switchover_of_dragonfly_runs_repltakeover_on_the_target() {
     let mut s = Store::three_nodes(Flavour::Redis).await;
@@ -654,7 +786,7 @@ async fn a_planned_switchover_of_dragonfly_runs_repltakeover_on_the_target() {
         c.action,
         Some(Action::Switchover(v1::Switchover {
             target: address("n1"),
-            timeout_secs: super::settings::SWITCHOVER_TIMEOUT_SECS,
+            timeout_secs: super::settings::CATCH_UP_WITHIN.as_secs() as u32,
             method: v1::SwitchoverMethod::Repltakeover as i32,
         }))
     );
@@ -721,4 +853,157 @@ async fn an_operator_cannot_promote_what_is_not_a_linked_replica() {
             .await
             .is_empty()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_refuses_to_fence_stops_the_failover() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    s.verdict("n0", verdict(Health::Unhealthy, Role::Primary, 100))
+        .await;
+    s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+    let fence = s.command("n0").await;
+    s.refuse("n0", &fence, "cannot attach to the cgroup").await;
+    let state = tokio::time::timeout(WAIT, async {
+        loop {
+            let state = s.last_saved().await;
+            if !state.history.is_empty() {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the failover ends");
+    assert!(
+        matches!(&state.history[0].outcome, Outcome::Failed(why) if why.contains("not fenced")),
+        "{:?}",
+        state.history[0]
+    );
+    assert_eq!(state.primary.as_deref(), Some("n0"));
+    assert!(state.in_flight.is_none());
+    for id in ["n1", "n2"] {
+        let sent = s.commands_after(id, Duration::from_millis(10)).await;
+        assert!(sent.is_empty(), "{id} was sent {sent:?}");
+    }
+    assert!(
+        s.commands_after("n0", Duration::ZERO).await.is_empty(),
+        "no fence is up, so none is lifted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failover_whose_promotion_fails_lifts_the_fence_it_put_up() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+        .await;
+    s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+    s.confirm_fence("n0", 2, false, 100).await;
+    for _ in 0..settings().step_attempts {
+        let promote = s.command("n1").await;
+        assert_eq!(action_name(&promote), "promote");
+        s.refuse("n1", &promote, "READONLY").await;
+    }
+    let unfence = s.command("n0").await;
+    assert_eq!(
+        (unfence.action, unfence.epoch),
+        (Some(Action::Unfence(v1::Unfence {})), 2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_primary_holds_a_lease_and_not_once_it_is_failed_over() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    let seq = s.seq.load(Ordering::Relaxed);
+    s.verdict("n0", verdict(Health::Healthy, Role::Primary, 100))
+        .await;
+    tokio::time::sleep(settings().heartbeat).await;
+    s.take_in().await;
+    let (p, r) = (&s.desired["n0"], &s.desired["n1"]);
+    assert_eq!(
+        (p.lease_ms, p.lease_seq),
+        (settings().lease.as_millis() as u32, seq),
+        "the primary's lease answers its last verdict"
+    );
+    assert_eq!((r.lease_ms, r.lease_seq), (0, 0));
+    // n0 fails; while its failover waits for the fence, n0 is granted nothing more.
+    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+        .await;
+    s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+    let fence = s.command("n0").await;
+    assert_eq!(action_name(&fence), "fence");
+    tokio::time::sleep(settings().heartbeat * 2).await;
+    s.take_in().await;
+    assert_eq!(s.desired["n0"].lease_ms, 0);
+}
+
+/// A live Redis primary hands over with no write lost: fenced with its replicas' links kept,
+/// the target asked until it has the fenced primary's offset, promoted, and then everyone
+/// else, the old primary included, pointed at it (which demotes it).
+#[tokio::test(start_paused = true)]
+async fn a_planned_switchover_fences_waits_for_the_target_then_promotes() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    let reply = s.failover(Some("n2")).await;
+    s.confirm_fence("n0", 2, true, 500).await;
+    assert_eq!(
+        s.last_saved().await.in_flight.map(|f| (f.to, f.cause)),
+        Some(("n2".to_string(), Cause::Switchover))
+    );
+    for offset in [400, 500] {
+        let probe = s.command("n2").await;
+        assert_eq!(action_name(&probe), "probe");
+        s.ack("n2", &probe, Role::Replica, offset).await;
+    }
+    s.promote_and_repoint("n2", &["n0", "n1"], 2).await;
+    let answer = reply.await.unwrap().unwrap();
+    assert_eq!((answer.epoch, answer.new_primary.as_str()), (2, "n2"));
+    let state = s.wait_primary("n2").await;
+    assert_eq!(state.history[0].cause, Cause::Switchover);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_switchover_whose_target_does_not_catch_up_lifts_the_fence() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    let reply = s.failover(Some("n2")).await;
+    s.confirm_fence("n0", 2, true, 500).await;
+    let unfence = loop {
+        match s.command_of(&["n0", "n2"]).await {
+            (n, c) if n == "n2" => {
+                assert_eq!(action_name(&c), "probe", "n2 is never promoted");
+                s.ack("n2", &c, Role::Replica, 400).await;
+            }
+            (_, c) => break c,
+        }
+    };
+    assert_eq!(unfence.action, Some(Action::Unfence(v1::Unfence {})));
+    let e = reply.await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControllerError::NotCaughtUp {
+                offset: 400,
+                wanted: 500,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(s.last_saved().await.primary.as_deref(), Some("n0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_whose_replicas_lost_their_link_is_an_alert_not_a_failover() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    let mut unlinked = verdict(Health::Degraded, Role::Replica, 100);
+    unlinked.link_up = false;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.verdict("n0", verdict(Health::Healthy, Role::Primary, 100))
+            .await;
+        for id in ["n1", "n2"] {
+            s.verdict(id, unlinked).await;
+        }
+    }
+    assert_eq!(s.alerts(Alert::ReplicationBroken), 1, "once a minute");
+    assert!(s.commands_after("n1", Duration::ZERO).await.is_empty());
+    assert_eq!(s.last_saved().await.epoch, 1);
 }
