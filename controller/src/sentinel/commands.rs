@@ -1,149 +1,143 @@
-//! The Sentinel commands the endpoint answers: PING, ROLE, HELLO, CLIENT, AUTH, SELECT, QUIT,
-//! and SENTINEL get-master-addr-by-name / master / masters / replicas / slaves / sentinels, from
-//! the published view. Anything else, mutating commands included, is an error reply.
+//! The commands the endpoint answers, as Redis Sentinel does: PING, ROLE, HELLO, AUTH, SELECT
+//! and QUIT here; INFO ([`super::info`]), CLIENT ([`super::clients`]) and SENTINEL
+//! ([`super::subcommands`]) in their own files; pub/sub is [`super::subscriptions`]. Anything
+//! else is an error reply.
 use super::{
+    clients::{self, Session},
+    endpoint::{Endpoint, REDIS_VERSION},
+    info,
     resp::Reply,
-    topology::{Member, Published, StoreView},
+    subcommands::{self, masters},
 };
 
 pub(super) fn text(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }
 
-fn master_fields(v: &StoreView, p: &Member) -> Reply {
-    let (ip, port) = (p.address.host.as_str(), p.address.port.to_string());
-    let flags = if v.primary_down {
-        "master,s_down,o_down"
-    } else {
-        "master"
-    };
-    Reply::map([
-        ("name", v.name.as_str()),
-        ("ip", ip),
-        ("port", &port),
-        ("runid", p.node.as_str()),
-        ("flags", flags),
-        ("link-pending-commands", "0"),
-        ("link-refcount", "1"),
-        ("last-ping-sent", "0"),
-        ("last-ok-ping-reply", "0"),
-        ("last-ping-reply", "0"),
-        ("down-after-milliseconds", "500"),
-        ("info-refresh", "0"),
-        ("role-reported", "master"),
-        ("role-reported-time", "0"),
-        ("config-epoch", &v.epoch.to_string()),
-        ("num-slaves", &v.replicas.len().to_string()),
-        ("num-other-sentinels", "0"),
-        ("quorum", "1"),
-        ("failover-timeout", "60000"),
-        ("parallel-syncs", "1"),
-    ])
+/// Every command the endpoint knows (upper case), pub/sub included.
+pub fn is_known(cmd: &str) -> bool {
+    matches!(
+        cmd,
+        "PING"
+            | "ROLE"
+            | "HELLO"
+            | "INFO"
+            | "CLIENT"
+            | "AUTH"
+            | "SELECT"
+            | "QUIT"
+            | "SENTINEL"
+            | "SUBSCRIBE"
+            | "PSUBSCRIBE"
+            | "UNSUBSCRIBE"
+            | "PUNSUBSCRIBE"
+    )
 }
 
-fn replica_fields(v: &StoreView, r: &Member) -> Reply {
-    let (mip, mport) = v.primary.as_ref().map_or(("?", "0".to_string()), |p| {
-        (p.address.host.as_str(), p.address.port.to_string())
-    });
-    Reply::map([
-        ("name", r.address.to_string().as_str()),
-        ("ip", r.address.host.as_str()),
-        ("port", &r.address.port.to_string()),
-        ("runid", r.node.as_str()),
-        ("flags", "slave"),
-        ("master-link-status", "ok"),
-        ("master-host", mip),
-        ("master-port", &mport),
-        ("slave-priority", "100"),
-        ("slave-repl-offset", "0"),
-    ])
+/// Redis' reply to a command it does not have, naming the first arguments.
+pub fn unknown(args: &[Vec<u8>]) -> Reply {
+    let mut words = String::new();
+    for a in args.iter().skip(1) {
+        if words.len() >= 128 {
+            break;
+        }
+        let room = 128 - words.len();
+        words.push_str(&format!(
+            "'{}' ",
+            text(a).chars().take(room).collect::<String>()
+        ));
+    }
+    let cmd: String = args
+        .first()
+        .map(|c| text(c).chars().take(128).collect())
+        .unwrap_or_default();
+    Reply::Error(format!(
+        "ERR unknown command '{cmd}', with args beginning with: {words}"
+    ))
 }
 
-/// The answer to one command (subscriptions are handled by the caller).
-pub fn answer(args: &[Vec<u8>], published: &Published) -> Reply {
+fn arity(name: &str) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// The answer to one command from the client of `session` (pub/sub is handled by the caller).
+pub fn answer(args: &[Vec<u8>], session: &mut Session, endpoint: &Endpoint) -> Reply {
     let Some(cmd) = args.first() else {
         return Reply::Error("ERR empty command".into());
     };
     let cmd = text(cmd).to_ascii_uppercase();
-    let arg = |i: usize| args.get(i).map(|a| text(a));
     match cmd.as_str() {
-        "PING" => match arg(1) {
-            Some(m) => Reply::bulk(m),
-            None => Reply::Simple("PONG".into()),
+        "PING" => match args.len() {
+            1 => Reply::Simple("PONG".into()),
+            2 => Reply::Bulk(args[1].clone()),
+            _ => arity("ping"),
         },
         "ROLE" => Reply::Array(vec![
             Reply::bulk("sentinel"),
             Reply::Array(
-                published
-                    .all()
-                    .into_iter()
-                    .map(|v| Reply::bulk(v.name))
+                masters(&endpoint.published)
+                    .iter()
+                    .map(|(v, _)| Reply::bulk(&v.name))
                     .collect(),
             ),
         ]),
-        "HELLO" => match arg(1).as_deref() {
-            None | Some("2") | Some("3") => Reply::Map(vec![
-                (Reply::bulk("server"), Reply::bulk("redis")),
-                (Reply::bulk("version"), Reply::bulk("7.0.0")),
-                (
-                    Reply::bulk("proto"),
-                    Reply::Int(arg(1).and_then(|p| p.parse().ok()).unwrap_or(2)),
-                ),
-                (Reply::bulk("id"), Reply::Int(1)),
-                (Reply::bulk("mode"), Reply::bulk("sentinel")),
-                (Reply::bulk("role"), Reply::bulk("sentinel")),
-                (Reply::bulk("modules"), Reply::Array(vec![])),
-            ]),
-            Some(_) => Reply::Error("NOPROTO unsupported protocol version".into()),
-        },
-        // Client metadata (redis-py sends CLIENT SETINFO on connect) and AUTH are accepted.
-        "CLIENT" | "AUTH" | "SELECT" => Reply::Simple("OK".into()),
-        "QUIT" => Reply::Simple("OK".into()),
-        "SENTINEL" => sentinel(args, published),
-        _ => Reply::Error(format!("ERR unknown command '{}'", text(&args[0]))),
+        "HELLO" => hello(args, session),
+        "INFO" => info::answer(args, endpoint),
+        "CLIENT" => clients::answer(args, session, &endpoint.clients),
+        // Accepted as they are today: authentication is the trust work's to add.
+        "AUTH" | "SELECT" | "QUIT" => Reply::Simple("OK".into()),
+        "SENTINEL" => subcommands::answer(args, endpoint),
+        _ => unknown(args),
     }
 }
 
-fn sentinel(args: &[Vec<u8>], published: &Published) -> Reply {
-    let sub = args
-        .get(1)
-        .map(|a| text(a).to_ascii_lowercase())
-        .unwrap_or_default();
-    let name = args.get(2).map(|a| text(a));
-    let store = |name: &Option<String>| name.as_deref().and_then(|n| published.get(n));
-    match sub.as_str() {
-        "get-master-addr-by-name" => match store(&name).and_then(|v| v.primary) {
-            Some(p) => Reply::Array(vec![
-                Reply::bulk(&p.address.host),
-                Reply::bulk(p.address.port.to_string()),
-            ]),
-            None => Reply::NilArray,
-        },
-        "masters" => Reply::Array(
-            published
-                .all()
-                .iter()
-                .filter_map(|v| v.primary.as_ref().map(|p| master_fields(v, p)))
-                .collect(),
-        ),
-        "master" => match store(&name) {
-            Some(v) => match &v.primary {
-                Some(p) => master_fields(&v, p),
-                None => Reply::Error("ERR No such master with that name".into()),
-            },
-            None => Reply::Error("ERR No such master with that name".into()),
-        },
-        "replicas" | "slaves" => match store(&name) {
-            Some(v) => Reply::Array(v.replicas.iter().map(|r| replica_fields(&v, r)).collect()),
-            None => Reply::Error("ERR No such master with that name".into()),
-        },
-        "sentinels" => match store(&name) {
-            Some(_) => Reply::Array(vec![]),
-            None => Reply::Error("ERR No such master with that name".into()),
-        },
-        "" => Reply::Error("ERR wrong number of arguments for 'sentinel' command".into()),
-        other => Reply::Error(format!("ERR unknown sentinel subcommand '{other}'")),
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the protocol (without a version,
+/// keeps it) and answers with the server's description, as Sentinel does (no `role`).
+fn hello(args: &[Vec<u8>], session: &mut Session) -> Reply {
+    let mut proto = session.info.resp;
+    if let Some(v) = args.get(1) {
+        match text(v).parse::<i64>() {
+            Ok(v @ 2..=3) => proto = v as u8,
+            Ok(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
+            Err(_) => {
+                return Reply::Error(
+                    "ERR Protocol version is not an integer or out of range".into(),
+                );
+            }
+        }
     }
+    let mut name = None;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = text(&args[i]);
+        let more = args.len() - 1 - i;
+        if opt.eq_ignore_ascii_case("AUTH") && more >= 2 {
+            // Accepted, like AUTH.
+            i += 3;
+        } else if opt.eq_ignore_ascii_case("SETNAME") && more >= 1 {
+            match clients::checked_word(&args[i + 1], "Client names") {
+                Ok(n) => name = Some(n),
+                Err(e) => return e,
+            }
+            i += 2;
+        } else {
+            return Reply::Error(format!("ERR Syntax error in HELLO option '{opt}'"));
+        }
+    }
+    if let Some(name) = name {
+        session.info.name = name;
+    }
+    session.info.resp = proto;
+    Reply::Map(vec![
+        (Reply::bulk("server"), Reply::bulk("redis")),
+        (Reply::bulk("version"), Reply::bulk(REDIS_VERSION)),
+        (Reply::bulk("proto"), Reply::Int(proto.into())),
+        (Reply::bulk("id"), Reply::Int(session.info.id as i64)),
+        (Reply::bulk("mode"), Reply::bulk("sentinel")),
+        (Reply::bulk("modules"), Reply::Array(vec![])),
+    ])
 }
 
 #[cfg(test)]
@@ -153,6 +147,10 @@ pub(crate) mod tests {
     use vigil_proto::HostPort;
 
     use super::*;
+    use crate::sentinel::{
+        clients::ClientInfo,
+        topology::{Member, Published, StoreView},
+    };
 
     pub(crate) fn view() -> Arc<Published> {
         let p = Published::new();
@@ -176,66 +174,128 @@ pub(crate) mod tests {
         p
     }
 
-    fn ask(p: &Published, words: &[&str]) -> Reply {
-        answer(
-            &words
-                .iter()
-                .map(|w| w.as_bytes().to_vec())
-                .collect::<Vec<_>>(),
-            p,
-        )
+    pub(crate) fn endpoint(p: &Arc<Published>) -> Endpoint {
+        Endpoint::new(Arc::clone(p), "127.0.0.1:26379".parse().unwrap())
+    }
+
+    pub(crate) fn session(e: &Endpoint) -> Session {
+        Session::new(ClientInfo::new(
+            e.clients.next_id(),
+            "127.0.0.1:50000".into(),
+            "127.0.0.1:26379".into(),
+            9,
+        ))
+    }
+
+    fn ask(e: &Endpoint, words: &[&str]) -> Reply {
+        ask_as(e, &mut session(e), words)
+    }
+
+    fn ask_as(e: &Endpoint, s: &mut Session, words: &[&str]) -> Reply {
+        let args: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
+        answer(&args, s, e)
+    }
+
+    fn encoded(r: &Reply, proto: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.encode_as(&mut out, proto);
+        out
     }
 
     #[test]
-    fn master_address_and_unknown_names() {
-        let p = view();
+    fn ping_and_role() {
+        let e = endpoint(&view());
+        assert_eq!(ask(&e, &["PING"]), Reply::Simple("PONG".into()));
+        assert_eq!(ask(&e, &["PING", "hi"]), Reply::bulk("hi"));
+        assert!(matches!(ask(&e, &["PING", "a", "b"]), Reply::Error(_)));
         assert_eq!(
-            ask(&p, &["SENTINEL", "get-master-addr-by-name", "cache"]),
-            Reply::Array(vec![Reply::bulk("127.0.0.1"), Reply::bulk("7001")])
+            ask(&e, &["ROLE"]),
+            Reply::Array(vec![
+                Reply::bulk("sentinel"),
+                Reply::Array(vec![Reply::bulk("cache")])
+            ])
         );
-        assert_eq!(
-            ask(&p, &["sentinel", "GET-MASTER-ADDR-BY-NAME", "nope"]),
-            Reply::NilArray
-        );
-        assert!(matches!(
-            ask(&p, &["SENTINEL", "master", "nope"]),
-            Reply::Error(_)
-        ));
-        assert!(
-            matches!(ask(&p, &["FLUSHALL"]), Reply::Error(e) if e.starts_with("ERR unknown command"))
-        );
-        assert_eq!(ask(&p, &["PING"]), Reply::Simple("PONG".into()));
     }
 
     #[test]
-    fn masters_carry_the_fields_clients_check() {
-        let p = view();
-        let Reply::Array(masters) = ask(&p, &["SENTINEL", "MASTERS"]) else {
+    fn unknown_commands_are_refused_naming_their_first_arguments() {
+        let e = endpoint(&view());
+        assert_eq!(
+            ask(&e, &["FLUSHALL"]),
+            Reply::Error("ERR unknown command 'FLUSHALL', with args beginning with: ".into())
+        );
+        assert_eq!(
+            ask(&e, &["SET", "k", "v"]),
+            Reply::Error("ERR unknown command 'SET', with args beginning with: 'k' 'v' ".into())
+        );
+        // What a client sends is bounded in the error, whatever its size.
+        let long = "x".repeat(10_000);
+        let Reply::Error(err) = ask(&e, &["NOPE", &long, &long]) else {
             panic!()
         };
-        let Reply::Map(fields) = &masters[0] else {
-            panic!()
+        assert!(err.len() < 400);
+    }
+
+    #[test]
+    fn hello_switches_protocol_names_the_client_and_answers_as_sentinel() {
+        let e = endpoint(&view());
+        let mut s = session(&e);
+        let id = s.info.id as i64;
+        let reply = ask_as(&e, &mut s, &["HELLO", "3", "SETNAME", "app"]);
+        assert_eq!(s.info.resp, 3);
+        assert_eq!(s.info.name, "app");
+        let Reply::Map(fields) = &reply else {
+            panic!("HELLO is a map")
         };
-        let words: Vec<String> = fields
-            .iter()
-            .flat_map(|(k, v)| [k, v])
-            .map(|f| match f {
-                Reply::Bulk(b) => text(b),
-                _ => String::new(),
-            })
-            .collect();
-        for (k, v) in [
-            ("name", "cache"),
-            ("ip", "127.0.0.1"),
-            ("port", "7001"),
-            ("flags", "master"),
-            ("num-other-sentinels", "0"),
+        let keys: Vec<_> = fields.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            ["server", "version", "proto", "id", "mode", "modules"].map(Reply::bulk)
+        );
+        assert!(fields.contains(&(Reply::bulk("proto"), Reply::Int(3))));
+        assert!(fields.contains(&(Reply::bulk("id"), Reply::Int(id))));
+        assert!(fields.contains(&(Reply::bulk("mode"), Reply::bulk("sentinel"))));
+        // Without a version the protocol stays; AUTH is accepted.
+        ask_as(&e, &mut s, &["HELLO"]);
+        assert_eq!(s.info.resp, 3);
+        ask_as(&e, &mut s, &["HELLO", "2", "AUTH", "default", "pw"]);
+        assert_eq!(s.info.resp, 2);
+        for (words, err) in [
+            (&["HELLO", "4"][..], "NOPROTO unsupported protocol version"),
+            (
+                &["HELLO", "x"],
+                "ERR Protocol version is not an integer or out of range",
+            ),
+            (
+                &["HELLO", "3", "FOO"],
+                "ERR Syntax error in HELLO option 'FOO'",
+            ),
         ] {
-            let i = words
-                .iter()
-                .position(|w| w == k)
-                .unwrap_or_else(|| panic!("no {k}"));
-            assert_eq!(words[i + 1], v);
+            assert_eq!(ask_as(&e, &mut s, words), Reply::Error(err.into()));
+            assert_eq!(s.info.resp, 2, "a refused HELLO changes nothing");
         }
+    }
+
+    #[test]
+    fn client_commands_answer_with_their_own_reply_types() {
+        let e = endpoint(&view());
+        let mut s = session(&e);
+        assert_eq!(
+            ask_as(&e, &mut s, &["CLIENT", "ID"]),
+            Reply::Int(s.info.id as i64)
+        );
+        let nil = ask_as(&e, &mut s, &["CLIENT", "GETNAME"]);
+        assert_eq!(
+            (encoded(&nil, 2), encoded(&nil, 3)),
+            (b"$-1\r\n".to_vec(), b"_\r\n".to_vec())
+        );
+        assert_eq!(
+            ask_as(&e, &mut s, &["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
+            Reply::Simple("OK".into())
+        );
+        assert_eq!(
+            ask_as(&e, &mut s, &["AUTH", "x"]),
+            Reply::Simple("OK".into())
+        );
     }
 }

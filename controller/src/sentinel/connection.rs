@@ -1,7 +1,7 @@
-//! One Sentinel client's connection: its read buffer and RESP framing, its protocol version
-//! (RESP2 until `HELLO 3`), and its subscriptions, with the announcements delivered to them. A
+//! One Sentinel client's connection: its read buffer and RESP framing, its session (protocol
+//! version, name, subscriptions), and the announcements delivered to its subscriptions. A
 //! protocol error or an oversized request closes this client only.
-use std::sync::Arc;
+use std::{os::fd::AsRawFd, sync::Arc};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -10,67 +10,43 @@ use tokio::{
 };
 
 use super::{
-    commands::{answer, text},
+    clients::{ClientInfo, Session, command_name},
+    commands::{self, text},
+    endpoint::{Endpoint, Stats},
     resp::{self, Reply},
-    topology::{Event, Published},
+    subscriptions::{allowed_while_subscribed, not_allowed, subscribed_pong},
 };
 
 /// A client's unread bytes may not grow past this (a few maximal frames).
 const MAX_BUFFER: usize = 4 * resp::MAX_BULK;
-/// Subscriptions per client.
-const MAX_SUBSCRIPTIONS: usize = 64;
 
-/// Sentinel-style glob: `*`, `?` and literal characters (enough for `*`, `+*` and exact names).
-pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+/// Takes the client out of the registry however its connection ends.
+struct Registered<'a> {
+    endpoint: &'a Endpoint,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.endpoint.clients.remove(self.id);
     }
 }
 
-#[derive(Default)]
-struct Subscriptions {
-    channels: Vec<Vec<u8>>,
-    patterns: Vec<Vec<u8>>,
-}
-
-impl Subscriptions {
-    fn count(&self) -> usize {
-        self.channels.len() + self.patterns.len()
-    }
-
-    fn deliveries(&self, e: &Event) -> Vec<Reply> {
-        let channel = e.channel.name().as_bytes();
-        let mut out = Vec::new();
-        if self.channels.iter().any(|c| c == channel) {
-            out.push(Reply::Array(vec![
-                Reply::bulk("message"),
-                Reply::bulk(channel),
-                Reply::bulk(&e.message),
-            ]));
-        }
-        for p in self.patterns.iter().filter(|p| glob(p, channel)) {
-            out.push(Reply::Array(vec![
-                Reply::bulk("pmessage"),
-                Reply::bulk(p),
-                Reply::bulk(channel),
-                Reply::bulk(&e.message),
-            ]));
-        }
-        out
-    }
-}
-
-pub(super) async fn client(
-    mut stream: TcpStream,
-    published: Arc<Published>,
-) -> std::io::Result<()> {
-    let mut events = published.subscribe();
-    let mut subs = Subscriptions::default();
-    // RESP2 until the client asks for 3 with HELLO.
-    let mut proto = 2u8;
+pub(super) async fn client(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> std::io::Result<()> {
+    let addr =
+        |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let mut session = Session::new(ClientInfo::new(
+        endpoint.clients.next_id(),
+        addr(stream.peer_addr()),
+        addr(stream.local_addr()),
+        stream.as_raw_fd(),
+    ));
+    endpoint.clients.update(&session.info);
+    let _registered = Registered {
+        endpoint: &endpoint,
+        id: session.info.id,
+    };
+    let mut events = endpoint.published.subscribe();
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     loop {
@@ -83,29 +59,38 @@ pub(super) async fn client(
                 }
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
-                    match resp::parse_command(&buf) {
+                    let args = match resp::parse_command(&buf) {
                         Ok(None) => break,
                         Ok(Some((args, used))) => {
                             buf.drain(..used);
-                            if args.is_empty() {
-                                continue;
-                            }
-                            let quit = text(&args[0]).eq_ignore_ascii_case("QUIT");
-                            let replies = subscribe_or_answer(&args, &mut subs, &published);
-                            if text(&args[0]).eq_ignore_ascii_case("HELLO") && !matches!(replies.first(), Some(Reply::Error(_))) {
-                                proto = if args.get(1).is_some_and(|v| v.as_slice() == b"3") { 3 } else { 2 };
-                            }
-                            replies.into_iter().for_each(|r| r.encode_as(&mut out, proto));
-                            if quit {
-                                stream.write_all(&out).await?;
-                                return Ok(());
-                            }
+                            args
                         }
                         Err(e) => {
                             Reply::Error(format!("ERR {e}")).encode(&mut out);
                             stream.write_all(&out).await?;
                             return Ok(());
                         }
+                    };
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let was_subscribed = session.subs.count() > 0;
+                    let replies = run(&args, &mut session, &endpoint);
+                    if !was_subscribed && session.subs.count() > 0 {
+                        // Announcements from now on only: drop what was sent before this
+                        // client subscribed, as Redis' pub/sub would never have delivered it.
+                        events = events.resubscribe();
+                    }
+                    let proto = session.info.resp;
+                    for r in &replies {
+                        if matches!(r, Reply::Error(_)) {
+                            Stats::count(&endpoint.stats.errors);
+                        }
+                        r.encode_as(&mut out, proto);
+                    }
+                    if text(&args[0]).eq_ignore_ascii_case("QUIT") {
+                        stream.write_all(&out).await?;
+                        return Ok(());
                     }
                 }
                 if buf.len() > MAX_BUFFER {
@@ -114,8 +99,12 @@ pub(super) async fn client(
                     return Ok(());
                 }
             }
-            e = events.recv(), if subs.count() > 0 => match e {
-                Ok(e) => subs.deliveries(&e).iter().for_each(|r| r.encode_as(&mut out, proto)),
+            e = events.recv(), if session.subs.count() > 0 => match e {
+                Ok(e) => session
+                    .subs
+                    .deliveries(&e)
+                    .iter()
+                    .for_each(|r| r.encode_as(&mut out, session.info.resp)),
                 // A subscriber too slow for the backlog misses events, as with Redis' pub/sub.
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return Ok(()),
@@ -127,109 +116,115 @@ pub(super) async fn client(
     }
 }
 
-fn subscribe_or_answer(
-    args: &[Vec<u8>],
-    subs: &mut Subscriptions,
-    published: &Published,
-) -> Vec<Reply> {
+/// Runs one command for the client of `session`: its replies, in order.
+fn run(args: &[Vec<u8>], session: &mut Session, endpoint: &Endpoint) -> Vec<Reply> {
+    Stats::count(&endpoint.stats.commands);
+    session.started(args);
     let cmd = text(&args[0]).to_ascii_uppercase();
-    let confirm = |kind: &str, name: &[u8], count: usize| {
-        Reply::Array(vec![
-            Reply::bulk(kind),
-            Reply::bulk(name),
-            Reply::Int(count as i64),
-        ])
+    let replies = if !commands::is_known(&cmd) {
+        vec![commands::unknown(args)]
+    } else if !session.resp3() && session.subs.count() > 0 && !allowed_while_subscribed(&cmd) {
+        vec![not_allowed(&command_name(args))]
+    } else {
+        match cmd.as_str() {
+            "SUBSCRIBE" | "PSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" => {
+                let r = session.subs.handle(&cmd, args);
+                session.info.sub = session.subs.channels();
+                session.info.psub = session.subs.patterns();
+                r
+            }
+            "PING" if !session.resp3() && session.subs.count() > 0 && args.len() <= 2 => {
+                vec![subscribed_pong(args)]
+            }
+            _ => vec![commands::answer(args, session, endpoint)],
+        }
     };
-    match cmd.as_str() {
-        "SUBSCRIBE" | "PSUBSCRIBE" if args.len() < 2 => {
-            vec![Reply::Error(format!(
-                "ERR wrong number of arguments for '{}' command",
-                cmd.to_lowercase()
-            ))]
-        }
-        "SUBSCRIBE" | "PSUBSCRIBE" => {
-            let pattern = cmd == "PSUBSCRIBE";
-            let mut replies = Vec::new();
-            for name in &args[1..] {
-                let list = if pattern {
-                    &mut subs.patterns
-                } else {
-                    &mut subs.channels
-                };
-                if !list.contains(name) && subs_room(list.len()) {
-                    list.push(name.clone());
-                }
-                let kind = if pattern { "psubscribe" } else { "subscribe" };
-                replies.push(confirm(kind, name, subs.count()));
-            }
-            replies
-        }
-        "UNSUBSCRIBE" | "PUNSUBSCRIBE" => {
-            let pattern = cmd == "PUNSUBSCRIBE";
-            let kind = if pattern {
-                "punsubscribe"
-            } else {
-                "unsubscribe"
-            };
-            let list = if pattern {
-                &mut subs.patterns
-            } else {
-                &mut subs.channels
-            };
-            let names: Vec<Vec<u8>> = if args.len() > 1 {
-                args[1..].to_vec()
-            } else {
-                list.clone()
-            };
-            let mut replies = Vec::new();
-            for name in names {
-                let list = if pattern {
-                    &mut subs.patterns
-                } else {
-                    &mut subs.channels
-                };
-                list.retain(|c| *c != name);
-                replies.push(confirm(kind, &name, subs.count()));
-            }
-            replies
-        }
-        _ => vec![answer(args, published)],
-    }
-}
-
-fn subs_room(len: usize) -> bool {
-    len < MAX_SUBSCRIPTIONS
+    endpoint.clients.update(&session.info);
+    replies
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sentinel::{commands::tests::view, topology::Channel};
+    use crate::sentinel::commands::tests::{endpoint, session, view};
+
+    fn words(w: &[&str]) -> Vec<Vec<u8>> {
+        w.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    fn wire(replies: &[Reply], proto: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        replies.iter().for_each(|r| r.encode_as(&mut out, proto));
+        out
+    }
 
     #[test]
-    fn subscriptions_get_matching_events_only() {
-        let p = view();
-        let mut subs = Subscriptions::default();
-        let r = subscribe_or_answer(&[b"PSUBSCRIBE".to_vec(), b"*".to_vec()], &mut subs, &p);
-        assert_eq!(r.len(), 1);
-        subscribe_or_answer(
-            &[b"SUBSCRIBE".to_vec(), b"+switch-master".to_vec()],
-            &mut subs,
-            &p,
+    fn a_resp2_subscriber_may_only_ping_and_manage_subscriptions() {
+        let e = endpoint(&view());
+        let mut s = session(&e);
+        run(&words(&["SUBSCRIBE", "+switch-master"]), &mut s, &e);
+        assert_eq!(
+            wire(&run(&words(&["PING"]), &mut s, &e), 2),
+            b"*2\r\n$4\r\npong\r\n$0\r\n\r\n"
         );
-        let e = Event {
-            datastore: "cache".into(),
-            epoch: 4,
-            channel: Channel::SwitchMaster,
-            node: "a".into(),
-            message: "cache 127.0.0.1 7001 127.0.0.1 7000".into(),
-        };
-        assert_eq!(subs.deliveries(&e).len(), 2);
-        let sdown = Event {
-            channel: Channel::Sdown,
-            ..e
-        };
-        assert_eq!(subs.deliveries(&sdown).len(), 1);
-        assert!(glob(b"+*", b"+sdown") && !glob(b"+*", b"-sdown") && glob(b"?sdown", b"-sdown"));
+        assert_eq!(
+            run(&words(&["SENTINEL", "MYID"]), &mut s, &e),
+            vec![Reply::Error(
+                "ERR Can't execute 'sentinel|myid': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
+                 PING / QUIT / RESET are allowed in this context"
+                    .into()
+            )]
+        );
+        assert!(matches!(
+            &run(&words(&["FLUSHALL"]), &mut s, &e)[..],
+            [Reply::Error(e)] if e.starts_with("ERR unknown command")
+        ));
+        run(&words(&["UNSUBSCRIBE"]), &mut s, &e);
+        assert_eq!(
+            run(&words(&["PING"]), &mut s, &e),
+            vec![Reply::Simple("PONG".into())]
+        );
+    }
+
+    #[test]
+    fn a_resp3_subscriber_runs_any_command_and_gets_push_confirmations() {
+        let e = endpoint(&view());
+        let mut s = session(&e);
+        run(&words(&["HELLO", "3"]), &mut s, &e);
+        let confirmed = run(&words(&["PSUBSCRIBE", "*"]), &mut s, &e);
+        assert_eq!(
+            wire(&confirmed, 3),
+            b">3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n"
+        );
+        assert_eq!(
+            run(
+                &words(&["SENTINEL", "get-master-addr-by-name", "cache"]),
+                &mut s,
+                &e
+            ),
+            vec![Reply::Array(vec![
+                Reply::bulk("127.0.0.1"),
+                Reply::bulk("7001")
+            ])]
+        );
+        assert_eq!(
+            run(&words(&["PING"]), &mut s, &e),
+            vec![Reply::Simple("PONG".into())]
+        );
+    }
+
+    #[test]
+    fn the_registry_follows_each_command_and_the_subscriptions() {
+        let e = endpoint(&view());
+        let mut s = session(&e);
+        run(&words(&["CLIENT", "SETNAME", "watcher"]), &mut s, &e);
+        run(&words(&["PSUBSCRIBE", "*"]), &mut s, &e);
+        let all = e.clients.all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].name.as_str(), all[0].psub, all[0].cmd.as_str()),
+            ("watcher", 1, "psubscribe")
+        );
+        assert_eq!(Stats::read(&e.stats.commands), 2);
     }
 }

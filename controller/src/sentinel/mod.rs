@@ -1,15 +1,25 @@
 //! A Redis-Sentinel-compatible endpoint, so clients in Sentinel mode (redis-py, redis-rs, Jedis,
-//! ioredis, Lettuce) find the primary and follow failovers with no code change.
+//! ioredis, Lettuce) find the primary and follow failovers with no code change, and exporters
+//! read it as they read a Sentinel.
 //!
 //! - [`topology`]: what the reconcilers publish (each store's primary and replicas) and announce.
-//! - [`listener`]: the accept loop, one task per client.
-//! - [`connection`]: one client: framing, protocol version, subscriptions and their deliveries.
-//! - [`commands`]: the answer to each command, from the published view.
+//! - [`listener`]: the accept loop, one task per client, capped.
+//! - [`endpoint`]: what the clients share: the view, the endpoint's ids, the registry, counters.
+//! - [`connection`]: one client: framing, its session, the announcements delivered to it.
+//! - [`commands`]: the answer to each command; [`subcommands`]: SENTINEL's; [`instances`]: what
+//!   SENTINEL MASTER(S) and REPLICAS say about a node; [`info`]: INFO; [`clients`]: each
+//!   client's state and CLIENT; [`subscriptions`]: pub/sub.
 //! - [`resp`]: the bounded RESP request parser and the RESP2/RESP3 reply encoder.
+pub mod clients;
 pub mod commands;
 pub mod connection;
+pub mod endpoint;
+pub mod info;
+pub mod instances;
 pub mod listener;
 pub mod resp;
+pub mod subcommands;
+pub mod subscriptions;
 pub mod topology;
 
 pub use listener::serve;

@@ -121,6 +121,8 @@ pub enum Reply {
     Map(Vec<(Reply, Reply)>),
     /// An out-of-band message (pub/sub): a RESP3 push, or an array in RESP2.
     Push(Vec<Reply>),
+    /// Text for people (CLIENT INFO, CLIENT LIST): a RESP3 verbatim string, or a bulk string.
+    Verbatim(String),
 }
 
 impl Reply {
@@ -147,14 +149,16 @@ impl Reply {
     pub fn encode_as(&self, out: &mut Vec<u8>, proto: u8) {
         let resp3 = proto >= 3;
         match self {
-            Self::Simple(s) => out.extend_from_slice(format!("+{s}\r\n").as_bytes()),
-            Self::Error(s) => out.extend_from_slice(format!("-{s}\r\n").as_bytes()),
+            Self::Simple(s) => out.extend_from_slice(format!("+{}\r\n", one_line(s)).as_bytes()),
+            Self::Error(s) => out.extend_from_slice(format!("-{}\r\n", one_line(s)).as_bytes()),
             Self::Int(i) => out.extend_from_slice(format!(":{i}\r\n").as_bytes()),
-            Self::Bulk(b) => {
-                out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
-                out.extend_from_slice(b);
+            Self::Bulk(b) => bulk(out, b),
+            Self::Verbatim(text) if resp3 => {
+                out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
+                out.extend_from_slice(text.as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
+            Self::Verbatim(text) => bulk(out, text.as_bytes()),
             Self::Nil if resp3 => out.extend_from_slice(b"_\r\n"),
             Self::Nil => out.extend_from_slice(b"$-1\r\n"),
             Self::NilArray if resp3 => out.extend_from_slice(b"_\r\n"),
@@ -183,6 +187,22 @@ impl Reply {
                 }
             }
         }
+    }
+}
+
+fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A simple string or error is one line: a client's own words echoed in an error (an unknown
+/// command's name, say) must not end the frame early, so CR and LF become spaces, as Redis does.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\r', '\n']) {
+        s.replace(['\r', '\n'], " ").into()
+    } else {
+        s.into()
     }
 }
 
@@ -260,6 +280,37 @@ mod tests {
         let mut push = Vec::new();
         Reply::Push(vec![Reply::bulk("message")]).encode_as(&mut push, 3);
         assert_eq!(push, b">1\r\n$7\r\nmessage\r\n");
+    }
+
+    #[test]
+    fn verbatim_text_and_pushes_fall_back_to_bulk_and_array_in_resp2() {
+        let text = Reply::Verbatim("id=1 name=\n".into());
+        let (mut two, mut three) = (Vec::new(), Vec::new());
+        text.encode_as(&mut two, 2);
+        text.encode_as(&mut three, 3);
+        assert_eq!(two, b"$11\r\nid=1 name=\n\r\n");
+        assert_eq!(three, b"=15\r\ntxt:id=1 name=\n\r\n");
+        let push = Reply::Push(vec![Reply::bulk("message"), Reply::Int(1)]);
+        let (mut two, mut three) = (Vec::new(), Vec::new());
+        push.encode_as(&mut two, 2);
+        push.encode_as(&mut three, 3);
+        assert_eq!(two, b"*2\r\n$7\r\nmessage\r\n:1\r\n");
+        assert_eq!(three, b">2\r\n$7\r\nmessage\r\n:1\r\n");
+        let (mut two, mut three) = (Vec::new(), Vec::new());
+        Reply::Nil.encode_as(&mut two, 2);
+        Reply::Nil.encode_as(&mut three, 3);
+        assert_eq!(
+            (two.as_slice(), three.as_slice()),
+            (&b"$-1\r\n"[..], &b"_\r\n"[..])
+        );
+    }
+
+    #[test]
+    fn errors_and_simple_strings_stay_on_one_line() {
+        let mut out = Vec::new();
+        Reply::Error("ERR unknown command 'A\r\nB'".into()).encode(&mut out);
+        Reply::Simple("O\nK".into()).encode(&mut out);
+        assert_eq!(out, b"-ERR unknown command 'A  B'\r\n+O K\r\n");
     }
 
     #[test]

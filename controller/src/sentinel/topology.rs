@@ -1,7 +1,7 @@
 //! What the controller publishes: per data store, the primary clients should use and its
 //! replicas, plus the Sentinel-style events that announce changes (`+switch-master`, `+sdown`,
-//! `-sdown`, `+odown`). Written by the reconcilers when something changes; read by the Sentinel
-//! endpoint and the `vigil watch` stream.
+//! `+odown`, ...; see [`Channel`]). Written by the reconcilers when something changes; read by the
+//! Sentinel endpoint and the `vigil watch` stream.
 use std::{
     collections::BTreeMap,
     sync::{Arc, RwLock},
@@ -23,17 +23,43 @@ pub struct Member {
     pub disconnected: bool,
 }
 
-/// The Sentinel pub/sub channels the controller announces on.
+/// The Sentinel pub/sub channels the controller announces on, named as Sentinel names them. The
+/// message texts name instances as Sentinel does: see [`master_instance`] and [`replica_instance`].
+///
+/// Around a failover Sentinel publishes, in this order: `+sdown` and `+odown` (the primary),
+/// `+new-epoch`, `+try-failover`, `+selected-slave`, `+promoted-slave` (the chosen replica),
+/// `+failover-end`, `+switch-master`, then `+slave` for every replica of the new primary, the old
+/// one included; later `+sdown` for the old primary as a replica while it is dead, and `-sdown`
+/// and `+convert-to-slave` when it returns and is demoted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
-    /// A new primary: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
+    /// A new primary: `<name> <old-ip> <old-port> <new-ip> <new-port>`. The one event every
+    /// Sentinel client library listens to.
     SwitchMaster,
-    /// The primary is judged failed (subjectively down).
+    /// A node is judged failed (subjectively down): `<instance>`, primary or replica.
     Sdown,
-    /// It is no longer judged failed.
+    /// It is no longer judged failed: `<instance>`.
     SdownEnded,
-    /// The primary is judged failed by the quorum (objectively down).
+    /// The primary is judged failed by the quorum (objectively down): `<master> #quorum 1/1`.
     Odown,
+    /// The primary is no longer judged failed by the quorum: `<master>`.
+    OdownEnded,
+    /// A failover bumped the epoch: `<epoch>`.
+    NewEpoch,
+    /// A failover of the primary starts: `<master>`.
+    TryFailover,
+    /// The replica chosen for promotion: `<replica>` (its primary still the failed one).
+    SelectedSlave,
+    /// The chosen replica was promoted: `<replica>` (its primary still the failed one).
+    PromotedSlave,
+    /// The failover finished; sent right before `+switch-master`: `<master>` (the old primary).
+    FailoverEnd,
+    /// No replica could be promoted; the failover is given up: `<master>`.
+    FailoverAbortNoGoodSlave,
+    /// A node is now a replica of the primary: `<replica>`.
+    Slave,
+    /// A node that claimed to be primary was told to replicate: `<replica>`.
+    ConvertToSlave,
 }
 
 impl Channel {
@@ -44,8 +70,32 @@ impl Channel {
             Self::Sdown => "+sdown",
             Self::SdownEnded => "-sdown",
             Self::Odown => "+odown",
+            Self::OdownEnded => "-odown",
+            Self::NewEpoch => "+new-epoch",
+            Self::TryFailover => "+try-failover",
+            Self::SelectedSlave => "+selected-slave",
+            Self::PromotedSlave => "+promoted-slave",
+            Self::FailoverEnd => "+failover-end",
+            Self::FailoverAbortNoGoodSlave => "-failover-abort-no-good-slave",
+            Self::Slave => "+slave",
+            Self::ConvertToSlave => "+convert-to-slave",
         }
     }
+}
+
+/// How Sentinel's event messages name a primary: `master <name> <ip> <port>`.
+pub fn master_instance(name: &str, at: &HostPort) -> String {
+    format!("master {name} {} {}", at.host, at.port)
+}
+
+/// How Sentinel's event messages name a replica, with the primary it belongs to:
+/// `slave <ip>:<port> <ip> <port> @ <name> <primary-ip> <primary-port>`. Clients such as Lettuce
+/// look for `@ <name> ` to tell which data store an event is about.
+pub fn replica_instance(at: &HostPort, name: &str, primary: &HostPort) -> String {
+    format!(
+        "slave {at} {} {} @ {name} {} {}",
+        at.host, at.port, primary.host, primary.port
+    )
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,7 +104,8 @@ pub struct StoreView {
     pub epoch: u64,
     pub primary: Option<Member>,
     pub replicas: Vec<Member>,
-    /// The primary is judged failed right now (Sentinel's subjective down).
+    /// The primary is judged failed right now (Sentinel's objective down: the decision to fail
+    /// over). The endpoint names no primary meanwhile.
     pub primary_down: bool,
 }
 
@@ -103,6 +154,9 @@ impl Published {
             .collect()
     }
 
+    /// Announces `event`. Publish the view it announces first ([`Published::set`]): a client
+    /// that asks on hearing `+switch-master` (ioredis does) must find the new primary, as it
+    /// would at Sentinel, which switches before its next command.
     pub fn emit(&self, event: Event) {
         // No subscriber is fine: nobody is listening right now.
         let _ = self.events.send(event);
@@ -110,5 +164,54 @@ impl Published {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_name_instances_as_sentinel_does() {
+        let (p, r) = (
+            HostPort::new("127.0.0.1", 7000),
+            HostPort::new("127.0.0.1", 7001),
+        );
+        assert_eq!(master_instance("cache", &p), "master cache 127.0.0.1 7000");
+        assert_eq!(
+            replica_instance(&r, "cache", &p),
+            "slave 127.0.0.1:7001 127.0.0.1 7001 @ cache 127.0.0.1 7000"
+        );
+        let (p6, r6) = (HostPort::new("::1", 7000), HostPort::new("::1", 7001));
+        assert_eq!(
+            replica_instance(&r6, "cache", &p6),
+            "slave [::1]:7001 ::1 7001 @ cache ::1 7000"
+        );
+    }
+
+    #[test]
+    fn channel_names_are_sentinels() {
+        let all = [
+            Channel::SwitchMaster,
+            Channel::Sdown,
+            Channel::SdownEnded,
+            Channel::Odown,
+            Channel::OdownEnded,
+            Channel::NewEpoch,
+            Channel::TryFailover,
+            Channel::SelectedSlave,
+            Channel::PromotedSlave,
+            Channel::FailoverEnd,
+            Channel::FailoverAbortNoGoodSlave,
+            Channel::Slave,
+            Channel::ConvertToSlave,
+        ];
+        let mut names: Vec<&str> = all.iter().map(|c| c.name()).collect();
+        assert!(names.iter().all(|n| n.starts_with(['+', '-'])));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), all.len());
+        assert_eq!(Channel::OdownEnded.name(), "-odown");
+        assert_eq!(Channel::FailoverEnd.name(), "+failover-end");
     }
 }
