@@ -106,6 +106,27 @@ impl Controller {
         Ok(addr.and_then(|(_, port)| port.parse().ok()))
     }
 
+    /// The primary's port as the controller holds it for `datastore`, whether or not it is down
+    /// (`SENTINEL MASTER`, which, unlike `get-master-addr-by-name`, names a failed primary too).
+    pub fn controller_primary(&self, datastore: &str) -> Result<Option<u16>> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel))?;
+        let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let fields: Vec<String> = match redis::cmd("SENTINEL")
+            .arg("master")
+            .arg(datastore)
+            .query(&mut c)
+        {
+            Ok(fields) => fields,
+            // No primary yet: "No such master".
+            Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(fields
+            .chunks(2)
+            .find(|kv| kv[0] == "port")
+            .and_then(|kv| kv.get(1)?.parse().ok()))
+    }
+
     /// Waits until `datastore` has `nodes` nodes, each connected, HEALTHY and with a known role,
     /// and a primary: `primary` when given, any otherwise.
     pub fn wait_store_healthy(

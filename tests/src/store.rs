@@ -67,11 +67,11 @@ impl VigilStore {
             .wait_store_healthy(&self.name, self.ports.len(), None)
     }
 
-    /// Index of the current primary, as the controller publishes it.
+    /// Index of the current primary, as the controller holds it (named even while it is down).
     pub fn primary(&self) -> Result<usize> {
         let port = self
             .controller
-            .sentinel_primary(&self.name)?
+            .controller_primary(&self.name)?
             .ok_or_else(|| anyhow!("no primary published"))?;
         self.ports
             .iter()

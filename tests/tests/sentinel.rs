@@ -31,9 +31,20 @@ const FAILOVER_ORDER: [&str; 8] = [
     "+failover-end",
     "+switch-master",
 ];
-/// What the controller announces today around a kill -9; the others in [`FAILOVER_ORDER`] are
-/// checked for their place whenever they are sent.
-const REQUIRED: [&str; 3] = ["+sdown master", "+odown", "+switch-master"];
+/// What the controller announces around a kill -9: every failover event Sentinel sends, and
+/// `+slave` for the other replica (and for the dead old primary, as `+sdown slave` too).
+const REQUIRED: [&str; 10] = [
+    "+sdown master",
+    "+odown",
+    "+new-epoch",
+    "+try-failover",
+    "+selected-slave",
+    "+promoted-slave",
+    "+failover-end",
+    "+switch-master",
+    "+slave",
+    "+sdown slave",
+];
 /// Channels that speak of the new topology, so come after `+switch-master` when sent.
 const AFTER_SWITCH: [&str; 3] = ["+slave", "+sdown slave", "+convert-to-slave"];
 

@@ -120,6 +120,8 @@ pub struct Reconciler {
     pub(super) primary_down: bool,
     /// Candidates are being asked for their offsets before a failover.
     pub(super) choosing: bool,
+    /// `-failover-abort-no-good-slave` was announced in this episode of the primary's failure.
+    pub(super) abort_announced: bool,
 }
 
 pub(super) fn unix_ms() -> u64 {
@@ -158,6 +160,7 @@ pub fn spawn(
         alerts: Alerts::default(),
         primary_down: false,
         choosing: false,
+        abort_announced: false,
     };
     for info in known_nodes {
         r.nodes.register(info);

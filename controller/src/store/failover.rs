@@ -42,14 +42,12 @@ impl Reconciler {
         match decision::assess_primary(&p, &replicas, &policy) {
             PrimaryState::Healthy | PrimaryState::Waiting => {
                 self.failing_since = None;
+                self.abort_announced = false;
                 if std::mem::replace(&mut self.primary_down, false) {
-                    let words = self.address_words(&primary);
-                    self.announce(
-                        Channel::SdownEnded,
-                        &primary,
-                        format!("master {} {words}", self.name),
-                    );
                     self.publish();
+                    let words = self.master_words(&primary);
+                    self.announce(Channel::SdownEnded, &primary, words.clone());
+                    self.announce(Channel::OdownEnded, &primary, words);
                 }
                 let unlinked = decision::unlinked_replicas(&replicas, &policy);
                 if !unlinked.is_empty() {
@@ -69,22 +67,14 @@ impl Reconciler {
                 self.failing_since
                     .get_or_insert(received.unwrap_or_else(Instant::now));
                 if !std::mem::replace(&mut self.primary_down, true) {
-                    let words = self.address_words(&primary);
                     self.alert(
                         Alert::PrimaryDown,
                         &format!("primary {primary} failed ({cause})"),
                     );
-                    self.announce(
-                        Channel::Sdown,
-                        &primary,
-                        format!("master {} {words}", self.name),
-                    );
-                    self.announce(
-                        Channel::Odown,
-                        &primary,
-                        format!("master {} {words} #quorum 1/1", self.name),
-                    );
                     self.publish();
+                    let words = self.master_words(&primary);
+                    self.announce(Channel::Sdown, &primary, words.clone());
+                    self.announce(Channel::Odown, &primary, format!("{words} #quorum 1/1"));
                 }
                 if let Some(last) = self.last_failover
                     && last.elapsed() < self.settings.min_failover_interval
@@ -109,6 +99,10 @@ impl Reconciler {
                     self.alert(Alert::NoPromotableReplica, &format!(
                         "primary {primary} failed and no replica is healthy, linked recently and willing (priority > 0)"
                     ));
+                    if !std::mem::replace(&mut self.abort_announced, true) {
+                        let words = self.master_words(&primary);
+                        self.announce(Channel::FailoverAbortNoGoodSlave, &primary, words);
+                    }
                     return;
                 }
                 self.metrics.failover(cause.name());
@@ -188,6 +182,11 @@ impl Reconciler {
             self.state.epoch -= 1;
             self.state.in_flight = None;
             return Err(ControllerError::EpochNotPersisted(Box::new(e)));
+        }
+        self.announce(Channel::NewEpoch, to, epoch.to_string());
+        if let Some(old) = &from {
+            self.announce(Channel::TryFailover, old, self.master_words(old));
+            self.announce(Channel::SelectedSlave, to, self.replica_words(to, old));
         }
         self.active = Some(Active {
             epoch,
@@ -306,16 +305,9 @@ impl Reconciler {
                 let _ = self.save("the finished failover");
                 self.primary_down = false;
                 self.failing_since = None;
-                let old_words = old
-                    .as_deref()
-                    .map_or("0.0.0.0 0".to_string(), |o| self.address_words(o));
-                let new_words = self.address_words(&finished.to);
-                self.announce(
-                    Channel::SwitchMaster,
-                    &finished.to,
-                    format!("{} {old_words} {new_words}", self.name),
-                );
+                self.abort_announced = false;
                 self.publish();
+                self.announce_switch(old.as_deref(), &finished.to);
                 self.push_desired();
                 tracing::warn!(
                     event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
@@ -344,6 +336,25 @@ impl Reconciler {
                     let _ = r.send(Err(e));
                 }
             }
+        }
+    }
+
+    /// Sentinel's announcements of a finished failover from `old` to `new`, in its order:
+    /// `+promoted-slave`, `+failover-end`, `+switch-master`, then `+slave` for every other node
+    /// (the old primary among them), and `+sdown` for the old primary while it is down.
+    fn announce_switch(&self, old: Option<&str>, new: &str) {
+        if let Some(old) = old {
+            self.announce(Channel::PromotedSlave, new, self.replica_words(new, old));
+            self.announce(Channel::FailoverEnd, old, self.master_words(old));
+        }
+        self.announce(Channel::SwitchMaster, new, self.switch_words(old, new));
+        for id in self.nodes.ids().filter(|id| id.as_str() != new) {
+            self.announce(Channel::Slave, id, self.replica_words(id, new));
+        }
+        if let Some(old) = old
+            && self.nodes.get(old).is_some_and(|n| n.is_down())
+        {
+            self.announce(Channel::Sdown, old, self.replica_words(old, new));
         }
     }
 

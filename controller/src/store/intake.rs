@@ -13,6 +13,7 @@ use super::{
     nodes::{NodeInfo, Outbox, Session},
     settings::CORRECT_EVERY,
 };
+use crate::sentinel::topology::Channel;
 
 impl Reconciler {
     pub(super) fn on_session(&mut self, info: NodeInfo, outbox: Outbox, session: u64) {
@@ -56,8 +57,18 @@ impl Reconciler {
         let down_changed = n.is_down() != was_down;
         self.metrics.node_health(&self.name, node, health);
         if down_changed {
-            // Sentinel clients filter replicas by their s_down flag.
+            // Sentinel clients filter replicas by their s_down flag; some refresh on the event.
             self.publish();
+            if let Some(primary) = self.state.primary.clone()
+                && primary != node
+            {
+                let channel = if self.nodes.get(node).is_some_and(|n| n.is_down()) {
+                    Channel::Sdown
+                } else {
+                    Channel::SdownEnded
+                };
+                self.announce(channel, node, self.replica_words(node, &primary));
+            }
         }
         if self.state.primary.is_none() && role == Role::Primary && self.active.is_none() {
             self.adopt_primary(node);
@@ -129,5 +140,12 @@ impl Reconciler {
             address: address.to_string(),
         });
         self.send_command(node, action, self.state.epoch, reply);
+        if role == Role::Primary {
+            self.announce(
+                Channel::ConvertToSlave,
+                node,
+                self.replica_words(node, &primary),
+            );
+        }
     }
 }

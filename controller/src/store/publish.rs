@@ -1,20 +1,50 @@
 //! What a reconciler tells the world: the primary and replicas clients should use (the view the
 //! Sentinel endpoint serves), the Sentinel events that announce changes, and the status an
 //! operator reads with `vigil status`.
+//!
+//! Events go out in the order Sentinel sends them (see [`Channel`]), and always after the view
+//! they announce is published: a client that asks at once, on hearing `+switch-master`, must be
+//! told the new primary.
 use tokio::time::Instant;
-use vigil_proto::v1;
+use vigil_proto::{HostPort, v1};
 
 use super::actor::Reconciler;
-use crate::sentinel::topology::{Channel, Event, Member, StoreView};
+use crate::sentinel::topology::{
+    Channel, Event, Member, StoreView, master_instance, replica_instance,
+};
+
+/// An address for a node this controller does not know (it is not in the view either).
+fn unknown() -> HostPort {
+    HostPort::new("0.0.0.0", 1)
+}
 
 impl Reconciler {
-    /// `host port` of a node, as Sentinel's event messages write an address.
-    pub(super) fn address_words(&self, node: &str) -> String {
-        self.nodes
-            .address(node)
-            .map_or("0.0.0.0 0".to_string(), |a| {
-                format!("{} {}", a.host, a.port)
-            })
+    fn address_or_unknown(&self, node: &str) -> HostPort {
+        self.nodes.address(node).unwrap_or_else(unknown)
+    }
+
+    /// `master <name> <ip> <port>`: how Sentinel's events name `node` as the primary.
+    pub(super) fn master_words(&self, node: &str) -> String {
+        master_instance(&self.name, &self.address_or_unknown(node))
+    }
+
+    /// `slave <ip>:<port> <ip> <port> @ <name> <pip> <pport>`: `node` as a replica of `primary`.
+    pub(super) fn replica_words(&self, node: &str, primary: &str) -> String {
+        replica_instance(
+            &self.address_or_unknown(node),
+            &self.name,
+            &self.address_or_unknown(primary),
+        )
+    }
+
+    /// `+switch-master`'s text: `<name> <old-ip> <old-port> <new-ip> <new-port>`.
+    pub(super) fn switch_words(&self, old: Option<&str>, new: &str) -> String {
+        let old = old.map_or_else(unknown, |o| self.address_or_unknown(o));
+        let new = self.address_or_unknown(new);
+        format!(
+            "{} {} {} {} {}",
+            self.name, old.host, old.port, new.host, new.port
+        )
     }
 
     pub(super) fn announce(&self, channel: Channel, node: &str, message: String) {
