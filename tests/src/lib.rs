@@ -13,6 +13,8 @@
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
 //! - `public_bin`: [`PublicBin`], a copy of a workspace binary that any user can run.
+//! - `safety`: the safety matrix (faults, writers, role monitor, checker), used as
+//!   `vigil_tests::safety::...`.
 //!
 //! This file keeps the small helpers all of them use: the bounded [`WAIT`], [`serial`],
 //! [`require_root`], [`free_port`], [`wait_until`], [`signal`], and where the workspace's
@@ -25,6 +27,7 @@ mod log;
 mod netns;
 mod public_bin;
 mod redis_server;
+pub mod safety;
 mod store;
 mod watch;
 

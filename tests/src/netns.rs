@@ -1,8 +1,11 @@
-//! [`NetNs`]: a network namespace a test made, joined to the host by a veth pair it can cut,
-//! made and deleted with `ip` (iproute2).
+//! [`NetNs`]: a network namespace a test made, joined to the host by a veth pair it can cut (by
+//! taking the link down, or silently, one way or both, by dropping packets with `tc`), made and
+//! deleted with `ip` and `tc` (iproute2).
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use crate::{WAIT, wait_until};
 
 /// A network namespace this test made, joined to the host by a veth pair: the host side is
 /// `host_ip`, the namespace side `ns_ip`. Deleted on drop (which also deletes the veth pair).
@@ -11,20 +14,47 @@ pub struct NetNs {
     pub host_ip: String,
     pub ns_ip: String,
     inner_veth: String,
+    outer_veth: String,
 }
 
 impl NetNs {
     /// Creates `vigil-<pid>` with the veth pair up and addressed (10.201.0.0/30, a private range
     /// that only this test's namespace uses).
     pub fn create() -> Result<Self> {
+        Self::create_numbered(0)
+    }
+
+    /// As [`NetNs::create`], on subnet 10.201.`subnet`.0/30 with its own names, so it can live
+    /// beside another test process's namespace made by [`NetNs::create`] (subnet 0).
+    pub fn create_numbered(subnet: u8) -> Result<Self> {
         let id = std::process::id();
-        let ns = Self {
-            name: format!("vigil-{id}"),
-            host_ip: "10.201.0.1".into(),
-            ns_ip: "10.201.0.2".into(),
-            inner_veth: format!("vgn{}", id % 100_000),
+        let tag = if subnet == 0 {
+            format!("{}", id % 100_000)
+        } else {
+            format!("{}s{subnet}", id % 100_000)
         };
-        let outer = format!("vgh{}", id % 100_000);
+        let name = if subnet == 0 {
+            format!("vigil-{id}")
+        } else {
+            format!("vigil-{id}-{subnet}")
+        };
+        let ns = Self {
+            name,
+            host_ip: format!("10.201.{subnet}.1"),
+            ns_ip: format!("10.201.{subnet}.2"),
+            inner_veth: format!("vgn{tag}"),
+            outer_veth: format!("vgh{tag}"),
+        };
+        let outer = ns.outer_veth.clone();
+        let host_cidr = format!("{}/30", ns.host_ip);
+        let ns_cidr = format!("{}/30", ns.ns_ip);
+        // The kernel tears a deleted namespace down in the background: a veth of the same name,
+        // left by the namespace this process made last, can outlive `ip netns del` for a moment.
+        wait_until(
+            WAIT,
+            &format!("{outer} from an earlier namespace to go"),
+            || ip(&["link", "show", "dev", &outer]).is_err().then_some(()),
+        )?;
         ip(&["netns", "add", &ns.name])?;
         // From here on, a failure still deletes the namespace (and the veth with it) on drop.
         let steps: [&[&str]; 6] = [
@@ -40,14 +70,14 @@ impl NetNs {
                 "netns",
                 &ns.name,
             ],
-            &["addr", "add", "10.201.0.1/30", "dev", &outer],
+            &["addr", "add", &host_cidr, "dev", &outer],
             &["link", "set", &outer, "up"],
             &[
                 "-n",
                 &ns.name,
                 "addr",
                 "add",
-                "10.201.0.2/30",
+                &ns_cidr,
                 "dev",
                 &ns.inner_veth,
             ],
@@ -77,6 +107,73 @@ impl NetNs {
     pub fn cut(&self) -> Result<()> {
         ip(&["-n", &self.name, "link", "set", &self.inner_veth, "down"])
     }
+
+    /// Silently drops every packet the namespace sends to the host (a one-way cut: what the host
+    /// sends still arrives), until [`NetNs::pass_all`]. The link stays up, so nothing in the
+    /// namespace gets an error: its packets are lost, as behind a firewall that drops them.
+    pub fn drop_sent(&self) -> Result<()> {
+        drop_egress(Some(&self.name), &self.inner_veth)
+    }
+
+    /// Silently drops every packet the host sends into the namespace (the other one-way cut).
+    pub fn drop_received(&self) -> Result<()> {
+        drop_egress(None, &self.outer_veth)
+    }
+
+    /// Undoes [`NetNs::drop_sent`] and [`NetNs::drop_received`]: packets pass both ways again.
+    pub fn pass_all(&self) -> Result<()> {
+        restore_egress(Some(&self.name), &self.inner_veth)?;
+        restore_egress(None, &self.outer_veth)
+    }
+}
+
+/// Makes `dev` (in namespace `netns`, or on the host) drop everything it would send: a token
+/// bucket whose burst (1 byte) is smaller than any packet drops each one. This kernel has no netem
+/// and no tc actions; a token bucket filter is built in.
+fn drop_egress(netns: Option<&str>, dev: &str) -> Result<()> {
+    tc(
+        netns,
+        &[
+            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", "1kbit", "burst", "1",
+            "latency", "1ms",
+        ],
+    )
+}
+
+/// Gives `dev` its default queue back; a device that drops nothing is left alone.
+fn restore_egress(netns: Option<&str>, dev: &str) -> Result<()> {
+    let shown = tc_output(netns, &["qdisc", "show", "dev", dev])?;
+    if shown.contains("tbf") {
+        tc(netns, &["qdisc", "del", "dev", dev, "root"])?;
+    }
+    Ok(())
+}
+
+fn tc_command(netns: Option<&str>, args: &[&str]) -> Command {
+    let mut c = Command::new("tc");
+    if let Some(ns) = netns {
+        c.args(["-n", ns]);
+    }
+    c.args(args);
+    c
+}
+
+fn tc(netns: Option<&str>, args: &[&str]) -> Result<()> {
+    tc_output(netns, args).map(drop)
+}
+
+fn tc_output(netns: Option<&str>, args: &[&str]) -> Result<String> {
+    let out = tc_command(netns, args)
+        .output()
+        .context("running tc (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "tc {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl Drop for NetNs {

@@ -1,13 +1,15 @@
 //! A tiny RESP server for tests, standing in for a server that deadlocks (redis-server cannot be
 //! made to). One worker thread accepts and serves every connection; `DEADLOCK` makes a helper
 //! thread take a mutex and keep it, after which the worker blocks on that mutex in a futex wait
-//! forever, leaving later requests unread. `TID` answers the worker's thread id.
+//! until the process gets SIGUSR1 (for ever without it), leaving later requests unread meanwhile.
+//! `TID` answers the worker's thread id.
 //!
 //! Alone, it answers `PING` with `+PONG` and nothing else. Given a backend port, it is a proxy in
 //! front of that redis-server instead: every other command, replication included, goes through
 //! the worker to the backend, so the fixture can stand in for a data store's primary.
 //!
-//! Usage: `vigil-deadlock-fixture PORT [BACKEND_PORT]` (127.0.0.1 only)
+//! Usage: `vigil-deadlock-fixture PORT [BACKEND_PORT]` (127.0.0.1 only); `kill -USR1` ends a
+//! deadlock.
 use std::{
     io::{ErrorKind, Read, Write},
     net::{TcpListener, TcpStream},
@@ -15,7 +17,16 @@ use std::{
     time::Duration,
 };
 
+use nix::sys::signal::{SigSet, Signal};
+
 fn main() {
+    // SIGUSR1 ends a deadlock. It is blocked here, before any thread starts (threads inherit the
+    // mask), and only ever taken by the thread holding the mutex, which waits for it: no handler
+    // runs anywhere.
+    if let Err(e) = usr1().thread_block() {
+        eprintln!("vigil-deadlock-fixture: cannot block SIGUSR1: {e}");
+        std::process::exit(1);
+    }
     let port: u16 = match std::env::args().nth(1).map(|p| p.parse()) {
         Some(Ok(port)) => port,
         _ => {
@@ -160,20 +171,25 @@ fn send(stream: &mut TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Blocks the calling thread forever on a mutex another thread holds.
+fn usr1() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGUSR1);
+    set
+}
+
+/// Blocks the calling thread on a mutex another thread holds, in a futex wait, until SIGUSR1.
 fn deadlock(lock: &Arc<Mutex<()>>) {
     let (held_tx, held_rx) = mpsc::channel();
     let holder = Arc::clone(lock);
     std::thread::spawn(move || {
         let _guard = holder.lock();
         let _ = held_tx.send(());
-        loop {
-            std::thread::park();
-        }
+        // Asleep in sigwait until SIGUSR1 (for ever without it); the guard goes with the thread.
+        while usr1().wait() != Ok(Signal::SIGUSR1) {}
     });
     let _ = held_rx.recv();
-    let _never = lock.lock();
-    unreachable!("the holder never releases the lock");
+    // Poisoning cannot happen (the holder never panics); either way the lock is taken and let go.
+    drop(lock.lock());
 }
 
 /// The first word of one complete command in `buf` (RESP array or inline), and the bytes it used.

@@ -1,12 +1,15 @@
 //! `cargo xtask bench ...`: measurements printed from hdrhistogram, each ending in one summary line.
-//! One bench per module (`overhead`, `probes`, `failover`, `controller`); this one holds the
+//! One bench per module (`overhead`, `probes`, `failover`, `controller`, `safety`, with Redis
+//! Sentinel as the other system in `sentinel` and `sentinel_system`); this one holds the
 //! subcommands, builds what they need, and keeps the helpers they share: CPU time and peak RSS of
 //! a process from procfs, and the nanosecond histogram.
 mod controller;
 mod failover;
 mod overhead;
 mod probes;
+mod safety;
 mod sentinel;
+mod sentinel_system;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -38,6 +41,17 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         runs: u32,
     },
+    /// The safety matrix (every fault, vigil and Redis Sentinel at down-after 100 ms, same run):
+    /// acknowledged writes lost, writes a deposed primary acknowledged, time with two primaries.
+    Safety {
+        /// Times the whole matrix is run.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        runs: u32,
+        /// Only these faults (repeatable: kill-9, sigstop, deadlock, partition, cut-primary-out,
+        /// cut-primary-in, coordinator-killed, switchover); all of them by default.
+        #[arg(long)]
+        fault: Vec<String>,
+    },
     /// Kernel event -> agent latency for stop and exit events, and the stall classifier's lag.
     Probes {
         /// SIGSTOP/SIGCONT rounds.
@@ -65,6 +79,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Overhead { rounds, requests } => overhead::run(rounds, requests),
         Which::Failover { runs } => failover::run(runs),
         Which::Controller { stores, failovers } => controller::run(stores, failovers),
+        Which::Safety { runs, fault } => safety::run(runs, &fault),
         Which::Probes {
             stops,
             exits,

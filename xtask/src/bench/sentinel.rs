@@ -2,7 +2,7 @@
 //! three redis-sentinel processes (quorum 2) on 127.0.0.1, with the `+sdown` and
 //! `+switch-master` events they announce, timed as they arrive.
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -48,17 +48,7 @@ impl SentinelStore {
         let mut sentinels = Vec::new();
         let mut sentinel_ports = Vec::new();
         for n in 0..3 {
-            let port = free_port()?;
-            let conf = dir.path().join(format!("sentinel-{n}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel monitor {NAME} 127.0.0.1 {p} 2\n\
-                     sentinel down-after-milliseconds {NAME} {down_after_ms}\nsentinel failover-timeout {NAME} 1000\n\
-                     sentinel parallel-syncs {NAME} 2\n",
-                    dir.path().display()
-                ),
-            )?;
+            let (conf, port) = write_conf(dir.path(), n, "127.0.0.1", ports[0], down_after_ms)?;
             sentinels.push(spawn_sentinel(&conf)?);
             sentinel_ports.push(port);
         }
@@ -179,7 +169,33 @@ impl SentinelStore {
     }
 }
 
-fn spawn_sentinel(conf: &Path) -> Result<Child> {
+/// Writes sentinel `n`'s configuration in `dir`: on a free port of 127.0.0.1, monitoring the
+/// primary at `host`:`port` as [`NAME`] with quorum 2, down after `down_after_ms`, a failover
+/// timeout of 1 s. Returns the file and the sentinel's port. The sentinels announce 127.0.0.1 to
+/// each other: left to themselves they announce the address that reaches the primary, which for
+/// a primary in a network namespace is the host's side of its veth, where they do not listen.
+pub(super) fn write_conf(
+    dir: &Path,
+    n: usize,
+    host: &str,
+    port: u16,
+    down_after_ms: u64,
+) -> Result<(PathBuf, u16)> {
+    let own = free_port()?;
+    let conf = dir.join(format!("sentinel-{n}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "port {own}\nbind 127.0.0.1\ndaemonize no\ndir {}\nsentinel announce-ip 127.0.0.1\n\
+             sentinel monitor {NAME} {host} {port} 2\nsentinel down-after-milliseconds {NAME} {down_after_ms}\nsentinel failover-timeout {NAME} 1000\n\
+             sentinel parallel-syncs {NAME} 2\n",
+            dir.display()
+        ),
+    )?;
+    Ok((conf, own))
+}
+
+pub(super) fn spawn_sentinel(conf: &Path) -> Result<Child> {
     Command::new("redis-sentinel")
         .arg(conf)
         .stdout(Stdio::null())
