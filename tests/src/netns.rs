@@ -14,17 +14,32 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates `vigil-<pid>` with the veth pair up and addressed (10.201.0.0/30, a private range
-    /// that only this test's namespace uses).
+    /// Creates `vigil-<pid>-<n>` with the veth pair up and addressed on 10.201.`n`.0/30, the
+    /// first such subnet, counting on from one chosen by this process's pid, that no interface on
+    /// the host has: a namespace left by a run that was killed before it could delete it, or one
+    /// another test process made, keeps its subnet and never takes this one's packets.
     pub fn create() -> Result<Self> {
         let id = std::process::id();
+        let in_use = host_ipv4_addresses()?;
+        let start = id % 250;
+        let subnet = (0..250)
+            .map(|i| 1 + ((start + i) % 250) as u8)
+            .find(|n| {
+                !in_use
+                    .iter()
+                    .any(|a| a.starts_with(&format!("10.201.{n}.")))
+            })
+            .context("every subnet 10.201.1-250.0/30 is taken on this host")?;
+        let tag = format!("{}s{subnet}", id % 100_000);
         let ns = Self {
-            name: format!("vigil-{id}"),
-            host_ip: "10.201.0.1".into(),
-            ns_ip: "10.201.0.2".into(),
-            inner_veth: format!("vgn{}", id % 100_000),
+            name: format!("vigil-{id}-{subnet}"),
+            host_ip: format!("10.201.{subnet}.1"),
+            ns_ip: format!("10.201.{subnet}.2"),
+            inner_veth: format!("vgn{tag}"),
         };
-        let outer = format!("vgh{}", id % 100_000);
+        let host_cidr = format!("{}/30", ns.host_ip);
+        let ns_cidr = format!("{}/30", ns.ns_ip);
+        let outer = format!("vgh{tag}");
         ip(&["netns", "add", &ns.name])?;
         // From here on, a failure still deletes the namespace (and the veth with it) on drop.
         let steps: [&[&str]; 6] = [
@@ -40,14 +55,14 @@ impl NetNs {
                 "netns",
                 &ns.name,
             ],
-            &["addr", "add", "10.201.0.1/30", "dev", &outer],
+            &["addr", "add", &host_cidr, "dev", &outer],
             &["link", "set", &outer, "up"],
             &[
                 "-n",
                 &ns.name,
                 "addr",
                 "add",
-                "10.201.0.2/30",
+                &ns_cidr,
                 "dev",
                 &ns.inner_veth,
             ],
@@ -83,6 +98,28 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
     }
+}
+
+/// Every IPv4 address on the host's interfaces, as `ip -o -4 addr` prints them (`A.B.C.D/len`).
+fn host_ipv4_addresses() -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip -o -4 addr show: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_string)
+        })
+        .collect())
 }
 
 fn ip(args: &[&str]) -> Result<()> {
