@@ -18,28 +18,25 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    /// Creates `vigil-<pid>` with the veth pair up and addressed (10.201.0.0/30, a private range
-    /// that only this test's namespace uses).
+    /// Creates `vigil-<pid>-<n>` with the veth pair up and addressed on 10.201.`n`.0/30, the
+    /// first such subnet, counting on from one chosen by this process's pid, that no interface on
+    /// the host has: a namespace left by a run that was killed before it could delete it, or one
+    /// another test process made, keeps its subnet and never takes this one's packets.
     pub fn create() -> Result<Self> {
-        Self::create_numbered(0)
-    }
-
-    /// As [`NetNs::create`], on subnet 10.201.`subnet`.0/30 with its own names, so it can live
-    /// beside another test process's namespace made by [`NetNs::create`] (subnet 0).
-    pub fn create_numbered(subnet: u8) -> Result<Self> {
         let id = std::process::id();
-        let tag = if subnet == 0 {
-            format!("{}", id % 100_000)
-        } else {
-            format!("{}s{subnet}", id % 100_000)
-        };
-        let name = if subnet == 0 {
-            format!("vigil-{id}")
-        } else {
-            format!("vigil-{id}-{subnet}")
-        };
+        let in_use = host_ipv4_addresses()?;
+        let start = id % 250;
+        let subnet = (0..250)
+            .map(|i| 1 + ((start + i) % 250) as u8)
+            .find(|n| {
+                !in_use
+                    .iter()
+                    .any(|a| a.starts_with(&format!("10.201.{n}.")))
+            })
+            .context("every subnet 10.201.1-250.0/30 is taken on this host")?;
+        let tag = format!("{}s{subnet}", id % 100_000);
         let ns = Self {
-            name,
+            name: format!("vigil-{id}-{subnet}"),
             host_ip: format!("10.201.{subnet}.1"),
             ns_ip: format!("10.201.{subnet}.2"),
             inner_veth: format!("vgn{tag}"),
@@ -180,6 +177,28 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
     }
+}
+
+/// Every IPv4 address on the host's interfaces, as `ip -o -4 addr` prints them (`A.B.C.D/len`).
+fn host_ipv4_addresses() -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip -o -4 addr show: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next().map(str::to_string)
+        })
+        .collect())
 }
 
 fn ip(args: &[&str]) -> Result<()> {

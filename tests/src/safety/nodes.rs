@@ -34,17 +34,11 @@ pub struct Nodes {
     netns: Option<NetNs>,
 }
 
-/// Subnet for the namespace: never 0, which other suites' [`NetNs::create`] uses, and chosen by
-/// process so two safety runs on one machine (other checkouts) rarely meet.
-fn subnet() -> u8 {
-    1 + (std::process::id() % 250) as u8
-}
-
 impl Nodes {
     /// Starts the primary and two replicas following it, and waits until both are linked.
     pub fn start(topology: Topology) -> Result<Self> {
         let netns = match topology {
-            Topology::PrimaryInNetns => Some(NetNs::create_numbered(subnet())?),
+            Topology::PrimaryInNetns => Some(NetNs::create()?),
             _ => None,
         };
         // Every server has a port of its own, so a port names a node wherever it is seen.
