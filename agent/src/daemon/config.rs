@@ -130,6 +130,8 @@ impl TryFrom<RunSettings> for RunConfig {
                 address: server,
                 username: s.username,
                 password: s.password,
+                // The daemon gives it the fence's gate.
+                gate: None,
             },
             controller,
             datastore: required("datastore", s.datastore)?,
