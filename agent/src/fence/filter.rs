@@ -137,8 +137,9 @@ impl Filter {
         (sum(fence_drop::INGRESS), sum(fence_drop::EGRESS))
     }
 
-    /// Lifts the fence: the links' pins first (each link detaches as its pin goes), then the rest.
-    pub fn remove(self) -> Result<()> {
+    /// Lifts the fence: the links' pins first (each link detaches as its pin goes), then the
+    /// rest. On an error the fence may still be up, and is still this filter's to remove.
+    pub fn remove(&self) -> Result<()> {
         for (_, _, pin) in PROGRAMS {
             let path = self.dir.join(pin);
             match std::fs::remove_file(&path) {

@@ -280,9 +280,11 @@ impl Fencer {
 
     fn amend(&mut self, record: Record, context: &Context) -> Result<Destroyed> {
         let config = self.config(record);
-        if let Some(filter) = self.filter.as_mut() {
-            filter.set_config(config)?;
-        }
+        let Some(filter) = self.filter.as_mut() else {
+            // A record without its filter cannot happen; were it to, the fence goes up afresh.
+            return self.put_up(record, context);
+        };
+        filter.set_config(config)?;
         let replicas = if record.keep_replicas {
             context.replicas.as_slice()
         } else {
@@ -323,9 +325,10 @@ impl Fencer {
     }
 
     fn lift(&mut self) -> Result<()> {
-        self.gate.close();
-        if let Some(filter) = self.filter.take() {
+        if let Some(filter) = &self.filter {
             let (ingress, egress) = filter.drops();
+            // On an error the fence stays as it is (up, as far as anyone can tell), with the
+            // gate still keeping the agent's connections in its allow map.
             filter.remove()?;
             tracing::warn!(
                 port = self.port,
@@ -334,6 +337,8 @@ impl Fencer {
                 "fence lifted"
             );
         }
+        self.filter = None;
+        self.gate.close();
         self.record = None;
         Ok(())
     }
