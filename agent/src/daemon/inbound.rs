@@ -29,8 +29,12 @@ impl Daemon {
         self.epochs.observe(d.epoch);
         // First the lease: a desired state that lifts a self-fence also renews it, so the node
         // is not fenced again at the next check.
-        self.lease
-            .grant(d.lease_seq, Duration::from_millis(u64::from(d.lease_ms)));
+        let lease = Duration::from_millis(u64::from(d.lease_ms));
+        if self.lease.grant(d.lease_seq, lease)
+            && let Some(until) = self.lease.until()
+        {
+            self.lease_end.as_mut().reset(until);
+        }
         let expected = Role::try_from(d.role()).ok();
         self.monitor.expected_role = expected;
         self.monitor.expected_primary = match d.primary_address.as_str() {

@@ -61,6 +61,11 @@ impl Lease {
         self.until.is_some_and(|until| now >= until)
     }
 
+    /// When the lease runs out (None: never granted).
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
     /// What is left of the lease at `now` (None: never granted).
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
         self.until.map(|until| until.saturating_duration_since(now))

@@ -84,6 +84,9 @@ struct Daemon {
     fence: Fence,
     fence_state: watch::Receiver<Option<Record>>,
     lease: Lease,
+    /// Fires when the lease runs out, so a cut-off primary fences itself at that instant rather
+    /// than at the next periodic check.
+    lease_end: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The agent's own change to the fence (a self-fence or its lifting) while one runs.
     self_change: Option<JoinHandle<()>>,
     /// When the agent last tried to fence itself: a fence that cannot go up is retried now and
@@ -210,6 +213,8 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         fence_state: fence.subscribe(),
         fence,
         lease: Lease::default(),
+        // Far off until the first grant.
+        lease_end: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         self_change: None,
         self_fenced_at: None,
     };
@@ -225,6 +230,10 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
             Some(p) = peer_rx.recv() => Ev::Peer(p),
             _ = heartbeat.tick() => Ev::Heartbeat,
             _ = fence_check.tick() => Ev::FenceCheck,
+            () = &mut d.lease_end => {
+                d.lease_end.as_mut().reset(Instant::now() + Duration::from_secs(86_400));
+                Ev::FenceCheck
+            }
             Ok(()) = d.fence_state.changed() => Ev::FenceChanged,
             ended = metrics::ended(&mut metrics_server) => Ev::MetricsEnded(ended),
         };
