@@ -351,7 +351,12 @@ impl Daemon {
         let kernel = self.monitor.inputs().kernel;
         Hints {
             pid: self.monitor.kernel().map(|k| k.pid()),
-            unresponsive: kernel.stopped_for.is_some() || kernel.exited,
+            // Stopped, gone, or judged unhealthy (deadlocked, unanswered PINGs, a stall past
+            // its bound): a question would only wait out its limit.
+            unresponsive: kernel.stopped_for.is_some()
+                || kernel.exited
+                || self.monitor.health() >= Health::Unhealthy,
+            role: self.monitor.replication().map(|r| r.role),
         }
     }
 

@@ -40,8 +40,10 @@ const FENCE_QUERY_LIMIT: Duration = Duration::from_millis(500);
 pub struct Hints {
     /// The server process (the kernel watcher's target).
     pub pid: Option<u32>,
-    /// The kernel sees it stopped or exited: asking it anything would only wait.
+    /// It is stopped, gone or unhealthy: asking it anything would only wait.
     pub unresponsive: bool,
+    /// Its role when the health poller last asked.
+    pub role: Option<Role>,
 }
 
 /// A command and its outcome.
@@ -182,10 +184,11 @@ impl Worker {
 
     /// REPLICAOF, and on a primary or a fenced node the rest of its demotion.
     async fn replicate_of(&mut self, action: &Action, hints: Hints) -> Result<Outcome> {
-        let before = if hints.unresponsive {
-            None
-        } else {
-            self.observe(FENCE_QUERY_LIMIT).await.map(|r| r.role)
+        // Asked even of a server that looks unresponsive: REPLICAOF needs it to answer anyway,
+        // and a primary's demotion must not pass for a replica's re-pointing.
+        let before = match self.observe(FENCE_QUERY_LIMIT).await {
+            Some(r) => Some(r.role),
+            None => hints.role,
         };
         let demotion = before == Some(Role::Primary) || self.fenced();
         commands::run(self.conn(COMMAND_LIMIT).await?, action).await?;
