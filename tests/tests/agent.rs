@@ -303,6 +303,7 @@ fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<
     ctl.grant_leases("p", 600);
     desire_primary_with_peer(&ctl, &replica)?;
     ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
+    ctl.wait_lease("p")?;
     let mut c = primary.connect()?;
     let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c)?;
 
@@ -318,6 +319,7 @@ fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<
 
     // Its peer gone while its lease is renewed: it keeps serving.
     desire_primary_with_peer(&ctl, &replica)?;
+    ctl.wait_lease("p")?;
     replica.signal(Signal::SIGSTOP)?;
     ctl.wait_verdict("p", "the peer unreachable", |v| {
         v.peers_unreachable & 1 == 1

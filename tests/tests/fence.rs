@@ -431,6 +431,7 @@ fn a_self_fence_lifts_for_primary_at_its_epoch_and_never_at_a_newer_one() -> Res
     ctl.grant_leases("p", 600);
     ctl.desire("p", primary_at(3, &replica))?;
     ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
+    ctl.wait_lease("p")?;
     // Cut off: its one peer stopped, then the controller silent until the lease runs out.
     replica.signal(Signal::SIGSTOP)?;
     ctl.wait_verdict("p", "the peer unreachable", |v| {

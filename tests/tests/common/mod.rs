@@ -37,11 +37,13 @@ struct Shared {
     leases: HashMap<String, u32>,
     /// Nodes the stub sends no desired state to.
     silent: HashSet<String>,
+    /// Desired states sent with a lease, by node.
+    grants: HashMap<String, u64>,
 }
 
 impl Shared {
     /// The desired state to send `node` now, with its lease for the newest verdict received.
-    fn desired_now(&self, node: &str) -> Option<v1::DesiredState> {
+    fn desired_now(&mut self, node: &str) -> Option<v1::DesiredState> {
         if self.silent.contains(node) {
             return None;
         }
@@ -54,6 +56,7 @@ impl Shared {
             if let Some(seq) = newest {
                 d.lease_ms = lease_ms;
                 d.lease_seq = seq;
+                *self.grants.entry(node.to_string()).or_default() += 1;
             }
         }
         Some(d)
@@ -276,6 +279,16 @@ impl StubController {
     /// Grants `node` a lease of `lease_ms` with every desired state from now on.
     pub fn grant_leases(&self, node: &str, lease_ms: u32) {
         lock(&self.shared).leases.insert(node.to_string(), lease_ms);
+    }
+
+    /// Waits until `node` holds a lease: two more grants sent from now (the first is surely
+    /// taken in by the time the second goes, 200 ms later).
+    pub fn wait_lease(&self, node: &str) -> Result<()> {
+        let granted = |s: &Shared| s.grants.get(node).copied().unwrap_or(0);
+        let from = granted(&lock(&self.shared));
+        vigil_tests::wait_until(WAIT, "a lease granted", || {
+            (granted(&lock(&self.shared)) >= from + 2).then_some(())
+        })
     }
 
     /// Stops sending `node` desired state (and so lease grants) while its session stays up, until
