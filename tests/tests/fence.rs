@@ -165,6 +165,17 @@ fn a_stopped_primary_never_acknowledges_the_write_queued_while_it_was_stopped() 
         Answer::Nothing,
         "the client was left hanging instead of reset"
     );
+    // Whether the server ran the write after all is not the point (nobody was told it did);
+    // the suite says which it was.
+    ctl.command("p", 2, 1, Some(Action::Unfence(v1::Unfence {})))?;
+    assert!(ctl.wait_ack("p", 2)?.ok);
+    let ran: Option<String> = redis::cmd("GET")
+        .arg("queued")
+        .query(&mut primary.connect()?)?;
+    println!(
+        "fence: the stopped primary's client got {answer:?}; the server ran the write: {}",
+        ran.is_some()
+    );
     Ok(())
 }
 
