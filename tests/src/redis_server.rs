@@ -108,6 +108,16 @@ impl RedisServer {
         Ok(client.get_connection_with_timeout(Duration::from_secs(2))?)
     }
 
+    /// What ROLE says first: "master" or "slave".
+    pub fn role(&self) -> Result<String> {
+        let mut c = self.connect()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
+        Ok(match role.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        })
+    }
+
     pub fn ping(&self) -> Result<()> {
         let mut c = self.connect()?;
         let pong: String = redis::cmd("PING").query(&mut c)?;

@@ -7,7 +7,7 @@
 //! ([`PinnedFence`] on drop), since a fence outlives its agent by design.
 mod common;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Result;
 use common::StubController;
@@ -46,36 +46,60 @@ fn agent_for(
     Agent::run(&args)
 }
 
-/// The agent `node` up, its session open and its server seen as a primary.
-fn ready(ctl: &mut StubController, node: &str) -> Result<()> {
-    ctl.wait_session(node)?;
-    ctl.wait_verdict(node, "a primary", |v| v.role() == v1::Role::Primary)?;
-    Ok(())
+/// The agent of node "p" beside `primary` (with `extra` flags), its session open and its server
+/// seen as a primary; and the fence it may pin, taken down when the test ends.
+fn watched(primary: &RedisServer, extra: &[&str]) -> Result<(PinnedFence, StubController, Agent)> {
+    let pin = PinnedFence::of_port(primary.port)?;
+    let mut ctl = StubController::start()?;
+    let agent = agent_for(primary, "p", &ctl, extra)?;
+    ctl.wait_session("p")?;
+    ctl.wait_verdict("p", "a primary", |v| v.role() == v1::Role::Primary)?;
+    Ok((pin, ctl, agent))
 }
 
-fn fence(
+/// Fences "p" and checks the ack says so.
+fn fence_up(
     ctl: &mut StubController,
-    node: &str,
     id: u64,
     epoch: u64,
     keep_replicas: bool,
 ) -> Result<v1::CommandAck> {
-    ctl.command(
-        node,
-        id,
-        epoch,
-        Some(Action::Fence(v1::Fence { keep_replicas })),
-    )?;
-    ctl.wait_ack(node, id)
+    let fence = v1::Fence { keep_replicas };
+    ctl.command("p", id, epoch, Some(Action::Fence(fence)))?;
+    let ack = ctl.wait_ack("p", id)?;
+    assert!(ack.ok && ack.fenced, "{ack:?}");
+    Ok(ack)
 }
 
-fn role_of(server: &RedisServer) -> Result<String> {
-    let mut c = server.connect()?;
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
-    Ok(match role.first() {
-        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-        other => format!("{other:?}"),
-    })
+fn unfence(ctl: &mut StubController, id: u64, epoch: u64) -> Result<v1::CommandAck> {
+    ctl.command("p", id, epoch, Some(Action::Unfence(v1::Unfence {})))?;
+    ctl.wait_ack("p", id)
+}
+
+/// Sends `p` a ReplicateOf `to` (its demotion when it is a primary or fenced), and its ack.
+fn replicate_of(
+    ctl: &mut StubController,
+    id: u64,
+    epoch: u64,
+    to: &RedisServer,
+) -> Result<v1::CommandAck> {
+    let address = format!("127.0.0.1:{}", to.port);
+    let action = Action::ReplicateOf(v1::ReplicateOf { address });
+    ctl.command("p", id, epoch, Some(action))?;
+    ctl.wait_ack("p", id)
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A client connecting to `addr` now is not served: its SYN is dropped, or `words` are never
+/// answered.
+fn assert_unserved(addr: SocketAddr, words: &[&str], what: &str) {
+    if let Ok(mut late) = RawClient::connect_to(addr, Duration::from_millis(500)) {
+        let answer = late.request(words, QUIET);
+        assert!(!matches!(answer, Answer::Reply(_)), "{what}: {answer:?}");
+    }
 }
 
 fn health(v: &v1::Verdict) -> v1::Health {
@@ -91,18 +115,14 @@ fn a_client_connected_before_the_fence_is_reset_and_never_answered() -> Result<(
     require_root();
     let _serial = serial();
     let primary = RedisServer::start()?;
-    let pin = PinnedFence::of_port(primary.port)?;
-    let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
+    let (pin, mut ctl, _agent) = watched(&primary, &[])?;
     let mut client = RawClient::connect(primary.port, Duration::from_secs(2))?;
     assert_eq!(
         client.request(&["PING"], WAIT),
         Answer::Reply("+PONG\r\n".into())
     );
 
-    let ack = fence(&mut ctl, "p", 1, 1, false)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    let ack = fence_up(&mut ctl, 1, 1, false)?;
     assert_eq!(ack.role(), v1::Role::Primary, "{ack:?}");
     assert!(pin.is_up());
     // The connection was destroyed under the client: its write meets the reset, never a reply.
@@ -116,8 +136,7 @@ fn a_client_connected_before_the_fence_is_reset_and_never_answered() -> Result<(
 
     // Unfenced (the failover did not happen): clients are served again, and the write the
     // fence held back never happened.
-    ctl.command("p", 2, 1, Some(Action::Unfence(v1::Unfence {})))?;
-    let ack = ctl.wait_ack("p", 2)?;
+    let ack = unfence(&mut ctl, 2, 1)?;
     assert!(ack.ok && !ack.fenced, "{ack:?}");
     assert!(!pin.is_up());
     let mut c = primary.connect()?;
@@ -132,10 +151,7 @@ fn a_stopped_primary_never_acknowledges_the_write_queued_while_it_was_stopped() 
     require_root();
     let _serial = serial();
     let primary = RedisServer::start()?;
-    let pin = PinnedFence::of_port(primary.port)?;
-    let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
+    let (pin, mut ctl, _agent) = watched(&primary, &[])?;
     let mut client = RawClient::connect(primary.port, Duration::from_secs(2))?;
     assert_eq!(
         client.request(&["PING"], WAIT),
@@ -148,8 +164,7 @@ fn a_stopped_primary_never_acknowledges_the_write_queued_while_it_was_stopped() 
     client.send(&["SET", "queued", "1"])?;
     assert_eq!(client.answer(Duration::from_millis(200)), Answer::Nothing);
 
-    let ack = fence(&mut ctl, "p", 1, 1, false)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    let ack = fence_up(&mut ctl, 1, 1, false)?;
     // A stopped server cannot say its offset; the fence itself is what the ack vouches for.
     assert_eq!(ack.repl_offset, 0, "{ack:?}");
     assert!(pin.is_up());
@@ -167,8 +182,7 @@ fn a_stopped_primary_never_acknowledges_the_write_queued_while_it_was_stopped() 
     );
     // Whether the server ran the write after all is not the point (nobody was told it did);
     // the suite says which it was.
-    ctl.command("p", 2, 1, Some(Action::Unfence(v1::Unfence {})))?;
-    assert!(ctl.wait_ack("p", 2)?.ok);
+    assert!(unfence(&mut ctl, 2, 1)?.ok);
     let ran: Option<String> = redis::cmd("GET")
         .arg("queued")
         .query(&mut primary.connect()?)?;
@@ -185,21 +199,15 @@ fn a_fenced_primary_serves_no_new_client_and_its_agent_demotes_it() -> Result<()
     let _serial = serial();
     let primary = RedisServer::start()?;
     let new_primary = RedisServer::start()?;
-    let pin = PinnedFence::of_port(primary.port)?;
-    let mut ctl = StubController::start()?;
-    let agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
-    let ack = fence(&mut ctl, "p", 1, 1, false)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    let (pin, mut ctl, agent) = watched(&primary, &[])?;
+    fence_up(&mut ctl, 1, 1, false)?;
 
     // A new client gets nowhere: its SYN is dropped, or its request is never answered.
-    if let Ok(mut late) = RawClient::connect(primary.port, Duration::from_millis(500)) {
-        let answer = late.request(&["PING"], QUIET);
-        assert!(
-            !matches!(answer, Answer::Reply(_)),
-            "a fenced primary served a new client: {answer:?}"
-        );
-    }
+    assert_unserved(
+        local(primary.port),
+        &["PING"],
+        "a fenced primary served a new client",
+    );
     // The agent's own connections still reach the server: well past the fence going up, its
     // PINGs are answered (no missed-PING reason) and it still knows the server's role.
     ctl.skip_received();
@@ -208,14 +216,7 @@ fn a_fenced_primary_serves_no_new_client_and_its_agent_demotes_it() -> Result<()
     assert_eq!(v.role(), v1::Role::Primary, "{v:?}");
 
     // The demotion, one step: REPLICAOF, the clients disconnected, then the fence lifted.
-    let address = format!("127.0.0.1:{}", new_primary.port);
-    ctl.command(
-        "p",
-        2,
-        2,
-        Some(Action::ReplicateOf(v1::ReplicateOf { address })),
-    )?;
-    let ack = ctl.wait_ack("p", 2)?;
+    let ack = replicate_of(&mut ctl, 2, 2, &new_primary)?;
     assert!(ack.ok && !ack.fenced, "{ack:?}");
     assert_eq!(ack.role(), v1::Role::Replica, "{ack:?}");
     assert!(!pin.is_up());
@@ -227,7 +228,7 @@ fn a_fenced_primary_serves_no_new_client_and_its_agent_demotes_it() -> Result<()
         "the clients must be disconnected before the fence lifts: {killed:?}, {lifted:?}"
     );
     // Clients come back to a replica.
-    assert_eq!(role_of(&primary)?, "slave");
+    assert_eq!(primary.role()?, "slave");
     Ok(())
 }
 
@@ -246,10 +247,7 @@ fn a_primary_fenced_for_a_switchover_keeps_feeding_its_replica() -> Result<()> {
         info.contains("master_link_status:up").then_some(info)
     };
     wait_until(WAIT, "the replica's link", || link_up(&replica))?;
-    let pin = PinnedFence::of_port(primary.port)?;
-    let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
+    let (pin, mut ctl, _agent) = watched(&primary, &[])?;
 
     // Writes right before the fence: some still on their way to the replica when it goes up.
     let mut c = primary.connect()?;
@@ -260,8 +258,7 @@ fn a_primary_fenced_for_a_switchover_keeps_feeding_its_replica() -> Result<()> {
             .query(&mut c)?;
     }
     drop(c);
-    let ack = fence(&mut ctl, "p", 1, 1, true)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    let ack = fence_up(&mut ctl, 1, 1, true)?;
     assert!(
         ack.repl_offset > 0,
         "the primary's offset once fenced: {ack:?}"
@@ -295,23 +292,17 @@ fn a_fence_outlives_its_agent_and_the_next_agent_lifts_it_on_demotion() -> Resul
     let _serial = serial();
     let primary = RedisServer::start()?;
     let new_primary = RedisServer::start()?;
-    let pin = PinnedFence::of_port(primary.port)?;
-    let mut ctl = StubController::start()?;
-    let agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
-    let ack = fence(&mut ctl, "p", 1, 4, false)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    let (pin, mut ctl, agent) = watched(&primary, &[])?;
+    fence_up(&mut ctl, 1, 4, false)?;
 
     signal(agent.pid(), Signal::SIGKILL)?;
     drop(agent);
     assert!(pin.is_up(), "the fence went down with its agent");
-    if let Ok(mut late) = RawClient::connect(primary.port, Duration::from_millis(500)) {
-        let answer = late.request(&["PING"], QUIET);
-        assert!(
-            !matches!(answer, Answer::Reply(_)),
-            "served while the agent was dead: {answer:?}"
-        );
-    }
+    assert_unserved(
+        local(primary.port),
+        &["PING"],
+        "served while the agent was dead",
+    );
 
     // The next agent finds the fence, keeps it, reports it, and gets through it itself.
     ctl.skip_received();
@@ -326,28 +317,12 @@ fn a_fence_outlives_its_agent_and_the_next_agent_lifts_it_on_demotion() -> Resul
     assert_eq!(v.epoch, 4, "the fence's epoch is the agent's newest: {v:?}");
     assert!(pin.is_up());
     // An older epoch than the fence's is refused: the fence carried it over.
-    let address = format!("127.0.0.1:{}", new_primary.port);
-    ctl.command(
-        "p",
-        2,
-        3,
-        Some(Action::ReplicateOf(v1::ReplicateOf {
-            address: address.clone(),
-        })),
-    )?;
-    let stale = ctl.wait_ack("p", 2)?;
+    let stale = replicate_of(&mut ctl, 2, 3, &new_primary)?;
     assert!(!stale.ok && stale.fenced, "{stale:?}");
-
-    ctl.command(
-        "p",
-        3,
-        5,
-        Some(Action::ReplicateOf(v1::ReplicateOf { address })),
-    )?;
-    let ack = ctl.wait_ack("p", 3)?;
+    let ack = replicate_of(&mut ctl, 3, 5, &new_primary)?;
     assert!(ack.ok && !ack.fenced, "{ack:?}");
     assert!(!pin.is_up());
-    assert_eq!(role_of(&primary)?, "slave");
+    assert_eq!(primary.role()?, "slave");
     Ok(())
 }
 
@@ -357,9 +332,8 @@ fn a_client_of_a_demoted_primary_is_disconnected_and_finds_a_replica() -> Result
     let _serial = serial();
     let primary = RedisServer::start()?;
     let new_primary = RedisServer::start()?;
-    let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
+    // A demotion puts up no fence; one taken down at the end would be one left by mistake.
+    let (_pin, mut ctl, _agent) = watched(&primary, &[])?;
     let mut client = RawClient::connect(primary.port, Duration::from_secs(2))?;
     assert_eq!(
         client.request(&["PING"], WAIT),
@@ -372,14 +346,7 @@ fn a_client_of_a_demoted_primary_is_disconnected_and_finds_a_replica() -> Result
         "{subscribed:?}"
     );
 
-    let address = format!("127.0.0.1:{}", new_primary.port);
-    ctl.command(
-        "p",
-        1,
-        2,
-        Some(Action::ReplicateOf(v1::ReplicateOf { address })),
-    )?;
-    let ack = ctl.wait_ack("p", 1)?;
+    let ack = replicate_of(&mut ctl, 1, 2, &new_primary)?;
     assert!(ack.ok && !ack.fenced, "{ack:?}");
     assert_eq!(ack.role(), v1::Role::Replica);
     // Both were disconnected by the demotion itself, not left to meet READONLY.
@@ -472,8 +439,7 @@ fn a_self_fence_lifts_for_primary_at_its_epoch_and_never_at_a_newer_one() -> Res
         "a verdict without the fence while it stayed up: {since:?}"
     );
     // The controller's Unfence does.
-    ctl.command("p", 1, 4, Some(Action::Unfence(v1::Unfence {})))?;
-    let ack = ctl.wait_ack("p", 1)?;
+    let ack = unfence(&mut ctl, 1, 4)?;
     assert!(ack.ok && !ack.fenced, "{ack:?}");
     assert!(!pin.is_up());
 
@@ -498,32 +464,22 @@ fn ipv6_clients_are_fenced_as_ipv4_ones_are() -> Result<()> {
     let port = free_port()?;
     // Listening on both loopbacks: the agent speaks IPv4, the clients IPv6.
     let primary = RedisServer::start_with(port, &["--bind", "127.0.0.1", "::1"])?;
-    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
-    let pin = PinnedFence::of_port(port)?;
-    let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
-    ready(&mut ctl, "p")?;
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let (pin, mut ctl, _agent) = watched(&primary, &[])?;
     let mut before = RawClient::connect_to(v6, Duration::from_secs(2))?;
     assert_eq!(
         before.request(&["PING"], WAIT),
         Answer::Reply("+PONG\r\n".into())
     );
 
-    let ack = fence(&mut ctl, "p", 1, 1, false)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    fence_up(&mut ctl, 1, 1, false)?;
     let answer = before.request(&["SET", "k", "v"], QUIET);
     assert_eq!(
         answer,
         Answer::Reset,
         "an IPv6 client of the fenced primary got {answer:?}"
     );
-    if let Ok(mut late) = RawClient::connect_to(v6, Duration::from_millis(500)) {
-        let answer = late.request(&["PING"], QUIET);
-        assert!(
-            !matches!(answer, Answer::Reply(_)),
-            "a new IPv6 client was served: {answer:?}"
-        );
-    }
+    assert_unserved(v6, &["PING"], "a new IPv6 client was served");
     assert!(pin.is_up());
     Ok(())
 }
@@ -535,12 +491,8 @@ fn the_kill_method_kills_the_server_and_holds_the_restarted_one_until_demoted() 
     let mut primary = RedisServer::start()?;
     let port = primary.port;
     let new_primary = RedisServer::start()?;
-    let pin = PinnedFence::of_port(port)?;
-    let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &["--fence-method", "kill"])?;
-    ready(&mut ctl, "p")?;
-    let ack = fence(&mut ctl, "p", 1, 1, false)?;
-    assert!(ack.ok && ack.fenced, "{ack:?}");
+    let (pin, mut ctl, _agent) = watched(&primary, &["--fence-method", "kill"])?;
+    fence_up(&mut ctl, 1, 1, false)?;
     primary.wait_exit()?;
     ctl.wait_verdict("p", "the killed server down", |v| {
         health(v) == v1::Health::Down
@@ -555,24 +507,15 @@ fn the_kill_method_kills_the_server_and_holds_the_restarted_one_until_demoted() 
         health(v) != v1::Health::Down && v.reasons & FENCED_BIT != 0
     })?;
     assert!(pin.is_up());
-    if let Ok(mut late) = RawClient::connect(port, Duration::from_millis(500)) {
-        let answer = late.request(&["SET", "k", "v"], QUIET);
-        assert!(
-            !matches!(answer, Answer::Reply(_)),
-            "the restarted server was served to a client: {answer:?}"
-        );
-    }
+    assert_unserved(
+        local(port),
+        &["SET", "k", "v"],
+        "the restarted server was served to a client",
+    );
     // The agent's own connections reach the restarted server, and demote it.
-    let address = format!("127.0.0.1:{}", new_primary.port);
-    ctl.command(
-        "p",
-        2,
-        2,
-        Some(Action::ReplicateOf(v1::ReplicateOf { address })),
-    )?;
-    let ack = ctl.wait_ack("p", 2)?;
+    let ack = replicate_of(&mut ctl, 2, 2, &new_primary)?;
     assert!(ack.ok && !ack.fenced, "{ack:?}");
     assert!(!pin.is_up());
-    assert_eq!(role_of(&restarted)?, "slave");
+    assert_eq!(restarted.role()?, "slave");
     Ok(())
 }
