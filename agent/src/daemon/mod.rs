@@ -350,7 +350,12 @@ impl Daemon {
     pub(super) fn hints(&self) -> Hints {
         let kernel = self.monitor.inputs().kernel;
         Hints {
-            pid: self.monitor.kernel().map(|k| k.pid()),
+            // Not a server that exited: its pid may be another process's by now.
+            pid: self
+                .monitor
+                .kernel()
+                .filter(|_| !kernel.exited)
+                .map(|k| k.pid()),
             // Stopped, gone, or judged unhealthy (deadlocked, unanswered PINGs, a stall past
             // its bound): a question would only wait out its limit.
             unresponsive: kernel.stopped_for.is_some()

@@ -13,6 +13,10 @@
 //! A link lives while it is pinned, and detaches when its pin is removed: removing the two link
 //! pins is what lifts the fence. They are removed first and the maps after, so a directory with
 //! no link left is a fence that is down (or was never finished), and one with a link is up.
+//!
+//! The object is loaded, and its programs verified, ahead of time ([`Prepared`]): loaded but not
+//! attached, they run on no packet, and putting a fence up is then only writing its maps and
+//! attaching, a millisecond where loading takes tens.
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -53,6 +57,23 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> AgentError {
     move |e| AgentError::io(context, e)
 }
 
+/// The fence object loaded with fresh maps and its programs verified, attached nowhere: the
+/// next fence, ready to go up.
+pub struct Prepared {
+    ebpf: Ebpf,
+}
+
+impl Prepared {
+    pub fn load() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            // No CO-RE in these programs: they read only the packet.
+            .btf(None)
+            .load(OBJECT)?;
+        load_programs(&mut ebpf)?;
+        Ok(Self { ebpf })
+    }
+}
+
 /// An installed fence's maps; its links live in their pins.
 pub struct Filter {
     dir: PathBuf,
@@ -61,21 +82,22 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Puts a fence up on the cgroup at `cgroup`: `config` written and `fill` given the allow map
-    /// before either program is attached, so the first packet the fence sees meets the whole
-    /// policy.
+    /// Puts the `prepared` fence up on the cgroup at `cgroup`, pinned in `dir`: `config` written
+    /// and `fill` given the allow map before either program is attached, so the first packet
+    /// the fence sees meets the whole policy.
     pub fn put_up(
+        prepared: Prepared,
         dir: &Path,
         cgroup: &Path,
         config: FenceConfig,
         fill: impl FnOnce(AllowMap) -> Result<()>,
     ) -> Result<Self> {
+        let mut ebpf = prepared.ebpf;
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let mut ebpf = load(dir)?;
-        let mut config_map: Array<MapData, FenceConfig> = take(&mut ebpf, CONFIG.0)?;
+        let mut config_map: Array<MapData, FenceConfig> = pin(&mut ebpf, dir, CONFIG)?;
         config_map.set(0, config, 0).map_err(map_error(CONFIG.0))?;
-        fill(take(&mut ebpf, ALLOW.0)?)?;
-        let drops = take(&mut ebpf, DROPS.0)?;
+        fill(pin(&mut ebpf, dir, ALLOW)?)?;
+        let drops = pin(&mut ebpf, dir, DROPS)?;
         attach_missing(&mut ebpf, dir, cgroup)?;
         Ok(Self {
             dir: dir.into(),
@@ -109,7 +131,9 @@ impl Filter {
         let allow: AllowMap = open(dir, ALLOW, Map::HashMap)?;
         fill(allow)?;
         if linked < PROGRAMS.len() {
-            let mut ebpf = load(dir)?;
+            // The programs the missing link needs, bound to the maps already pinned.
+            let mut ebpf = load_pinned(dir)?;
+            load_programs(&mut ebpf)?;
             attach_missing(&mut ebpf, dir, &cgroup()?)?;
         }
         Ok(Some(Self {
@@ -171,8 +195,23 @@ fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(
     T::try_from(kind(data)).map_err(map_error(name))
 }
 
-/// The fence object, its maps pinned in `dir` (created there, or the ones already there).
-fn load(dir: &Path) -> Result<Ebpf> {
+/// Takes map `name` from `ebpf` and pins it in `dir` as `pin`.
+fn pin<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    dir: &Path,
+    (name, pin): (&'static str, &str),
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(AgentError::MissingFromObject(name))?;
+    let path = dir.join(pin);
+    map.pin(&path)
+        .map_err(|source| AgentError::Pin { path, source })?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+/// The fence object bound to the maps already pinned in `dir`.
+fn load_pinned(dir: &Path) -> Result<Ebpf> {
     let (config, allow, drops) = (dir.join(CONFIG.1), dir.join(ALLOW.1), dir.join(DROPS.1));
     Ok(EbpfLoader::new()
         // No CO-RE in these programs: they read only the packet.
@@ -183,14 +222,19 @@ fn load(dir: &Path) -> Result<Ebpf> {
         .load(OBJECT)?)
 }
 
-fn take<T: TryFrom<Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or(AgentError::MissingFromObject(name))?;
-    T::try_from(map).map_err(map_error(name))
+/// Loads (verifies) both programs into the kernel, attaching neither.
+fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
+    for (name, _, _) in PROGRAMS {
+        let program: &mut CgroupSkb = ebpf
+            .program_mut(name)
+            .ok_or(AgentError::MissingFromObject(name))?
+            .try_into()
+            .map_err(|source| AgentError::Program { name, source })?;
+        program
+            .load()
+            .map_err(|source| AgentError::Program { name, source })?;
+    }
+    Ok(())
 }
 
 /// Attaches each program whose link is not pinned in `dir` yet, and pins its link.
@@ -207,7 +251,6 @@ fn attach_missing(ebpf: &mut Ebpf, dir: &Path, cgroup: &Path) -> Result<()> {
             .ok_or(AgentError::MissingFromObject(name))?
             .try_into()
             .map_err(err)?;
-        program.load().map_err(err)?;
         let id = program
             // A link: the kernel lets any number of links share the cgroup (every fence on the
             // host, and whatever else attaches there), and takes no other mode with one.

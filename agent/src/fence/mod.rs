@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use vigil_agent_ebpf::{FenceConfig, fence_flags, fence_kind};
 
 use self::{
-    filter::Filter,
+    filter::{Filter, Prepared},
     gate::{Gate, peer_key},
     rules::{Event, Kind, Record, Step},
     sockets::Destroyed,
@@ -144,6 +144,8 @@ struct Fencer {
     dir: PathBuf,
     filter: Option<Filter>,
     record: Option<Record>,
+    /// The next fence, loaded and verified ahead of time so that putting it up is quick.
+    prepared: Option<Prepared>,
 }
 
 impl Fence {
@@ -158,8 +160,10 @@ impl Fence {
             dir,
             filter: None,
             record: None,
+            prepared: None,
         };
         fencer.adopt(pid)?;
+        fencer.prepare();
         let (state, _) = watch::channel(fencer.record);
         Ok(Self {
             inner: Arc::new(Mutex::new(fencer)),
@@ -232,6 +236,18 @@ impl Fencer {
         })
     }
 
+    /// Loads the next fence ahead of time, unless one is up or loaded already. A failure here
+    /// is only logged: putting the fence up tries again, and says why if it fails.
+    fn prepare(&mut self) {
+        if self.filter.is_some() || self.prepared.is_some() {
+            return;
+        }
+        match Prepared::load() {
+            Ok(p) => self.prepared = Some(p),
+            Err(e) => tracing::warn!(error = %e.chain(), "could not load the fence ahead of time"),
+        }
+    }
+
     fn config(&self, record: Record) -> FenceConfig {
         FenceConfig {
             port: u32::from(self.port),
@@ -246,8 +262,12 @@ impl Fencer {
         } else {
             &[]
         };
+        let prepared = match self.prepared.take() {
+            Some(p) => p,
+            None => Prepared::load()?,
+        };
         let gate = self.gate.clone();
-        let put = Filter::put_up(&self.dir, &cgroup, self.config(record), |map| {
+        let put = Filter::put_up(prepared, &self.dir, &cgroup, self.config(record), |map| {
             gate.open(map)?;
             gate.set_replicas(replicas);
             Ok(())
@@ -308,8 +328,13 @@ impl Fencer {
         Ok(destroyed)
     }
 
-    fn kill(&self, pid: Option<u32>) {
-        let Some(pid) = server_pid(self.port, pid) else {
+    fn kill(&self, hint: Option<u32>) {
+        // Only a process seen listening on the port is killed, never one that merely got a
+        // dead server's pid.
+        let port = self.port;
+        let listening =
+            hint.filter(|&pid| target::listening_ports(pid).is_ok_and(|p| p.contains(&port)));
+        let Some(pid) = listening.or_else(|| target::listener_owner(port).ok().flatten()) else {
             tracing::warn!(
                 port = self.port,
                 "fence method kill: no server process to kill"
@@ -340,13 +365,16 @@ impl Fencer {
         self.filter = None;
         self.gate.close();
         self.record = None;
+        self.prepare();
         Ok(())
     }
 }
 
-/// The server's process: `hint` while it still listens on `port`, else whoever does.
+/// The server's process: `hint` (the kernel watcher's target, which follows a restarted
+/// server) while it lives, else whoever listens on `port` (a scan of every process, the slow
+/// way, when no watcher knows).
 fn server_pid(port: u16, hint: Option<u32>) -> Option<u32> {
-    hint.filter(|&pid| target::listening_ports(pid).is_ok_and(|p| p.contains(&port)))
+    hint.filter(|&pid| target::process_exists(pid))
         .or_else(|| target::listener_owner(port).ok().flatten())
 }
 
