@@ -191,6 +191,8 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         cfg.peer_interval,
         peer_tx,
     ));
+    // The kernel probes are loaded: the peak of memory that took is behind.
+    fence.prepare().await;
     let (done_tx, mut done_rx) = mpsc::channel(16);
     let (commands, runner) = worker::spawn(cfg.server.clone(), fence.clone(), done_tx);
     tracing::info!(

@@ -30,7 +30,10 @@ use aya::{
 use vigil_agent_ebpf::{FenceConfig, fence_drop};
 
 use super::gate::AllowMap;
-use crate::error::{AgentError, Result};
+use crate::{
+    error::{AgentError, Result},
+    kernel::loader,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-fence"));
 
@@ -65,10 +68,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn load() -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
-            // No CO-RE in these programs: they read only the packet.
-            .btf(None)
-            .load(OBJECT)?;
+        let mut ebpf = loader::load(OBJECT)?;
         load_programs(&mut ebpf)?;
         Ok(Self { ebpf })
     }
@@ -210,7 +210,9 @@ fn pin<T: TryFrom<Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(map_error(name))
 }
 
-/// The fence object bound to the maps already pinned in `dir`.
+/// The fence object bound to the maps already pinned in `dir`. Rare (an agent that died while
+/// putting a fence up), so it pays for a loader of its own rather than giving the shared one
+/// pin paths every later load would inherit.
 fn load_pinned(dir: &Path) -> Result<Ebpf> {
     let (config, allow, drops) = (dir.join(CONFIG.1), dir.join(ALLOW.1), dir.join(DROPS.1));
     Ok(EbpfLoader::new()

@@ -163,12 +163,19 @@ impl Fence {
             prepared: None,
         };
         fencer.adopt(pid)?;
-        fencer.prepare();
         let (state, _) = watch::channel(fencer.record);
         Ok(Self {
             inner: Arc::new(Mutex::new(fencer)),
             state,
         })
+    }
+
+    /// Loads the next fence ahead of time (see [`filter::Prepared`]). Called once the agent's
+    /// start-up is over: loading parses the object, whose passing allocations would otherwise
+    /// add to the agent's start-up peak of memory.
+    pub async fn prepare(&self) {
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || lock(&inner).prepare()).await;
     }
 
     /// The fence now (None: down), and its changes.
