@@ -191,7 +191,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         cfg.peer_interval,
         peer_tx,
     ));
-    // The kernel probes are loaded: the peak of memory that took is behind.
+    // After the kernel probes, whose loading made the loader this reuses.
     fence.prepare().await;
     let (done_tx, mut done_rx) = mpsc::channel(16);
     let (commands, runner) = worker::spawn(cfg.server.clone(), fence.clone(), done_tx);

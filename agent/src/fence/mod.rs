@@ -170,9 +170,8 @@ impl Fence {
         })
     }
 
-    /// Loads the next fence ahead of time (see [`filter::Prepared`]). Called once the agent's
-    /// start-up is over: loading parses the object, whose passing allocations would otherwise
-    /// add to the agent's start-up peak of memory.
+    /// Loads the next fence ahead of time (see [`filter::Prepared`]), a millisecond through the
+    /// loader the kernel probes made (`crate::kernel::loader`).
     pub async fn prepare(&self) {
         let inner = Arc::clone(&self.inner);
         let _ = tokio::task::spawn_blocking(move || lock(&inner).prepare()).await;
