@@ -1,5 +1,5 @@
-//! The types the kernel programs (`src/main.rs` and the hook families beside it) share with the
-//! agent.
+//! The types the kernel programs share with the agent: the watching programs (`src/main.rs` and
+//! the hook families beside it) and the fence (`src/fence.rs`, an object of its own).
 //!
 //! Every type is `#[repr(C)]`, padding-free and plain old data, so the kernel writes it and
 //! userspace reads it byte for byte. Field order is chosen so no padding is needed; the
@@ -165,6 +165,90 @@ pub struct Config {
     pub jiffy_ns: u32,
 }
 
+/// Most peers a fence lets through at once: the agent's own connections (a handful) and the
+/// replicas' links of a primary fenced for a planned switchover.
+pub const MAX_FENCE_PEERS: u32 = 1024;
+
+/// What a fence is, in [`FenceConfig::kind`]: the rule that lifts it depends on it.
+pub mod fence_kind {
+    /// Ordered by the controller (a Fence command): lifted by a demotion or an Unfence.
+    pub const ORDERED: u32 = 1;
+    /// Put up by the agent itself when its lease ran out without a quorum: also lifted when the
+    /// controller says this node is the primary at the epoch the fence began at.
+    pub const SELF: u32 = 2;
+}
+
+/// Flags in [`FenceConfig::flags`].
+pub mod fence_flags {
+    /// The replicas' links of the fenced primary are let through (a planned switchover).
+    pub const KEEP_REPLICAS: u32 = 1;
+}
+
+/// Why a peer is in the fence's allow map (the map's value): a restarted agent drops the entries
+/// of the agent before it, whose connections are gone and whose ports a client may reuse.
+pub mod allow_tag {
+    /// One of the agent's own connections to the server.
+    pub const AGENT: u32 = 1;
+    /// A replica's replication link to the fenced primary.
+    pub const REPLICA: u32 = 2;
+}
+
+/// Slots of the fence's per-CPU drop counters.
+pub mod fence_drop {
+    pub const INGRESS: u32 = 0;
+    pub const EGRESS: u32 = 1;
+    pub const LEN: u32 = 2;
+}
+
+/// A TCP peer of the server: the key of the fence's allow map. IPv4 addresses are stored
+/// IPv4-mapped (`::ffff:a.b.c.d`), so one key type serves both families, and a dual-stack server
+/// sees an IPv4 client the same way whichever family its socket has.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// The peer's address in network order, IPv4 mapped into IPv6.
+    pub addr: [u8; 16],
+    /// The peer's TCP port, host order (a u32 so the key has no padding).
+    pub port: u32,
+}
+
+impl PeerKey {
+    /// The key of an IPv4 peer; `addr` in network order, as in the packet.
+    #[inline(always)]
+    pub const fn v4(addr: [u8; 4], port: u16) -> Self {
+        let [a, b, c, d] = addr;
+        Self {
+            addr: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d],
+            port: port as u32,
+        }
+    }
+
+    /// The key of an IPv6 peer; `addr` in network order, as in the packet.
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16], port: u16) -> Self {
+        Self {
+            addr,
+            port: port as u32,
+        }
+    }
+}
+
+/// The fence's state, in the single slot of its `FENCE_CONFIG` array. The programs read only the
+/// port; the rest is the record a restarted agent needs to apply the same lifting rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FenceConfig {
+    /// The epoch the fence began at.
+    pub epoch: u64,
+    /// The server's TCP port; 0 lets everything through.
+    pub port: u32,
+    /// One of [`fence_kind`].
+    pub kind: u32,
+    /// [`fence_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
 /// Per-thread scheduler state, in the `THREADS` hash map keyed by thread id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -231,6 +315,8 @@ const _: () = assert!(core::mem::size_of::<Config>() == 8 + 2 * 4 + 10 * 4 + 12 
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 3 * 8 + 2 * 4);
 const _: () = assert!(core::mem::size_of::<SockSlot>() == 4 * 8 + 4 * 4 + 2 * 8);
 const _: () = assert!(core::mem::size_of::<SockSlot>() == 64);
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 16 + 4);
+const _: () = assert!(core::mem::size_of::<FenceConfig>() == 8 + 4 * 4);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -247,4 +333,8 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockSlot {}
+    // SAFETY: as above (a byte array and an integer, no padding).
+    unsafe impl aya::Pod for super::PeerKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FenceConfig {}
 }

@@ -50,6 +50,29 @@ pub enum AgentError {
     },
     #[error("the eBPF object has no {0}; the build is broken")]
     MissingFromObject(&'static str),
+    #[error("{fstype} is not mounted and mounting it at {path} failed: {reason}")]
+    Mount {
+        fstype: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "process {0} is in no cgroup v2 (/proc/{0}/cgroup has no 0:: line); the fence needs the \
+         unified hierarchy"
+    )]
+    NoCgroup2(u32),
+    #[error("pinning {path} on bpffs: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("eBPF link of {name}: {source}")]
+    Link {
+        name: &'static str,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
     #[error("configuration: {field}: {message}")]
     Config {
         field: &'static str,
@@ -96,9 +119,7 @@ pub enum AgentError {
         #[source]
         source: ProtoError,
     },
-    #[error("command {0}: a fence needs a pause of at least 1 ms")]
-    ZeroPause(u64),
-    #[error("command {0}: a switchover must name its method (FAILOVER TO or REPLTAKEOVER)")]
+    #[error("command {0}: a switchover must name its method (REPLTAKEOVER)")]
     NoSwitchoverMethod(u64),
     #[error("stale epoch {got}: this agent has already seen epoch {newest}")]
     StaleEpoch { got: u64, newest: u64 },
@@ -127,6 +148,12 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The message with every cause under it, for where only one line reaches an operator (a
+    /// command's ack, a log line).
+    pub fn chain(&self) -> String {
+        error_chain(self)
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),

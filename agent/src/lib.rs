@@ -12,12 +12,17 @@
 //! - [`verdict`]: folds those views into one health and a set of reasons ([`verdict::rules`]),
 //!   kept current by the [`verdict::monitor`].
 //! - [`link`]: streams verdicts to the controller over gRPC and brings its commands back.
+//! - [`fence`]: what keeps a deposed primary from acknowledging writes: a packet filter on the
+//!   server's cgroup and its client connections destroyed, pinned so it outlives the agent, the
+//!   gate that lets the agent's own connections through, and the rules that lift it.
 //! - [`daemon`]: `vigil-agent run`, which wires all of the above: its settings and their
-//!   defaults, the event loop, the epoch rule, self-fencing and the Prometheus metrics.
+//!   defaults, the event loop, the command runner, the epoch rule, the lease and self-fencing,
+//!   and the Prometheus metrics.
 //! - [`watch`]: `vigil-agent watch`, which prints the kernel events and verdicts of one server.
 //! - [`error`]: the crate's one error type.
 pub mod daemon;
 pub mod error;
+pub mod fence;
 pub mod host;
 pub mod kernel;
 pub mod link;

@@ -11,11 +11,7 @@ use vigil_proto::HostPort;
 use vigil_tests::{RedisServer, WAIT, free_port};
 
 fn conn(server: &RedisServer) -> ServerConn {
-    ServerConn {
-        address: HostPort::new("127.0.0.1", server.port),
-        username: None,
-        password: None,
-    }
+    ServerConn::new(HostPort::new("127.0.0.1", server.port))
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //! - `log`: [`Log`], a child's stderr captured line by line, for [`Agent`] and [`Controller`].
 //! - `agent`: [`Agent`], a running `vigil-agent run`.
 //! - `controller`: [`Controller`], a running `vigil-controller`, and what it publishes.
+//! - `fence`: [`PinnedFence`], the fence an agent pins for a port, and [`RawClient`], which tells
+//!   exactly what a server (or the fence in front of it) sent back.
 //! - `store`: [`VigilStore`], a primary and replicas with an agent beside each and a controller.
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
@@ -21,6 +23,7 @@
 //! binaries are ([`workspace_bin`], [`use_bin_dir`]) and whether their logs are echoed ([`quiet`]).
 mod agent;
 mod controller;
+mod fence;
 mod fixture;
 mod keys;
 mod log;
@@ -47,6 +50,7 @@ use nix::{
 
 pub use agent::Agent;
 pub use controller::Controller;
+pub use fence::{Answer, PinnedFence, RawClient};
 pub use fixture::Fixture;
 pub use keys::{count_keys, write_keys};
 pub use log::Log;

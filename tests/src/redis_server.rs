@@ -37,6 +37,22 @@ impl RedisServer {
 
     /// Starts redis-server inside `netns` (when given), listening on 127.0.0.1 and on `host`.
     pub fn start_in(netns: Option<&NetNs>, host: &str, port: u16, extra: &[&str]) -> Result<Self> {
+        let mut server = Self::spawn_in(netns, host, port, extra)?;
+        wait_until(WAIT, "redis-server to answer PING", || server.ping().ok())?;
+        if let Ok(Some(status)) = server.child.try_wait() {
+            bail!("redis-server on port {port} exited at start: {status}");
+        }
+        Ok(server)
+    }
+
+    /// Starts redis-server on 127.0.0.1:`port` without waiting for it to answer: for a server
+    /// the test itself cannot reach (one a fence holds off its clients). The caller waits for it
+    /// some other way.
+    pub fn spawn_on(port: u16, extra: &[&str]) -> Result<Self> {
+        Self::spawn_in(None, "127.0.0.1", port, extra)
+    }
+
+    fn spawn_in(netns: Option<&NetNs>, host: &str, port: u16, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-redis-").tempdir()?;
         let mut bind = vec!["127.0.0.1"];
         if host != "127.0.0.1" {
@@ -67,18 +83,13 @@ impl RedisServer {
             .windows(2)
             .find(|w| w[0] == "--requirepass")
             .map(|w| w[1].to_string());
-        let mut server = Self {
+        Ok(Self {
             port,
             host: host.to_string(),
             password,
             child,
             _dir: dir,
-        };
-        wait_until(WAIT, "redis-server to answer PING", || server.ping().ok())?;
-        if let Ok(Some(status)) = server.child.try_wait() {
-            bail!("redis-server on port {port} exited at start: {status}");
-        }
-        Ok(server)
+        })
     }
 
     pub fn pid(&self) -> u32 {
@@ -95,6 +106,16 @@ impl RedisServer {
     pub fn connect(&self) -> Result<redis::Connection> {
         let client = redis::Client::open(self.url())?;
         Ok(client.get_connection_with_timeout(Duration::from_secs(2))?)
+    }
+
+    /// What ROLE says first: "master" or "slave".
+    pub fn role(&self) -> Result<String> {
+        let mut c = self.connect()?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
+        Ok(match role.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        })
     }
 
     pub fn ping(&self) -> Result<()> {

@@ -12,7 +12,10 @@ use vigil_proto::{
     PROTOCOL_VERSION,
     v1::{self, command::Action},
 };
-use vigil_tests::{Agent, RedisServer, WAIT, free_port, require_root, serial, wait_until};
+use vigil_tests::{
+    Agent, Answer, PinnedFence, RawClient, RedisServer, WAIT, free_port, require_root, serial,
+    wait_until,
+};
 
 const DS: &str = "store";
 
@@ -289,56 +292,57 @@ fn stale_and_malformed_commands_are_refused() -> Result<()> {
 }
 
 #[test]
-fn a_cut_off_primary_fences_its_writes() -> Result<()> {
+fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<()> {
     require_root();
     let _serial = serial();
     let primary = RedisServer::start()?;
     let replica = replica_of(&primary)?;
+    let pin = PinnedFence::of_port(primary.port)?;
     let mut ctl = StubController::start()?;
-    let agent = agent_for(
-        &primary,
-        "p",
-        &ctl,
-        &[
-            "--self-fence-after-ms",
-            "300",
-            "--fence-pause-ms",
-            "2000",
-            "--peer-interval-ms",
-            "50",
-        ],
-    )?;
+    let agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
+    ctl.grant_leases("p", 600);
     desire_primary_with_peer(&ctl, &replica)?;
     ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
+    ctl.wait_lease("p")?;
     let mut c = primary.connect()?;
     let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c)?;
-    // Cut the primary off: no controller, and its only peer does not answer.
+
+    // The controller falls silent, but the primary still reaches its peer: with it, both of the
+    // store's two nodes, a majority. It keeps serving past its lease.
+    ctl.fall_silent("p");
+    std::thread::sleep(Duration::from_millis(3 * 600));
+    assert!(
+        !agent.log.contains("SELF-FENCING"),
+        "fenced with its peer reachable"
+    );
+    let _: () = redis::cmd("SET").arg("still").arg("1").query(&mut c)?;
+
+    // Its peer gone while its lease is renewed: it keeps serving.
+    desire_primary_with_peer(&ctl, &replica)?;
+    ctl.wait_lease("p")?;
     replica.signal(Signal::SIGSTOP)?;
-    ctl.stop();
-    agent.log.wait_for("SELF-FENCING")?;
-    // Writes now wait in the pause instead of being accepted; reads still work.
-    let client = redis::Client::open(primary.url())?;
-    let mut writer = client.get_connection_with_timeout(Duration::from_secs(2))?;
-    writer.set_read_timeout(Some(Duration::from_millis(300)))?;
-    // Each attempt writes its own key: attempts before the pause takes hold are accepted, the
-    // first held back one must never land.
-    let mut attempt = 0;
-    let held = wait_until(WAIT, "a write to be held back", || {
-        attempt += 1;
-        let key = format!("during:{attempt}");
-        redis::cmd("SET")
-            .arg(&key)
-            .arg("1")
-            .query::<()>(&mut writer)
-            .is_err()
-            .then_some(key)
+    ctl.wait_verdict("p", "the peer unreachable", |v| {
+        v.peers_unreachable & 1 == 1
     })?;
-    drop(writer);
-    let mut reader = primary.connect()?;
-    let during: Option<String> = redis::cmd("GET").arg(&held).query(&mut reader)?;
-    assert_eq!(during, None, "a write went through the fence");
-    let before: Option<String> = redis::cmd("GET").arg("before").query(&mut reader)?;
-    assert_eq!(before.as_deref(), Some("1"));
+    std::thread::sleep(Duration::from_millis(2 * 600));
+    assert!(
+        !agent.log.contains("SELF-FENCING"),
+        "fenced while holding a lease"
+    );
+    let _: () = redis::cmd("SET").arg("leased").arg("1").query(&mut c)?;
+
+    // No lease and no quorum: fenced in the kernel. A write gets no acknowledgement.
+    ctl.fall_silent("p");
+    agent.log.wait_for("SELF-FENCING")?;
+    wait_until(WAIT, "the fence up", || pin.is_up().then_some(()))?;
+    let mut writer = RawClient::connect(primary.port, Duration::from_millis(500));
+    if let Ok(w) = writer.as_mut() {
+        let answer = w.request(&["SET", "during", "1"], Duration::from_millis(1500));
+        assert!(
+            !matches!(&answer, Answer::Reply(r) if r.contains("+OK")),
+            "a self-fenced primary acknowledged a write: {answer:?}"
+        );
+    }
     replica.signal(Signal::SIGCONT)?;
     Ok(())
 }
@@ -437,6 +441,7 @@ fn metrics_are_served_for_prometheus() -> Result<()> {
         "vigil_agent_reason{reason=\"stopped\"} 0",
         "vigil_agent_verdicts_sent_total",
         "vigil_agent_stall_age_seconds",
+        "vigil_agent_fenced 0",
     ] {
         assert!(body.contains(metric), "{metric} missing from {body}");
     }

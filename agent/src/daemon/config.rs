@@ -5,13 +5,13 @@ use std::{net::SocketAddr, time::Duration};
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError};
 
 use super::settings::{
-    DEFAULT_FENCE_PAUSE_MS, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS,
-    DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
-    DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_SELF_FENCE_AFTER_MS,
-    DEFAULT_STALL_MS, RunSettings,
+    DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_METRICS_LISTEN,
+    DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES, DEFAULT_PING_INTERVAL_MS,
+    DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
 };
 use crate::{
     error::{AgentError, Result},
+    fence::Method,
     kernel::KernelOptions,
     server::conn::ServerConn,
     verdict::rules::{
@@ -39,8 +39,7 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     pub peer_probes: usize,
     pub peer_interval: Duration,
-    pub self_fence_after: Duration,
-    pub fence_pause: Duration,
+    pub fence_method: Method,
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> AgentError {
@@ -125,11 +124,19 @@ impl TryFrom<RunSettings> for RunConfig {
             return Err(bad("peer_probes", "at most 64 peers are probed per round"));
         }
         let stall = millis("stall_ms", s.stall_ms, DEFAULT_STALL_MS, 1..=600_000)?;
+        let fence_method = s
+            .fence_method
+            .as_deref()
+            .unwrap_or(DEFAULT_FENCE_METHOD)
+            .parse()
+            .map_err(|message: String| bad("fence_method", message))?;
         Ok(Self {
             server: ServerConn {
                 address: server,
                 username: s.username,
                 password: s.password,
+                // The daemon gives it the fence's gate.
+                gate: None,
             },
             controller,
             datastore: required("datastore", s.datastore)?,
@@ -199,18 +206,7 @@ impl TryFrom<RunSettings> for RunConfig {
                 DEFAULT_PEER_INTERVAL_MS,
                 10..=600_000,
             )?,
-            self_fence_after: millis(
-                "self_fence_after_ms",
-                s.self_fence_after_ms,
-                DEFAULT_SELF_FENCE_AFTER_MS,
-                100..=3_600_000,
-            )?,
-            fence_pause: millis(
-                "fence_pause_ms",
-                s.fence_pause_ms,
-                DEFAULT_FENCE_PAUSE_MS,
-                100..=3_600_000,
-            )?,
+            fence_method,
         })
     }
 }
@@ -249,8 +245,8 @@ mod tests {
         assert_eq!(c.kernel.runq_threshold, ms(DEFAULT_RUNQ_THRESHOLD_MS));
         assert_eq!(c.peer_probes, DEFAULT_PEER_PROBES);
         assert_eq!(c.peer_interval, ms(DEFAULT_PEER_INTERVAL_MS));
-        assert_eq!(c.self_fence_after, ms(DEFAULT_SELF_FENCE_AFTER_MS));
-        assert_eq!(c.fence_pause, ms(DEFAULT_FENCE_PAUSE_MS));
+        assert_eq!(c.fence_method, Method::Kernel);
+        assert_eq!(DEFAULT_FENCE_METHOD, Method::Kernel.as_str());
         assert_eq!(c.thresholds, Thresholds::default());
         assert_eq!(
             c.metrics_listen,
@@ -383,6 +379,13 @@ mod tests {
                     ..minimal()
                 },
                 "peer_probes",
+            ),
+            (
+                RunSettings {
+                    fence_method: Some("pause".into()),
+                    ..minimal()
+                },
+                "fence_method",
             ),
         ];
         for (settings, field) in cases {

@@ -1,10 +1,10 @@
-//! Self-fencing: a primary whose agent has lost the controller for longer than a bound, and that
-//! cannot reach a quorum of its data store, pauses its server's writes (`CLIENT PAUSE <ms> WRITE`,
-//! renewed while the condition lasts) until the controller says otherwise. Dragonfly has no
-//! min-replicas-to-write, so this is what stops a partitioned old primary from taking writes the
-//! new primary will never see.
-use std::time::Duration;
-
+//! When a primary fences itself: its lease from the controller has run out (see [`lease`]) and it
+//! cannot reach a quorum of its data store. The controller fails an unreachable primary over only
+//! after the lease and a margin have passed, so by then this primary is fenced, in the kernel
+//! (`crate::fence`), at the agent's newest epoch. Dragonfly has no min-replicas-to-write, so this
+//! is what stops a partitioned old primary from taking writes the new primary will never see.
+//!
+//! [`lease`]: super::lease
 use crate::server::info::Role;
 
 /// Whether a primary should fence itself now.
@@ -14,50 +14,39 @@ use crate::server::info::Role;
 /// peers known it never fences: a lone primary has nobody to hand over to.
 pub fn should_fence(
     role: Option<Role>,
-    controller_silent_for: Option<Duration>,
-    bound: Duration,
+    lease_expired: bool,
     reachable: usize,
     peers: usize,
 ) -> bool {
-    role == Some(Role::Primary)
-        && controller_silent_for.is_some_and(|d| d >= bound)
-        && peers > 0
-        && (reachable + 1) * 2 <= peers + 1
+    role == Some(Role::Primary) && lease_expired && peers > 0 && (reachable + 1) * 2 <= peers + 1
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BOUND: Duration = Duration::from_secs(2);
-    const LOST: Option<Duration> = Some(Duration::from_secs(3));
-
     #[test]
-    fn a_primary_alone_and_cut_off_fences() {
-        assert!(should_fence(Some(Role::Primary), LOST, BOUND, 0, 2));
-        assert!(should_fence(Some(Role::Primary), LOST, BOUND, 1, 4));
+    fn a_primary_alone_with_its_lease_run_out_fences() {
+        assert!(should_fence(Some(Role::Primary), true, 0, 2));
+        assert!(should_fence(Some(Role::Primary), true, 1, 4));
+        // One peer of one, unreachable: itself alone is half, not a majority.
+        assert!(should_fence(Some(Role::Primary), true, 0, 1));
     }
 
     #[test]
     fn a_primary_in_the_majority_does_not_fence() {
         // Itself and one of two peers: 2 of 3 nodes.
-        assert!(!should_fence(Some(Role::Primary), LOST, BOUND, 1, 2));
-        assert!(!should_fence(Some(Role::Primary), LOST, BOUND, 2, 4));
+        assert!(!should_fence(Some(Role::Primary), true, 1, 2));
+        assert!(!should_fence(Some(Role::Primary), true, 2, 4));
+        assert!(!should_fence(Some(Role::Primary), true, 1, 1));
     }
 
     #[test]
-    fn nothing_fences_while_the_controller_is_there_or_for_a_replica() {
-        assert!(!should_fence(Some(Role::Primary), None, BOUND, 0, 2));
-        assert!(!should_fence(
-            Some(Role::Primary),
-            Some(Duration::from_secs(1)),
-            BOUND,
-            0,
-            2
-        ));
-        assert!(!should_fence(Some(Role::Replica), LOST, BOUND, 0, 2));
-        assert!(!should_fence(None, LOST, BOUND, 0, 2));
+    fn nothing_fences_while_the_lease_holds_or_for_a_replica() {
+        assert!(!should_fence(Some(Role::Primary), false, 0, 2));
+        assert!(!should_fence(Some(Role::Replica), true, 0, 2));
+        assert!(!should_fence(None, true, 0, 2));
         // No peers known: nobody to hand over to.
-        assert!(!should_fence(Some(Role::Primary), LOST, BOUND, 0, 0));
+        assert!(!should_fence(Some(Role::Primary), true, 0, 0));
     }
 }

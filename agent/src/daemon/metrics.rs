@@ -132,7 +132,7 @@ impl Metrics {
         );
         r.register(
             "fenced",
-            "1 while the agent keeps its server's writes paused",
+            "1 while the server's fence is up",
             self.fenced.clone(),
         );
         r

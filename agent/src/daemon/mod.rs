@@ -1,15 +1,20 @@
 //! `vigil-agent run`: the node agent daemon. It watches the local server (the monitor), sends
 //! verdicts to the controller on every change and as a heartbeat, probes peers, carries out the
-//! controller's commands under the epoch rule, and fences a cut-off primary's writes.
+//! controller's commands under the epoch rule, and fences a primary whose lease ran out without
+//! a quorum.
 //!
-//! This file is the event loop. Beside it: [`settings`] (every flag and its default) and
-//! [`config`] (the validated configuration), [`epochs`] (the epoch rule), [`fencing`] (when a
-//! primary fences itself) and [`metrics`] (what Prometheus scrapes).
+//! This file is the event loop and the agent's own changes to the fence. Beside it:
+//! [`settings`] (every flag and its default) and [`config`] (the validated configuration),
+//! `inbound` (desired state and commands from the controller, and the acks), [`epochs`] (the
+//! epoch rule), [`worker`] (the controller's commands, one at a time), [`lease`] (the lease the
+//! controller grants), [`fencing`] (when a primary fences itself) and [`metrics`] (what
+//! Prometheus scrapes). The fence itself is `crate::fence`.
 use std::time::Duration;
 
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
+    task::JoinHandle,
     time::{Instant, MissedTickBehavior},
 };
 use vigil_proto::{
@@ -20,23 +25,32 @@ use vigil_proto::{
 pub mod config;
 pub mod epochs;
 pub mod fencing;
+mod inbound;
+pub mod lease;
 pub mod metrics;
 pub mod settings;
+pub mod worker;
 
 use self::{
     config::RunConfig,
     epochs::EpochGuard,
+    lease::Lease,
     metrics::{EventLabel, Metrics, MetricsEnd},
+    worker::{Done, Hints},
 };
 use crate::{
     error::{AgentError, Result},
+    fence::{
+        Context, Fence,
+        gate::Gate,
+        rules::{Event, Record},
+    },
     host::target,
     kernel::event::Line,
     link::stream::{self as link, Link},
     server::{
-        commands::{self, Action, Command, Outcome},
+        commands::Command,
         conn::PingOutcome,
-        info::Role,
         peers::{self, PeerList, PeerProbe, PeerTable},
         poller,
     },
@@ -46,19 +60,6 @@ use crate::{
     },
 };
 
-/// Why a command ran: sent by the controller, or by the agent itself (self-fencing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Origin {
-    Controller { id: u64, epoch: u64 },
-    SelfFence,
-}
-
-struct Done {
-    origin: Origin,
-    action: Action,
-    result: Result<Outcome>,
-}
-
 enum Ev {
     Quit,
     Monitor(Wake),
@@ -67,11 +68,11 @@ enum Ev {
     Peer(PeerProbe),
     Heartbeat,
     FenceCheck,
+    FenceChanged,
     MetricsEnded(MetricsEnd),
 }
 
 struct Daemon {
-    cfg: RunConfig,
     monitor: Monitor,
     link: Link,
     metrics: Metrics,
@@ -79,14 +80,25 @@ struct Daemon {
     seq: u64,
     peers: PeerTable,
     peers_tx: watch::Sender<PeerList>,
-    done_tx: mpsc::Sender<Done>,
-    self_fenced: bool,
-    last_fence: Option<Instant>,
-    started: Instant,
+    commands: mpsc::Sender<(Command, Hints)>,
+    fence: Fence,
+    fence_state: watch::Receiver<Option<Record>>,
+    lease: Lease,
+    /// Fires when the lease runs out, so a cut-off primary fences itself at that instant rather
+    /// than at the next periodic check.
+    lease_end: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The agent's own change to the fence (a self-fence or its lifting) while one runs.
+    self_change: Option<JoinHandle<()>>,
+    /// When the agent last tried to fence itself: a fence that cannot go up is retried now and
+    /// then, not on every check.
+    self_fenced_at: Option<Instant>,
 }
 
+/// How often a self-fence that failed is tried again.
+const SELF_FENCE_RETRY: Duration = Duration::from_secs(1);
+
 /// Runs the daemon until SIGINT or SIGTERM.
-pub async fn run(cfg: RunConfig) -> Result<()> {
+pub async fn run(mut cfg: RunConfig) -> Result<()> {
     let metrics = Metrics::new();
     let mut metrics_server = match cfg.metrics_listen {
         Some(addr) => Some(metrics::serve(addr, &metrics).await?),
@@ -96,6 +108,18 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         .map_err(|e| AgentError::io("installing the SIGINT handler", e))?;
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| AgentError::io("installing the SIGTERM handler", e))?;
+
+    // Before the first connection to the server: a fence left up by an agent before this one
+    // would otherwise keep this agent's own connections out.
+    let gate = Gate::default();
+    cfg.server.gate = Some(gate.clone());
+    let port = cfg.server.address.port;
+    let fence = Fence::start(
+        port,
+        cfg.fence_method,
+        gate,
+        target::listener_owner(port).ok().flatten(),
+    )?;
 
     let flavour = match cfg.server.connect(Duration::from_secs(1)).await {
         Ok(mut c) => poller::flavour(&mut c).await,
@@ -167,17 +191,19 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         cfg.peer_interval,
         peer_tx,
     ));
+    // After the kernel probes, whose loading made the loader this reuses.
+    fence.prepare().await;
     let (done_tx, mut done_rx) = mpsc::channel(16);
+    let (commands, runner) = worker::spawn(cfg.server.clone(), fence.clone(), done_tx);
     tracing::info!(
         datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address, pid,
-        controller = %cfg.controller, "vigil-agent running"
+        controller = %cfg.controller, fence_method = cfg.fence_method.as_str(), "vigil-agent running"
     );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut fence_check = tokio::time::interval(Duration::from_millis(100));
     fence_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut d = Daemon {
-        cfg,
         monitor,
         link,
         metrics,
@@ -185,11 +211,16 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         seq,
         peers: PeerTable::default(),
         peers_tx,
-        done_tx,
-        self_fenced: false,
-        last_fence: None,
-        started: Instant::now(),
+        commands,
+        fence_state: fence.subscribe(),
+        fence,
+        lease: Lease::default(),
+        // Far off until the first grant.
+        lease_end: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
+        self_change: None,
+        self_fenced_at: None,
     };
+    d.on_fence_changed();
     loop {
         let ev = tokio::select! {
             biased;
@@ -201,6 +232,11 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Some(p) = peer_rx.recv() => Ev::Peer(p),
             _ = heartbeat.tick() => Ev::Heartbeat,
             _ = fence_check.tick() => Ev::FenceCheck,
+            () = &mut d.lease_end => {
+                d.lease_end.as_mut().reset(Instant::now() + Duration::from_secs(86_400));
+                Ev::FenceCheck
+            }
+            Ok(()) = d.fence_state.changed() => Ev::FenceChanged,
             ended = metrics::ended(&mut metrics_server) => Ev::MetricsEnded(ended),
         };
         let heartbeat_due = matches!(ev, Ev::Heartbeat);
@@ -228,6 +264,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
             Ev::Peer(p) => d.peers.record(&p),
             Ev::Heartbeat => {}
             Ev::FenceCheck => d.check_fence(),
+            Ev::FenceChanged => d.on_fence_changed(),
             Ev::MetricsEnded(ended) => {
                 metrics_server = None;
                 metrics::log_end(ended);
@@ -251,6 +288,7 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
         }
     }
     prober.abort();
+    runner.abort();
     if let Some(server) = metrics_server {
         server.abort();
     }
@@ -261,6 +299,8 @@ pub async fn run(cfg: RunConfig) -> Result<()> {
 impl Daemon {
     fn publish(&mut self) {
         self.seq += 1;
+        // The lease a grant for this verdict gives runs from now, before the controller has it.
+        self.lease.sent(self.seq, Instant::now());
         let repl = self.monitor.replication();
         let (probed, unreachable) = self.peers.bits();
         let verdict = v1::Verdict {
@@ -308,202 +348,84 @@ impl Daemon {
         }
     }
 
-    fn on_controller(&mut self, m: Down) {
-        match m {
-            Down::Welcome(_) => {}
-            Down::Desired(d) => self.on_desired(d),
-            Down::Command(c) => self.on_command(c),
+    /// What the command runner and the fence should know of the server now.
+    pub(super) fn hints(&self) -> Hints {
+        let kernel = self.monitor.inputs().kernel;
+        Hints {
+            // Not a server that exited: its pid may be another process's by now.
+            pid: self
+                .monitor
+                .kernel()
+                .filter(|_| !kernel.exited)
+                .map(|k| k.pid()),
+            // Stopped, gone, or judged unhealthy (deadlocked, unanswered PINGs, a stall past
+            // its bound): a question would only wait out its limit.
+            unresponsive: kernel.stopped_for.is_some()
+                || kernel.exited
+                || self.monitor.health() >= Health::Unhealthy,
+            role: self.monitor.replication().map(|r| r.role),
         }
     }
 
-    fn on_desired(&mut self, d: v1::DesiredState) {
-        self.epochs.observe(d.epoch);
-        let expected = Role::try_from(d.role()).ok();
-        self.monitor.expected_role = expected;
-        self.monitor.expected_primary = match d.primary_address.as_str() {
-            "" => None,
-            address => match address.parse() {
-                Ok(primary) => Some(primary),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the controller's primary address is not HOST:PORT; not checking which primary this node follows");
-                    None
-                }
-            },
-        };
-        if d.peers_version != self.peers.version || self.peers.peers.len() != d.peers.len() {
-            let list = PeerList {
-                version: d.peers_version,
-                addresses: d.peers.iter().map(|p| p.address.clone()).collect(),
-            };
-            self.peers.reset(&list);
-            self.peers_tx.send_replace(list);
-        }
-        if let Some(t) = d.thresholds {
-            let mut thresholds = self.monitor.thresholds().clone();
-            if t.busy_unhealthy_ms > 0 {
-                thresholds.long_stall = Duration::from_millis(u64::from(t.busy_unhealthy_ms));
-            }
-            if t.ping_misses > 0 {
-                thresholds.ping_misses = t.ping_misses;
-            }
-            self.monitor.set_thresholds(thresholds);
-        }
-        // The controller is back: it decides now. A node it still wants as primary takes writes
-        // again; one it wants as a replica is about to be re-pointed, and replicas refuse writes.
-        if self.self_fenced {
-            tracing::warn!(epoch = d.epoch, role = ?expected, "the controller is back: lifting the self-fence");
-            self.self_fenced = false;
-            self.spawn(Origin::SelfFence, Action::Unfence);
-        }
+    /// Whether one of the agent's own changes to the fence is still running.
+    fn changing_fence(&self) -> bool {
+        self.self_change.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    fn on_command(&mut self, c: v1::Command) {
-        let id = c.id;
-        let epoch = c.epoch;
-        let command = match Command::try_from(c) {
-            Ok(cmd) => cmd,
-            Err(e) => {
-                tracing::warn!(command = id, error = %e, "refusing a malformed command from the controller");
-                self.ack(id, epoch, Err(e));
-                return;
-            }
-        };
-        if let Err(e) = self.epochs.admit(command.epoch) {
-            tracing::warn!(command = id, error = %e, "refusing a stale command");
-            self.ack(id, epoch, Err(e));
+    /// Applies the agent's own `event` to the fence (a self-fence, or lifting one), unless one
+    /// of its own changes is still running. The fence decides again under its lock, so a
+    /// controller command that changed it meanwhile wins.
+    pub(super) fn change_fence(&mut self, event: Event) {
+        if self.changing_fence() {
             return;
         }
-        tracing::info!(command = id, epoch, action = ?command.action, "carrying out a controller command");
-        self.spawn(Origin::Controller { id, epoch }, command.action);
-    }
-
-    fn spawn(&self, origin: Origin, action: Action) {
-        let server = self.cfg.server.clone();
-        let done = self.done_tx.clone();
-        tokio::spawn(async move {
-            let result = commands::execute(&server, &action).await;
-            let _ = done
-                .send(Done {
-                    origin,
-                    action,
-                    result,
-                })
-                .await;
-        });
-    }
-
-    fn ack(&self, id: u64, epoch: u64, result: Result<Outcome>) {
-        let label = if result.is_ok() { "ok" } else { "failed" };
-        self.metrics
-            .commands
-            .get_or_create(&EventLabel { event: label })
-            .inc();
-        let ack = match result {
-            Ok(o) => v1::CommandAck {
-                command_id: id,
-                ok: true,
-                error: String::new(),
-                role: v1::Role::from(o.role) as i32,
-                repl_offset: o.offset,
-                epoch,
-                fenced: false,
-            },
-            Err(error) => v1::CommandAck {
-                command_id: id,
-                ok: false,
-                error: error.to_string(),
-                role: 0,
-                repl_offset: 0,
-                epoch,
-                fenced: false,
-            },
+        let fence = self.fence.clone();
+        let context = Context {
+            pid: self.hints().pid,
+            replicas: Vec::new(),
         };
-        // A full queue means the controller is gone for long; the command's effect stays.
-        if self.link.acks.try_send(ack).is_err() {
-            tracing::warn!(
-                command = id,
-                "could not queue the command's ack for the controller"
-            );
+        self.self_change = Some(tokio::spawn(async move {
+            if let Err(e) = fence.apply(event, context).await {
+                tracing::error!(?event, error = %e.chain(), "the fence could not be changed");
+            }
+        }));
+    }
+
+    /// The fence went up or down (or changed kind): the verdict and the metric follow it.
+    fn on_fence_changed(&mut self) {
+        let record = *self.fence_state.borrow_and_update();
+        self.monitor.fenced = record.is_some();
+        self.metrics.fenced.set(i64::from(record.is_some()));
+        if let Some(r) = record {
+            // The fence began at an epoch this agent may not have seen (a restart).
+            self.epochs.observe(r.epoch);
         }
     }
 
-    fn on_done(&mut self, done: Done) {
-        match (&done.action, &done.result) {
-            (Action::Fence { .. }, Ok(_)) => self.monitor.fenced = true,
-            (Action::Unfence, Ok(_)) => {
-                self.monitor.fenced = false;
-                self.self_fenced = false;
-                self.metrics.fenced.set(0);
-            }
-            _ => {}
-        }
-        match done.origin {
-            Origin::Controller { id, epoch } => {
-                match &done.result {
-                    Ok(o) => tracing::info!(
-                        command = id,
-                        role = o.role.as_str(),
-                        offset = o.offset,
-                        "command done"
-                    ),
-                    Err(e) => tracing::warn!(command = id, error = %e, "command failed"),
-                }
-                self.ack(id, epoch, done.result);
-            }
-            Origin::SelfFence => {
-                if let Err(e) = done.result {
-                    tracing::error!(action = ?done.action, error = %e, "self-fence action failed");
-                }
-            }
-        }
-    }
-
-    /// Fences a cut-off primary, and renews the pause while fenced.
+    /// Fences a primary whose lease has run out and that cannot reach a quorum of its store.
     fn check_fence(&mut self) {
         let now = Instant::now();
-        if self.self_fenced {
-            let renew_every = self.cfg.fence_pause / 2;
-            if self
-                .last_fence
-                .is_none_or(|t| now.duration_since(t) >= renew_every)
-            {
-                self.last_fence = Some(now);
-                self.spawn(
-                    Origin::SelfFence,
-                    Action::Fence {
-                        pause_ms: self.cfg.fence_pause.as_millis() as u32,
-                    },
-                );
-            }
+        if self.fence.record().is_some()
+            || self.changing_fence()
+            || self
+                .self_fenced_at
+                .is_some_and(|at| now.duration_since(at) < SELF_FENCE_RETRY)
+        {
             return;
         }
-        let heard = (*self.link.last_heard.borrow()).unwrap_or(self.started);
-        let silent = now.duration_since(heard);
         let role = self.monitor.replication().map(|r| r.role);
         let (reachable, peers) = self.peers.reachable();
-        if fencing::should_fence(
-            role,
-            Some(silent),
-            self.cfg.self_fence_after,
-            reachable,
-            peers,
-        ) {
+        if fencing::should_fence(role, self.lease.expired(now), reachable, peers) {
+            let epoch = self.epochs.newest();
             tracing::error!(
-                silent_ms = silent.as_millis() as u64,
+                epoch,
                 reachable,
                 peers,
-                "SELF-FENCING: this primary lost the controller and cannot reach a quorum of its data store; \
-                 pausing its writes until the controller says otherwise"
+                "SELF-FENCING: this primary's lease ran out and it cannot reach a quorum of its data store; \
+                 fencing its clients off in the kernel until the controller says otherwise"
             );
-            self.self_fenced = true;
-            self.metrics.fenced.set(1);
-            self.last_fence = Some(now);
-            self.spawn(
-                Origin::SelfFence,
-                Action::Fence {
-                    pause_ms: self.cfg.fence_pause.as_millis() as u32,
-                },
-            );
+            self.self_fenced_at = Some(now);
+            self.change_fence(Event::LeaseLost { epoch });
         }
     }
 }

@@ -37,12 +37,10 @@ pub const DEFAULT_RUNQ_THRESHOLD_MS: u64 = 10;
 pub const DEFAULT_PEER_PROBES: usize = 3;
 /// Peers are a second opinion: probed half as often as the local server.
 pub const DEFAULT_PEER_INTERVAL_MS: u64 = 200;
-/// Longer than a controller restart or a link reconnect (its backoff tops out at 2 s), so a
-/// healthy primary does not pause its writes over a hiccup.
-pub const DEFAULT_SELF_FENCE_AFTER_MS: u64 = 2_000;
-/// Renewed at half its length, so one late renewal leaves no gap, and writes resume within
-/// seconds of the agent itself dying.
-pub const DEFAULT_FENCE_PAUSE_MS: u64 = 5_000;
+/// The kernel fence keeps a deposed primary running (its data, its replicas in sync for a
+/// planned switchover) and needs no supervisor; `kill` is for operators who would rather
+/// restart it.
+pub const DEFAULT_FENCE_METHOD: &str = "kernel";
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
@@ -122,12 +120,9 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_PEER_INTERVAL_MS", value_name = "MS",
           help = with_default("Interval between peer probe rounds, in ms", DEFAULT_PEER_INTERVAL_MS))]
     pub peer_interval_ms: Option<u64>,
-    #[arg(long, env = "VIGIL_SELF_FENCE_AFTER_MS", value_name = "MS",
-          help = with_default("A primary that has not heard from the controller this long, and cannot reach a quorum, pauses its writes, in ms", DEFAULT_SELF_FENCE_AFTER_MS))]
-    pub self_fence_after_ms: Option<u64>,
-    #[arg(long, env = "VIGIL_FENCE_PAUSE_MS", value_name = "MS",
-          help = with_default("Length of each write pause while fenced (renewed at half of it), in ms", DEFAULT_FENCE_PAUSE_MS))]
-    pub fence_pause_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_FENCE_METHOD", value_name = "kernel|kill",
+          help = with_default("How a fence holds a deposed primary off its clients. kernel: eBPF on the server's cgroup drops client traffic on its port and its client connections are destroyed; the server keeps running and keeps its replicas in sync when the controller asks. kill: the same, and the server is killed (SIGKILL); the filter then holds the server a supervisor restarts until it is demoted", DEFAULT_FENCE_METHOD))]
+    pub fence_method: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -165,8 +160,7 @@ impl RunSettings {
             cpu_pct,
             peer_probes,
             peer_interval_ms,
-            self_fence_after_ms,
-            fence_pause_ms,
+            fence_method,
         )
     }
 
@@ -240,11 +234,7 @@ mod tests {
             ("cpu_pct", DEFAULT_CPU_PCT.to_string()),
             ("peer_probes", DEFAULT_PEER_PROBES.to_string()),
             ("peer_interval_ms", DEFAULT_PEER_INTERVAL_MS.to_string()),
-            (
-                "self_fence_after_ms",
-                DEFAULT_SELF_FENCE_AFTER_MS.to_string(),
-            ),
-            ("fence_pause_ms", DEFAULT_FENCE_PAUSE_MS.to_string()),
+            ("fence_method", DEFAULT_FENCE_METHOD.to_string()),
         ];
         let checked = vigil_proto::cli::check_defaults_shown(&command, &defaults, &without_default);
         assert_eq!(checked, Ok(()));

@@ -7,6 +7,7 @@
 //! - [`probes`]: loads the programs, points them at the target, and reads their maps and ring
 //!   buffer; [`slots`] maps the unread-request slots into memory.
 //! - [`btf`] and [`tracefs`]: the kernel layouts the programs need, read at start-up.
+//! - [`loader`]: the one eBPF loader, shared by the probes and the fence.
 //! - [`classifier`]: names a stall by what the reading thread is doing; [`stops`] folds the
 //!   threads' stops into the process's.
 //! - [`deadline`]: wakes the agent at the exact instant a threshold is crossed.
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod deadline;
 pub mod event;
 pub mod histogram;
+pub mod loader;
 pub mod probes;
 pub mod slots;
 pub mod stops;

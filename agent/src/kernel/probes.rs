@@ -4,7 +4,7 @@
 use std::{path::Path, time::Duration};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
         RawTracePoint, RawTracePointRunOptions, TestRun, TracePoint,
@@ -128,9 +128,9 @@ impl Probes {
             unread_histogram: u32::from(every_read),
             jiffy_ns: jiffy_ns()?,
         };
-        // No kernel BTF for aya: the programs have no CO-RE relocations (offsets come through
-        // CONFIG), and parsing vmlinux BTF a second time would double the agent's peak memory.
-        let mut ebpf = EbpfLoader::new().btf(None).load(OBJECT)?;
+        // Through the agent's one loader, which keeps no kernel BTF: the programs have no CO-RE
+        // relocations (offsets come through CONFIG).
+        let mut ebpf = super::loader::load(OBJECT)?;
         for &(name, tracepoint) in RAW_PROGRAMS {
             let err = |source| AgentError::Program { name, source };
             let program = raw_program(&mut ebpf, name)?;

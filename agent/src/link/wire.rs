@@ -79,8 +79,9 @@ impl TryFrom<v1::Command> for Command {
                 },
             },
             A::ReplicateOf(r) => Action::ReplicateOf(host_port(c.id, &r.address)?),
-            // Until the kernel fence lands: the write pause the agent used before.
-            A::Fence(_) => Action::Fence { pause_ms: 5_000 },
+            A::Fence(f) => Action::Fence {
+                keep_replicas: f.keep_replicas,
+            },
             A::Unfence(_) => Action::Unfence,
             A::Probe(_) => Action::Probe,
         };
@@ -155,6 +156,10 @@ mod tests {
             Action::ReplicateOf(HostPort::new("10.0.0.1", 6379))
         );
         assert_eq!(ok.epoch, 3);
+        for keep_replicas in [false, true] {
+            let fence = Command::try_from(cmd(A::Fence(v1::Fence { keep_replicas }))).unwrap();
+            assert_eq!(fence.action, Action::Fence { keep_replicas });
+        }
         assert!(matches!(
             Role::try_from(v1::Role::Unspecified),
             Err(AgentError::UnspecifiedRole)
@@ -172,21 +177,22 @@ mod tests {
                 method,
             })),
         };
-        for (method, want) in [(
-            v1::SwitchoverMethod::Repltakeover,
-            SwitchoverMethod::ReplTakeover,
-        )] {
-            let c = Command::try_from(switchover(method as i32)).unwrap();
-            assert_eq!(
-                c.action,
-                Action::Switchover {
-                    target: HostPort::new("10.0.0.2", 6379),
-                    // A zero timeout is raised to one second.
-                    timeout_secs: 1,
-                    method: want,
-                }
-            );
-        }
+        let c = Command::try_from(switchover(v1::SwitchoverMethod::Repltakeover as i32)).unwrap();
+        assert_eq!(
+            c.action,
+            Action::Switchover {
+                target: HostPort::new("10.0.0.2", 6379),
+                // A zero timeout is raised to one second.
+                timeout_secs: 1,
+                method: SwitchoverMethod::ReplTakeover,
+            }
+        );
+        // FAILOVER TO is gone from the protocol (its number is reserved): refused like any
+        // method this agent does not know.
+        assert!(matches!(
+            Command::try_from(switchover(1)),
+            Err(AgentError::NoSwitchoverMethod(9))
+        ));
         // No method, or one this agent does not know: refused, not guessed.
         for method in [v1::SwitchoverMethod::Unspecified as i32, 99] {
             let e = Command::try_from(switchover(method)).unwrap_err();

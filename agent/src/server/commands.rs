@@ -1,12 +1,17 @@
-//! Carrying out the controller's commands on the local server: what the controller can ask
-//! ([`Action`]), the command each action runs, and the role and offset that follow. The epoch
-//! rule that guards them is the daemon's (`daemon::epochs`).
+//! The controller's commands as domain types ([`Action`], [`Command`], [`Outcome`]), and the one
+//! server command behind each action that has one. How the actions are carried out, with the
+//! fence, one at a time, is the daemon's (`daemon::worker`); the epoch rule that guards them is
+//! `daemon::epochs`.
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use tokio::time::{Instant, sleep, timeout};
 use vigil_proto::HostPort;
 
-use super::{conn::ServerConn, info::Role, poller};
+use super::{
+    info::{Replication, Role},
+    poller,
+};
 use crate::error::{AgentError, Result};
 
 /// What the controller asks the agent to do to its server.
@@ -19,22 +24,24 @@ pub enum Action {
         timeout_secs: u32,
         method: SwitchoverMethod,
     },
-    /// Replicate from the primary at this address.
+    /// Replicate from the primary at this address; on a primary or a fenced node, its demotion.
     ReplicateOf(HostPort),
+    /// Put the kernel fence up (or keep it), letting the replicas' links through with
+    /// `keep_replicas`.
     Fence {
-        pause_ms: u32,
+        keep_replicas: bool,
     },
+    /// Lift the fence of a node that stays primary.
     Unfence,
     /// Report role and offset, changing nothing.
     Probe,
 }
 
-/// How a live primary hands over. The controller picks the method from the servers' flavour and
-/// sends the command to the node that runs it; the agent runs what it is told.
+/// How a live primary hands over by itself. Redis and Valkey hand over through the controller's
+/// own steps (Fence with keep_replicas, the target caught up, Promote, ReplicateOf); only
+/// Dragonfly's takeover is a server command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SwitchoverMethod {
-    /// Redis and Valkey: `FAILOVER TO host port` on the primary, which becomes a replica.
-    FailoverTo,
     /// Dragonfly: `REPLTAKEOVER secs` on the target replica, which becomes the primary (the old
     /// primary then shuts itself down).
     ReplTakeover,
@@ -48,19 +55,33 @@ pub struct Command {
     pub action: Action,
 }
 
-/// Role and offset after a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the controller is told after a command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
-    pub role: Role,
+    /// The server's role after it; None when the server could not say (stopped, say).
+    pub role: Option<Role>,
+    /// Its replication offset; after a Fence, the primary's offset once fenced.
     pub offset: u64,
+    /// The fence is up after it.
+    pub fenced: bool,
 }
 
-/// How long one command may take, besides a switchover's own timeout.
-const COMMAND_LIMIT: Duration = Duration::from_secs(5);
+impl Outcome {
+    pub fn of(replication: Option<&Replication>, fenced: bool) -> Self {
+        Self {
+            role: replication.map(|r| r.role),
+            offset: replication.map_or(0, |r| r.offset),
+            fenced,
+        }
+    }
+}
 
-/// The server command that carries out `action`, and the role to wait for after it, for the
-/// actions that finish in the background.
-fn server_command(action: &Action) -> (redis::Cmd, Option<Role>) {
+/// How long one server command may take, besides a switchover's own timeout.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(5);
+
+/// The server command that carries out `action` and the role to wait for after it, for the
+/// actions that have one (the fence's are the agent's own, in the kernel).
+fn server_command(action: &Action) -> Option<(redis::Cmd, Option<Role>)> {
     let mut cmd = redis::Cmd::new();
     let mut wait_for = None;
     match action {
@@ -69,16 +90,6 @@ fn server_command(action: &Action) -> (redis::Cmd, Option<Role>) {
         }
         Action::ReplicateOf(primary) => {
             cmd.arg("REPLICAOF").arg(&primary.host).arg(primary.port);
-        }
-        Action::Fence { pause_ms } => {
-            cmd.arg("CLIENT").arg("PAUSE").arg(*pause_ms).arg("WRITE");
-        }
-        Action::Unfence => {
-            cmd.arg("CLIENT").arg("UNPAUSE");
-        }
-        Action::Probe => {
-            // Nothing to change: the answer that follows is the point.
-            cmd.arg("PING");
         }
         Action::Switchover {
             timeout_secs,
@@ -89,57 +100,47 @@ fn server_command(action: &Action) -> (redis::Cmd, Option<Role>) {
             cmd.arg("REPLTAKEOVER").arg(*timeout_secs);
             wait_for = Some(Role::Primary);
         }
-        Action::Switchover {
-            target,
-            timeout_secs,
-            method: SwitchoverMethod::FailoverTo,
-        } => {
-            // Redis and Valkey: this primary hands over to its replica and becomes one.
-            cmd.arg("FAILOVER")
-                .arg("TO")
-                .arg(&target.host)
-                .arg(target.port)
-                .arg("TIMEOUT")
-                .arg(u64::from(*timeout_secs) * 1000);
-            wait_for = Some(Role::Replica);
-        }
+        Action::Fence { .. } | Action::Unfence | Action::Probe => return None,
     }
-    (cmd, wait_for)
+    Some((cmd, wait_for))
 }
 
-/// Carries out `action` on `server` and reports the role and offset that follow.
-pub async fn execute(server: &ServerConn, action: &Action) -> Result<Outcome> {
-    let mut conn = server
-        .connect(COMMAND_LIMIT)
+/// Role and offset now, from a fresh INFO, bounded by `limit`.
+pub async fn observe(conn: &mut MultiplexedConnection, limit: Duration) -> Result<Replication> {
+    let (replication, _) = timeout(limit, poller::ask(conn))
         .await
-        .map_err(AgentError::Unreachable)?;
-    let (cmd, wait_for) = server_command(action);
+        .map_err(|_| AgentError::NoRoleAnswer)??;
+    Ok(replication)
+}
+
+/// Runs `action`'s server command on `conn` (nothing for the actions that have none) and, for
+/// those that finish in the background, waits for the role to turn.
+pub async fn run(conn: &mut MultiplexedConnection, action: &Action) -> Result<()> {
+    let Some((cmd, wait_for)) = server_command(action) else {
+        return Ok(());
+    };
     let limit = match action {
         Action::Switchover { timeout_secs, .. } => {
             COMMAND_LIMIT + Duration::from_secs(u64::from(*timeout_secs))
         }
         _ => COMMAND_LIMIT,
     };
-    timeout(limit, cmd.query_async::<redis::Value>(&mut conn))
+    timeout(limit, cmd.query_async::<redis::Value>(conn))
         .await
         .map_err(|_| AgentError::NoAnswer(limit))??;
+    let Some(want) = wait_for else {
+        return Ok(());
+    };
     let deadline = Instant::now() + limit;
     loop {
-        let (replication, _) = timeout(COMMAND_LIMIT, poller::ask(&mut conn))
-            .await
-            .map_err(|_| AgentError::NoRoleAnswer)??;
-        let outcome = Outcome {
-            role: replication.role,
-            offset: replication.offset,
-        };
-        // FAILOVER and REPLTAKEOVER finish in the background: wait for the role to turn.
-        if wait_for.is_none_or(|r| r == outcome.role) {
-            return Ok(outcome);
+        let role = observe(conn, COMMAND_LIMIT).await?.role;
+        if role == want {
+            return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(AgentError::SwitchoverUnfinished {
                 limit,
-                role: outcome.role.as_str(),
+                role: role.as_str(),
             });
         }
         sleep(Duration::from_millis(20)).await;
@@ -151,8 +152,8 @@ mod tests {
     use super::*;
 
     /// The command's words, as the server receives them.
-    fn words(action: &Action) -> (Vec<String>, Option<Role>) {
-        let (cmd, wait_for) = server_command(action);
+    fn words(action: &Action) -> Option<(Vec<String>, Option<Role>)> {
+        let (cmd, wait_for) = server_command(action)?;
         let words = cmd
             .args_iter()
             .map(|arg| match arg {
@@ -160,51 +161,46 @@ mod tests {
                 other => panic!("not a plain argument: {other:?}"),
             })
             .collect();
-        (words, wait_for)
+        Some((words, wait_for))
     }
 
     #[test]
-    fn a_switchover_runs_exactly_the_command_its_method_names() {
-        let switchover = |method| Action::Switchover {
+    fn a_takeover_runs_repltakeover_and_waits_to_be_primary() {
+        let takeover = Action::Switchover {
             target: HostPort::new("10.0.0.2", 6380),
             timeout_secs: 5,
-            method,
+            method: SwitchoverMethod::ReplTakeover,
         };
         assert_eq!(
-            words(&switchover(SwitchoverMethod::FailoverTo)),
-            (
-                ["FAILOVER", "TO", "10.0.0.2", "6380", "TIMEOUT", "5000"]
-                    .map(String::from)
-                    .to_vec(),
-                Some(Role::Replica)
-            )
-        );
-        assert_eq!(
-            words(&switchover(SwitchoverMethod::ReplTakeover)),
-            (
+            words(&takeover),
+            Some((
                 ["REPLTAKEOVER", "5"].map(String::from).to_vec(),
                 Some(Role::Primary)
-            )
+            ))
         );
     }
 
     #[test]
-    fn the_other_actions_run_their_one_command_and_wait_for_nothing() {
+    fn role_changes_run_their_one_command_and_the_fence_none() {
         for (action, want) in [
             (Action::Promote, vec!["REPLICAOF", "NO", "ONE"]),
             (
                 Action::ReplicateOf(HostPort::new("10.0.0.1", 6379)),
                 vec!["REPLICAOF", "10.0.0.1", "6379"],
             ),
-            (
-                Action::Fence { pause_ms: 5000 },
-                vec!["CLIENT", "PAUSE", "5000", "WRITE"],
-            ),
-            (Action::Unfence, vec!["CLIENT", "UNPAUSE"]),
-            (Action::Probe, vec!["PING"]),
         ] {
             let want: Vec<String> = want.into_iter().map(String::from).collect();
-            assert_eq!(words(&action), (want, None), "{action:?}");
+            assert_eq!(words(&action), Some((want, None)), "{action:?}");
+        }
+        // The fence is the kernel's, not a server command; a probe only asks.
+        for action in [
+            Action::Fence {
+                keep_replicas: true,
+            },
+            Action::Unfence,
+            Action::Probe,
+        ] {
+            assert_eq!(words(&action), None, "{action:?}");
         }
     }
 }

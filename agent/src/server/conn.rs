@@ -2,11 +2,24 @@
 //! answers and with which credentials, and what connecting or a PING found. Every module that
 //! talks to a server (the pinger, the peer prober, the health poller, the command runner)
 //! connects through [`ServerConn`].
-use std::time::Duration;
+//!
+//! The agent opens its own sockets (rather than letting the redis crate do it) so that a
+//! connection to the local server is let through the fence: its local address is bound and
+//! registered with the [`Gate`] before the SYN leaves, and given back when the connection closes.
+use std::{
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    time::Duration,
+};
 
 use redis::aio::MultiplexedConnection;
-use tokio::time::{Instant, timeout};
+use tokio::{
+    net::TcpSocket,
+    time::{Instant, timeout},
+};
 use vigil_proto::{HostPort, ProtoError};
+
+use crate::fence::gate::{Gate, GatedStream};
 
 /// How to reach a Redis-protocol server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,19 +27,34 @@ pub struct ServerConn {
     pub address: HostPort,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The local server's fence gate: connections through it are let through any fence. None
+    /// for peers, and where no fence is ever put up (`vigil-agent watch`).
+    pub gate: Option<Gate>,
 }
 
 impl ServerConn {
     /// The same credentials at another address, given as HOST:PORT (peers share the data
     /// store's credentials).
+    /// Another server's (a peer's): its connections are not the local fence's business.
     pub fn at(&self, address: &str) -> Result<Self, ProtoError> {
         Ok(Self {
             address: address.parse()?,
+            gate: None,
             ..self.clone()
         })
     }
 
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+    /// The server at `address`, with no credentials and no gate.
+    pub fn new(address: HostPort) -> Self {
+        Self {
+            address,
+            username: None,
+            password: None,
+            gate: None,
+        }
+    }
+
+    fn settings(&self) -> redis::RedisConnectionInfo {
         let mut redis = redis::RedisConnectionInfo::default();
         if let Some(user) = &self.username {
             redis = redis.set_username(user);
@@ -34,21 +62,85 @@ impl ServerConn {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
-        let addr = redis::ConnectionAddr::Tcp(self.address.host.clone(), self.address.port);
-        let info = redis::IntoConnectionInfo::into_connection_info(addr)?.set_redis_settings(redis);
-        redis::Client::open(info)
+        redis
     }
 
     /// A fresh multiplexed connection, bounded by `limit`.
     pub async fn connect(&self, limit: Duration) -> Result<MultiplexedConnection, PingOutcome> {
-        let client = self
-            .client()
-            .map_err(|e| PingOutcome::Error(e.to_string()))?;
-        match timeout(limit, client.get_multiplexed_async_connection()).await {
+        match timeout(limit, self.open()).await {
             Err(_) => Err(PingOutcome::Timeout),
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(classify_error(&e)),
+            Ok(result) => result,
         }
+    }
+
+    async fn open(&self) -> Result<MultiplexedConnection, PingOutcome> {
+        let address = (self.address.host.as_str(), self.address.port);
+        let candidates: Vec<SocketAddr> = tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| PingOutcome::Error(format!("resolving {}: {e}", self.address)))?
+            .collect();
+        let mut last = PingOutcome::Error(format!("{} resolves to no address", self.address));
+        for server in candidates {
+            match self.open_at(server).await {
+                Ok(stream) => {
+                    let (conn, driver) = MultiplexedConnection::new_with_config(
+                        &self.settings(),
+                        stream,
+                        redis::AsyncConnectionConfig::default(),
+                    )
+                    .await
+                    .map_err(|e| classify_error(&e))?;
+                    // The driver owns the stream (and its place in the gate) until the
+                    // connection closes.
+                    tokio::spawn(driver);
+                    return Ok(conn);
+                }
+                Err(e) => last = classify_io(&e),
+            }
+        }
+        Err(last)
+    }
+
+    /// A TCP stream to `server`, registered with the gate before it connects.
+    async fn open_at(&self, server: SocketAddr) -> io::Result<GatedStream> {
+        let socket = if server.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let registration = match &self.gate {
+            Some(gate) => {
+                socket.bind(SocketAddr::new(source_address(server)?, 0))?;
+                Some(gate.register(socket.local_addr()?))
+            }
+            None => None,
+        };
+        let stream = socket.connect(server).await?;
+        stream.set_nodelay(true)?;
+        Ok(GatedStream::new(stream, registration))
+    }
+}
+
+/// The local address the kernel picks to reach `server`: a UDP socket is "connected" (no packet
+/// leaves) and asked. The agent binds to it, so the address it registers is the one its packets
+/// carry.
+fn source_address(server: SocketAddr) -> io::Result<IpAddr> {
+    let any = if server.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    };
+    let probe = UdpSocket::bind(SocketAddr::new(any, 0))?;
+    probe.connect(server)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// What a failed connect says about the server.
+fn classify_io(e: &io::Error) -> PingOutcome {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => PingOutcome::Refused,
+        io::ErrorKind::TimedOut => PingOutcome::Timeout,
+        _ => PingOutcome::Error(e.to_string()),
     }
 }
 
@@ -102,6 +194,7 @@ mod tests {
             address: HostPort::new("127.0.0.1", 6379),
             username: Some("u".into()),
             password: Some("p".into()),
+            gate: Some(Gate::default()),
         };
         let peer = local.at("10.0.0.2:7000").unwrap();
         assert_eq!(
@@ -112,6 +205,8 @@ mod tests {
             ),
             ("10.0.0.2", 7000, Some("p"))
         );
+        // A peer's connections are not the local fence's to let through.
+        assert_eq!(peer.gate, None);
         assert!(local.at("no-port").is_err());
         assert!(local.at("h:notaport").is_err());
     }

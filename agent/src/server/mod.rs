@@ -1,7 +1,9 @@
 //! The server as the wire sees it: how to reach it ([`conn`]), whether it answers PINGs
 //! ([`pinger`]) and whether its peers do ([`peers`]), what it says about its role, replication
-//! and memory ([`poller`], parsed by [`info`]), and the controller's commands carried out on it
+//! and memory ([`poller`], parsed by [`info`]), its clients ([`clients`]: the replicas attached,
+//! disconnecting the rest), and the controller's commands as they reach the server
 //! ([`commands`]).
+pub mod clients;
 pub mod commands;
 pub mod conn;
 pub mod info;

@@ -73,6 +73,8 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         address: HostPort::new(opts.host.clone(), port),
         username: opts.username.clone(),
         password: opts.password.clone(),
+        // Watching puts no fence up.
+        gate: None,
     };
     let mut monitor = Monitor::start(MonitorOptions {
         server,

@@ -1,10 +1,12 @@
 //! A stand-in controller for the agent suites: a real tonic gRPC server on 127.0.0.1 speaking
 //! vigil.v1 over a real socket. It records every message agents send and lets a test send desired
 //! state and commands to one agent. It repeats each agent's last desired state every 200 ms, as
-//! the protocol asks of a controller. (The real controller is the controller issue's.)
+//! the protocol asks of a controller, granting a lease on it for the newest verdict it has from
+//! that agent when the test asked for leases; a test can also make it fall silent toward an
+//! agent while the session stays up. (The real controller is the controller issue's.)
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -31,6 +33,34 @@ struct Shared {
     received: Vec<(String, Up)>,
     agents: HashMap<String, Outbox>,
     desired: HashMap<String, v1::DesiredState>,
+    /// Lease granted with each desired state, by node (ms).
+    leases: HashMap<String, u32>,
+    /// Nodes the stub sends no desired state to.
+    silent: HashSet<String>,
+    /// Desired states sent with a lease, by node.
+    grants: HashMap<String, u64>,
+}
+
+impl Shared {
+    /// The desired state to send `node` now, with its lease for the newest verdict received.
+    fn desired_now(&mut self, node: &str) -> Option<v1::DesiredState> {
+        if self.silent.contains(node) {
+            return None;
+        }
+        let mut d = self.desired.get(node).cloned()?;
+        if let Some(&lease_ms) = self.leases.get(node) {
+            let newest = self.received.iter().rev().find_map(|(n, m)| match m {
+                Up::Verdict(v) if n == node => Some(v.seq),
+                _ => None,
+            });
+            if let Some(seq) = newest {
+                d.lease_ms = lease_ms;
+                d.lease_seq = seq;
+                *self.grants.entry(node.to_string()).or_default() += 1;
+            }
+        }
+        Some(d)
+    }
 }
 
 struct Service {
@@ -87,7 +117,7 @@ impl AgentLink for Service {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let desired = lock(&shared).desired.get(&node).cloned();
+                let desired = lock(&shared).desired_now(&node);
                 if let Some(d) = desired
                     && tx
                         .send(Ok(ControllerMessage {
@@ -231,12 +261,40 @@ impl StubController {
             .context("the session is gone")
     }
 
-    /// Sends desired state now, and keeps repeating it.
+    /// Sends desired state now, and keeps repeating it (speaking to `node` again if it was
+    /// silent).
     pub fn desire(&self, node: &str, d: v1::DesiredState) -> Result<()> {
-        lock(&self.shared)
-            .desired
-            .insert(node.to_string(), d.clone());
-        self.send(node, Down::Desired(d))
+        let now = {
+            let mut shared = lock(&self.shared);
+            shared.desired.insert(node.to_string(), d);
+            shared.silent.remove(node);
+            shared.desired_now(node)
+        };
+        match now {
+            Some(d) => self.send(node, Down::Desired(d)),
+            None => Ok(()),
+        }
+    }
+
+    /// Grants `node` a lease of `lease_ms` with every desired state from now on.
+    pub fn grant_leases(&self, node: &str, lease_ms: u32) {
+        lock(&self.shared).leases.insert(node.to_string(), lease_ms);
+    }
+
+    /// Waits until `node` holds a lease: two more grants sent from now (the first is surely
+    /// taken in by the time the second goes, 200 ms later).
+    pub fn wait_lease(&self, node: &str) -> Result<()> {
+        let granted = |s: &Shared| s.grants.get(node).copied().unwrap_or(0);
+        let from = granted(&lock(&self.shared));
+        vigil_tests::wait_until(WAIT, "a lease granted", || {
+            (granted(&lock(&self.shared)) >= from + 2).then_some(())
+        })
+    }
+
+    /// Stops sending `node` desired state (and so lease grants) while its session stays up, until
+    /// the next [`StubController::desire`].
+    pub fn fall_silent(&self, node: &str) {
+        lock(&self.shared).silent.insert(node.to_string());
     }
 
     pub fn command(

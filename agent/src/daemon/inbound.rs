@@ -1,0 +1,163 @@
+//! What the controller sends the daemon, and what goes back: desired state (the role and peers
+//! it expects, the lease it grants, and the self-fence it may lift), commands (checked, admitted
+//! under the epoch rule, and handed to the command runner in order), and their acks.
+use std::time::Duration;
+
+use vigil_proto::v1::{self, controller_message::Msg as Down};
+
+use super::{Daemon, metrics::EventLabel, worker::Done};
+use crate::{
+    error::{AgentError, Result},
+    fence::rules::{self as fence_rules, Event, Step},
+    server::{
+        commands::{Command, Outcome},
+        info::Role,
+        peers::PeerList,
+    },
+};
+
+impl Daemon {
+    pub(super) fn on_controller(&mut self, m: Down) {
+        match m {
+            Down::Welcome(_) => {}
+            Down::Desired(d) => self.on_desired(d),
+            Down::Command(c) => self.on_command(c),
+        }
+    }
+
+    fn on_desired(&mut self, d: v1::DesiredState) {
+        self.epochs.observe(d.epoch);
+        // First the lease: a desired state that lifts a self-fence also renews it, so the node
+        // is not fenced again at the next check.
+        let lease = Duration::from_millis(u64::from(d.lease_ms));
+        if self.lease.grant(d.lease_seq, lease)
+            && let Some(until) = self.lease.until()
+        {
+            self.lease_end.as_mut().reset(until);
+        }
+        let expected = Role::try_from(d.role()).ok();
+        self.monitor.expected_role = expected;
+        self.monitor.expected_primary = match d.primary_address.as_str() {
+            "" => None,
+            address => match address.parse() {
+                Ok(primary) => Some(primary),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the controller's primary address is not HOST:PORT; not checking which primary this node follows");
+                    None
+                }
+            },
+        };
+        if d.peers_version != self.peers.version || self.peers.peers.len() != d.peers.len() {
+            let list = PeerList {
+                version: d.peers_version,
+                addresses: d.peers.iter().map(|p| p.address.clone()).collect(),
+            };
+            self.peers.reset(&list);
+            self.peers_tx.send_replace(list);
+        }
+        if let Some(t) = d.thresholds {
+            let mut thresholds = self.monitor.thresholds().clone();
+            if t.busy_unhealthy_ms > 0 {
+                thresholds.long_stall = Duration::from_millis(u64::from(t.busy_unhealthy_ms));
+            }
+            if t.ping_misses > 0 {
+                thresholds.ping_misses = t.ping_misses;
+            }
+            self.monitor.set_thresholds(thresholds);
+        }
+        // A self-fence comes down when the controller says this node is the primary at the epoch
+        // the fence began at: it is back and failed nothing over. Reaching the controller again
+        // is not enough; a demotion or an Unfence lifts any fence.
+        if expected == Some(Role::Primary) {
+            let event = Event::PrimaryAt { epoch: d.epoch };
+            if fence_rules::next(self.fence.record(), event) == Step::Lift {
+                tracing::warn!(
+                    epoch = d.epoch,
+                    "the controller says this node is the primary at the epoch it fenced itself at: lifting the self-fence"
+                );
+                self.change_fence(event);
+            }
+        }
+    }
+
+    fn on_command(&mut self, c: v1::Command) {
+        let id = c.id;
+        let epoch = c.epoch;
+        let command = match Command::try_from(c) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                tracing::warn!(command = id, error = %e, "refusing a malformed command from the controller");
+                self.ack(id, epoch, Err(e));
+                return;
+            }
+        };
+        if let Err(e) = self.epochs.admit(command.epoch) {
+            tracing::warn!(command = id, error = %e, "refusing a stale command");
+            self.ack(id, epoch, Err(e));
+            return;
+        }
+        tracing::info!(command = id, epoch, action = ?command.action, "carrying out a controller command");
+        let hints = self.hints();
+        if let Err(e) = self.commands.try_send((command, hints)) {
+            tracing::error!(command = id, error = %e, "the command runner is not taking commands");
+            self.ack(
+                id,
+                epoch,
+                Err(AgentError::io(
+                    "queueing the command",
+                    std::io::Error::other("the agent's command queue is full"),
+                )),
+            );
+        }
+    }
+
+    fn ack(&self, id: u64, epoch: u64, result: Result<Outcome>) {
+        let label = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .commands
+            .get_or_create(&EventLabel { event: label })
+            .inc();
+        let ack = match result {
+            Ok(o) => v1::CommandAck {
+                command_id: id,
+                ok: true,
+                error: String::new(),
+                role: o.role.map_or(v1::Role::Unspecified, v1::Role::from) as i32,
+                repl_offset: o.offset,
+                epoch,
+                fenced: o.fenced,
+            },
+            Err(error) => v1::CommandAck {
+                command_id: id,
+                ok: false,
+                error: error.chain(),
+                role: 0,
+                repl_offset: 0,
+                epoch,
+                fenced: self.fence.record().is_some(),
+            },
+        };
+        // A full queue means the controller is gone for long; the command's effect stays.
+        if self.link.acks.try_send(ack).is_err() {
+            tracing::warn!(
+                command = id,
+                "could not queue the command's ack for the controller"
+            );
+        }
+    }
+
+    pub(super) fn on_done(&mut self, done: Done) {
+        let id = done.command.id;
+        match &done.result {
+            Ok(o) => tracing::info!(
+                command = id,
+                role = o.role.map_or("unknown", Role::as_str),
+                offset = o.offset,
+                fenced = o.fenced,
+                "command done"
+            ),
+            Err(e) => tracing::warn!(command = id, error = %e.chain(), "command failed"),
+        }
+        self.ack(id, done.command.epoch, done.result);
+    }
+}

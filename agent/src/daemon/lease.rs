@@ -1,0 +1,127 @@
+//! The lease on the primary role the controller grants with each desired state. The agent times
+//! it from when it *sent* the verdict the grant names (`lease_seq`), which is before the
+//! controller received it, so the agent's lease always runs out before the controller's view of
+//! it does: by the time the controller fails an unreachable primary over (lease and a margin
+//! after its last grant), that primary has fenced itself.
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
+
+/// Verdicts remembered, newest last. A grant names a verdict at most a few heartbeats old (the
+/// controller grants on its own heartbeat, for the newest verdict it has); 256 at 100 ms
+/// heartbeats is 25 s, far more than a grant can lag while it still means anything.
+const REMEMBERED: usize = 256;
+
+#[derive(Clone, Debug, Default)]
+pub struct Lease {
+    /// (seq, when it was sent), oldest first.
+    sent: VecDeque<(u64, Instant)>,
+    /// When the lease runs out; None until the first grant.
+    until: Option<Instant>,
+}
+
+impl Lease {
+    /// Notes that verdict `seq` left at `at`.
+    pub fn sent(&mut self, seq: u64, at: Instant) {
+        if self.sent.len() == REMEMBERED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((seq, at));
+    }
+
+    fn sent_at(&self, seq: u64) -> Option<Instant> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, at)| *at)
+    }
+
+    /// A grant of `lease` for verdict `seq`: the lease runs until `lease` after that verdict
+    /// left, unless it already runs longer. A verdict no longer remembered, or a zero lease (no
+    /// grant), renews nothing. Returns whether it renewed.
+    pub fn grant(&mut self, seq: u64, lease: Duration) -> bool {
+        if lease.is_zero() {
+            return false;
+        }
+        let Some(at) = self.sent_at(seq) else {
+            return false;
+        };
+        let until = at + lease;
+        if self.until.is_some_and(|u| u >= until) {
+            return false;
+        }
+        self.until = Some(until);
+        true
+    }
+
+    /// A lease was granted once and has run out by `now`. With no grant ever, never: a node that
+    /// never held a lease is not the one a controller could fail over on its lease's account.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now >= until)
+    }
+
+    /// When the lease runs out (None: never granted).
+    pub fn until(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// What is left of the lease at `now` (None: never granted).
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.until.map(|until| until.saturating_duration_since(now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_lease_runs_from_when_the_granted_verdict_was_sent() {
+        let t0 = Instant::now();
+        let mut lease = Lease::default();
+        assert!(
+            !lease.expired(t0 + 1000 * MS),
+            "never granted: never expired"
+        );
+        lease.sent(1, t0);
+        lease.sent(2, t0 + 100 * MS);
+        // Granted at t0 + 150 ms for verdict 1: it runs from t0, not from the grant.
+        assert!(lease.grant(1, 500 * MS));
+        assert_eq!(lease.remaining(t0 + 150 * MS), Some(350 * MS));
+        assert!(!lease.expired(t0 + 499 * MS));
+        assert!(lease.expired(t0 + 500 * MS));
+        // A grant for the later verdict renews it.
+        assert!(lease.grant(2, 500 * MS));
+        assert!(!lease.expired(t0 + 550 * MS));
+        assert!(lease.expired(t0 + 600 * MS));
+    }
+
+    #[test]
+    fn unknown_verdicts_zero_leases_and_older_grants_renew_nothing() {
+        let t0 = Instant::now();
+        let mut lease = Lease::default();
+        lease.sent(5, t0);
+        assert!(!lease.grant(4, 500 * MS), "a verdict this agent never sent");
+        assert!(!lease.grant(5, Duration::ZERO), "no lease granted");
+        assert_eq!(lease.remaining(t0), None);
+        assert!(lease.grant(5, 500 * MS));
+        lease.sent(6, t0 + 10 * MS);
+        // A shorter lease for a later verdict does not cut the one held short.
+        assert!(!lease.grant(6, 100 * MS));
+        assert!(!lease.expired(t0 + 400 * MS));
+    }
+
+    #[test]
+    fn only_the_most_recent_verdicts_are_remembered() {
+        let t0 = Instant::now();
+        let mut lease = Lease::default();
+        for seq in 0..(REMEMBERED as u64 + 10) {
+            lease.sent(seq, t0 + seq as u32 * MS);
+        }
+        assert!(!lease.grant(3, 500 * MS), "forgotten: renews nothing");
+        assert!(lease.grant(REMEMBERED as u64 + 9, 500 * MS));
+    }
+}
