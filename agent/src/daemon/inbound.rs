@@ -35,6 +35,7 @@ impl Daemon {
         {
             self.lease_end.as_mut().reset(until);
         }
+        self.last_desired_at = Some(tokio::time::Instant::now());
         let expected = Role::try_from(d.role()).ok();
         self.monitor.expected_role = expected;
         self.monitor.expected_primary = match d.primary_address.as_str() {
@@ -78,6 +79,9 @@ impl Daemon {
                 self.change_fence(event);
             }
         }
+        // A desired state that came after the lease ran out and did not renew it withholds the
+        // lease: fence now, before the controller promotes another node at the lease's end.
+        self.check_fence();
     }
 
     fn on_command(&mut self, c: v1::Command) {

@@ -89,6 +89,9 @@ struct Daemon {
     lease_end: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The agent's own change to the fence (a self-fence or its lifting) while one runs.
     self_change: Option<JoinHandle<()>>,
+    /// When desired state last came from the controller: one that came after the lease ran out
+    /// and did not renew it withholds the lease.
+    last_desired_at: Option<Instant>,
     /// When the agent last tried to fence itself: a fence that cannot go up is retried now and
     /// then, not on every check.
     self_fenced_at: Option<Instant>,
@@ -218,6 +221,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         // Far off until the first grant.
         lease_end: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         self_change: None,
+        last_desired_at: None,
         self_fenced_at: None,
     };
     d.on_fence_changed();
@@ -402,8 +406,9 @@ impl Daemon {
         }
     }
 
-    /// Fences a primary whose lease has run out and that cannot reach a quorum of its store.
-    fn check_fence(&mut self) {
+    /// Fences a primary whose lease has run out and that cannot reach a quorum of its store, or
+    /// whose lease the controller withholds (see [`fencing`]).
+    pub(super) fn check_fence(&mut self) {
         let now = Instant::now();
         if self.fence.record().is_some()
             || self.changing_fence()
@@ -415,13 +420,23 @@ impl Daemon {
         }
         let role = self.monitor.replication().map(|r| r.role);
         let (reachable, peers) = self.peers.reachable();
-        if fencing::should_fence(role, self.lease.expired(now), reachable, peers) {
+        let withheld = self
+            .lease
+            .until()
+            .zip(self.last_desired_at)
+            .is_some_and(|(until, heard)| heard >= until);
+        if fencing::should_fence(role, self.lease.expired(now), withheld, reachable, peers) {
             let epoch = self.epochs.newest();
+            let why = if withheld {
+                "the controller stopped renewing it"
+            } else {
+                "it cannot reach a quorum of its data store"
+            };
             tracing::error!(
                 epoch,
                 reachable,
                 peers,
-                "SELF-FENCING: this primary's lease ran out and it cannot reach a quorum of its data store; \
+                "SELF-FENCING: this primary's lease ran out and {why}; \
                  fencing its clients off in the kernel until the controller says otherwise"
             );
             self.self_fenced_at = Some(now);
