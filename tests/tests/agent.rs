@@ -348,6 +348,60 @@ fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<
 }
 
 #[test]
+fn a_primary_whose_lease_the_controller_withholds_fences_itself_though_it_reaches_its_peer()
+-> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let pin = PinnedFence::of_port(primary.port)?;
+    let mut ctl = StubController::start()?;
+    let agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
+    ctl.grant_leases("p", 600);
+    desire_primary_with_peer(&ctl, &replica)?;
+    ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
+    ctl.wait_lease("p")?;
+
+    // The controller still talks to it, names it the primary, and grants nothing: a failover
+    // from it is under way. With its peer reachable it fences itself all the same.
+    ctl.grant_leases("p", 0);
+    agent.log.wait_for("SELF-FENCING")?;
+    assert!(
+        agent.log.contains("the controller withholds it"),
+        "the self-fence does not say the lease was withheld"
+    );
+    wait_until(WAIT, "the fence up", || pin.is_up().then_some(()))?;
+    ctl.skip_received();
+    let v = ctl.wait_verdict("p", "fenced", |v| v.reasons & bit("fenced") != 0)?;
+    assert_eq!(
+        v.peers_unreachable & 1,
+        0,
+        "its peer was unreachable: {v:?}"
+    );
+    let mut writer = RawClient::connect(primary.port, Duration::from_millis(500));
+    if let Ok(w) = writer.as_mut() {
+        let answer = w.request(&["SET", "during", "1"], Duration::from_millis(1500));
+        assert!(
+            !matches!(&answer, Answer::Reply(r) if r.contains("+OK")),
+            "a primary whose lease was withheld acknowledged a write: {answer:?}"
+        );
+    }
+
+    // Named the primary at the fence's epoch while still granted nothing: it stays fenced.
+    desire_primary_with_peer(&ctl, &replica)?;
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(pin.is_up(), "lifted with no lease granted");
+    // A lease granted again at that epoch lifts it: the failover did not happen.
+    ctl.grant_leases("p", 600);
+    desire_primary_with_peer(&ctl, &replica)?;
+    agent.log.wait_for("lifting the self-fence")?;
+    wait_until(WAIT, "the self-fence down", || (!pin.is_up()).then_some(()))?;
+    let mut c = primary.connect()?;
+    let _: () = redis::cmd("SET").arg("after").arg("1").query(&mut c)?;
+    Ok(())
+}
+
+#[test]
 fn a_controller_on_another_protocol_version_is_named_in_the_log() -> Result<()> {
     require_root();
     let _serial = serial();

@@ -10,16 +10,16 @@
 //! going: the controller fails over an unreachable primary only when most replicas cannot reach
 //! it either, and a controller that is merely down must not take every primary's writes away.
 //! A lease the controller withholds while it talks to the node is different: the controller
-//! means to fail the node over (or no longer counts it as the primary) and will promote another
-//! once the lease is over, whether or not its Fence command got through.
+//! means to fail the node over and will promote another once the lease is over, whether or not
+//! its Fence command got through (its agent may be busy with another command, or slow).
 //!
 //! [`lease`]: super::lease
 use crate::server::info::Role;
 
 /// Whether a primary should fence itself now.
 ///
-/// `withheld`: the controller has sent desired state since the lease ran out without renewing
-/// it. `reachable` of `peers` are the other nodes of the data store answering PINGs. Without
+/// `withheld`: the controller's latest desired state names this node the primary and grants it
+/// no lease (a failover from it is under way). `reachable` of `peers` are the other nodes of the data store answering PINGs. Without
 /// `withheld`, the node fences when it and the peers it reaches are not a majority of all nodes
 /// (itself included). With no peers known it never fences: a lone primary has nobody to hand
 /// over to.

@@ -35,8 +35,10 @@ impl Daemon {
         {
             self.lease_end.as_mut().reset(until);
         }
-        self.last_desired_at = Some(tokio::time::Instant::now());
         let expected = Role::try_from(d.role()).ok();
+        // Named the primary and granted nothing: the controller is failing this node over and
+        // will promote another once the lease is over, whether or not its Fence gets here.
+        self.lease_withheld = expected == Some(Role::Primary) && lease.is_zero();
         self.monitor.expected_role = expected;
         self.monitor.expected_primary = match d.primary_address.as_str() {
             "" => None,
@@ -67,9 +69,9 @@ impl Daemon {
             self.monitor.set_thresholds(thresholds);
         }
         // A self-fence comes down when the controller says this node is the primary at the epoch
-        // the fence began at: it is back and failed nothing over. Reaching the controller again
-        // is not enough; a demotion or an Unfence lifts any fence.
-        if expected == Some(Role::Primary) {
+        // the fence began at, and grants it a lease: it is back and failed nothing over.
+        // Reaching the controller again is not enough; a demotion or an Unfence lifts any fence.
+        if expected == Some(Role::Primary) && !lease.is_zero() {
             let event = Event::PrimaryAt { epoch: d.epoch };
             if fence_rules::next(self.fence.record(), event) == Step::Lift {
                 tracing::warn!(
@@ -79,8 +81,7 @@ impl Daemon {
                 self.change_fence(event);
             }
         }
-        // A desired state that came after the lease ran out and did not renew it withholds the
-        // lease: fence now, before the controller promotes another node at the lease's end.
+        // A lease withheld after it ran out: fence now, not at the next check.
         self.check_fence();
     }
 

@@ -89,9 +89,9 @@ struct Daemon {
     lease_end: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The agent's own change to the fence (a self-fence or its lifting) while one runs.
     self_change: Option<JoinHandle<()>>,
-    /// When desired state last came from the controller: one that came after the lease ran out
-    /// and did not renew it withholds the lease.
-    last_desired_at: Option<Instant>,
+    /// The controller's latest desired state names this node the primary and grants it no
+    /// lease: a failover from it is under way.
+    lease_withheld: bool,
     /// When the agent last tried to fence itself: a fence that cannot go up is retried now and
     /// then, not on every check.
     self_fenced_at: Option<Instant>,
@@ -221,7 +221,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         // Far off until the first grant.
         lease_end: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         self_change: None,
-        last_desired_at: None,
+        lease_withheld: false,
         self_fenced_at: None,
     };
     d.on_fence_changed();
@@ -420,15 +420,11 @@ impl Daemon {
         }
         let role = self.monitor.replication().map(|r| r.role);
         let (reachable, peers) = self.peers.reachable();
-        let withheld = self
-            .lease
-            .until()
-            .zip(self.last_desired_at)
-            .is_some_and(|(until, heard)| heard >= until);
+        let withheld = self.lease_withheld;
         if fencing::should_fence(role, self.lease.expired(now), withheld, reachable, peers) {
             let epoch = self.epochs.newest();
             let why = if withheld {
-                "the controller stopped renewing it"
+                "the controller withholds it"
             } else {
                 "it cannot reach a quorum of its data store"
             };

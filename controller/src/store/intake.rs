@@ -86,7 +86,11 @@ impl Reconciler {
                 &format!("node {node} reports its writes fenced"),
             );
         }
-        self.correct_role(node, role, reasons);
+        // A down server cannot be corrected; the first verdict once it is back corrects it at once,
+        // not after the pause a failed correction would start.
+        if health != Health::Down {
+            self.correct_role(node, role, reasons);
+        }
         if is_primary {
             self.evaluate(Some(received));
         }

@@ -276,7 +276,8 @@ impl StubController {
         }
     }
 
-    /// Grants `node` a lease of `lease_ms` with every desired state from now on.
+    /// Grants `node` a lease of `lease_ms` with every desired state from now on (0: none, as a
+    /// controller failing the node over sends).
     pub fn grant_leases(&self, node: &str, lease_ms: u32) {
         lock(&self.shared).leases.insert(node.to_string(), lease_ms);
     }
