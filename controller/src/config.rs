@@ -65,7 +65,7 @@ pub struct ControllerSettings {
           help = with_default("How often every agent is sent its desired state, which renews the primary's lease, in ms", DEFAULT_HEARTBEAT_MS))]
     pub heartbeat_ms: Option<u64>,
     #[arg(long, env = "VIGIL_LEASE_MS", value_name = "MS",
-          help = with_default("The lease on the primary role each heartbeat grants: a primary whose lease ran out and that cannot reach most of its data store fences itself, in ms", DEFAULT_LEASE_MS))]
+          help = with_default("The lease on the primary role each heartbeat grants: a primary whose lease ran out fences itself when it cannot reach most of its data store, or when the controller is failing it over, in ms", DEFAULT_LEASE_MS))]
     pub lease_ms: Option<u64>,
     #[arg(long, env = "VIGIL_LEASE_MARGIN_MS", value_name = "MS",
           help = with_default("Waited beyond the lease before promoting past a primary whose agent did not confirm its fence, in ms", DEFAULT_LEASE_MARGIN_MS))]

@@ -55,6 +55,10 @@ pub struct Tally {
     pub plain_lost: usize,
     /// Timeouts and other errors the clients saw.
     pub other_errors: usize,
+    /// The longest stretch in which no writer had a write acknowledged, between the first
+    /// acknowledgement and the last: how long the fault kept the store from taking writes
+    /// (for a planned switchover, the window in which writes are refused).
+    pub no_write_ms: u64,
     /// Acknowledged writes whose executing server is not one of the nodes (should stay 0).
     pub unplaced: usize,
 }
@@ -149,7 +153,23 @@ pub fn check(
         }
     }
     t.dual_primary_ms = dual_primary_ms(attempts, &node_of);
+    t.no_write_ms = no_write_ms(attempts);
     t
+}
+
+/// The longest stretch between two acknowledgements, any writer's, in whole milliseconds.
+pub fn no_write_ms(attempts: &[Attempt]) -> u64 {
+    let mut acked: Vec<u64> = attempts
+        .iter()
+        .filter(|a| a.acknowledged())
+        .map(|a| a.reply_ns)
+        .collect();
+    acked.sort_unstable();
+    acked
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Milliseconds in which two nodes both took client writes (see the module's definition).
@@ -219,6 +239,26 @@ mod tests {
 
     fn node_of(port: u16) -> Option<usize> {
         port.checked_sub(7000).map(usize::from)
+    }
+
+    #[test]
+    fn the_longest_stretch_without_an_acknowledgement_counts_every_writer() {
+        let ack = |key: &str, ms: u64| write(key, Kind::Plain, Outcome::Ack, 7000, ms);
+        let refused = write("r", Kind::Plain, Outcome::ReadOnly, 7000, 60);
+        // Writer a acks at 0, 10 and 90; writer b at 40: the longest stretch is 40 -> 90.
+        let attempts = [
+            ack("a:1", 0),
+            ack("a:2", 10),
+            refused,
+            ack("b:1", 40),
+            ack("a:3", 90),
+        ];
+        assert_eq!(no_write_ms(&attempts), 50);
+        assert_eq!(
+            no_write_ms(&attempts[..1]),
+            0,
+            "one acknowledgement: no stretch"
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Report {
         let (promoted, published) = (ms(self.promotion_ms), ms(self.published_ms));
         let mut line = format!(
             "{} {}: wait_acked_lost={} splitbrain_writes={} (lost {}) dual_primary_ms={} \
-             readonly_errors={} plain_lost={} acked={}+{}wait other_errors={} promoted={promoted} published={published} settled={}",
+             readonly_errors={} plain_lost={} acked={}+{}wait other_errors={} no_write_ms={} promoted={promoted} published={published} settled={}",
             self.system,
             self.fault.name(),
             t.wait_acked_lost,
@@ -82,6 +82,7 @@ impl Report {
             t.acked_plain,
             t.acked_wait,
             t.other_errors,
+            t.no_write_ms,
             self.settled,
         );
         if let Some(point) = self.kill_point {

@@ -2,7 +2,8 @@
 //! run `--runs` times against vigil and against Redis Sentinel (3 sentinels, quorum 2, down-after
 //! 100 ms) in the same run, each fault on fresh nodes. For each fault and system it prints what
 //! the checker counted, summed over the runs (times are medians: from the fault to the promotion
-//! the role monitor saw, and to every endpoint naming the new primary), and ends with one summary
+//! the role monitor saw, to every endpoint naming the new primary, and the longest stretch with no
+//! write acknowledged to any writer), and ends with one summary
 //! line. `--fault` narrows the matrix; the summary line then covers only what ran.
 use anyhow::{Result, bail};
 use vigil_tests::safety::{self as matrix, Fault, Nodes, Plan, Report, VigilSystem};
@@ -121,11 +122,12 @@ fn one(fault: Fault, system: &str) -> Result<Report> {
 fn print_table(rows: &[(Fault, &str, Row)]) {
     println!();
     println!(
-        "{:<19} {:<12} {:>5} {:>18} {:>13} {:>10} {:>16} {:>8} {:>9} {:>10} {:>9} {:>7}",
+        "{:<19} {:<12} {:>5} {:>18} {:>12} {:>13} {:>10} {:>16} {:>8} {:>9} {:>10} {:>9} {:>7}",
         "fault",
         "system",
         "runs",
         "promoted/named ms",
+        "no write ms",
         "acked (wait)",
         "wait lost",
         "splitbrain(lost)",
@@ -153,11 +155,12 @@ fn print_table(rows: &[(Fault, &str, Row)]) {
             row.sum(|r| r.tally.splitbrain_lost as u64)
         );
         println!(
-            "{:<19} {:<12} {:>5} {:>18} {:>13} {:>10} {:>16} {:>8} {:>9} {:>10} {:>9} {:>7}",
+            "{:<19} {:<12} {:>5} {:>18} {:>12} {:>13} {:>10} {:>16} {:>8} {:>9} {:>10} {:>9} {:>7}",
             fault.name(),
             system,
             row.reports.len(),
             promoted,
+            ms(row.p50(|r| Some(r.tally.no_write_ms as f64))),
             acked,
             row.sum(|r| r.tally.wait_acked_lost as u64),
             splitbrain,
