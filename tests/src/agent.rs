@@ -1,5 +1,7 @@
 //! [`Agent`]: a running `vigil-agent run` (on the host or in a network namespace), its log kept
-//! for assertions, stopped with SIGTERM on drop.
+//! for assertions, stopped with SIGTERM on drop, and the fence it may have pinned for its
+//! server's port taken down after it (a fence outlives its agent by design, and one left behind
+//! would hold off whatever later listens on that port).
 use std::{
     process::{Child, Stdio},
     time::Duration,
@@ -8,13 +10,15 @@ use std::{
 use anyhow::{Context, Result, anyhow};
 use nix::sys::signal::Signal;
 
-use crate::{Controller, Log, NetNs, signal, stop_child, wait_until, workspace_bin};
+use crate::{Controller, Log, NetNs, PinnedFence, signal, stop_child, wait_until, workspace_bin};
 
 /// A running `vigil-agent run`, its stderr log kept for assertions.
 pub struct Agent {
     child: Child,
     /// Its stderr, line by line: what tests wait for and look through.
     pub log: Log,
+    /// The port in its `--server` argument, whose fence is taken down once the agent has stopped.
+    fence_port: Option<u16>,
 }
 
 impl Agent {
@@ -38,7 +42,19 @@ impl Agent {
             .context("starting vigil-agent run")?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         let log = Log::capture(stderr, "vigil-agent");
-        Ok(Self { child, log })
+        Ok(Self {
+            child,
+            log,
+            fence_port: server_port(args),
+        })
+    }
+
+    /// Kills the agent (SIGKILL) and leaves the fence it pinned up, for a test of what the next
+    /// agent makes of it; that test takes the fence down itself.
+    pub fn kill_leaving_its_fence(mut self) -> Result<()> {
+        self.fence_port = None;
+        signal(self.child.id(), Signal::SIGKILL)?;
+        Ok(())
     }
 
     /// Starts the agent of node `node_id` of `datastore`, watching `server` (HOST:PORT) and
@@ -71,6 +87,12 @@ impl Agent {
     }
 }
 
+/// The port of the `--server HOST:PORT` argument, if any.
+fn server_port(args: &[&str]) -> Option<u16> {
+    let at = args.iter().position(|a| *a == "--server")?;
+    args.get(at + 1)?.rsplit_once(':')?.1.parse().ok()
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = signal(self.child.id(), Signal::SIGTERM);
@@ -82,5 +104,27 @@ impl Drop for Agent {
         {
             stop_child(child);
         }
+        // Only now: a live agent could put the fence up again. Dropping the pin takes it down.
+        if let Some(port) = self.fence_port
+            && let Ok(pin) = PinnedFence::of_port(port)
+        {
+            drop(pin);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_taken_down_is_the_one_of_the_server_port() {
+        assert_eq!(
+            server_port(&["--server", "127.0.0.1:6380", "--node-id", "a"]),
+            Some(6380)
+        );
+        assert_eq!(server_port(&["--server", "[::1]:7000"]), Some(7000));
+        assert_eq!(server_port(&["--pid", "12"]), None);
+        assert_eq!(server_port(&["--server"]), None);
     }
 }

@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 use vigil_proto::v1::{self, command::Action};
 use vigil_tests::{
     Agent, Answer, PinnedFence, RawClient, RedisServer, WAIT, free_port, require_root, serial,
-    signal, wait_until,
+    wait_until,
 };
 
 const DS: &str = "fenced";
@@ -295,8 +295,7 @@ fn a_fence_outlives_its_agent_and_the_next_agent_lifts_it_on_demotion() -> Resul
     let (pin, mut ctl, agent) = watched(&primary, &[])?;
     fence_up(&mut ctl, 1, 4, false)?;
 
-    signal(agent.pid(), Signal::SIGKILL)?;
-    drop(agent);
+    agent.kill_leaving_its_fence()?;
     assert!(pin.is_up(), "the fence went down with its agent");
     assert_unserved(
         local(primary.port),
@@ -328,12 +327,23 @@ fn a_fence_outlives_its_agent_and_the_next_agent_lifts_it_on_demotion() -> Resul
 
 #[test]
 fn a_client_of_a_demoted_primary_is_disconnected_and_finds_a_replica() -> Result<()> {
+    demoted_clients_are_disconnected(&[])
+}
+
+/// Dragonfly's CLIENT KILL has no TYPE filter; a redis-server without CLIENT at all refuses
+/// CLIENT KILL TYPE as Dragonfly does, and the agent disconnects the clients in the kernel.
+#[test]
+fn a_demoted_server_without_client_kill_type_loses_its_clients_all_the_same() -> Result<()> {
+    demoted_clients_are_disconnected(&["--rename-command", "CLIENT", ""])
+}
+
+fn demoted_clients_are_disconnected(server_args: &[&str]) -> Result<()> {
     require_root();
     let _serial = serial();
-    let primary = RedisServer::start()?;
+    let primary = RedisServer::start_with(free_port()?, server_args)?;
     let new_primary = RedisServer::start()?;
     // A demotion puts up no fence; one taken down at the end would be one left by mistake.
-    let (_pin, mut ctl, _agent) = watched(&primary, &[])?;
+    let (_pin, mut ctl, agent) = watched(&primary, &[])?;
     let mut client = RawClient::connect(primary.port, Duration::from_secs(2))?;
     assert_eq!(
         client.request(&["PING"], WAIT),
@@ -360,6 +370,12 @@ fn a_client_of_a_demoted_primary_is_disconnected_and_finds_a_replica() -> Result
             "{name} stayed connected to the demoted primary: {answer:?}"
         );
     }
+    let in_kernel = agent.log.contains("destroyed in the kernel");
+    assert_eq!(
+        in_kernel,
+        !server_args.is_empty(),
+        "disconnected in the kernel: {in_kernel}, with server arguments {server_args:?}"
+    );
     // Connecting again, they find a replica.
     let mut again = RawClient::connect(primary.port, Duration::from_secs(2))?;
     let answer = again.request(&["SET", "k", "v"], WAIT);

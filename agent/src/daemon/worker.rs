@@ -193,7 +193,7 @@ impl Worker {
         let demotion = before == Some(Role::Primary) || self.fenced();
         commands::run(self.conn(COMMAND_LIMIT).await?, action).await?;
         if demotion {
-            let killed = clients::disconnect(self.conn(COMMAND_LIMIT).await?, COMMAND_LIMIT).await;
+            let killed = self.disconnect_clients().await?;
             tracing::info!(
                 killed,
                 "demoted: the server's clients were disconnected to look the primary up again"
@@ -215,8 +215,23 @@ impl Worker {
         let after = commands::observe(conn, COMMAND_LIMIT).await?;
         // A server that stopped being the primary through what the agent ran: its clients go.
         if before == Some(Role::Primary) && after.role == Role::Replica {
-            clients::disconnect(conn, COMMAND_LIMIT).await;
+            self.disconnect_clients().await?;
         }
         Ok(Outcome::of(Some(&after), self.fenced()))
+    }
+
+    /// Disconnects the server's normal and pub/sub clients with CLIENT KILL TYPE, or, on a
+    /// server without it, every connection on its port but the agent's own, in the kernel.
+    async fn disconnect_clients(&mut self) -> Result<usize> {
+        let done = clients::disconnect(self.conn(COMMAND_LIMIT).await?, COMMAND_LIMIT).await;
+        if !done.refused {
+            return Ok(done.killed);
+        }
+        let destroyed = self.fence.disconnect_clients().await?;
+        tracing::info!(
+            destroyed = destroyed.destroyed,
+            "the server has no CLIENT KILL TYPE: its clients' connections were destroyed in the kernel"
+        );
+        Ok(done.killed + destroyed.destroyed)
     }
 }

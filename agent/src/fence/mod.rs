@@ -203,6 +203,22 @@ impl Fence {
     }
 }
 
+impl Fence {
+    /// Destroys every connection on the server's port but the agent's own: how a demoted
+    /// server's clients are disconnected when the server has no `CLIENT KILL TYPE` (Dragonfly).
+    /// Under the fence's lock, so it never interleaves with a fence going up or down.
+    pub async fn disconnect_clients(&self) -> Result<Destroyed> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let fencer = lock(&inner);
+            let gate = &fencer.gate;
+            sockets::destroy_unlisted(fencer.port, |peer| gate.is_registered(peer))
+        })
+        .await
+        .map_err(|e| AgentError::io("the fence's thread", std::io::Error::other(e)))?
+    }
+}
+
 fn lock(inner: &Mutex<Fencer>) -> MutexGuard<'_, Fencer> {
     inner.lock().unwrap_or_else(|p| p.into_inner())
 }

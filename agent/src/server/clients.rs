@@ -68,16 +68,27 @@ pub fn disconnect_commands() -> [redis::Cmd; 2] {
     [normal, pubsub]
 }
 
+/// What [`disconnect`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Disconnected {
+    /// Clients the server said it disconnected.
+    pub killed: usize,
+    /// The server refused a filter (Dragonfly's CLIENT KILL knows ADDR, LADDR and ID, not TYPE):
+    /// its clients are still connected, and the caller disconnects them another way.
+    pub refused: bool,
+}
+
 /// Disconnects the server's clients (see [`disconnect_commands`]), each command bounded by
-/// `limit`. A server that does not know a filter (some Dragonfly versions) is logged, not
-/// failed: the demotion it follows has happened.
-pub async fn disconnect(conn: &mut MultiplexedConnection, limit: Duration) -> usize {
-    let mut killed = 0;
+/// `limit`. A server that does not know a filter is reported as such, not failed: the demotion
+/// it follows has happened.
+pub async fn disconnect(conn: &mut MultiplexedConnection, limit: Duration) -> Disconnected {
+    let mut done = Disconnected::default();
     for cmd in disconnect_commands() {
         match timeout(limit, cmd.query_async::<i64>(conn)).await {
-            Ok(Ok(n)) => killed += usize::try_from(n).unwrap_or(0),
+            Ok(Ok(n)) => done.killed += usize::try_from(n).unwrap_or(0),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the server refused to disconnect its clients this way; they stay until they reconnect")
+                tracing::debug!(error = %e, "the server refused CLIENT KILL TYPE");
+                done.refused = true;
             }
             Err(_) => tracing::warn!(
                 ?limit,
@@ -85,7 +96,7 @@ pub async fn disconnect(conn: &mut MultiplexedConnection, limit: Duration) -> us
             ),
         }
     }
-    killed
+    done
 }
 
 #[cfg(test)]

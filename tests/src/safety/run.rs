@@ -10,7 +10,7 @@ use anyhow::{Context, Result, anyhow};
 
 use super::{
     CoordinatorKill, Fault, Nodes, Promotion, System,
-    attempt::{Attempt, Kind},
+    attempt::{Attempt, Kind, Outcome},
     checker::{Tally, check, promotions},
     clock::monotonic_ns,
     monitor::RoleMonitor,
@@ -56,6 +56,9 @@ pub struct Report {
     /// Whether, after healing, one node was primary, the others its linked replicas, and every
     /// endpoint named it. If not, the counts are against the primary the endpoint named.
     pub settled: bool,
+    /// Of the READONLY errors, those the writers in Sentinel mode saw (the rest went to the
+    /// writers on a fixed address, which keep reconnecting to a node that is now a replica).
+    pub readonly_via_endpoint: usize,
     /// For [`Fault::CoordinatorKilled`]: where the kill fell: `before-promotion` (the new primary
     /// was still seen as a replica after it), `around-promotion` (the poll cannot tell),
     /// `after-promotion`, or `after-finish` (the coordinator had announced the failover finished).
@@ -70,7 +73,7 @@ impl Report {
         let (promoted, published) = (ms(self.promotion_ms), ms(self.published_ms));
         let mut line = format!(
             "{} {}: wait_acked_lost={} splitbrain_writes={} (lost {}) dual_primary_ms={} \
-             readonly_errors={} plain_lost={} acked={}+{}wait other_errors={} no_write_ms={} promoted={promoted} published={published} settled={}",
+             readonly_errors={} (via endpoint {}) plain_lost={} acked={}+{}wait other_errors={} no_write_ms={} promoted={promoted} published={published} settled={}",
             self.system,
             self.fault.name(),
             t.wait_acked_lost,
@@ -78,6 +81,7 @@ impl Report {
             t.splitbrain_lost,
             t.dual_primary_ms,
             t.readonly_errors,
+            self.readonly_via_endpoint,
             t.plain_lost,
             t.acked_plain,
             t.acked_wait,
@@ -114,8 +118,17 @@ pub fn run(fault: Fault, nodes: &mut Nodes, system: &mut dyn System, plan: Plan)
     std::thread::sleep(plan.after_heal);
 
     let mut attempts: Vec<Attempt> = Vec::new();
+    let mut readonly_via_endpoint = 0;
     for w in writers {
-        attempts.extend(w.finish()?);
+        let via_endpoint = w.via_endpoint;
+        let theirs = w.finish()?;
+        if via_endpoint {
+            readonly_via_endpoint += theirs
+                .iter()
+                .filter(|a| a.outcome == Outcome::ReadOnly)
+                .count();
+        }
+        attempts.extend(theirs);
     }
     let (settled, primary) = settle(nodes, system, plan.settle_limit)?;
     let kept = kept_keys(nodes, primary, &attempts)?;
@@ -130,6 +143,7 @@ pub fn run(fault: Fault, nodes: &mut Nodes, system: &mut dyn System, plan: Plan)
         promotion_ms: promoted.map(|p| since_fault(p.hi_ns)),
         published_ms: published.map(since_fault),
         settled,
+        readonly_via_endpoint,
         kill_point: injected
             .coordinator_kill
             .map(|kill| kill_point(kill, promoted)),

@@ -33,6 +33,8 @@ pub enum Mode {
 /// A running writer; stopped (SIGTERM, then kill) on drop.
 pub struct Writer {
     pub id: String,
+    /// It finds the primary through the Sentinel endpoint(s).
+    pub via_endpoint: bool,
     child: Child,
     out: PathBuf,
 }
@@ -81,6 +83,7 @@ impl Writer {
             .context("starting the writer (python3 with redis-py)")?;
         Ok(Self {
             id: id.to_string(),
+            via_endpoint: matches!(mode, Mode::Sentinel { .. }),
             child,
             out,
         })

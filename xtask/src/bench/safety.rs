@@ -122,7 +122,7 @@ fn one(fault: Fault, system: &str) -> Result<Report> {
 fn print_table(rows: &[(Fault, &str, Row)]) {
     println!();
     println!(
-        "{:<19} {:<12} {:>5} {:>18} {:>12} {:>13} {:>10} {:>16} {:>8} {:>9} {:>10} {:>9} {:>7}",
+        "{:<19} {:<12} {:>5} {:>18} {:>12} {:>13} {:>10} {:>16} {:>8} {:>18} {:>10} {:>9} {:>7}",
         "fault",
         "system",
         "runs",
@@ -132,7 +132,7 @@ fn print_table(rows: &[(Fault, &str, Row)]) {
         "wait lost",
         "splitbrain(lost)",
         "dual ms",
-        "readonly",
+        "readonly(endpoint)",
         "plain lost",
         "unsettled",
         "failed"
@@ -155,7 +155,7 @@ fn print_table(rows: &[(Fault, &str, Row)]) {
             row.sum(|r| r.tally.splitbrain_lost as u64)
         );
         println!(
-            "{:<19} {:<12} {:>5} {:>18} {:>12} {:>13} {:>10} {:>16} {:>8} {:>9} {:>10} {:>9} {:>7}",
+            "{:<19} {:<12} {:>5} {:>18} {:>12} {:>13} {:>10} {:>16} {:>8} {:>18} {:>10} {:>9} {:>7}",
             fault.name(),
             system,
             row.reports.len(),
@@ -165,7 +165,11 @@ fn print_table(rows: &[(Fault, &str, Row)]) {
             row.sum(|r| r.tally.wait_acked_lost as u64),
             splitbrain,
             row.sum(|r| r.tally.dual_primary_ms),
-            row.sum(|r| r.tally.readonly_errors as u64),
+            format!(
+                "{} ({})",
+                row.sum(|r| r.tally.readonly_errors as u64),
+                row.sum(|r| r.readonly_via_endpoint as u64)
+            ),
             row.sum(|r| r.tally.plain_lost as u64),
             row.reports.iter().filter(|r| !r.settled).count(),
             row.errors.len()
