@@ -18,7 +18,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("redis-sentinel", "redis-sentinel"),
     ("redis-cli", "redis-tools"),
     ("protoc", "protobuf-compiler"),
-    // The partition scenario makes a network namespace and a veth pair with `ip`.
+    // The partition scenarios make network namespaces and veth pairs with `ip`, and one-way cuts
+    // with `tc` (both iproute2).
     ("ip", "iproute2"),
     // The starvation scenario pins the primary and a hog with `taskset` and `chrt`.
     ("taskset", "util-linux"),
