@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use vigil_proto::ProtoError;
 
-use crate::server::conn::PingOutcome;
+use crate::server::ping_outcome::PingOutcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

@@ -39,28 +39,6 @@ fn health(v: &v1::Verdict) -> v1::Health {
     v1::Health::try_from(v.health).unwrap_or(v1::Health::Unspecified)
 }
 
-fn agent_for(
-    server: &RedisServer,
-    node: &str,
-    controller: &StubController,
-    extra: &[&str],
-) -> Result<Agent> {
-    let addr = format!("127.0.0.1:{}", server.port);
-    let url = controller.url();
-    let mut args = vec![
-        "--server",
-        &addr,
-        "--controller",
-        &url,
-        "--datastore",
-        DS,
-        "--node-id",
-        node,
-    ];
-    args.extend_from_slice(extra);
-    Agent::run(&args)
-}
-
 /// Tells agent "p" it is the primary and that `replica` (node "r") is its one peer.
 fn desire_primary_with_peer(ctl: &StubController, replica: &RedisServer) -> Result<()> {
     ctl.wait_session("p")?;
@@ -107,7 +85,7 @@ fn verdicts_follow_stop_slow_commands_and_a_crash() -> Result<()> {
     let _serial = serial();
     let mut primary = RedisServer::start()?;
     let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
+    let _agent = ctl.start_agent(&primary, DS, "p", &[])?;
     let hello = ctl.wait_for("p", "hello", |m| {
         matches!(m, v1::agent_message::Msg::Hello(_))
     })?;
@@ -174,7 +152,7 @@ fn a_shutdown_closes_the_listener_and_is_down() -> Result<()> {
     let _serial = serial();
     let mut primary = RedisServer::start()?;
     let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &[])?;
+    let _agent = ctl.start_agent(&primary, DS, "p", &[])?;
     ctl.wait_verdict("p", "a healthy primary", |v| {
         health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
     })?;
@@ -197,7 +175,7 @@ fn a_stopped_peer_is_reported_unreachable() -> Result<()> {
     let primary = RedisServer::start()?;
     let replica = replica_of(&primary)?;
     let mut ctl = StubController::start()?;
-    let _agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
+    let _agent = ctl.start_agent(&primary, DS, "p", &["--peer-interval-ms", "50"])?;
     desire_primary_with_peer(&ctl, &replica)?;
     let v = ctl.wait_verdict("p", "the peer probed and reachable", |v| {
         v.peers_version == 1 && v.peers_probed & 1 == 1
@@ -221,7 +199,7 @@ fn promote_and_replicate_of_change_real_roles() -> Result<()> {
     let primary = RedisServer::start()?;
     let replica = replica_of(&primary)?;
     let mut ctl = StubController::start()?;
-    let _agent = agent_for(&replica, "r", &ctl, &[])?;
+    let _agent = ctl.start_agent(&replica, DS, "r", &[])?;
     ctl.wait_session("r")?;
     assert_eq!(role_of(&replica)?, "slave");
     ctl.command("r", 1, 2, Some(Action::Promote(v1::Promote {})))?;
@@ -258,7 +236,7 @@ fn stale_and_malformed_commands_are_refused() -> Result<()> {
     let primary = RedisServer::start()?;
     let replica = replica_of(&primary)?;
     let mut ctl = StubController::start()?;
-    let _agent = agent_for(&replica, "r", &ctl, &[])?;
+    let _agent = ctl.start_agent(&replica, DS, "r", &[])?;
     ctl.wait_session("r")?;
     ctl.command("r", 1, 5, Some(Action::Unfence(v1::Unfence {})))?;
     assert!(ctl.wait_ack("r", 1)?.ok);
@@ -291,19 +269,46 @@ fn stale_and_malformed_commands_are_refused() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<()> {
-    require_root();
-    let _serial = serial();
+/// A primary and its replica (peer "r"), the primary's agent "p" probing the peer every 50 ms and
+/// holding a 600 ms lease from the stub, and the fence it may pin (taken down at the end).
+struct Leased {
+    primary: RedisServer,
+    replica: RedisServer,
+    pin: PinnedFence,
+    ctl: StubController,
+    agent: Agent,
+}
+
+fn leased_primary() -> Result<Leased> {
     let primary = RedisServer::start()?;
     let replica = replica_of(&primary)?;
     let pin = PinnedFence::of_port(primary.port)?;
     let mut ctl = StubController::start()?;
-    let agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
+    let agent = ctl.start_agent(&primary, DS, "p", &["--peer-interval-ms", "50"])?;
     ctl.grant_leases("p", 600);
     desire_primary_with_peer(&ctl, &replica)?;
     ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
     ctl.wait_lease("p")?;
+    Ok(Leased {
+        primary,
+        replica,
+        pin,
+        ctl,
+        agent,
+    })
+}
+
+#[test]
+fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let Leased {
+        primary,
+        replica,
+        pin,
+        mut ctl,
+        agent,
+    } = leased_primary()?;
     let mut c = primary.connect()?;
     let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut c)?;
 
@@ -352,15 +357,13 @@ fn a_primary_whose_lease_the_controller_withholds_fences_itself_though_it_reache
 -> Result<()> {
     require_root();
     let _serial = serial();
-    let primary = RedisServer::start()?;
-    let replica = replica_of(&primary)?;
-    let pin = PinnedFence::of_port(primary.port)?;
-    let mut ctl = StubController::start()?;
-    let agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
-    ctl.grant_leases("p", 600);
-    desire_primary_with_peer(&ctl, &replica)?;
-    ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
-    ctl.wait_lease("p")?;
+    let Leased {
+        primary,
+        replica,
+        pin,
+        mut ctl,
+        agent,
+    } = leased_primary()?;
 
     // The controller still talks to it, names it the primary, and grants nothing: a failover
     // from it is under way. With its peer reachable it fences itself all the same.
@@ -407,7 +410,7 @@ fn a_controller_on_another_protocol_version_is_named_in_the_log() -> Result<()> 
     let _serial = serial();
     let primary = RedisServer::start()?;
     let mut ctl = StubController::start_speaking(99)?;
-    let agent = agent_for(&primary, "p", &ctl, &[])?;
+    let agent = ctl.start_agent(&primary, DS, "p", &[])?;
     agent.log.wait_for(&format!(
         "speaks vigil protocol v99, this agent v{PROTOCOL_VERSION}"
     ))?;
@@ -427,7 +430,7 @@ fn a_wrong_password_is_a_clear_error_and_a_degraded_verdict() -> Result<()> {
     let _serial = serial();
     let primary = RedisServer::start_with(free_port()?, &["--requirepass", "sesame"])?;
     let mut ctl = StubController::start()?;
-    let agent = agent_for(&primary, "p", &ctl, &["--password", "wrong"])?;
+    let agent = ctl.start_agent(&primary, DS, "p", &["--password", "wrong"])?;
     agent.log.wait_for("refused the agent's credentials")?;
     let v = ctl.wait_verdict("p", "auth_failed", |v| v.reasons & bit("auth_failed") != 0)?;
     assert_eq!(health(&v), v1::Health::Degraded, "{v:?}");
@@ -471,7 +474,7 @@ fn metrics_are_served_for_prometheus() -> Result<()> {
     let mut ctl = StubController::start()?;
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let _agent = agent_for(&primary, "p", &ctl, &["--metrics-listen", &listen])?;
+    let _agent = ctl.start_agent(&primary, DS, "p", &["--metrics-listen", &listen])?;
     ctl.wait_verdict("p", "a healthy primary", |v| {
         health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
     })?;

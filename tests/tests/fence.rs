@@ -24,34 +24,12 @@ const QUIET: Duration = Duration::from_millis(1500);
 const FENCED_BIT: u64 = 1 << 19;
 const STOPPED_BIT: u64 = 1 << 3;
 
-fn agent_for(
-    server: &RedisServer,
-    node: &str,
-    ctl: &StubController,
-    extra: &[&str],
-) -> Result<Agent> {
-    let addr = format!("127.0.0.1:{}", server.port);
-    let url = ctl.url();
-    let mut args = vec![
-        "--server",
-        &addr,
-        "--controller",
-        &url,
-        "--datastore",
-        DS,
-        "--node-id",
-        node,
-    ];
-    args.extend_from_slice(extra);
-    Agent::run(&args)
-}
-
 /// The agent of node "p" beside `primary` (with `extra` flags), its session open and its server
 /// seen as a primary; and the fence it may pin, taken down when the test ends.
 fn watched(primary: &RedisServer, extra: &[&str]) -> Result<(PinnedFence, StubController, Agent)> {
     let pin = PinnedFence::of_port(primary.port)?;
     let mut ctl = StubController::start()?;
-    let agent = agent_for(primary, "p", &ctl, extra)?;
+    let agent = ctl.start_agent(primary, DS, "p", extra)?;
     ctl.wait_session("p")?;
     ctl.wait_verdict("p", "a primary", |v| v.role() == v1::Role::Primary)?;
     Ok((pin, ctl, agent))
@@ -305,7 +283,7 @@ fn a_fence_outlives_its_agent_and_the_next_agent_lifts_it_on_demotion() -> Resul
 
     // The next agent finds the fence, keeps it, reports it, and gets through it itself.
     ctl.skip_received();
-    let agent = agent_for(&primary, "p", &ctl, &[])?;
+    let agent = ctl.start_agent(&primary, DS, "p", &[])?;
     agent
         .log
         .wait_for("a fence from before this agent started is up")?;
@@ -420,7 +398,7 @@ fn a_self_fence_lifts_for_primary_at_its_epoch_and_never_at_a_newer_one() -> Res
     )?;
     let pin = PinnedFence::of_port(primary.port)?;
     let mut ctl = StubController::start()?;
-    let agent = agent_for(&primary, "p", &ctl, &["--peer-interval-ms", "50"])?;
+    let agent = ctl.start_agent(&primary, DS, "p", &["--peer-interval-ms", "50"])?;
     ctl.wait_session("p")?;
     ctl.grant_leases("p", 600);
     ctl.desire("p", primary_at(3, &replica))?;

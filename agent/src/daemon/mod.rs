@@ -50,8 +50,8 @@ use crate::{
     link::stream::{self as link, Link},
     server::{
         commands::Command,
-        conn::PingOutcome,
         peers::{self, PeerList, PeerProbe, PeerTable},
+        ping_outcome::PingOutcome,
         poller,
     },
     verdict::{

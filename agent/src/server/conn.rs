@@ -19,6 +19,7 @@ use tokio::{
 };
 use vigil_proto::{HostPort, ProtoError};
 
+use super::ping_outcome::PingOutcome;
 use crate::fence::gate::{Gate, GatedStream};
 
 /// How to reach a Redis-protocol server.
@@ -142,19 +143,6 @@ fn classify_io(e: &io::Error) -> PingOutcome {
         io::ErrorKind::TimedOut => PingOutcome::Timeout,
         _ => PingOutcome::Error(e.to_string()),
     }
-}
-
-/// What one PING found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PingOutcome {
-    Pong(Duration),
-    /// No answer within the interval (the request may still be queued at the server).
-    Timeout,
-    /// Nothing listens at the address.
-    Refused,
-    /// The server refused our credentials.
-    AuthFailed(String),
-    Error(String),
 }
 
 /// What a failed connect or request says about the server.

@@ -1,5 +1,5 @@
 //! The server as the wire sees it: how to reach it ([`conn`]), whether it answers PINGs
-//! ([`pinger`]) and whether its peers do ([`peers`]), what it says about its role, replication
+//! ([`pinger`], each answer a [`ping_outcome`]) and whether its peers do ([`peers`]), what it says about its role, replication
 //! and memory ([`poller`], parsed by [`info`]), its clients ([`clients`]: the replicas attached,
 //! disconnecting the rest), and the controller's commands as they reach the server
 //! ([`commands`]).
@@ -8,5 +8,6 @@ pub mod commands;
 pub mod conn;
 pub mod info;
 pub mod peers;
+pub mod ping_outcome;
 pub mod pinger;
 pub mod poller;

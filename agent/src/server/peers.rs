@@ -11,7 +11,10 @@ use tokio::{
     time::MissedTickBehavior,
 };
 
-use super::conn::{PingOutcome, ServerConn, ping};
+use super::{
+    conn::{ServerConn, ping},
+    ping_outcome::PingOutcome,
+};
 
 /// The latest peer list from the controller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

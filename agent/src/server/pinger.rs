@@ -5,7 +5,10 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::{sync::mpsc, time::MissedTickBehavior};
 
-use super::conn::{PingOutcome, ServerConn, ping};
+use super::{
+    conn::{ServerConn, ping},
+    ping_outcome::PingOutcome,
+};
 
 /// Pings the local server every `interval` (each PING may take up to `interval`) and reports
 /// every outcome. Reconnects after a broken connection, never faster than `interval`.

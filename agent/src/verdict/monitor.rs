@@ -24,8 +24,9 @@ use crate::{
         event::{KernelEvent, Line},
     },
     server::{
-        conn::{PingOutcome, ServerConn},
+        conn::ServerConn,
         info::{Flavour, Memory, Replication, Role},
+        ping_outcome::PingOutcome,
         pinger,
         poller::{self, HealthSample},
     },

@@ -11,7 +11,10 @@ use std::{
     time::Instant,
 };
 
-use super::{commands::text, resp::Reply, subscriptions::Subscriptions};
+use super::{
+    resp::{Reply, text},
+    subscriptions::Subscriptions,
+};
 
 /// A client name, library name or version may not be longer: the endpoint holds one of each
 /// per client, and names are words, not documents.

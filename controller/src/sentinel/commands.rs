@@ -6,13 +6,9 @@ use super::{
     clients::{self, Session},
     endpoint::{Endpoint, REDIS_VERSION},
     info,
-    resp::Reply,
+    resp::{Reply, text},
     subcommands::{self, masters},
 };
-
-pub(super) fn text(arg: &[u8]) -> String {
-    String::from_utf8_lossy(arg).into_owned()
-}
 
 /// Every command the endpoint knows (upper case), pub/sub included.
 pub fn is_known(cmd: &str) -> bool {

@@ -11,9 +11,9 @@ use tokio::{
 
 use super::{
     clients::{ClientInfo, Session, command_name},
-    commands::{self, text},
+    commands,
     endpoint::{Endpoint, Stats},
-    resp::{self, Reply},
+    resp::{self, Reply, text},
     subscriptions::{allowed_while_subscribed, not_allowed, subscribed_pong},
 };
 

@@ -8,10 +8,9 @@ use std::{
 };
 
 use super::{
-    commands::text,
     endpoint::{Endpoint, MAX_CLIENTS, REDIS_VERSION, Stats},
     instances::master_status,
-    resp::Reply,
+    resp::{Reply, text},
     topology::StoreView,
 };
 

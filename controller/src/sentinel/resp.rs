@@ -6,6 +6,12 @@
 //! errors (the connection is closed), and a half-sent frame is "need more bytes".
 use crate::error::ControllerError;
 
+/// A command's argument as text (bytes that are not UTF-8 replaced), as every command reads its
+/// words.
+pub fn text(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).into_owned()
+}
+
 /// Bounds on one request. Sentinel commands are a few short words.
 pub const MAX_ARGS: usize = 64;
 pub const MAX_BULK: usize = 64 * 1024;

@@ -2,10 +2,9 @@
 //! replicas (slaves), sentinels, myid, ckquorum and help. The subcommands that would change
 //! Sentinel's configuration or the topology are refused: the controller owns both.
 use super::{
-    commands::text,
     endpoint::Endpoint,
     instances::{master_fields, primary_unusable, replica_fields},
-    resp::Reply,
+    resp::{Reply, text},
     topology::{Member, Published, StoreView},
 };
 

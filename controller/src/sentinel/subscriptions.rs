@@ -2,7 +2,10 @@
 //! confirmations, and the announcements delivered to them. Confirmations and messages are
 //! out-of-band replies ([`Reply::Push`]): push frames over RESP3, arrays over RESP2, as Redis
 //! sends them.
-use super::{commands::text, resp::Reply, topology::Event};
+use super::{
+    resp::{Reply, text},
+    topology::Event,
+};
 
 /// Subscriptions per client.
 pub const MAX_SUBSCRIPTIONS: usize = 64;

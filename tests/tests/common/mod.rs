@@ -23,7 +23,7 @@ use vigil_proto::v1::{
     agent_message::Msg as Up,
     controller_message::Msg as Down,
 };
-use vigil_tests::WAIT;
+use vigil_tests::{Agent, RedisServer, WAIT};
 
 type Outbox = mpsc::Sender<Result<ControllerMessage, Status>>;
 
@@ -274,6 +274,31 @@ impl StubController {
             Some(d) => self.send(node, Down::Desired(d)),
             None => Ok(()),
         }
+    }
+
+    /// Starts `vigil-agent run` for node `node` of `datastore`, beside `server` and reporting
+    /// to this stub, with `extra` flags.
+    pub fn start_agent(
+        &self,
+        server: &RedisServer,
+        datastore: &str,
+        node: &str,
+        extra: &[&str],
+    ) -> Result<Agent> {
+        let addr = format!("127.0.0.1:{}", server.port);
+        let url = self.url();
+        let mut args = vec![
+            "--server",
+            &addr,
+            "--controller",
+            &url,
+            "--datastore",
+            datastore,
+            "--node-id",
+            node,
+        ];
+        args.extend_from_slice(extra);
+        Agent::run(&args)
     }
 
     /// Grants `node` a lease of `lease_ms` with every desired state from now on (0: none, as a

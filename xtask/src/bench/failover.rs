@@ -6,7 +6,7 @@
 //! failovers instead. Prints p50/p99/max from hdrhistogram and ends with one summary line.
 use std::time::{Duration, Instant, SystemTime};
 
-use super::sentinel::SentinelStore;
+use super::sentinel::{NAME, SentinelStore};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use nix::sys::signal::Signal;
@@ -114,8 +114,6 @@ pub fn run(runs: u32) -> Result<()> {
     Ok(())
 }
 
-/// The data store's name, in vigil and in Sentinel.
-pub(super) const NAME: &str = "bench";
 /// How long after a slow command a failover it set off still counts (Sentinel's leader election
 /// and failover take a second or more after +odown).
 const SLOW_WINDOW: Duration = Duration::from_secs(3);

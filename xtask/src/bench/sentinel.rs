@@ -11,7 +11,8 @@ use std::{
 use anyhow::{Context, Result};
 use vigil_tests::{RedisServer, WAIT, free_port, wait_until};
 
-use super::failover::NAME;
+/// The data store's name, in vigil and in Sentinel.
+pub(super) const NAME: &str = "bench";
 
 /// A primary and two replicas watched by three redis-sentinel processes (quorum 2).
 pub(super) struct SentinelStore {

@@ -16,10 +16,7 @@ use vigil_tests::{
     wait_until,
 };
 
-use super::{
-    failover::NAME,
-    sentinel::{spawn_sentinel, write_conf},
-};
+use super::sentinel::{NAME, spawn_sentinel, write_conf};
 
 /// One announcement: which sentinel, on which channel, received when (CLOCK_MONOTONIC ns).
 type Event = (usize, String, u64);
