@@ -1,6 +1,7 @@
 //! When a primary fences itself: its lease from the controller has run out (see [`lease`]), and
-//! either it cannot reach a quorum of its data store, or the controller still talks to it and has
-//! stopped renewing the lease. The controller fails a primary over without its agent's
+//! either it cannot reach a quorum of its data store, or the controller still talks to it and
+//! withholds the lease (it names the node primary and grants nothing: a failover from it is under
+//! way). The controller fails a primary over without its agent's
 //! confirmation only after the lease and a margin have passed, so by then this primary is
 //! fenced, in the kernel (`crate::fence`), at the agent's newest epoch. Dragonfly has no
 //! min-replicas-to-write, so this is what stops a partitioned old primary from taking writes the

@@ -81,6 +81,18 @@ impl Daemon {
                 self.change_fence(event);
             }
         }
+        // A self-fence on a server that is a replica, as the controller wants: no writes to
+        // hold off, and no demotion will ever come to lift it.
+        let server_role = self.monitor.replication().map(|r| r.role);
+        if expected == Some(Role::Replica)
+            && server_role == Some(Role::Replica)
+            && fence_rules::next(self.fence.record(), Event::ReplicaAsDesired) == Step::Lift
+        {
+            tracing::warn!(
+                "this node's server is a replica, as the controller wants: lifting its self-fence"
+            );
+            self.change_fence(Event::ReplicaAsDesired);
+        }
         // A lease withheld after it ran out: fence now, not at the next check.
         self.check_fence();
     }
@@ -153,6 +165,12 @@ impl Daemon {
 
     pub(super) fn on_done(&mut self, done: Done) {
         let id = done.command.id;
+        if let Ok(Outcome {
+            role: Some(role), ..
+        }) = &done.result
+        {
+            self.monitor.note_role(*role);
+        }
         match &done.result {
             Ok(o) => tracing::info!(
                 command = id,

@@ -153,6 +153,8 @@ impl Fence {
     /// agent before this one is found and kept up.
     pub fn start(port: u16, method: Method, gate: Gate, pid: Option<u32>) -> Result<Self> {
         let dir = filter::pin_dir(&mounts::bpffs()?, port);
+        // Found (or mounted) now rather than when a fence goes up, when every millisecond counts.
+        mounts::cgroup2()?;
         let mut fencer = Fencer {
             port,
             method,

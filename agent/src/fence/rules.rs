@@ -9,7 +9,9 @@
 //!   controller says this node is the primary at the very epoch the fence began at: the
 //!   controller is back and failed nothing over. Never just because the controller is
 //!   reachable again, and never by "primary" at a newer epoch (the store moved on meanwhile; the
-//!   controller lifts that fence with an Unfence if it means to).
+//!   controller lifts that fence with an Unfence if it means to). A self fence also lifts when
+//!   the server is a replica the controller wants a replica: it takes no writes, and nothing
+//!   else would ever lift it (a replica is never demoted).
 
 /// Who put a fence up, which decides what lifts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub enum Event {
     PrimaryAt { epoch: u64 },
     /// The server was demoted (ReplicateOf on a primary or a fenced node).
     Demoted,
+    /// The server is a replica, and the controller wants it a replica.
+    ReplicaAsDesired,
     /// The controller's Unfence: this node stays primary.
     Unfence,
 }
@@ -106,6 +110,13 @@ pub fn next(current: Option<Record>, event: Event) -> Step {
             Event::PrimaryAt { epoch },
         ) if epoch == began => Step::Lift,
         (Some(_), Event::Demoted | Event::Unfence) => Step::Lift,
+        (
+            Some(Record {
+                kind: Kind::SelfFence,
+                ..
+            }),
+            Event::ReplicaAsDesired,
+        ) => Step::Lift,
         _ => Step::Stay,
     }
 }
@@ -182,6 +193,14 @@ mod tests {
             next(Some(SELF_5), Event::PrimaryAt { epoch: 4 }),
             Step::Stay
         );
+    }
+
+    #[test]
+    fn a_self_fence_on_a_replica_the_controller_wants_a_replica_lifts() {
+        assert_eq!(next(Some(SELF_5), Event::ReplicaAsDesired), Step::Lift);
+        // An ordered fence waits for its demotion, which says the controller has seen to it.
+        assert_eq!(next(Some(ORDERED_5), Event::ReplicaAsDesired), Step::Stay);
+        assert_eq!(next(None, Event::ReplicaAsDesired), Step::Stay);
     }
 
     #[test]

@@ -307,6 +307,15 @@ impl Monitor {
         self.replication.as_ref()
     }
 
+    /// The server's role as a command the agent ran just found it (a demotion, a promotion),
+    /// ahead of the next health poll, which would otherwise leave the old role standing for up
+    /// to a poll interval.
+    pub fn note_role(&mut self, role: Role) {
+        if let Some(r) = self.replication.as_mut() {
+            r.role = role;
+        }
+    }
+
     pub fn last_rtt(&self) -> Option<Duration> {
         self.last_rtt
     }

@@ -72,6 +72,12 @@ pub enum Input {
         to: String,
         cause: Cause,
     },
+    /// A failover task's promotion succeeded: clients may be sent to `to` now, before the others
+    /// are re-pointed (as Sentinel names the promoted replica once it has taken the role).
+    Promoted {
+        epoch: u64,
+        to: String,
+    },
     /// A failover task ended.
     Done(Finished),
 }
@@ -84,6 +90,8 @@ pub(super) struct Active {
     pub cause: Cause,
     pub started: Instant,
     pub started_unix_ms: u64,
+    /// The promotion succeeded: the endpoint names `to`.
+    pub promoted: bool,
 }
 
 /// How a failover's task ended: the nodes not re-pointed (each with why) after a promotion, or
@@ -220,6 +228,7 @@ impl Reconciler {
                 reply,
             } => self.send_command(&node, action, epoch, reply),
             Input::Chosen { from, to, cause } => self.on_chosen(from, to, cause),
+            Input::Promoted { epoch, to } => self.on_promoted(epoch, &to),
             Input::Done(finished) => self.finish(finished),
         }
     }

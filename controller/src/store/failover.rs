@@ -195,6 +195,7 @@ impl Reconciler {
             cause,
             started: Instant::now(),
             started_unix_ms,
+            promoted: false,
         });
         Ok(epoch)
     }
@@ -272,6 +273,18 @@ impl Reconciler {
             .unwrap_or(self.started)
             .max(self.started);
         self.settings.lease_over(granted)
+    }
+
+    /// The failover's promotion succeeded: the endpoint names the new primary from now on, so
+    /// the clients the demotion disconnects look up the new primary, not the old one.
+    pub(super) fn on_promoted(&mut self, epoch: u64, to: &str) {
+        if let Some(active) = self.active.as_mut()
+            && active.epoch == epoch
+            && active.to == to
+        {
+            active.promoted = true;
+            self.publish();
+        }
     }
 
     /// Step 4: publish the new primary (or report the failure), persist, record history.
@@ -389,6 +402,7 @@ impl Reconciler {
             cause: f.cause,
             started: Instant::now(),
             started_unix_ms: f.started_unix_ms,
+            promoted: false,
         });
         steps::spawn(self.me.clone(), &self.settings, plan, None);
     }

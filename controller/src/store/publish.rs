@@ -66,7 +66,11 @@ impl Reconciler {
                 disconnected: n.session.is_none(),
             })
         };
-        let primary_id = self.state.primary.as_deref();
+        // A failover's new primary is named once its promotion succeeded.
+        let (primary_id, primary_down) = match &self.active {
+            Some(a) if a.promoted => (Some(a.to.as_str()), false),
+            _ => (self.state.primary.as_deref(), self.primary_down),
+        };
         let primary = primary_id.and_then(member);
         let replicas = self
             .nodes
@@ -79,7 +83,7 @@ impl Reconciler {
             epoch: self.state.epoch,
             primary,
             replicas,
-            primary_down: self.primary_down,
+            primary_down,
         });
     }
 

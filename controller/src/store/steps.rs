@@ -99,6 +99,11 @@ async fn run(
         }
         return Err(e);
     }
+    let promoted = Input::Promoted {
+        epoch: plan.epoch,
+        to: plan.to.clone(),
+    };
+    let _ = me.send(promoted).await;
     Ok(repoint(me, s, plan).await)
 }
 

@@ -394,6 +394,13 @@ impl Store {
                 })),
                 "{id}"
             );
+            // Named as soon as it is promoted, before the others (the old primary among them,
+            // whose clients a demotion disconnects) are re-pointed.
+            assert_eq!(
+                self.published_primary().as_deref(),
+                Some(to),
+                "not named while {id} is re-pointed"
+            );
             assert_eq!(c.epoch, epoch);
             self.ack(id, &c, Role::Replica, 100).await;
         }
