@@ -203,6 +203,8 @@ fn a_failover_interrupted_by_a_controller_crash_finishes_after_the_restart() -> 
     wait_until(WAIT, "n1 to follow n2", || {
         (role(s.ports[1]).ok()? == ("slave".into(), Some(s.ports[2]))).then_some(())
     })?;
+    // The endpoint names n2 once it is promoted; the state is saved when the failover finishes.
+    ctl.log.wait_for("failover_finished")?;
     let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
     assert_eq!(saved["primary"], "n2");
     assert!(saved["in_flight"].is_null(), "{saved}");
