@@ -10,7 +10,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Result;
-use common::StubController;
+use common::{StubController, assert_unserved};
 use nix::sys::signal::Signal;
 use vigil_proto::v1::{self, command::Action};
 use vigil_tests::{
@@ -69,15 +69,6 @@ fn replicate_of(
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A client connecting to `addr` now is not served: its SYN is dropped, or `words` are never
-/// answered.
-fn assert_unserved(addr: SocketAddr, words: &[&str], what: &str) {
-    if let Ok(mut late) = RawClient::connect_to(addr, Duration::from_millis(500)) {
-        let answer = late.request(words, QUIET);
-        assert!(!matches!(answer, Answer::Reply(_)), "{what}: {answer:?}");
-    }
 }
 
 fn health(v: &v1::Verdict) -> v1::Health {

@@ -69,29 +69,22 @@ impl Daemon {
             self.monitor.set_thresholds(thresholds);
         }
         // A self-fence comes down when the controller says this node is the primary at the epoch
-        // the fence began at, and grants it a lease: it is back and failed nothing over.
-        // Reaching the controller again is not enough; a demotion or an Unfence lifts any fence.
-        if expected == Some(Role::Primary) && !lease.is_zero() {
-            let event = Event::PrimaryAt { epoch: d.epoch };
-            if fence_rules::next(self.fence.record(), event) == Step::Lift {
-                tracing::warn!(
-                    epoch = d.epoch,
-                    "the controller says this node is the primary at the epoch it fenced itself at: lifting the self-fence"
-                );
-                self.change_fence(event);
-            }
-        }
-        // A self-fence on a server that is a replica, as the controller wants: no writes to
-        // hold off, and no demotion will ever come to lift it.
+        // the fence began at, and grants it a lease (it is back and failed nothing over), or
+        // when the server is a replica as the controller wants (no writes to hold off, and no
+        // demotion will ever come to lift it). Reaching the controller again is not enough.
         let server_role = self.monitor.replication().map(|r| r.role);
-        if expected == Some(Role::Replica)
-            && server_role == Some(Role::Replica)
-            && fence_rules::next(self.fence.record(), Event::ReplicaAsDesired) == Step::Lift
+        let lifting = match expected {
+            Some(Role::Primary) if !lease.is_zero() => Some(Event::PrimaryAt { epoch: d.epoch }),
+            Some(Role::Replica) if server_role == Some(Role::Replica) => {
+                Some(Event::ReplicaAsDesired)
+            }
+            _ => None,
+        };
+        if let Some(event) = lifting
+            && fence_rules::next(self.fence.record(), event) == Step::Lift
         {
-            tracing::warn!(
-                "this node's server is a replica, as the controller wants: lifting its self-fence"
-            );
-            self.change_fence(Event::ReplicaAsDesired);
+            tracing::warn!(epoch = d.epoch, ?event, "lifting the self-fence");
+            self.change_fence(event);
         }
         // A lease withheld after it ran out: fence now, not at the next check.
         self.check_fence();

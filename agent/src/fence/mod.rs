@@ -27,7 +27,7 @@ pub mod sockets;
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -139,6 +139,8 @@ pub struct Fence {
 
 struct Fencer {
     port: u16,
+    /// Where the cgroup v2 hierarchy is mounted.
+    cgroup_root: PathBuf,
     method: Method,
     gate: Gate,
     dir: PathBuf,
@@ -153,10 +155,11 @@ impl Fence {
     /// agent before this one is found and kept up.
     pub fn start(port: u16, method: Method, gate: Gate, pid: Option<u32>) -> Result<Self> {
         let dir = filter::pin_dir(&mounts::bpffs()?, port);
-        // Found (or mounted) now rather than when a fence goes up, when every millisecond counts.
-        mounts::cgroup2()?;
         let mut fencer = Fencer {
             port,
+            // Found (or mounted) now rather than when a fence goes up, when every millisecond
+            // counts.
+            cgroup_root: mounts::cgroup2()?,
             method,
             gate,
             dir,
@@ -229,7 +232,12 @@ impl Fencer {
     fn adopt(&mut self, pid: Option<u32>) -> Result<()> {
         let gate = self.gate.clone();
         let port = self.port;
-        let found = Filter::find(&self.dir, || cgroup_for(port, pid), |map| gate.open(map))?;
+        let root = &self.cgroup_root;
+        let found = Filter::find(
+            &self.dir,
+            || cgroup_for(root, port, pid),
+            |map| gate.open(map),
+        )?;
         if let Some(filter) = found {
             let record = record_of(&filter.config()?);
             tracing::warn!(
@@ -280,7 +288,7 @@ impl Fencer {
     }
 
     fn put_up(&mut self, record: Record, context: &Context) -> Result<Destroyed> {
-        let cgroup = cgroup_for(self.port, context.pid)?;
+        let cgroup = cgroup_for(&self.cgroup_root, self.port, context.pid)?;
         let replicas = if record.keep_replicas {
             context.replicas.as_slice()
         } else {
@@ -405,16 +413,15 @@ fn server_pid(port: u16, hint: Option<u32>) -> Option<u32> {
 /// The cgroup a fence on `port` attaches to: the server process's, or, with no server running
 /// (it crashed, or has not started), the root of the hierarchy, so that whichever server starts
 /// on the port is fenced too.
-fn cgroup_for(port: u16, hint: Option<u32>) -> Result<PathBuf> {
-    let root = mounts::cgroup2()?;
+fn cgroup_for(root: &Path, port: u16, hint: Option<u32>) -> Result<PathBuf> {
     match server_pid(port, hint) {
-        Some(pid) => mounts::cgroup_of(&root, pid),
+        Some(pid) => mounts::cgroup_of(root, pid),
         None => {
             tracing::warn!(
                 port,
                 "no server process on the port: fencing the port host-wide"
             );
-            Ok(root)
+            Ok(root.to_path_buf())
         }
     }
 }

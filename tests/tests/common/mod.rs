@@ -23,7 +23,16 @@ use vigil_proto::v1::{
     agent_message::Msg as Up,
     controller_message::Msg as Down,
 };
-use vigil_tests::{Agent, RedisServer, WAIT};
+use vigil_tests::{Agent, Answer, RawClient, RedisServer, WAIT};
+
+/// A client connecting to `addr` now is not served: its SYN is dropped, or `words` get no reply
+/// within 1.5 s (a fenced server's clients get none).
+pub fn assert_unserved(addr: SocketAddr, words: &[&str], what: &str) {
+    if let Ok(mut late) = RawClient::connect_to(addr, Duration::from_millis(500)) {
+        let answer = late.request(words, Duration::from_millis(1500));
+        assert!(!matches!(answer, Answer::Reply(_)), "{what}: {answer:?}");
+    }
+}
 
 type Outbox = mpsc::Sender<Result<ControllerMessage, Status>>;
 
