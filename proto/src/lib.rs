@@ -30,5 +30,9 @@ pub const DEFAULT_PRIORITY: u32 = 100;
 /// The protocol version agents and controller exchange in Hello and Welcome. Both refuse a peer
 /// with another version, with a message naming both. Version 2: verdicts carry the server's
 /// flavour, and a switchover names the command the agent runs. Version 3: the kernel fence, and
-/// the lease desired state grants.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// the lease desired state grants. Version 4: several controllers (a follower redirects, every
+/// command carries its sender's leadership), and replicas say how long their link has been down.
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// `Verdict.link_down_ms` of a replica whose link was not seen up since its agent started.
+pub const LINK_NEVER_UP: u32 = u32::MAX;
