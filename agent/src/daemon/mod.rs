@@ -315,6 +315,7 @@ impl Daemon {
             epoch: self.epochs.newest(),
             repl_offset: repl.map_or(0, |r| r.offset),
             link_up: repl.is_some_and(|r| r.link_up),
+            link_down_ms: 0,
             stall_ms: self
                 .monitor
                 .stall_age()

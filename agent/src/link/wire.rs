@@ -111,6 +111,7 @@ mod tests {
             epoch: 1_234,
             repl_offset: 987_654_321_012,
             link_up: true,
+            link_down_ms: 0,
             stall_ms: 312,
             ping_rtt_us: 4_500,
             peers_version: 17,
@@ -127,6 +128,7 @@ mod tests {
         let cmd = |action| v1::Command {
             id: 7,
             epoch: 3,
+            leadership: 0,
             action: Some(action),
         };
         use v1::command::Action as A;
@@ -134,6 +136,7 @@ mod tests {
             Command::try_from(v1::Command {
                 id: 7,
                 epoch: 3,
+                leadership: 0,
                 action: None
             }),
             Err(AgentError::NoAction(7))
@@ -171,6 +174,7 @@ mod tests {
         let switchover = |method: i32| v1::Command {
             id: 9,
             epoch: 4,
+            leadership: 0,
             action: Some(v1::command::Action::Switchover(v1::Switchover {
                 target: "10.0.0.2:6379".into(),
                 timeout_secs: 0,

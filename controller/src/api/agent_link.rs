@@ -93,6 +93,7 @@ impl AgentLink for AgentLinkService {
         let welcome = v1::Welcome {
             protocol_version: PROTOCOL_VERSION,
             controller_version: env!("CARGO_PKG_VERSION").into(),
+            ..Default::default()
         };
         let _ = outbox
             .send(Ok(ControllerMessage {

@@ -61,7 +61,11 @@ impl Control for ControlService {
         for (_, tx) in stores {
             datastores.push(ask(&tx, |reply| Input::Status { reply }).await?);
         }
-        Ok(Response::new(v1::StatusReply { datastores }))
+        Ok(Response::new(v1::StatusReply {
+            datastores,
+            leading: true,
+            ..Default::default()
+        }))
     }
 
     async fn failover(

@@ -36,6 +36,7 @@ impl Reconciler {
                 id,
                 epoch,
                 action: Some(action),
+                leadership: 0,
             })),
         };
         if outbox.try_send(Ok(msg)).is_err() {

@@ -87,6 +87,7 @@ impl Reconciler {
                 0
             },
             lease_seq,
+            leadership: 0,
         }
     }
 }

@@ -106,6 +106,7 @@ impl AgentLink for Service {
         let welcome = v1::Welcome {
             protocol_version: self.welcome_version,
             controller_version: "stub".into(),
+            ..Default::default()
         };
         let _ = tx
             .send(Ok(ControllerMessage {
@@ -339,7 +340,15 @@ impl StubController {
         epoch: u64,
         action: Option<v1::command::Action>,
     ) -> Result<()> {
-        self.send(node, Down::Command(v1::Command { id, epoch, action }))
+        self.send(
+            node,
+            Down::Command(v1::Command {
+                id,
+                epoch,
+                action,
+                leadership: 0,
+            }),
+        )
     }
 
     /// Waits until `node` has a session.
