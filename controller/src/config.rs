@@ -11,6 +11,7 @@ use serde::Deserialize;
 use vigil_proto::{DEFAULT_PRIORITY, HostPort, cli::with_default, v1};
 
 use crate::{
+    cluster::{ControllerInfo, election::DEFAULT_LEADER_LEASE_SECS},
     error::{ControllerError, Result},
     store::{
         NodeInfo, Settings,
@@ -33,6 +34,10 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9420";
 pub const DEFAULT_DATA_DIR: &str = "./vigil-data";
 /// Longest duration setting accepted, in ms (an hour).
 const MAX_MS: u64 = 3_600_000;
+/// Where in etcd one installation keeps its keys; several installations may share an etcd.
+pub const DEFAULT_ETCD_PREFIX: &str = "/vigil";
+/// Longest leader lease accepted, in seconds: longer only delays a handover.
+const MAX_LEADER_LEASE_SECS: u64 = 60;
 
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +78,28 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_FENCE_DEADLINE_MS", value_name = "MS",
           help = with_default("How long the old primary's agent has to confirm its fence before the lease is waited out instead, in ms", DEFAULT_FENCE_DEADLINE_MS))]
     pub fence_deadline_ms: Option<u64>,
+    /// etcd's client URLs. With them, any number of controllers run and one leads, elected on
+    /// etcd, which also keeps the state (no --data-dir). Without them, this is the only
+    /// controller and it keeps its state in --data-dir.
+    #[arg(long, env = "VIGIL_ETCD", value_name = "URL[,URL...]")]
+    pub etcd: Option<String>,
+    #[arg(long, env = "VIGIL_ETCD_PREFIX", value_name = "PREFIX",
+          help = with_default("Where in etcd this installation keeps its election, state and views", DEFAULT_ETCD_PREFIX))]
+    pub etcd_prefix: Option<String>,
+    /// This controller's name among several (unique per installation); the host name by default.
+    #[arg(long, env = "VIGIL_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    #[arg(long, env = "VIGIL_LEADER_LEASE_SECS", value_name = "SECS",
+          help = with_default("The leader's lease in etcd, in whole seconds: a leader that dies is replaced about this long after (etcd raises it to 1.5 × its election timeout if that is longer)", DEFAULT_LEADER_LEASE_SECS))]
+    pub leader_lease_secs: Option<u64>,
+    /// The gRPC URL other controllers send agents to while this one leads; http://<grpc-listen>
+    /// by default, which must then not be 0.0.0.0 or [::].
+    #[arg(long, env = "VIGIL_ADVERTISE_GRPC", value_name = "URL")]
+    pub advertise_grpc: Option<String>,
+    /// The HOST:PORT of this controller's Sentinel endpoint that other controllers list in
+    /// SENTINEL SENTINELS; --sentinel-listen by default.
+    #[arg(long, env = "VIGIL_ADVERTISE_SENTINEL", value_name = "HOST:PORT")]
+    pub advertise_sentinel: Option<String>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -132,6 +159,12 @@ impl ControllerSettings {
             lease_ms: self.lease_ms.or(file.lease_ms),
             lease_margin_ms: self.lease_margin_ms.or(file.lease_margin_ms),
             fence_deadline_ms: self.fence_deadline_ms.or(file.fence_deadline_ms),
+            etcd: self.etcd.or(file.etcd),
+            etcd_prefix: self.etcd_prefix.or(file.etcd_prefix),
+            name: self.name.or(file.name),
+            leader_lease_secs: self.leader_lease_secs.or(file.leader_lease_secs),
+            advertise_grpc: self.advertise_grpc.or(file.advertise_grpc),
+            advertise_sentinel: self.advertise_sentinel.or(file.advertise_sentinel),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -152,6 +185,113 @@ pub struct ControllerConfig {
     pub refuse_unknown: bool,
     /// Each configured data store's name and its nodes, known before their agents connect.
     pub datastores: Vec<(String, Vec<NodeInfo>)>,
+    /// Who this controller is to agents, clients and the other controllers.
+    pub me: ControllerInfo,
+    /// Set with --etcd: several controllers, one leading.
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub lease_secs: u64,
+}
+
+/// The host's name, for a controller not given one.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vigil-controller".into())
+}
+
+fn cluster(s: &ControllerSettings) -> Result<Option<ClusterConfig>> {
+    let Some(urls) = s.etcd.as_deref() else {
+        return Ok(None);
+    };
+    let endpoints: Vec<String> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(bad("etcd", "names no URL"));
+    }
+    for u in &endpoints {
+        let rest = u
+            .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"))
+            .ok_or_else(|| bad("etcd", format!("{u:?} is not an http:// or https:// URL")))?;
+        rest.parse::<HostPort>()
+            .map_err(|e| bad("etcd", format!("{u:?}: {e}")))?;
+    }
+    let prefix = s.etcd_prefix.as_deref().unwrap_or(DEFAULT_ETCD_PREFIX);
+    if !prefix.starts_with('/') || prefix.len() < 2 || prefix.contains(char::is_whitespace) {
+        return Err(bad(
+            "etcd_prefix",
+            format!("{prefix:?} must start with '/', name something, and hold no spaces"),
+        ));
+    }
+    let lease_secs = s.leader_lease_secs.unwrap_or(DEFAULT_LEADER_LEASE_SECS);
+    if lease_secs == 0 || lease_secs > MAX_LEADER_LEASE_SECS {
+        return Err(bad(
+            "leader_lease_secs",
+            format!("{lease_secs} is outside 1..={MAX_LEADER_LEASE_SECS}"),
+        ));
+    }
+    Ok(Some(ClusterConfig {
+        endpoints,
+        prefix: prefix.to_string(),
+        lease_secs,
+    }))
+}
+
+fn me(
+    s: &ControllerSettings,
+    grpc: SocketAddr,
+    sentinel: SocketAddr,
+    cluster: bool,
+) -> Result<ControllerInfo> {
+    let name = s.name.clone().unwrap_or_else(host_name);
+    if !valid_name(&name) {
+        return Err(bad(
+            "name",
+            format!("{name:?} is not allowed (letters, digits, '-', '_', '.', at most 64)"),
+        ));
+    }
+    let grpc = match &s.advertise_grpc {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => url.clone(),
+        Some(url) => {
+            return Err(bad(
+                "advertise_grpc",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        None if cluster && grpc.ip().is_unspecified() => {
+            return Err(bad(
+                "advertise_grpc",
+                format!(
+                    "is required with --etcd when grpc_listen is {grpc}: other controllers                      send agents to it"
+                ),
+            ));
+        }
+        None => format!("http://{grpc}"),
+    };
+    let sentinel = match &s.advertise_sentinel {
+        Some(a) => a
+            .parse::<HostPort>()
+            .map_err(|e| bad("advertise_sentinel", e.to_string()))?
+            .to_string(),
+        None => sentinel.to_string(),
+    };
+    Ok(ControllerInfo {
+        name,
+        grpc,
+        sentinel,
+    })
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> ControllerError {
@@ -195,7 +335,7 @@ fn node(field: &str, n: NodeConfig) -> Result<NodeInfo> {
 impl TryFrom<ControllerSettings> for ControllerConfig {
     type Error = ControllerError;
 
-    fn try_from(s: ControllerSettings) -> Result<Self> {
+    fn try_from(mut s: ControllerSettings) -> Result<Self> {
         let metrics_listen =
             match s
                 .metrics_listen
@@ -208,7 +348,7 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 })?),
             };
         let mut datastores = Vec::new();
-        for (i, d) in s.datastores.into_iter().enumerate() {
+        for (i, d) in std::mem::take(&mut s.datastores).into_iter().enumerate() {
             if !valid_name(&d.name) {
                 return Err(bad(
                     format!("datastore[{i}].name"),
@@ -240,13 +380,19 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 ),
             ));
         }
+        let grpc_listen = addr("grpc_listen", s.grpc_listen.clone(), DEFAULT_GRPC_LISTEN)?;
+        let sentinel_listen = addr(
+            "sentinel_listen",
+            s.sentinel_listen.clone(),
+            DEFAULT_SENTINEL_LISTEN,
+        )?;
+        let cluster = cluster(&s)?;
+        let me = me(&s, grpc_listen, sentinel_listen, cluster.is_some())?;
         Ok(Self {
-            grpc_listen: addr("grpc_listen", s.grpc_listen, DEFAULT_GRPC_LISTEN)?,
-            sentinel_listen: addr(
-                "sentinel_listen",
-                s.sentinel_listen,
-                DEFAULT_SENTINEL_LISTEN,
-            )?,
+            grpc_listen,
+            sentinel_listen,
+            me,
+            cluster,
             metrics_listen,
             data_dir: s
                 .data_dir
@@ -359,7 +505,7 @@ mod tests {
     #[test]
     fn the_help_shows_each_default_from_its_constant() {
         let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-        let defaults: [(&str, String); 12] = [
+        let defaults: [(&str, String); 14] = [
             ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
             ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
             ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -375,10 +521,22 @@ mod tests {
             ("lease_ms", DEFAULT_LEASE_MS.to_string()),
             ("lease_margin_ms", DEFAULT_LEASE_MARGIN_MS.to_string()),
             ("fence_deadline_ms", DEFAULT_FENCE_DEADLINE_MS.to_string()),
+            ("etcd_prefix", DEFAULT_ETCD_PREFIX.into()),
+            ("leader_lease_secs", DEFAULT_LEADER_LEASE_SECS.to_string()),
         ];
-        // A switch needs no default.
-        let checked =
-            vigil_proto::cli::check_defaults_shown(&command, &defaults, &["refuse_unknown"]);
+        // A switch needs no default; etcd is off unless given; the others default to what the
+        // host and the listen addresses are, which their help says.
+        let checked = vigil_proto::cli::check_defaults_shown(
+            &command,
+            &defaults,
+            &[
+                "refuse_unknown",
+                "etcd",
+                "name",
+                "advertise_grpc",
+                "advertise_sentinel",
+            ],
+        );
         assert_eq!(checked, Ok(()));
     }
 }

@@ -61,6 +61,19 @@ pub enum ControllerError {
     #[error("could not persist the new epoch: {0}")]
     EpochNotPersisted(#[source] Box<ControllerError>),
 
+    // Several controllers on etcd.
+    #[error("etcd: {what}: {message}")]
+    Etcd { what: String, message: String },
+    #[error("this controller no longer leads: a newer leader decides now")]
+    Deposed,
+    #[error("this controller does not lead; {}", match leader {
+        Some(l) => format!("{} does, at {}", l.name, l.grpc),
+        None => "no controller leads right now (etcd unreachable, or an election under way)".into(),
+    })]
+    NotLeader {
+        leader: Option<crate::cluster::member::ControllerInfo>,
+    },
+
     // What an operator asked for and cannot have now.
     #[error("a failover is already in progress")]
     FailoverInProgress,

@@ -6,9 +6,12 @@
 //! - [`store`]: one reconciler per data store: verdicts in, decisions, failover, desired state
 //!   and commands out, its state persisted.
 //! - [`sentinel`]: the Sentinel-compatible endpoint clients find the primary through.
+//! - [`cluster`]: several controllers on etcd: the election, and the state and views the leader
+//!   keeps there.
 //! - [`config`]: flags, environment and the TOML file; [`metrics`]: Prometheus;
 //!   [`error`]: the one error type.
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -3,17 +3,71 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use tokio::sync::watch;
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinHandle,
 };
 use vigil_controller::{
     api::{AgentLinkService, ControlService},
+    cluster::{
+        Leadership,
+        election::Election,
+        etcd::{self, Keys},
+        state_store::EtcdStates,
+        views,
+    },
     config::{ControllerConfig, ControllerSettings},
     metrics::Metrics,
-    sentinel,
-    store::Registry,
+    sentinel::{self, topology::Published},
+    store::{Registry, registry::Backend},
 };
+
+/// How long a stopping controller waits for its resignation to reach etcd.
+const RESIGN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+/// A follower's watch of the views that failed is started again after this long.
+const VIEWS_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The views clients are served, shared through etcd for as long as the controller runs: the
+/// leader mirrors its own, a follower watches the leader's.
+async fn share_views(
+    client: etcd_client::Client,
+    keys: Keys,
+    published: Arc<Published>,
+    leadership: Arc<Leadership>,
+) {
+    let mut terms = leadership.subscribe();
+    loop {
+        let term = terms.borrow_and_update().clone();
+        let work = async {
+            match term {
+                Some(term) => {
+                    views::mirror(
+                        client.clone(),
+                        keys.clone(),
+                        Arc::clone(&published),
+                        Arc::clone(&leadership),
+                        term,
+                    )
+                    .await;
+                    std::future::pending::<()>().await
+                }
+                None => loop {
+                    if let Err(e) =
+                        views::follow(client.clone(), keys.clone(), Arc::clone(&published)).await
+                    {
+                        tracing::debug!(error = %e, "watching the leader's views; again shortly");
+                    }
+                    tokio::time::sleep(VIEWS_RETRY).await;
+                },
+            }
+        };
+        tokio::select! {
+            _ = work => {}
+            changed = terms.changed() => if changed.is_err() { return },
+        }
+    }
+}
 use vigil_proto::{
     telemetry::{LogArgs, serve_metrics},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
@@ -70,18 +124,40 @@ async fn stopped(name: &str, task: &mut Option<JoinHandle<std::io::Result<()>>>)
 }
 
 async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data folder {}", config.data_dir.display()))?;
     let metrics = Metrics::new();
+    let (leadership, backend, etcd) = match &config.cluster {
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating the data folder {}", config.data_dir.display())
+            })?;
+            (
+                Leadership::embedded(config.me.clone()),
+                Backend::Files(config.data_dir.clone()),
+                None,
+            )
+        }
+        Some(cluster) => {
+            let client = etcd::connect(&cluster.endpoints).await?;
+            let keys = Keys::new(&cluster.prefix);
+            let states = EtcdStates {
+                client: client.clone(),
+                keys: keys.clone(),
+            };
+            (
+                Leadership::following(config.me.clone()),
+                Backend::Etcd(Box::new(states)),
+                Some((client, keys, cluster.lease_secs)),
+            )
+        }
+    };
     let registry = Registry::new(
-        config.data_dir.clone(),
+        backend,
         config.settings.clone(),
         config.refuse_unknown,
+        config.datastores.clone(),
+        Arc::clone(&leadership),
         Arc::clone(&metrics),
     );
-    for (name, nodes) in config.datastores.clone() {
-        registry.configure(&name, nodes)?;
-    }
     // Bind everything first: a port in use is a start-up error, not a log line later.
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
@@ -108,10 +184,42 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         sentinel::serve(sentinel_listener, published).await;
         Ok(())
     }));
-    tracing::info!(
-        grpc = %config.grpc_listen, sentinel = %config.sentinel_listen, metrics = ?config.metrics_listen,
-        data_dir = %config.data_dir.display(), "vigil-controller running"
-    );
+    // Reconcilers run in this controller's terms: at once for a single controller, and from
+    // each election it wins with etcd.
+    tokio::spawn(Arc::clone(&registry).follow_terms());
+    let (stop_election, stopping) = watch::channel(false);
+    let mut election = None;
+    if let Some((client, keys, lease_secs)) = etcd {
+        let published = Arc::clone(&registry.published);
+        tokio::spawn(share_views(
+            client.clone(),
+            keys.clone(),
+            Arc::clone(&published),
+            Arc::clone(&leadership),
+        ));
+        election = Some(tokio::spawn(
+            Election {
+                client,
+                keys,
+                leadership: Arc::clone(&leadership),
+                lease_secs,
+                published,
+                metrics: Arc::clone(&metrics),
+            }
+            .run(stopping),
+        ));
+    }
+    match &config.cluster {
+        None => tracing::info!(
+            grpc = %config.grpc_listen, sentinel = %config.sentinel_listen, metrics = ?config.metrics_listen,
+            data_dir = %config.data_dir.display(), "vigil-controller running"
+        ),
+        Some(c) => tracing::info!(
+            grpc = %config.grpc_listen, sentinel = %config.sentinel_listen, metrics = ?config.metrics_listen,
+            name = %config.me.name, etcd = %c.endpoints.join(","), prefix = %c.prefix,
+            "vigil-controller running; campaigning to lead"
+        ),
+    }
     let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry)));
     let control = ControlServer::new(ControlService {
         registry: Arc::clone(&registry),
@@ -136,7 +244,14 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     // Every server runs until shutdown; one that stops early is an outage of that endpoint, so
     // the controller says which and exits for its supervisor to restart it.
     let why = tokio::select! {
-        r = grpc_server => return r.context("the gRPC server failed"),
+        r = grpc_server => {
+            // Resign, so that another controller leads at once rather than after the lease.
+            let _ = stop_election.send(true);
+            if let Some(e) = election {
+                let _ = tokio::time::timeout(RESIGN_WITHIN, e).await;
+            }
+            return r.context("the gRPC server failed");
+        }
         why = stopped("Sentinel endpoint", &mut sentinel_task) => why,
         why = stopped("/metrics server", &mut metrics_task) => why,
     };

@@ -84,16 +84,33 @@ impl AgentLink for AgentLinkService {
             )));
         }
         let info = NodeInfo::try_from(&hello).map_err(refused)?;
-        let reconciler = self
-            .registry
-            .get_or_start(&hello.datastore)
-            .map_err(refused)?;
-        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
         let (outbox, rx) = mpsc::channel(OUTBOX);
+        let reconciler = match self.registry.get_or_start(&hello.datastore).await {
+            Ok(r) => r,
+            // A follower sends the agent to the leader: the Welcome names it, and the session
+            // ends there (the agent connects to the leader itself; nothing is relayed).
+            Err(ControllerError::NotLeader { leader }) => {
+                let welcome = v1::Welcome {
+                    protocol_version: PROTOCOL_VERSION,
+                    controller_version: env!("CARGO_PKG_VERSION").into(),
+                    leadership: 0,
+                    redirect: leader.map(|l| l.grpc).unwrap_or_default(),
+                };
+                let _ = outbox
+                    .send(Ok(ControllerMessage {
+                        msg: Some(Down::Welcome(welcome)),
+                    }))
+                    .await;
+                return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            }
+            Err(e) => return Err(refused(e)),
+        };
+        let session = self.sessions.fetch_add(1, Ordering::Relaxed);
         let welcome = v1::Welcome {
             protocol_version: PROTOCOL_VERSION,
             controller_version: env!("CARGO_PKG_VERSION").into(),
-            ..Default::default()
+            leadership: self.registry.leadership.term().map_or(0, |t| t.token),
+            redirect: String::new(),
         };
         let _ = outbox
             .send(Ok(ControllerMessage {

@@ -9,6 +9,7 @@ use vigil_proto::v1::{self, control_server::Control};
 use super::agent_link::Boxed;
 use crate::{
     error::ControllerError,
+    sentinel::topology::{Member, StoreView},
     store::{Input, Registry},
 };
 
@@ -44,6 +45,40 @@ async fn ask<T>(
         .map_err(|_| Status::internal("the reconciler dropped the request"))
 }
 
+/// A data store's status as a follower knows it: the view the leader published, without what
+/// only the leader hears (verdicts, offsets, reasons).
+fn follower_status(v: &StoreView) -> v1::DatastoreStatus {
+    let node = |m: &Member, role: v1::Role| v1::NodeStatus {
+        node_id: m.node.clone(),
+        address: m.address.to_string(),
+        role: role as i32,
+        health: if m.down {
+            v1::Health::Down as i32
+        } else {
+            v1::Health::Unspecified as i32
+        },
+        verdict_age_ms: u64::MAX,
+        connected: !m.disconnected,
+        ..Default::default()
+    };
+    let mut nodes: Vec<_> = v
+        .primary
+        .iter()
+        .map(|p| node(p, v1::Role::Primary))
+        .collect();
+    nodes.extend(v.replicas.iter().map(|r| node(r, v1::Role::Replica)));
+    v1::DatastoreStatus {
+        name: v.name.clone(),
+        epoch: v.epoch,
+        primary: v
+            .primary
+            .as_ref()
+            .map(|p| p.node.clone())
+            .unwrap_or_default(),
+        nodes,
+    }
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn status(
@@ -51,20 +86,43 @@ impl Control for ControlService {
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusReply>, Status> {
         let name = request.into_inner().datastore;
-        let stores = if name.is_empty() {
-            self.registry.all()
-        } else {
-            let tx = self.registry.get(&name).map_err(status_of)?;
-            vec![(name, tx)]
+        let leadership = &self.registry.leadership;
+        let leader = leadership.leader().map(|l| l.name).unwrap_or_default();
+        let stores = match self.registry.all().await {
+            Ok(stores) => stores,
+            // A follower answers from the views the leader mirrors to etcd.
+            Err(ControllerError::NotLeader { .. }) => {
+                let views = self.registry.published.all().into_iter();
+                let datastores: Vec<_> = views
+                    .filter(|v| name.is_empty() || v.name == name)
+                    .map(|v| follower_status(&v))
+                    .collect();
+                if !name.is_empty() && datastores.is_empty() {
+                    return Err(status_of(ControllerError::NoSuchDatastore(name)));
+                }
+                return Ok(Response::new(v1::StatusReply {
+                    datastores,
+                    leader,
+                    leading: false,
+                }));
+            }
+            Err(e) => return Err(status_of(e)),
         };
+        let stores: Vec<_> = stores
+            .into_iter()
+            .filter(|(n, _)| name.is_empty() || *n == name)
+            .collect();
+        if !name.is_empty() && stores.is_empty() {
+            return Err(status_of(ControllerError::NoSuchDatastore(name)));
+        }
         let mut datastores = Vec::new();
         for (_, tx) in stores {
             datastores.push(ask(&tx, |reply| Input::Status { reply }).await?);
         }
         Ok(Response::new(v1::StatusReply {
             datastores,
+            leader,
             leading: true,
-            ..Default::default()
         }))
     }
 
@@ -73,7 +131,7 @@ impl Control for ControlService {
         request: Request<v1::FailoverRequest>,
     ) -> Result<Response<v1::FailoverReply>, Status> {
         let r = request.into_inner();
-        let tx = self.registry.get(&r.datastore).map_err(status_of)?;
+        let tx = self.registry.get(&r.datastore).await.map_err(status_of)?;
         let to = (!r.to_node.is_empty()).then_some(r.to_node);
         let result = ask(&tx, |reply| Input::Failover { to, reply }).await?;
         result.map(Response::new).map_err(status_of)

@@ -38,7 +38,10 @@ pub fn answer(args: &[Vec<u8>], endpoint: &Endpoint) -> Reply {
             "clients" => clients(endpoint),
             "stats" => stats(endpoint),
             "cpu" => cpu(),
-            _ => sentinel(&endpoint.published.all()),
+            _ => sentinel(
+                &endpoint.published.all(),
+                endpoint.published.others().len() + 1,
+            ),
         };
         out.push_str(&body);
     }
@@ -170,14 +173,15 @@ fn cpu() -> String {
     )
 }
 
-/// Sentinel's own section: its counters, then one line per data store with a primary.
-pub fn sentinel(stores: &[StoreView]) -> String {
+/// Sentinel's own section: its counters, then one line per data store with a primary, each
+/// naming how many `sentinels` (controllers' endpoints, this one included) there are.
+pub fn sentinel(stores: &[StoreView], sentinels: usize) -> String {
     let masters: Vec<String> = stores
         .iter()
         .filter_map(|v| {
             let p = v.primary.as_ref()?;
             Some(format!(
-                "name={},status={},address={}:{},slaves={},sentinels=1",
+                "name={},status={},address={}:{},slaves={},sentinels={sentinels}",
                 v.name,
                 master_status(v, p),
                 p.address.host,
@@ -257,7 +261,7 @@ mod tests {
              master0:name=cache,status=ok,address=127.0.0.1:7000,slaves=2,sentinels=1\r\n\
              master1:name=queue,status=odown,address=127.0.0.1:7000,slaves=2,sentinels=1\r\n"
         );
-        assert!(sentinel(&[store("x", false, true)]).contains("status=sdown"));
+        assert!(sentinel(&[store("x", false, true)], 1).contains("status=sdown"));
     }
 
     #[test]

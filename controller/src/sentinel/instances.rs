@@ -3,7 +3,7 @@
 //! flags hold `s_down` or `o_down`; Lettuce and ioredis also skip `disconnected` replicas.
 use super::{
     resp::Reply,
-    topology::{Member, StoreView},
+    topology::{Member, OtherSentinel, StoreView},
 };
 
 /// The flags of a node, in Sentinel's order (`s_down,o_down,master,slave,disconnected`).
@@ -39,9 +39,9 @@ pub fn master_status(v: &StoreView, p: &Member) -> &'static str {
     }
 }
 
-/// SENTINEL MASTER's fields for the primary `p` of `v`. It keeps its address while it is down,
-/// with the flags that say so.
-pub fn master_fields(v: &StoreView, p: &Member) -> Reply {
+/// SENTINEL MASTER's fields for the primary `p` of `v`, with `others` other controllers'
+/// endpoints. It keeps its address while it is down, with the flags that say so.
+pub fn master_fields(v: &StoreView, p: &Member, others: usize) -> Reply {
     let flags = flags(
         "master",
         primary_unusable(v, p),
@@ -65,10 +65,31 @@ pub fn master_fields(v: &StoreView, p: &Member) -> Reply {
         ("role-reported-time", "0"),
         ("config-epoch", &v.epoch.to_string()),
         ("num-slaves", &v.replicas.len().to_string()),
-        ("num-other-sentinels", "0"),
+        ("num-other-sentinels", &others.to_string()),
         ("quorum", "1"),
         ("failover-timeout", "60000"),
         ("parallel-syncs", "1"),
+    ])
+}
+
+/// SENTINEL SENTINELS' fields for another controller's endpoint `s`: the fields Sentinel
+/// writes that clients read (name, ip, port, runid, flags).
+pub fn sentinel_fields(s: &OtherSentinel) -> Reply {
+    Reply::map([
+        ("name", s.name.as_str()),
+        ("ip", s.address.host.as_str()),
+        ("port", &s.address.port.to_string()),
+        ("runid", s.name.as_str()),
+        ("flags", "sentinel"),
+        ("link-pending-commands", "0"),
+        ("link-refcount", "1"),
+        ("last-ping-sent", "0"),
+        ("last-ok-ping-reply", "0"),
+        ("last-ping-reply", "0"),
+        ("down-after-milliseconds", "500"),
+        ("last-hello-message", "0"),
+        ("voted-leader", "?"),
+        ("voted-leader-epoch", "0"),
     ])
 }
 
@@ -154,7 +175,7 @@ pub(crate) mod tests {
         for (judged, p, flags, status) in cases {
             let v = view(judged, p);
             assert_eq!(
-                field(&master_fields(&v, p), "flags").as_deref(),
+                field(&master_fields(&v, p, 0), "flags").as_deref(),
                 Some(flags)
             );
             assert_eq!(master_status(&v, p), status);
@@ -163,7 +184,7 @@ pub(crate) mod tests {
         let lost = member("a", 7000, false, true);
         let v = view(false, &lost);
         assert_eq!(
-            field(&master_fields(&v, &lost), "flags").as_deref(),
+            field(&master_fields(&v, &lost, 0), "flags").as_deref(),
             Some("master,disconnected")
         );
         assert!(

@@ -3,7 +3,7 @@
 //! Sentinel's configuration or the topology are refused: the controller owns both.
 use super::{
     endpoint::Endpoint,
-    instances::{master_fields, primary_unusable, replica_fields},
+    instances::{master_fields, primary_unusable, replica_fields, sentinel_fields},
     resp::{Reply, text},
     topology::{Member, Published, StoreView},
 };
@@ -94,6 +94,7 @@ pub fn answer(args: &[Vec<u8>], endpoint: &Endpoint) -> Reply {
     if args.len() != wants {
         return arity(&format!("sentinel|{sub}"));
     }
+    let others = endpoint.published.others();
     match sub.as_str() {
         // Nil while the primary is judged failed or its agent says it is down: clients treat
         // nil as "ask again" (redis-py and redis-rs already skip a master flagged down), which
@@ -109,21 +110,26 @@ pub fn answer(args: &[Vec<u8>], endpoint: &Endpoint) -> Reply {
         "masters" => Reply::Array(
             masters(&endpoint.published)
                 .iter()
-                .map(|(v, p)| master_fields(v, p))
+                .map(|(v, p)| master_fields(v, p, others.len()))
                 .collect(),
         ),
-        "master" => master().map_or_else(no_such, |(v, p)| master_fields(&v, &p)),
+        "master" => master().map_or_else(no_such, |(v, p)| master_fields(&v, &p, others.len())),
         "replicas" | "slaves" => master().map_or_else(no_such, |(v, p)| {
             Reply::Array(v.replicas.iter().map(|r| replica_fields(&p, r)).collect())
         }),
-        // No other Sentinels: this endpoint is the one that answers for the controller.
-        "sentinels" => master().map_or_else(no_such, |_| Reply::Array(vec![])),
+        // The other controllers' endpoints (none for a single controller): clients that list
+        // every controller as a sentinel find the rest here.
+        "sentinels" => master().map_or_else(no_such, |_| {
+            Reply::Array(others.iter().map(sentinel_fields).collect())
+        }),
         "myid" => Reply::bulk(&endpoint.myid),
-        // One voter, and it is this one: quorum and majority are always reachable.
+        // The controllers elect their leader on etcd, not by Sentinel votes: every one that
+        // answers can reach the quorum it needs, so it says OK with the number it knows of.
         "ckquorum" => master().map_or_else(no_such, |_| {
-            Reply::Simple(
-                "OK 1 usable Sentinels. Quorum and failover authorization can be reached".into(),
-            )
+            Reply::Simple(format!(
+                "OK {} usable Sentinels. Quorum and failover authorization can be reached",
+                others.len() + 1
+            ))
         }),
         _ => Reply::Array(HELP.iter().map(|l| Reply::Simple((*l).into())).collect()),
     }

@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use vigil_proto::HostPort;
 
 /// Events kept for slow subscribers; one that falls further behind misses some (and is told).
@@ -119,9 +119,20 @@ pub struct Event {
     pub message: String,
 }
 
+/// Another controller's Sentinel endpoint, as `SENTINEL sentinels` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherSentinel {
+    pub name: String,
+    pub address: HostPort,
+}
+
 pub struct Published {
     stores: RwLock<BTreeMap<String, StoreView>>,
     events: broadcast::Sender<Event>,
+    /// Bumped on every [`Published::set`], so the views can be mirrored to etcd as they change.
+    changes: watch::Sender<u64>,
+    /// The other controllers' Sentinel endpoints.
+    others: RwLock<Vec<OtherSentinel>>,
 }
 
 impl Published {
@@ -129,12 +140,36 @@ impl Published {
         Arc::new(Self {
             stores: RwLock::new(BTreeMap::new()),
             events: broadcast::channel(EVENT_BACKLOG).0,
+            changes: watch::channel(0).0,
+            others: RwLock::new(Vec::new()),
         })
     }
 
     pub fn set(&self, view: StoreView) {
         let mut stores = self.stores.write().unwrap_or_else(|p| p.into_inner());
+        if stores.get(&view.name) == Some(&view) {
+            return;
+        }
         stores.insert(view.name.clone(), view);
+        drop(stores);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes on every change of a view.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub fn set_others(&self, others: Vec<OtherSentinel>) {
+        *self.others.write().unwrap_or_else(|p| p.into_inner()) = others;
+    }
+
+    /// The other controllers' Sentinel endpoints.
+    pub fn others(&self) -> Vec<OtherSentinel> {
+        self.others
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn get(&self, name: &str) -> Option<StoreView> {

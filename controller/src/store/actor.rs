@@ -20,7 +20,12 @@ use super::{
     settings::{Settings, TICK},
     state::{Cause, Persist, StoreState},
 };
-use crate::{error::ControllerError, metrics::Metrics, sentinel::topology::Published};
+use crate::{
+    cluster::{Leadership, Term},
+    error::ControllerError,
+    metrics::Metrics,
+    sentinel::topology::Published,
+};
 
 /// Inputs a reconciler takes. Bounded by its channel.
 pub const INBOX: usize = 4096;
@@ -130,6 +135,11 @@ pub struct Reconciler {
     pub(super) choosing: bool,
     /// `-failover-abort-no-good-slave` was announced in this episode of the primary's failure.
     pub(super) abort_announced: bool,
+    /// Whether this controller leads, checked before anything is sent.
+    pub(super) leadership: Arc<Leadership>,
+    /// The term this reconciler runs in: its token goes with every command and desired state,
+    /// and the reconciler ends when the term does.
+    pub(super) term: Arc<Term>,
 }
 
 pub(super) fn unix_ms() -> u64 {
@@ -138,8 +148,9 @@ pub(super) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Starts a reconciler for `name` with its persisted `state` and the nodes known in advance;
-/// returns its input channel.
+/// Starts a reconciler for `name` with its persisted `state` and the nodes known in advance, in
+/// this controller's `term`; returns its input channel.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     name: String,
     settings: Settings,
@@ -148,6 +159,8 @@ pub fn spawn(
     known_nodes: Vec<NodeInfo>,
     published: Arc<Published>,
     metrics: Arc<Metrics>,
+    leadership: Arc<Leadership>,
+    term: Arc<Term>,
 ) -> mpsc::Sender<Input> {
     let (me, rx) = mpsc::channel(INBOX);
     let mut r = Reconciler {
@@ -169,6 +182,8 @@ pub fn spawn(
         primary_down: false,
         choosing: false,
         abort_announced: false,
+        leadership,
+        term,
     };
     for info in known_nodes {
         r.nodes.register(info);
@@ -188,8 +203,17 @@ impl Reconciler {
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut desired = tokio::time::interval(self.settings.heartbeat);
         desired.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut terms = self.leadership.subscribe();
         loop {
             tokio::select! {
+                changed = terms.changed() => {
+                    let same = terms.borrow_and_update().as_ref().is_some_and(|t| t.token == self.term.token);
+                    if changed.is_err() || !same {
+                        // Its sessions close with it, and their agents look for the new leader.
+                        tracing::info!(datastore = %self.name, leadership = self.term.token, "term over: this data store's reconciler stops here");
+                        return;
+                    }
+                }
                 input = rx.recv() => match input {
                     Some(i) => self.handle(i),
                     None => return,

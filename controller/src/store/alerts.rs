@@ -29,6 +29,8 @@ pub enum Alert {
     FailoverFailed,
     /// A replica is down; the primary is unaffected.
     ReplicaDown,
+    /// etcd does not answer, or has no quorum: no controller leads, so none fails anything over.
+    EtcdUnavailable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +53,7 @@ impl Alert {
             Self::FailoverStuck => "failover_stuck",
             Self::FailoverFailed => "failover_failed",
             Self::ReplicaDown => "replica_down",
+            Self::EtcdUnavailable => "etcd_unavailable",
         }
     }
 
@@ -60,7 +63,8 @@ impl Alert {
             Self::PrimaryDown
             | Self::NoPromotableReplica
             | Self::FailoverStuck
-            | Self::FailoverFailed => Severity::Error,
+            | Self::FailoverFailed
+            | Self::EtcdUnavailable => Severity::Error,
             _ => Severity::Warning,
         }
     }
@@ -106,6 +110,7 @@ mod tests {
             Alert::FailoverStuck,
             Alert::FailoverFailed,
             Alert::ReplicaDown,
+            Alert::EtcdUnavailable,
         ];
         let mut names: Vec<&str> = all.iter().map(|a| a.name()).collect();
         names.sort_unstable();

@@ -25,6 +25,10 @@ impl Reconciler {
         epoch: u64,
         reply: Reply<v1::CommandAck>,
     ) {
+        if !self.leadership.holds(self.term.token) {
+            let _ = reply.send(Err(ControllerError::Deposed));
+            return;
+        }
         let Some(outbox) = self.nodes.outbox(node).cloned() else {
             let _ = reply.send(Err(ControllerError::NotConnected(node.to_string())));
             return;
@@ -36,7 +40,7 @@ impl Reconciler {
                 id,
                 epoch,
                 action: Some(action),
-                leadership: 0,
+                leadership: self.term.token,
             })),
         };
         if outbox.try_send(Ok(msg)).is_err() {

@@ -25,6 +25,11 @@ impl Reconciler {
     }
 
     pub(super) fn push_desired_to(&mut self, id: &str) {
+        // A leader whose term ran out (or was paused past it) grants nothing more: a newer
+        // leader may already be failing this primary over.
+        if !self.leadership.holds(self.term.token) {
+            return;
+        }
         let Some(outbox) = self.nodes.outbox(id) else {
             return;
         };
@@ -87,7 +92,7 @@ impl Reconciler {
                 0
             },
             lease_seq,
-            leadership: 0,
+            leadership: self.term.token,
         }
     }
 }

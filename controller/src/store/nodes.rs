@@ -1,11 +1,11 @@
 //! The nodes of one data store as its reconciler knows them: who each is (from its agent's hello
 //! or the configuration), its agent's session, its last verdict, and when its replication link
 //! was last seen up; and the [`NodeView`] of each that the decisions take.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use tokio::{sync::mpsc, time::Instant};
 use vigil_proto::{
-    HostPort,
+    HostPort, LINK_NEVER_UP,
     v1::{self, Health, Role},
 };
 
@@ -108,8 +108,21 @@ impl Node {
 
     /// Takes a verdict that arrived at `received`.
     pub fn take_verdict(&mut self, verdict: v1::Verdict, received: Instant) {
-        if verdict.link_up && verdict.role() == Role::Replica {
-            self.link_up_at = Some(received);
+        if verdict.role() == Role::Replica {
+            // The agent's own account of when the link was last up counts as much as this
+            // process having seen it: a controller that started (or was elected) after the
+            // primary died knows a replica was linked until then only from this.
+            let last_up = if verdict.link_up {
+                Some(received)
+            } else if verdict.link_down_ms == 0 || verdict.link_down_ms == LINK_NEVER_UP {
+                // 0 on a link that is down: the agent does not say (an older agent).
+                None
+            } else {
+                received.checked_sub(Duration::from_millis(u64::from(verdict.link_down_ms)))
+            };
+            if last_up > self.link_up_at {
+                self.link_up_at = last_up;
+            }
         }
         if verdict.flavour() != v1::Flavour::Unspecified {
             self.info.flavour = verdict.flavour();
@@ -264,6 +277,41 @@ mod tests {
         assert_eq!(nodes.peers_version, 3);
         let peers: Vec<&str> = nodes.peers_of("b").map(|n| n.info.id.as_str()).collect();
         assert_eq!(peers, ["a"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_was_linked_when_its_agent_says_even_if_this_process_never_saw_it() {
+        let mut nodes = Nodes::default();
+        nodes.register(NodeInfo::try_from(&hello("b", "h:2")).unwrap());
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let now = Instant::now();
+        let down_for = |ms| v1::Verdict {
+            role: Role::Replica as i32,
+            link_up: false,
+            link_down_ms: ms,
+            ..Default::default()
+        };
+        let b = nodes.get_mut("b").unwrap();
+        b.take_verdict(down_for(LINK_NEVER_UP), now);
+        assert_eq!(b.link_up_at, None, "never up: no evidence");
+        b.take_verdict(down_for(0), now);
+        assert_eq!(
+            b.link_up_at, None,
+            "down, and how long not said: no evidence"
+        );
+        b.take_verdict(down_for(300), now);
+        assert_eq!(b.link_up_at, Some(now - Duration::from_millis(300)));
+        // A later verdict of the same outage moves nothing back.
+        b.take_verdict(down_for(400), now + Duration::from_millis(50));
+        assert_eq!(b.link_up_at, Some(now - Duration::from_millis(300)));
+        // A primary's link fields mean nothing.
+        let primary = v1::Verdict {
+            role: Role::Primary as i32,
+            link_down_ms: 1,
+            ..Default::default()
+        };
+        b.take_verdict(primary, now + Duration::from_millis(60));
+        assert_eq!(b.link_up_at, Some(now - Duration::from_millis(300)));
     }
 
     #[tokio::test(start_paused = true)]

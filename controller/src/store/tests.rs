@@ -24,6 +24,7 @@ use super::{
     state::{Cause, InFlight, Outcome, Persist, StoreState},
 };
 use crate::{
+    cluster::{ControllerInfo, Leadership, Term},
     error::{ControllerError, Result},
     metrics::Metrics,
     sentinel::topology::Published,
@@ -76,6 +77,14 @@ struct Store {
     metrics: Arc<Metrics>,
 }
 
+fn me() -> ControllerInfo {
+    ControllerInfo {
+        name: "c1".into(),
+        grpc: "http://127.0.0.1:7420".into(),
+        sentinel: "127.0.0.1:26379".into(),
+    }
+}
+
 fn settings() -> Settings {
     Settings {
         // Most tests are about what happens after the controller's start-up grace.
@@ -124,9 +133,15 @@ fn action_name(c: &v1::Command) -> &'static str {
 
 impl Store {
     fn start(settings: Settings, state: StoreState) -> Self {
+        Self::start_leading(settings, state, Leadership::embedded(me()))
+    }
+
+    /// Starts the reconciler in the current term of `leadership`.
+    fn start_leading(settings: Settings, state: StoreState, leadership: Arc<Leadership>) -> Self {
         let saved = Saved::default();
         let published = Published::new();
         let metrics = Metrics::new();
+        let term = leadership.term().expect("a term to run in");
         let tx = actor::spawn(
             "cache".into(),
             settings,
@@ -135,6 +150,8 @@ impl Store {
             Vec::new(),
             Arc::clone(&published),
             Arc::clone(&metrics),
+            leadership,
+            term,
         );
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         Self {
@@ -1013,4 +1030,86 @@ async fn a_primary_whose_replicas_lost_their_link_is_an_alert_not_a_failover() {
     assert_eq!(s.alerts(Alert::ReplicationBroken), 1, "once a minute");
     assert!(s.commands_after("n1", Duration::ZERO).await.is_empty());
     assert_eq!(s.last_saved().await.epoch, 1);
+}
+
+/// A leader's term whose lease ran out unrenewed (its process was paused, or etcd went away):
+/// the reconciler sends no command and grants no lease in its name, even as its primary fails,
+/// and it stops when the term is over.
+#[tokio::test(start_paused = true)]
+async fn a_term_that_ran_out_sends_nothing_and_its_reconciler_stops_with_it() {
+    let leadership = Leadership::following(me());
+    let term = Term {
+        token: 9,
+        key: b"/vigil/election/1".to_vec(),
+    };
+    let lease = Duration::from_secs(1);
+    leadership.lead(term, tokio::time::Instant::now() + lease);
+    let mut s = Store::start_leading(settings(), StoreState::default(), Arc::clone(&leadership));
+    for id in ["n0", "n1", "n2"] {
+        s.connect(id, Flavour::Redis).await;
+    }
+    s.healthy().await;
+    tokio::time::sleep(settings().heartbeat).await;
+    s.take_in().await;
+    assert_eq!(
+        s.desired["n0"].leadership, 9,
+        "desired state names its term"
+    );
+    assert!(s.desired["n0"].lease_ms > 0);
+    // No renewal comes: the term runs out. Then the primary fails.
+    tokio::time::sleep(lease).await;
+    s.take_in().await;
+    s.desired.clear();
+    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+        .await;
+    for id in ["n0", "n1", "n2"] {
+        assert!(
+            s.commands_after(id, Duration::from_secs(2))
+                .await
+                .is_empty(),
+            "{id} was sent a command after the term ran out"
+        );
+    }
+    assert!(
+        s.desired.is_empty(),
+        "desired state went out: {:?}",
+        s.desired
+    );
+    assert_eq!(s.last_saved().await.epoch, 1, "no failover began");
+    leadership.step_down();
+    tokio::time::timeout(WAIT, s.tx.closed())
+        .await
+        .expect("the reconciler stops when its term is over");
+}
+
+/// A controller that started after the primary died never saw its replicas linked; their agents
+/// say how long ago the link went down, and that is evidence enough to promote the one within
+/// the bound, and not the one never linked.
+#[tokio::test(start_paused = true)]
+async fn a_controller_started_after_the_primary_died_promotes_on_the_agents_link_history() {
+    let state = StoreState {
+        epoch: 3,
+        primary: Some("n0".into()),
+        ..Default::default()
+    };
+    let mut s = Store::start(settings(), state);
+    for id in ["n0", "n1", "n2"] {
+        s.connect(id, Flavour::Redis).await;
+    }
+    let down_since = |ms| v1::Verdict {
+        link_up: false,
+        link_down_ms: ms,
+        ..verdict(Health::Healthy, Role::Replica, 100)
+    };
+    s.verdict("n1", down_since(vigil_proto::LINK_NEVER_UP))
+        .await;
+    s.verdict("n2", down_since(800)).await;
+    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+        .await;
+    s.answer_probes(&[("n2", 100)]).await;
+    let fence = s.command("n0").await;
+    assert_eq!((action_name(&fence), fence.epoch), ("fence", 4));
+    s.ack_fenced("n0", &fence, 100).await;
+    s.promote_and_repoint("n2", &["n1"], 4).await;
+    assert_eq!(s.wait_primary("n2").await.epoch, 4);
 }

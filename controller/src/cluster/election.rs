@@ -1,0 +1,241 @@
+//! The election: this controller's lease in etcd, kept alive; its member key; its candidacy in
+//! etcd's election, and what it observes of the leader. One session holds one lease; a session
+//! that fails (etcd unreachable, the lease ran out, another controller leads while this one
+//! thought it did) steps down first, then a new session begins after a bounded backoff.
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use etcd_client::{Client, PutOptions};
+use tokio::{sync::watch, time::Instant};
+
+use super::{
+    etcd::{Keys, bounded, etcd_error},
+    leadership::{Leadership, Term},
+    member::ControllerInfo,
+};
+use crate::{
+    error::{ControllerError, Result},
+    metrics::Metrics,
+    sentinel::topology::Published,
+    store::alerts::{Alert, Alerts},
+};
+
+/// The leader lease's time to live, in whole seconds (etcd's unit); etcd raises it to its own
+/// minimum (1.5 × its election timeout) when that is longer.
+pub const DEFAULT_LEADER_LEASE_SECS: u64 = 1;
+/// Renewals of the lease sent and not answered, at most: more means etcd does not answer.
+const UNANSWERED: usize = 4;
+/// A failed session is followed by a new one after this long, doubling up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The other controllers listed for `SENTINEL sentinels`, at most.
+const MAX_MEMBERS: i64 = 64;
+
+#[derive(Clone)]
+pub struct Election {
+    pub client: Client,
+    pub keys: Keys,
+    pub leadership: Arc<Leadership>,
+    pub lease_secs: u64,
+    pub published: Arc<Published>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Election {
+    /// Runs sessions until `shutdown` turns true; then resigns (revokes its lease) so that
+    /// another controller leads at once.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut alerts = Alerts::default();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let mut lease = None;
+            let result = self.session(&mut shutdown, &mut lease).await;
+            let was_leading = self.leadership.term().is_some();
+            self.leadership.step_down();
+            if let Some(id) = lease {
+                // Best effort: a lease not revoked runs out by itself within its TTL.
+                let mut c = self.client.clone();
+                let _ = bounded("revoking the lease", c.lease_revoke(id)).await;
+            }
+            let e = match result {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if was_leading {
+                tracing::warn!(event = "leadership_lost", error = %e, "this controller no longer leads: it sends nothing more to agents");
+            }
+            if matches!(e, ControllerError::Etcd { .. }) && alerts.due(Alert::EtcdUnavailable) {
+                self.metrics.alert(Alert::EtcdUnavailable.name());
+                tracing::error!(event = Alert::EtcdUnavailable.name(), error = %e,
+                    "etcd is unreachable or has no quorum: no controller can lead, so nothing is failed over until it is back");
+            } else {
+                tracing::info!(error = %e, "election session ended; starting a new one");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.changed() => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// One lease, from its grant until it is lost or `shutdown`.
+    async fn session(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+        lease: &mut Option<i64>,
+    ) -> Result<()> {
+        let me = &self.leadership.me;
+        let mut c = self.client.clone();
+        let asked = Instant::now();
+        let grant = bounded(
+            "granting the leader lease",
+            c.lease_grant(self.lease_secs as i64, None),
+        )
+        .await?;
+        *lease = Some(grant.id());
+        let ttl = |secs: i64| Duration::from_secs(secs.max(1) as u64);
+        let mut lease_until = asked + ttl(grant.ttl());
+        bounded(
+            "announcing this controller",
+            c.put(
+                self.keys.controller(&me.name),
+                me.to_json(),
+                Some(PutOptions::new().with_lease(grant.id())),
+            ),
+        )
+        .await?;
+        let (mut keeper, mut renewals) =
+            bounded("keeping the lease alive", c.lease_keep_alive(grant.id())).await?;
+        let mut observe =
+            bounded("observing the election", c.observe(self.keys.election())).await?;
+        let mut candidate = self.client.clone();
+        let campaign = candidate.campaign(self.keys.election(), me.to_json(), grant.id());
+        tokio::pin!(campaign);
+        let mut renew =
+            tokio::time::interval((ttl(grant.ttl()) / 4).max(Duration::from_millis(50)));
+        let mut sent: VecDeque<Instant> = VecDeque::new();
+        let mut term: Option<Term> = None;
+        let mut members = tokio::spawn(watch_members(
+            self.client.clone(),
+            self.keys.clone(),
+            me.name.clone(),
+            Arc::clone(&self.published),
+        ));
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    tracing::info!("resigning: the controller stops");
+                    break Ok(());
+                }
+                _ = renew.tick() => {
+                    if sent.len() >= UNANSWERED {
+                        break Err(etcd_error("keeping the lease alive", "etcd does not answer the renewals"));
+                    }
+                    sent.push_back(Instant::now());
+                    if let Err(e) = bounded("renewing the lease", keeper.keep_alive()).await {
+                        break Err(e);
+                    }
+                }
+                renewal = renewals.message() => {
+                    let at = sent.pop_front().unwrap_or(asked);
+                    match renewal {
+                        Ok(Some(r)) if r.ttl() > 0 => {
+                            lease_until = at + ttl(r.ttl());
+                            if term.is_some() {
+                                self.leadership.renewed(lease_until);
+                            }
+                        }
+                        Ok(_) => break Err(etcd_error("keeping the lease alive", "the lease expired in etcd")),
+                        Err(e) => break Err(etcd_error("keeping the lease alive", e)),
+                    }
+                }
+                _ = tokio::time::sleep_until(lease_until) => {
+                    break Err(etcd_error("keeping the lease alive", "the lease ran out before etcd renewed it"));
+                }
+                won = &mut campaign, if term.is_none() => {
+                    let won = match won {
+                        Ok(w) => w,
+                        Err(e) => break Err(etcd_error("campaigning", e)),
+                    };
+                    let Some(key) = won.leader() else {
+                        break Err(etcd_error("campaigning", "elected without a leader key"));
+                    };
+                    let t = Term { token: key.rev() as u64, key: key.key().to_vec() };
+                    tracing::info!(event = "leading", name = %me.name, leadership = t.token, "this controller leads");
+                    self.leadership.lead(t.clone(), lease_until);
+                    term = Some(t);
+                }
+                seen = observe.message() => {
+                    let kv = match seen {
+                        Ok(Some(r)) => r.kv().cloned(),
+                        Ok(None) => break Err(etcd_error("observing the election", "the stream ended")),
+                        Err(e) => break Err(etcd_error("observing the election", e)),
+                    };
+                    let Some(kv) = kv else { continue };
+                    if let Some(t) = &term && kv.key() != t.key.as_slice() {
+                        break Err(ControllerError::Deposed);
+                    }
+                    let leader = ControllerInfo::from_json(kv.value());
+                    if term.is_none() && leader != self.leadership.leader() {
+                        tracing::info!(event = "following", leader = ?leader.as_ref().map(|l| &l.name), "another controller leads");
+                    }
+                    self.leadership.set_leader(leader);
+                }
+                _ = &mut members => {
+                    // Restarted below; the member list is not worth ending the session for.
+                    members = tokio::spawn(watch_members(
+                        self.client.clone(),
+                        self.keys.clone(),
+                        me.name.clone(),
+                        Arc::clone(&self.published),
+                    ));
+                    tokio::time::sleep(BACKOFF_MIN).await;
+                }
+            }
+        };
+        members.abort();
+        result
+    }
+}
+
+/// Keeps the published list of the other controllers' Sentinel endpoints as etcd has it. Ends on
+/// an error (its caller starts it again).
+async fn watch_members(client: Client, keys: Keys, me: String, published: Arc<Published>) {
+    use etcd_client::{GetOptions, WatchOptions};
+    let prefix = keys.controllers();
+    let mut c = client;
+    loop {
+        let options = GetOptions::new().with_prefix().with_limit(MAX_MEMBERS);
+        let Ok(got) = bounded(
+            "listing the controllers",
+            c.get(prefix.clone(), Some(options)),
+        )
+        .await
+        else {
+            return;
+        };
+        let others = got
+            .kvs()
+            .iter()
+            .filter_map(|kv| ControllerInfo::from_json(kv.value()))
+            .filter(|m| m.name != me)
+            .filter_map(|m| m.as_sentinel())
+            .collect();
+        published.set_others(others);
+        let from = got.header().map_or(0, |h| h.revision()) + 1;
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let Ok(mut stream) = bounded(
+            "watching the controllers",
+            c.watch(prefix.clone(), Some(options)),
+        )
+        .await
+        else {
+            return;
+        };
+        // Any change: read the list again (it is short).
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            _ => return,
+        }
+    }
+}
