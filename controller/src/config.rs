@@ -481,6 +481,63 @@ mod tests {
     }
 
     #[test]
+    fn etcd_settings_parse_and_each_mistake_names_its_field() {
+        let with = |f: fn(&mut ControllerSettings)| {
+            let mut s = ControllerSettings {
+                etcd: Some("http://10.0.0.1:2379, http://10.0.0.2:2379".into()),
+                name: Some("c1".into()),
+                ..Default::default()
+            };
+            f(&mut s);
+            ControllerConfig::try_from(s)
+        };
+        let c = with(|_| {}).unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(
+            cluster.endpoints,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(cluster.prefix, DEFAULT_ETCD_PREFIX);
+        assert_eq!(cluster.lease_secs, DEFAULT_LEADER_LEASE_SECS);
+        assert_eq!(c.me.name, "c1");
+        assert_eq!(c.me.grpc, format!("http://{DEFAULT_GRPC_LISTEN}"));
+        assert_eq!(c.me.sentinel, DEFAULT_SENTINEL_LISTEN);
+        type Change = fn(&mut ControllerSettings);
+        let cases: [(Change, &str); 7] = [
+            (|s| s.etcd = Some("10.0.0.1:2379".into()), "etcd"),
+            (|s| s.etcd = Some(" , ".into()), "etcd"),
+            (|s| s.etcd_prefix = Some("vigil".into()), "etcd_prefix"),
+            (|s| s.leader_lease_secs = Some(0), "leader_lease_secs"),
+            (|s| s.name = Some("a/b".into()), "name"),
+            (
+                |s| s.grpc_listen = Some("0.0.0.0:7420".into()),
+                "advertise_grpc",
+            ),
+            (
+                |s| s.advertise_sentinel = Some("nowhere".into()),
+                "advertise_sentinel",
+            ),
+        ];
+        for (f, field) in cases {
+            let e = with(f).unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        let open = with(|s| {
+            s.grpc_listen = Some("0.0.0.0:7420".into());
+            s.advertise_grpc = Some("http://c1.example:7420".into());
+        })
+        .unwrap();
+        assert_eq!(open.me.grpc, "http://c1.example:7420");
+        // Without etcd, nothing of it is needed, and 0.0.0.0 is fine.
+        let single = ControllerConfig::try_from(ControllerSettings {
+            grpc_listen: Some("0.0.0.0:7420".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(single.cluster.is_none());
+    }
+
+    #[test]
     fn a_lease_that_runs_out_between_heartbeats_is_refused_naming_both() {
         let e = ControllerConfig::try_from(ControllerSettings {
             heartbeat_ms: Some(300),

@@ -87,7 +87,11 @@ impl Control for ControlService {
     ) -> Result<Response<v1::StatusReply>, Status> {
         let name = request.into_inner().datastore;
         let leadership = &self.registry.leadership;
-        let leader = leadership.leader().map(|l| l.name).unwrap_or_default();
+        // Named only among several controllers: a single one has no one else to tell apart.
+        let leader = match leadership.leader() {
+            Some(l) if self.registry.several() => l.name,
+            _ => String::new(),
+        };
         let stores = match self.registry.all().await {
             Ok(stores) => stores,
             // A follower answers from the views the leader mirrors to etcd.

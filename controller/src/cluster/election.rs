@@ -4,8 +4,11 @@
 //! thought it did) steps down first, then a new session begins after a bounded backoff.
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use etcd_client::{Client, PutOptions};
-use tokio::{sync::watch, time::Instant};
+use etcd_client::{Client, KeyValue, PutOptions};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 
 use super::{
     etcd::{Keys, bounded, etcd_error},
@@ -27,6 +30,8 @@ const UNANSWERED: usize = 4;
 /// A failed session is followed by a new one after this long, doubling up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Leaders observed and not yet taken in by the session, at most.
+const LEADERS_QUEUE: usize = 16;
 /// The other controllers listed for `SENTINEL sentinels`, at most.
 const MAX_MEMBERS: i64 = 64;
 
@@ -106,8 +111,8 @@ impl Election {
         .await?;
         let (mut keeper, mut renewals) =
             bounded("keeping the lease alive", c.lease_keep_alive(grant.id())).await?;
-        let mut observe =
-            bounded("observing the election", c.observe(self.keys.election())).await?;
+        let (seen_tx, mut seen) = mpsc::channel(LEADERS_QUEUE);
+        let observer = tokio::spawn(observe(self.client.clone(), self.keys.election(), seen_tx));
         let mut candidate = self.client.clone();
         let campaign = candidate.campaign(self.keys.election(), me.to_json(), grant.id());
         tokio::pin!(campaign);
@@ -165,18 +170,18 @@ impl Election {
                     self.leadership.lead(t.clone(), lease_until);
                     term = Some(t);
                 }
-                seen = observe.message() => {
-                    let kv = match seen {
-                        Ok(Some(r)) => r.kv().cloned(),
-                        Ok(None) => break Err(etcd_error("observing the election", "the stream ended")),
-                        Err(e) => break Err(etcd_error("observing the election", e)),
+                kv = seen.recv() => {
+                    let kv = match kv {
+                        Some(Ok(kv)) => kv,
+                        Some(Err(e)) => break Err(e),
+                        None => break Err(etcd_error("observing the election", "the observer stopped")),
                     };
-                    let Some(kv) = kv else { continue };
                     if let Some(t) = &term && kv.key() != t.key.as_slice() {
                         break Err(ControllerError::Deposed);
                     }
                     let leader = ControllerInfo::from_json(kv.value());
-                    if term.is_none() && leader != self.leadership.leader() {
+                    let other = leader.as_ref().filter(|l| l.name != me.name);
+                    if term.is_none() && other.is_some() && leader != self.leadership.leader() {
                         tracing::info!(event = "following", leader = ?leader.as_ref().map(|l| &l.name), "another controller leads");
                     }
                     self.leadership.set_leader(leader);
@@ -194,7 +199,37 @@ impl Election {
             }
         };
         members.abort();
+        observer.abort();
         result
+    }
+}
+
+/// Sends each leader etcd's election proclaims (its key and value), in order. etcd answers an
+/// observer only once there is a leader, so this waits unbounded; the session aborts it.
+async fn observe(client: Client, election: String, seen: mpsc::Sender<Result<KeyValue>>) {
+    let mut c = client;
+    let mut stream = match c.observe(election).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = seen
+                .send(Err(etcd_error("observing the election", e)))
+                .await;
+            return;
+        }
+    };
+    loop {
+        let next = match stream.message().await {
+            Ok(Some(r)) => match r.kv() {
+                Some(kv) => Ok(kv.clone()),
+                None => continue,
+            },
+            Ok(None) => Err(etcd_error("observing the election", "the stream ended")),
+            Err(e) => Err(etcd_error("observing the election", e)),
+        };
+        let end = next.is_err();
+        if seen.send(next).await.is_err() || end {
+            return;
+        }
     }
 }
 

@@ -64,6 +64,11 @@ impl Registry {
         })
     }
 
+    /// One of several controllers (on etcd), rather than the only one.
+    pub fn several(&self) -> bool {
+        matches!(self.backend, Backend::Etcd(_))
+    }
+
     /// The term this controller leads in now, or why it cannot act.
     fn term(&self) -> Result<Arc<Term>> {
         self.leadership

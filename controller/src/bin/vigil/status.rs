@@ -48,6 +48,14 @@ fn age(ms: u64) -> String {
 
 fn status_table(reply: &v1::StatusReply) -> String {
     let mut out = String::new();
+    if !reply.leader.is_empty() {
+        let answered = if reply.leading {
+            "this controller leads"
+        } else {
+            "answered by a follower, from the leader's view"
+        };
+        out.push_str(&format!("leader {}  ({answered})\n", reply.leader));
+    }
     for d in &reply.datastores {
         let primary_offset = d
             .nodes
@@ -109,6 +117,8 @@ fn status_json(reply: &v1::StatusReply) -> serde_json::Value {
             .iter()
             .map(|d| {
                 serde_json::json!({
+                    "leader": reply.leader,
+                    "leading": reply.leading,
                     "name": d.name,
                     "epoch": d.epoch,
                     "primary": d.primary,
