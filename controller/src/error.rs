@@ -66,6 +66,10 @@ pub enum ControllerError {
     Etcd { what: String, message: String },
     #[error("this controller no longer leads: a newer leader decides now")]
     Deposed,
+    #[error(
+        "this controller did not run for {0:?} (stopped or frozen), and its leader lease ran out meanwhile"
+    )]
+    Paused(Duration),
     #[error("this controller does not lead; {}", match leader {
         Some(l) => format!("{} does, at {}", l.name, l.grpc),
         None => "no controller leads right now (etcd unreachable, or an election under way)".into(),

@@ -30,6 +30,8 @@ const UNANSWERED: usize = 4;
 /// A failed session is followed by a new one after this long, doubling up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A renewal (or reopening the renewals' stream) that takes longer is given up, to try again.
+const RENEW_WITHIN: Duration = Duration::from_millis(200);
 /// Leaders observed and not yet taken in by the session, at most.
 const LEADERS_QUEUE: usize = 16;
 /// The other controllers listed for `SENTINEL sentinels`, at most.
@@ -109,13 +111,18 @@ impl Election {
             ),
         )
         .await?;
-        let (mut keeper, mut renewals) =
-            bounded("keeping the lease alive", c.lease_keep_alive(grant.id())).await?;
+        // The renewals' stream, reopened (on whichever etcd member answers) when it breaks: one
+        // etcd member lost is no reason to give up a lease the others still renew.
+        let mut keepalive =
+            Some(bounded("keeping the lease alive", c.lease_keep_alive(grant.id())).await?);
         let (seen_tx, mut seen) = mpsc::channel(LEADERS_QUEUE);
         let observer = tokio::spawn(observe(self.client.clone(), self.keys.election(), seen_tx));
-        let mut candidate = self.client.clone();
-        let campaign = candidate.campaign(self.keys.election(), me.to_json(), grant.id());
-        tokio::pin!(campaign);
+        let mut campaign = Box::pin(campaign_with(
+            self.client.clone(),
+            self.keys.election(),
+            me.to_json(),
+            grant.id(),
+        ));
         let mut renew =
             tokio::time::interval((ttl(grant.ttl()) / 4).max(Duration::from_millis(50)));
         let mut sent: VecDeque<Instant> = VecDeque::new();
@@ -133,15 +140,31 @@ impl Election {
                     break Ok(());
                 }
                 _ = renew.tick() => {
+                    if keepalive.is_none() {
+                        sent.clear();
+                        let mut c = self.client.clone();
+                        keepalive = tokio::time::timeout(RENEW_WITHIN, c.lease_keep_alive(grant.id()))
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok());
+                    }
+                    let Some((keeper, _)) = keepalive.as_mut() else { continue };
                     if sent.len() >= UNANSWERED {
-                        break Err(etcd_error("keeping the lease alive", "etcd does not answer the renewals"));
+                        // This stream's member does not answer: try another.
+                        keepalive = None;
+                        continue;
                     }
                     sent.push_back(Instant::now());
-                    if let Err(e) = bounded("renewing the lease", keeper.keep_alive()).await {
-                        break Err(e);
+                    if tokio::time::timeout(RENEW_WITHIN, keeper.keep_alive()).await.map_or(true, |r| r.is_err()) {
+                        keepalive = None;
                     }
                 }
-                renewal = renewals.message() => {
+                renewal = async {
+                    match keepalive.as_mut() {
+                        Some((_, renewals)) => renewals.message().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     let at = sent.pop_front().unwrap_or(asked);
                     match renewal {
                         Ok(Some(r)) if r.ttl() > 0 => {
@@ -150,17 +173,34 @@ impl Election {
                                 self.leadership.renewed(lease_until);
                             }
                         }
-                        Ok(_) => break Err(etcd_error("keeping the lease alive", "the lease expired in etcd")),
-                        Err(e) => break Err(etcd_error("keeping the lease alive", e)),
+                        Ok(Some(_)) => break Err(etcd_error("keeping the lease alive", "the lease expired in etcd")),
+                        Ok(None) | Err(_) => keepalive = None,
                     }
                 }
                 _ = tokio::time::sleep_until(lease_until) => {
+                    // A timer this late means this process did not run (stopped, frozen): its
+                    // lease ran out by its own fault, not etcd's.
+                    let late = Instant::now().saturating_duration_since(lease_until);
+                    if late > RENEW_WITHIN {
+                        break Err(ControllerError::Paused(late));
+                    }
                     break Err(etcd_error("keeping the lease alive", "the lease ran out before etcd renewed it"));
                 }
                 won = &mut campaign, if term.is_none() => {
                     let won = match won {
                         Ok(w) => w,
-                        Err(e) => break Err(etcd_error("campaigning", e)),
+                        Err(e) => {
+                            // Campaigning again with the same lease finds the same candidacy.
+                            tracing::debug!(error = %e, "campaign interrupted; campaigning again");
+                            tokio::time::sleep(BACKOFF_MIN).await;
+                            campaign = Box::pin(campaign_with(
+                                self.client.clone(),
+                                self.keys.election(),
+                                me.to_json(),
+                                grant.id(),
+                            ));
+                            continue;
+                        }
                     };
                     let Some(key) = won.leader() else {
                         break Err(etcd_error("campaigning", "elected without a leader key"));
@@ -171,10 +211,8 @@ impl Election {
                     term = Some(t);
                 }
                 kv = seen.recv() => {
-                    let kv = match kv {
-                        Some(Ok(kv)) => kv,
-                        Some(Err(e)) => break Err(e),
-                        None => break Err(etcd_error("observing the election", "the observer stopped")),
+                    let Some(kv) = kv else {
+                        break Err(etcd_error("observing the election", "the observer stopped"));
                     };
                     if let Some(t) = &term && kv.key() != t.key.as_slice() {
                         break Err(ControllerError::Deposed);
@@ -204,32 +242,34 @@ impl Election {
     }
 }
 
-/// Sends each leader etcd's election proclaims (its key and value), in order. etcd answers an
-/// observer only once there is a leader, so this waits unbounded; the session aborts it.
-async fn observe(client: Client, election: String, seen: mpsc::Sender<Result<KeyValue>>) {
+/// Campaigns for the leadership with `lease`, until elected. Owns its client, so a campaign
+/// that failed can be replaced by a new one.
+async fn campaign_with(
+    client: Client,
+    election: String,
+    value: Vec<u8>,
+    lease: i64,
+) -> std::result::Result<etcd_client::CampaignResponse, etcd_client::Error> {
     let mut c = client;
-    let mut stream = match c.observe(election).await {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = seen
-                .send(Err(etcd_error("observing the election", e)))
-                .await;
-            return;
-        }
-    };
+    c.campaign(election, value, lease).await
+}
+
+/// Sends each leader etcd's election proclaims (its key and value), in order. etcd answers an
+/// observer only once there is a leader, so this waits unbounded; a broken stream is opened
+/// again (on whichever member answers) after a pause. The session aborts it.
+async fn observe(client: Client, election: String, seen: mpsc::Sender<KeyValue>) {
+    let mut c = client;
     loop {
-        let next = match stream.message().await {
-            Ok(Some(r)) => match r.kv() {
-                Some(kv) => Ok(kv.clone()),
-                None => continue,
-            },
-            Ok(None) => Err(etcd_error("observing the election", "the stream ended")),
-            Err(e) => Err(etcd_error("observing the election", e)),
-        };
-        let end = next.is_err();
-        if seen.send(next).await.is_err() || end {
-            return;
+        if let Ok(mut stream) = c.observe(election.clone()).await {
+            while let Ok(Some(r)) = stream.message().await {
+                if let Some(kv) = r.kv()
+                    && seen.send(kv.clone()).await.is_err()
+                {
+                    return;
+                }
+            }
         }
+        tokio::time::sleep(BACKOFF_MIN).await;
     }
 }
 

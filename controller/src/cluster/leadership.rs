@@ -111,6 +111,11 @@ impl Leadership {
     pub(crate) fn step_down(&self) {
         self.valid_until_ms.store(0, Ordering::Release);
         self.term.send_replace(None);
+        let mut leader = self.leader.write().unwrap_or_else(|p| p.into_inner());
+        if leader.as_ref().is_some_and(|l| l.name == self.me.name) {
+            // Nobody is known to lead until the election says who.
+            *leader = None;
+        }
     }
 
     /// The controller that leads, as last observed.
