@@ -8,6 +8,7 @@
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use tokio::sync::{Mutex, mpsc};
+use vigil_proto::{DEFAULT_PRIORITY, v1};
 
 use super::{
     actor::{self, Input},
@@ -117,6 +118,28 @@ impl Registry {
         ))
     }
 
+    /// The nodes of `name` known before their agents connect: the configured ones, and those of
+    /// the view this controller serves (a follower's, from etcd). A new leader so keeps naming
+    /// the primary to clients while the agents reconnect to it; each agent's hello then says
+    /// all the rest (zone, priority, flavour).
+    fn known_nodes(&self, name: &str) -> Vec<NodeInfo> {
+        let mut nodes = self.configured.get(name).cloned().unwrap_or_default();
+        if let Some(view) = self.published.get(name) {
+            for m in view.primary.iter().chain(view.replicas.iter()) {
+                if !nodes.iter().any(|n| n.id == m.node) {
+                    nodes.push(NodeInfo {
+                        id: m.node.clone(),
+                        address: m.address.clone(),
+                        zone: String::new(),
+                        priority: DEFAULT_PRIORITY,
+                        flavour: v1::Flavour::Unspecified,
+                    });
+                }
+            }
+        }
+        nodes
+    }
+
     /// Elected: starts a reconciler for every configured data store and every one the backend
     /// has a state for. One that cannot be loaded now is started when its agents connect.
     pub async fn lead(&self, term: Arc<Term>) {
@@ -134,7 +157,7 @@ impl Registry {
         let mut stores = self.stores.lock().await;
         stores.clear();
         for name in names {
-            let nodes = self.configured.get(&name).cloned().unwrap_or_default();
+            let nodes = self.known_nodes(&name);
             match self.start(&name, nodes, Arc::clone(&term)).await {
                 Ok(tx) => {
                     stores.insert(name, tx);
@@ -174,7 +197,7 @@ impl Registry {
         if self.refuse_unknown && !self.configured.contains_key(name) {
             return Err(ControllerError::UnknownDatastore(name.to_string()));
         }
-        let nodes = self.configured.get(name).cloned().unwrap_or_default();
+        let nodes = self.known_nodes(name);
         let tx = self.start(name, nodes, term).await?;
         stores.insert(name.to_string(), tx.clone());
         Ok(tx)
