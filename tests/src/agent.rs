@@ -67,12 +67,24 @@ impl Agent {
         server: &str,
         extra: &[&str],
     ) -> Result<Self> {
-        let url = controller.url();
+        Self::join_urls(netns, &controller.url(), datastore, node_id, server, extra)
+    }
+
+    /// As [`Agent::join`], reporting to the controllers at `urls` (comma-separated: it talks to
+    /// the one that leads, and a follower sends it there).
+    pub fn join_urls(
+        netns: Option<&NetNs>,
+        urls: &str,
+        datastore: &str,
+        node_id: &str,
+        server: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
         let mut args = vec![
             "--server",
             server,
             "--controller",
-            &url,
+            urls,
             "--datastore",
             datastore,
             "--node-id",

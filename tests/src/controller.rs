@@ -1,6 +1,7 @@
-//! [`Controller`]: a running `vigil-controller` on free ports, its log kept; it can be killed
-//! and restarted on the same ports and state, and asked what it publishes (the Sentinel
-//! endpoint's primary, `vigil status`).
+//! [`Controller`]: a running `vigil-controller` on free ports, its log kept; it can be killed,
+//! paused and restarted on the same ports and state, and asked what it publishes (the Sentinel
+//! endpoint's primary, `vigil status`) and whether it leads. It keeps its state in a data
+//! directory ([`Controller::start`]) or, one of several, in etcd ([`Controller::start_ha`]).
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -10,7 +11,48 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::{Log, WAIT, free_port, stop_child, wait_until, workspace_bin};
+use nix::sys::signal::Signal;
+
+use crate::{Log, WAIT, free_port, output_within, signal, stop_child, wait_until, workspace_bin};
+
+/// Longest a `vigil` CLI call may take: a paused controller accepts the connection and never
+/// answers.
+const CLI_LIMIT: Duration = Duration::from_secs(5);
+
+/// The leader lease the harness gives controllers on etcd, in seconds: the shortest the
+/// controller takes, so a crashed leader is replaced in about a second (the harness's etcd
+/// allows a TTL this short, see [`ETCD_TIMINGS`](crate::ETCD_TIMINGS)).
+pub const LEADER_LEASE_SECS: &str = "1";
+
+/// Where a controller keeps its state.
+enum StateIn {
+    /// Alone, in a folder (`--data-dir`).
+    Dir(PathBuf),
+    /// One of several, in etcd, under its name (`--etcd URLS --name NAME`).
+    Etcd { urls: String, name: String },
+}
+
+/// What a controller last logged about leadership: `"event":"leading"`, `"following"` or
+/// `"leadership_lost"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    Leading,
+    Following,
+    Lost,
+}
+
+impl Leadership {
+    /// The leadership event a JSON log line carries, if any.
+    pub fn of_line(line: &str) -> Option<Self> {
+        let v: Value = serde_json::from_str(line).ok()?;
+        match v["fields"]["event"].as_str()? {
+            "leading" => Some(Self::Leading),
+            "following" => Some(Self::Following),
+            "leadership_lost" => Some(Self::Lost),
+            _ => None,
+        }
+    }
+}
 
 /// A running `vigil-controller` on free ports of 127.0.0.1, with its log kept.
 pub struct Controller {
@@ -19,10 +61,14 @@ pub struct Controller {
     grpc_host: String,
     pub grpc: u16,
     pub sentinel: u16,
-    data_dir: PathBuf,
+    state: StateIn,
     extra: Vec<String>,
+    /// Stopped with SIGSTOP and not yet continued.
+    paused: bool,
     /// Its stderr since the last start, line by line.
     pub log: Log,
+    /// The logs of its earlier runs, oldest first (a restart starts a new [`Controller::log`]).
+    earlier: Vec<Log>,
 }
 
 impl Controller {
@@ -34,14 +80,31 @@ impl Controller {
     /// As [`Controller::start`], with the gRPC port on `grpc_host` (the Sentinel port stays on
     /// 127.0.0.1).
     pub fn start_at(data_dir: &Path, grpc_host: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_in(StateIn::Dir(data_dir.to_path_buf()), grpc_host, extra)
+    }
+
+    /// Starts controller `name`, one of several sharing their state and an election in etcd at
+    /// `etcd_urls` (comma-separated), with a [`LEADER_LEASE_SECS`] leader lease and `extra`
+    /// flags. Returns once it listens, leading or not (see [`Controller::leadership`]).
+    pub fn start_ha(etcd_urls: &str, name: &str, extra: &[&str]) -> Result<Self> {
+        let state = StateIn::Etcd {
+            urls: etcd_urls.to_string(),
+            name: name.to_string(),
+        };
+        Self::start_in(state, "127.0.0.1", extra)
+    }
+
+    fn start_in(state: StateIn, grpc_host: &str, extra: &[&str]) -> Result<Self> {
         let mut c = Self {
             child: None,
             grpc_host: grpc_host.to_string(),
             grpc: free_port()?,
             sentinel: free_port()?,
-            data_dir: data_dir.to_path_buf(),
+            state,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            paused: false,
             log: Log::default(),
+            earlier: Vec::new(),
         };
         c.spawn()?;
         Ok(c)
@@ -53,24 +116,150 @@ impl Controller {
         if !self.extra.iter().any(|a| a == "--metrics-listen") {
             cmd.args(["--metrics-listen", "off"]);
         }
+        cmd.args([
+            "--grpc-listen",
+            &format!("{}:{}", self.grpc_host, self.grpc),
+        ])
+        .args(["--sentinel-listen", &format!("127.0.0.1:{}", self.sentinel)]);
+        match &self.state {
+            StateIn::Dir(dir) => {
+                cmd.arg("--data-dir").arg(dir);
+            }
+            StateIn::Etcd { urls, name } => {
+                cmd.args(["--etcd", urls, "--name", name]);
+                if !self.extra.iter().any(|a| a == "--leader-lease-secs") {
+                    cmd.args(["--leader-lease-secs", LEADER_LEASE_SECS]);
+                }
+            }
+        }
         let mut child = cmd
-            .args([
-                "--grpc-listen",
-                &format!("{}:{}", self.grpc_host, self.grpc),
-            ])
-            .args(["--sentinel-listen", &format!("127.0.0.1:{}", self.sentinel)])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting vigil-controller")?;
         let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
-        self.log = Log::capture(stderr, "vigil-controller");
+        let prefix = match self.name() {
+            Some(name) => format!("vigil-controller {name}"),
+            None => "vigil-controller".to_string(),
+        };
+        let earlier = std::mem::replace(&mut self.log, Log::capture(stderr, prefix));
+        if !earlier.lines().is_empty() {
+            self.earlier.push(earlier);
+        }
+        self.paused = false;
+        // Until it listens, or fails at once when it exits first (a flag it does not take, a
+        // port in use), with what it said.
+        let log = self.log.clone();
+        let exited = wait_until(WAIT, "vigil-controller running", || {
+            if log.contains("vigil-controller running") {
+                return Some(None);
+            }
+            child.try_wait().ok().flatten().map(Some)
+        });
         self.child = Some(child);
-        self.log.wait_for("vigil-controller running")?;
+        match exited {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                self.child = None;
+                // Give the log thread a moment to read what it wrote before it exited.
+                std::thread::sleep(Duration::from_millis(50));
+                bail!(
+                    "vigil-controller exited at start ({status}): {}",
+                    log.lines().join("\n")
+                )
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every line it logged in every run so far, oldest first: what a test looks through for
+    /// anything it ever did (a failover started before a crash, say).
+    pub fn all_lines(&self) -> Vec<String> {
+        self.earlier
+            .iter()
+            .chain(std::iter::once(&self.log))
+            .flat_map(Log::lines)
+            .collect()
+    }
+
+    /// Its name on etcd (`--name`); None for a controller on a data directory.
+    pub fn name(&self) -> Option<&str> {
+        match &self.state {
+            StateIn::Dir(_) => None,
+            StateIn::Etcd { name, .. } => Some(name),
+        }
+    }
+
+    /// Whether it runs and is not paused: a process that can act.
+    pub fn is_live(&self) -> bool {
+        self.child.is_some() && !self.paused
+    }
+
+    /// The last leadership event it logged since it was last started (None before its first):
+    /// this works before any data store exists. A paused controller's word is stale: see
+    /// [`Controller::is_live`].
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.log
+            .lines()
+            .iter()
+            .rev()
+            .find_map(|l| Leadership::of_line(l))
+    }
+
+    /// Whether it leads by its log: its last leadership event since start is `leading`.
+    pub fn leading(&self) -> bool {
+        self.leadership() == Some(Leadership::Leading)
+    }
+
+    /// Whether it says it leads when asked about `datastore` (`vigil status`'s `"leading"`).
+    pub fn leading_in_status(&self, datastore: &str) -> Result<bool> {
+        let st = self.status(datastore)?;
+        st["leading"]
+            .as_bool()
+            .ok_or_else(|| anyhow!("vigil status has no \"leading\": {st}"))
+    }
+
+    /// SIGSTOP: it keeps its sockets and its etcd lease runs out, as in a long GC pause or a
+    /// stopped VM.
+    pub fn pause(&mut self) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("the controller is not running"))?;
+        signal(pid, Signal::SIGSTOP)?;
+        self.paused = true;
         Ok(())
+    }
+
+    /// SIGCONT after [`Controller::pause`].
+    pub fn resume(&mut self) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("the controller is not running"))?;
+        signal(pid, Signal::SIGCONT)?;
+        self.paused = false;
+        Ok(())
+    }
+
+    /// `vigil failover <datastore>` sent to this controller: Ok with what it printed, or the
+    /// refusal it got.
+    pub fn failover(&self, datastore: &str) -> Result<String> {
+        let out = output_within(
+            Command::new(workspace_bin("vigil")?).args([
+                "--controller",
+                &self.url(),
+                "failover",
+                datastore,
+            ]),
+            CLI_LIMIT,
+        )?;
+        if !out.status.success() {
+            bail!(
+                "vigil failover refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn url(&self) -> String {
@@ -89,16 +278,20 @@ impl Controller {
         self.spawn()
     }
 
+    /// kill -9 (a paused controller too: SIGKILL needs no SIGCONT), reaped.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             stop_child(&mut c);
         }
+        self.paused = false;
     }
 
     /// The primary's port as the Sentinel endpoint reports it for `datastore`.
     pub fn sentinel_primary(&self, datastore: &str) -> Result<Option<u16>> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel))?;
         let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        // A paused controller accepts the connection and never answers.
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
         let addr: Option<(String, String)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(datastore)
@@ -111,6 +304,8 @@ impl Controller {
     pub fn controller_primary(&self, datastore: &str) -> Result<Option<u16>> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.sentinel))?;
         let mut c = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        // A paused controller accepts the connection and never answers.
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
         let fields: Vec<String> = match redis::cmd("SENTINEL")
             .arg("master")
             .arg(datastore)
@@ -150,9 +345,16 @@ impl Controller {
 
     /// `vigil status <datastore> --json`, run as a user would.
     pub fn status(&self, datastore: &str) -> Result<Value> {
-        let out = Command::new(workspace_bin("vigil")?)
-            .args(["--controller", &self.url(), "status", datastore, "--json"])
-            .output()?;
+        let out = output_within(
+            Command::new(workspace_bin("vigil")?).args([
+                "--controller",
+                &self.url(),
+                "status",
+                datastore,
+                "--json",
+            ]),
+            CLI_LIMIT,
+        )?;
         if !out.status.success() {
             bail!(
                 "vigil status failed: {}",

@@ -8,10 +8,14 @@
 //! - `watch`: [`Watch`], `vigil-agent watch --json` with its stdout parsed line by line.
 //! - `log`: [`Log`], a child's stderr captured line by line, for [`Agent`] and [`Controller`].
 //! - `agent`: [`Agent`], a running `vigil-agent run`.
-//! - `controller`: [`Controller`], a running `vigil-controller`, and what it publishes.
+//! - `controller`: [`Controller`], a running `vigil-controller` (alone on a data directory, or one
+//!   of several on etcd), what it publishes and whether it leads ([`Leadership`]).
+//! - `etcd`: [`EtcdCluster`], a real etcd cluster whose members tests kill and restart.
 //! - `fence`: [`PinnedFence`], the fence an agent pins for a port, and [`RawClient`], which tells
 //!   exactly what a server (or the fence in front of it) sent back.
 //! - `store`: [`VigilStore`], a primary and replicas with an agent beside each and a controller.
+//! - `ha_store`: [`ControllerTrio`], three controllers on one [`EtcdCluster`], and [`HaStore`], a
+//!   primary and two replicas with an agent each reporting to the trio.
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
 //! - `public_bin`: [`PublicBin`], a copy of a workspace binary that any user can run.
@@ -19,12 +23,15 @@
 //!   `vigil_tests::safety::...`.
 //!
 //! This file keeps the small helpers all of them use: the bounded [`WAIT`], [`serial`],
-//! [`require_root`], [`free_port`], [`wait_until`], [`signal`], and where the workspace's
-//! binaries are ([`workspace_bin`], [`use_bin_dir`]) and whether their logs are echoed ([`quiet`]).
+//! [`require_root`], [`free_port`], [`wait_until`], [`signal`], [`output_within`], and where the
+//! workspace's binaries are ([`workspace_bin`], [`use_bin_dir`]) and whether their logs are
+//! echoed ([`quiet`]).
 mod agent;
 mod controller;
+mod etcd;
 mod fence;
 mod fixture;
+mod ha_store;
 mod keys;
 mod log;
 mod netns;
@@ -35,9 +42,10 @@ mod store;
 mod watch;
 
 use std::{
+    io::Read,
     net::TcpListener,
     path::PathBuf,
-    process::Child,
+    process::{Child, Command, Output, Stdio},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -49,9 +57,11 @@ use nix::{
 };
 
 pub use agent::Agent;
-pub use controller::Controller;
+pub use controller::{Controller, LEADER_LEASE_SECS, Leadership};
+pub use etcd::{ETCD_TIMINGS, EtcdCluster};
 pub use fence::{Answer, PinnedFence, RawClient};
 pub use fixture::Fixture;
+pub use ha_store::{ControllerTrio, HaStore};
 pub use keys::{count_keys, write_keys};
 pub use log::Log;
 pub use netns::NetNs;
@@ -108,6 +118,54 @@ pub fn wait_until<T>(
 /// Sends `signal` to a process this test started.
 pub fn signal(pid: u32, signal: Signal) -> Result<()> {
     kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("sending {signal} to {pid}"))
+}
+
+/// Runs `cmd` to the end and returns its output, or kills it (by its pid) and fails once it has
+/// run for `limit`: a CLI asking a stopped process would otherwise wait forever, since the
+/// kernel still accepts connections on a stopped process's listening socket.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    // Read both pipes on threads, so a child that writes more than a pipe holds still finishes.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = match wait_until(limit, "the command to finish", || {
+        child.try_wait().ok().flatten()
+    }) {
+        Ok(status) => status,
+        Err(e) => {
+            stop_child(&mut child);
+            return Err(e.context(format!("{:?} {:?}", cmd.get_program(), cmd.get_args())));
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// Kills a child this harness started, unless it already exited, and reaps it.

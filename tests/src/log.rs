@@ -15,12 +15,14 @@ pub struct Log(Arc<Mutex<Vec<String>>>);
 
 impl Log {
     /// Reads `stderr` on a thread until it closes.
-    pub(crate) fn capture(stderr: std::process::ChildStderr, prefix: &'static str) -> Self {
+    /// `prefix` starts each echoed line (it tells three controllers apart).
+    pub(crate) fn capture(stderr: std::process::ChildStderr, prefix: impl Into<String>) -> Self {
         let log = Self::default();
         let sink = log.clone();
+        let prefix = prefix.into();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                echo(prefix, &line);
+                echo(&prefix, &line);
                 sink.lines_mut().push(line);
             }
         });

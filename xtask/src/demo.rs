@@ -21,20 +21,29 @@ extern "C" fn on_interrupt(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn interrupted() -> bool {
+/// Makes Ctrl-C set [`interrupted`], so a demo stops between steps and drops (stops) everything
+/// it started.
+pub(crate) fn catch_interrupt() -> Result<()> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { signal(Signal::SIGINT, SigHandler::Handler(on_interrupt)) }
+        .context("installing the Ctrl-C handler")?;
+    Ok(())
+}
+
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-fn step(text: &str) {
+pub(crate) fn step(text: &str) {
     println!("{}", heading(text));
 }
 
 /// A step's line: after a blank line, in bold.
-fn heading(text: &str) -> String {
+pub(crate) fn heading(text: &str) -> String {
     format!("\n\x1b[1m==> {text}\x1b[0m")
 }
 
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
@@ -49,7 +58,7 @@ fn status(store: &VigilStore) -> Result<()> {
 }
 
 /// Log lines of the JSON format tracing writes: (wall time, the whole line parsed).
-fn entries(lines: &[String]) -> Vec<(SystemTime, Value)> {
+pub(crate) fn entries(lines: &[String]) -> Vec<(SystemTime, Value)> {
     lines
         .iter()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -57,7 +66,7 @@ fn entries(lines: &[String]) -> Vec<(SystemTime, Value)> {
         .collect()
 }
 
-fn ms_since(fault: SystemTime, at: SystemTime) -> String {
+pub(crate) fn ms_since(fault: SystemTime, at: SystemTime) -> String {
     match at.duration_since(fault) {
         Ok(d) => format!("{:>8.1} ms", d.as_secs_f64() * 1000.0),
         Err(_) => "   before".into(),
@@ -72,9 +81,7 @@ pub fn run() -> Result<()> {
     )?;
     vigil_tests::use_bin_dir(crate::root().join("target/release"));
     vigil_tests::quiet();
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { signal(Signal::SIGINT, SigHandler::Handler(on_interrupt)) }
-        .context("installing the Ctrl-C handler")?;
+    catch_interrupt()?;
 
     step(
         "starting a primary and two replicas (redis-server), an agent beside each, and the controller",

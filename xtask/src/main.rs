@@ -2,6 +2,7 @@
 //! the whole suite, `demo` shows vigil at work, `bench` measures it.
 mod bench;
 mod demo;
+mod demo_ha;
 mod setup;
 mod stage;
 
@@ -23,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing (nightly rust-src, bpf-linker, redis, protoc) and mount tracefs/bpffs.
+    /// Install what is missing (nightly rust-src, bpf-linker, redis, protoc, etcd) and mount tracefs/bpffs.
     Setup,
     /// Set up, build, and run the whole test suite (needs root: it loads eBPF programs).
     Test {
@@ -32,7 +33,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Set up, build, and show vigil watching a real redis-server through injected faults.
-    Demo,
+    Demo {
+        /// Three controllers on a three-member etcd: kill -9 of the leading controller, then of
+        /// the primary.
+        #[arg(long)]
+        ha: bool,
+    },
     /// Benchmarks; each prints percentiles and ends with one summary line.
     Bench {
         #[command(subcommand)]
@@ -51,7 +57,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Test { args } => test(&args),
-        Cmd::Demo => demo::run(),
+        Cmd::Demo { ha: false } => demo::run(),
+        Cmd::Demo { ha: true } => demo_ha::run(),
         Cmd::Bench { which } => bench::run(which),
     }
 }

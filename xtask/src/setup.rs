@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: makes a fresh machine of this kind ready, and is quick when it already is.
 //!
 //! Installs what is missing: Debian's redis-server, redis-sentinel, redis-tools,
-//! protobuf-compiler, iproute2 and util-linux; the nightly toolchain's rust-src; bpf-linker built against nightly's own
+//! protobuf-compiler, iproute2, util-linux, etcd-server and etcd-client; the nightly toolchain's rust-src; bpf-linker built against nightly's own
 //! LLVM (into ~/.cargo/bin, so a plain `cargo build` finds it in a new shell). Mounts tracefs and
 //! bpffs when they are not mounted. Says what it did, and fails with a clear message when it
 //! cannot (not root, no BTF, no way to the package registries).
@@ -23,6 +23,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     // The starvation scenario pins the primary and a hog with `taskset` and `chrt`.
     ("taskset", "util-linux"),
+    // Controller high availability: the suites, bench and demo run a real three-member etcd
+    // (`etcd`, from etcd-server) and read and write it with `etcdctl` (etcd-client).
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
 ];
 
 pub fn run() -> Result<()> {
@@ -57,8 +61,12 @@ fn stage(what: &str, cmd: &mut Command) -> Result<()> {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    std::env::var_os("PATH").is_some_and(|paths| in_dirs(std::env::split_paths(&paths), program))
+}
+
+/// Whether `program` is a file in one of `dirs`.
+fn in_dirs(mut dirs: impl Iterator<Item = PathBuf>, program: &str) -> bool {
+    dirs.any(|dir| dir.join(program).is_file())
 }
 
 fn output(cmd: &mut Command) -> Option<String> {
@@ -68,14 +76,23 @@ fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The Debian packages whose program `installed` says is not there, each once (two programs may
+/// come from one package).
+fn missing_packages(installed: impl Fn(&str) -> bool) -> Vec<&'static str> {
+    let mut missing: Vec<&str> = Vec::new();
+    for &(bin, pkg) in DEBIAN_PACKAGES {
+        if !installed(bin) && !missing.contains(&pkg) {
+            missing.push(pkg);
+        }
+    }
+    missing
+}
+
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|(bin, _)| !on_path(bin))
-        .map(|&(_, pkg)| pkg)
-        .collect();
+    let missing = missing_packages(on_path);
     if missing.is_empty() {
-        say("redis-server, redis-sentinel, redis-cli and protoc are installed");
+        let programs: Vec<&str> = DEBIAN_PACKAGES.iter().map(|&(bin, _)| bin).collect();
+        say(&format!("{} are installed", programs.join(", ")));
         return Ok(());
     }
     let apt_failed = "apt-get failed: are Debian's package mirrors reachable from this machine?";
@@ -245,4 +262,31 @@ fn mount_if_missing(fstype: &str, target: &str, probe: &str) -> Result<()> {
         None::<&str>,
     )
     .with_context(|| format!("mounting {fstype} at {target}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_machine_gets_every_package_once() {
+        let empty = tempfile::tempdir().expect("a temporary directory");
+        let missing = missing_packages(|bin| in_dirs(std::iter::once(empty.path().into()), bin));
+        assert!(missing.contains(&"etcd-server"), "{missing:?}");
+        assert!(missing.contains(&"etcd-client"), "{missing:?}");
+        assert!(missing.contains(&"redis-server"), "{missing:?}");
+        let distinct: std::collections::HashSet<&str> =
+            DEBIAN_PACKAGES.iter().map(|&(_, pkg)| pkg).collect();
+        assert_eq!(missing.len(), distinct.len(), "{missing:?}");
+    }
+
+    #[test]
+    fn etcd_is_found_where_debian_installs_it() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("etcd"), "").expect("a stand-in etcd");
+        let found = |bin: &str| in_dirs(std::iter::once(dir.path().into()), bin);
+        let missing = missing_packages(found);
+        assert!(!missing.contains(&"etcd-server"), "{missing:?}");
+        assert!(missing.contains(&"etcd-client"), "{missing:?}");
+    }
 }

@@ -167,7 +167,17 @@ fn us(d: Duration) -> u64 {
 /// What a Sentinel-mode client sees: polls `sentinel` every millisecond for the primary of
 /// `NAME`, and returns how long after `start` a SET was first accepted by a primary other than
 /// `old_port`.
-fn first_write(sentinel: u16, old_port: u16, start: Instant) -> Result<Duration> {
+pub(super) fn first_write(sentinel: u16, old_port: u16, start: Instant) -> Result<Duration> {
+    first_write_of(NAME, sentinel, old_port, start)
+}
+
+/// [`first_write`] for the data store `datastore`.
+pub(crate) fn first_write_of(
+    datastore: &str,
+    sentinel: u16,
+    old_port: u16,
+    start: Instant,
+) -> Result<Duration> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{sentinel}/"))?;
     let mut conn = None;
     while start.elapsed() < WAIT * 2 {
@@ -179,7 +189,7 @@ fn first_write(sentinel: u16, old_port: u16, start: Instant) -> Result<Duration>
         let addr = conn.as_mut().and_then(|c| {
             redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
-                .arg(NAME)
+                .arg(datastore)
                 .query::<Option<(String, u16)>>(c)
                 .ok()
                 .flatten()

@@ -1,10 +1,11 @@
 //! `cargo xtask bench ...`: measurements printed from hdrhistogram, each ending in one summary line.
-//! One bench per module (`overhead`, `probes`, `failover`, `controller`, `safety`, with Redis
-//! Sentinel as the other system in `sentinel` and `sentinel_system`); this one holds the
+//! One bench per module (`overhead`, `probes`, `failover`, `controller`, `controller_ha`, `safety`,
+//! with Redis Sentinel as the other system in `sentinel` and `sentinel_system`); this one holds the
 //! subcommands, builds what they need, and keeps the helpers they share: CPU time and peak RSS of
 //! a process from procfs, and the nanosecond histogram.
 mod controller;
-mod failover;
+pub(crate) mod controller_ha;
+pub(crate) mod failover;
 mod overhead;
 mod probes;
 mod safety;
@@ -34,6 +35,16 @@ pub enum Which {
         /// Primaries that fail, one every 20 ms (at most one per store).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
         failovers: u32,
+    },
+    /// Three controllers on etcd: handover after kill -9 of the leader, and the first write after
+    /// the leader and the primary are killed together.
+    ControllerHa {
+        /// Rounds of killing the leading controller alone.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rounds: u32,
+        /// Rounds of killing the leading controller and the primary together.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        kills: u32,
     },
     /// vigil beside Redis Sentinel (down-after 100 ms and 1000 ms), same topology, same run.
     Failover {
@@ -79,6 +90,7 @@ pub fn run(which: Which) -> Result<()> {
         Which::Overhead { rounds, requests } => overhead::run(rounds, requests),
         Which::Failover { runs } => failover::run(runs),
         Which::Controller { stores, failovers } => controller::run(stores, failovers),
+        Which::ControllerHa { rounds, kills } => controller_ha::run(rounds, kills),
         Which::Safety { runs, fault } => safety::run(runs, &fault),
         Which::Probes {
             stops,

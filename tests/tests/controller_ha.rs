@@ -1,0 +1,329 @@
+//! Controller high availability end to end: three real controllers on a real three-member etcd,
+//! a primary and two replicas of real redis-server with a real agent beside each, all on
+//! 127.0.0.1. Controllers are killed, paused and restarted, etcd members killed, primaries killed;
+//! each test asserts the order of what followed and the outcome (who leads, who is primary, at
+//! which epoch, what ROLE the servers report), never how fast. One test runs the single
+//! controller without etcd through the same crash. Needs root (the agents load eBPF programs).
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+use vigil_tests::{HaStore, Leadership, VigilStore, WAIT, require_root, serial, wait_until};
+
+const DS: &str = "cache";
+
+/// The controllers' flags: a short grace after a start or a leader change, and a flap guard
+/// longer than any test's single failover.
+const CONTROLLER_ARGS: &[&str] = &["--grace-ms", "300", "--min-failover-interval-ms", "1000"];
+
+/// How long a test watches for something that must not happen (a failover, an epoch change):
+/// three leader leases (1 s each), so a controller that wrongly thought it led would have had
+/// time to act, plus the grace after a leader change.
+const WATCH_ROUNDS: u32 = 70;
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+fn start() -> Result<HaStore> {
+    HaStore::start(DS, CONTROLLER_ARGS, &[])
+}
+
+/// Node name of server `i` (the harness names them n0, n1, n2).
+fn node(i: usize) -> String {
+    format!("n{i}")
+}
+
+/// The fields of a JSON log line.
+fn fields(line: &str) -> Result<Value> {
+    let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+    Ok(v["fields"].clone())
+}
+
+/// The servers report the topology with `primary` as primary: it says master, every other
+/// running server says slave of it.
+fn assert_roles(s: &HaStore, primary: usize) -> Result<()> {
+    let (role, _) = s.role(primary)?;
+    if role != "master" {
+        bail!("n{primary} says {role}, not master");
+    }
+    for i in (0..s.ports.len()).filter(|&i| i != primary) {
+        if s.server(i).is_err() {
+            continue;
+        }
+        let got = s.role(i)?;
+        if got != ("slave".to_string(), Some(s.ports[primary])) {
+            bail!("n{i} says {got:?}, not a replica of n{primary}");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the servers report `primary` as primary (a demoted or re-pointed replica takes a
+/// moment to say so).
+fn wait_roles(s: &HaStore, primary: usize) -> Result<()> {
+    wait_until(WAIT, "every server to follow the primary", || {
+        assert_roles(s, primary).ok()
+    })
+}
+
+/// Watches for [`WATCH_ROUNDS`]: the leading controller keeps (`primary`, `epoch`), the servers
+/// keep their roles, and no controller starts a failover or a switchover.
+fn assert_unchanged(s: &HaStore, primary: usize, epoch: u64) -> Result<()> {
+    for _ in 0..WATCH_ROUNDS {
+        let (p, e) = s.primary_and_epoch()?;
+        assert_eq!((p.as_str(), e), (node(primary).as_str(), epoch));
+        assert_roles(s, primary)?;
+        std::thread::sleep(WATCH_EVERY);
+    }
+    assert_no_failover(s);
+    Ok(())
+}
+
+fn assert_no_failover(s: &HaStore) {
+    for event in ["failover_started", "switchover_started"] {
+        let seen = s.trio.events(event);
+        assert!(seen.is_empty(), "a controller logged {event}: {seen:?}");
+    }
+}
+
+/// Waits until the leading controller names a primary other than `old` at `epoch`, with every
+/// server but the dead `old` following it; returns the new primary's index.
+fn wait_failed_over(s: &HaStore, old: usize, epoch: u64) -> Result<usize> {
+    let new = wait_until(WAIT * 2, "the leader to publish a new primary", || {
+        let (p, e) = s.primary_and_epoch().ok()?;
+        (p != node(old) && !p.is_empty() && e == epoch).then_some(p)
+    })?;
+    let new: usize = new
+        .strip_prefix('n')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("{new} is not one of ours"))?;
+    wait_roles(s, new)?;
+    Ok(new)
+}
+
+/// Starts the old primary `old` again: it is demoted to a replica of `new`, and every node ends
+/// healthy at the leader with the epoch unchanged.
+fn old_primary_rejoins(s: &mut HaStore, old: usize, new: usize, epoch: u64) -> Result<()> {
+    s.restart_server(old)?;
+    wait_roles(s, new)?;
+    s.wait_healthy()?;
+    assert_eq!(s.primary_and_epoch()?, (node(new), epoch));
+    Ok(())
+}
+
+#[test]
+fn kill_9_of_the_leading_controller_hands_over_without_a_failover() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    let (primary, epoch) = s.primary_and_epoch()?;
+    assert_eq!(primary, "n0");
+    let old = s.leader()?;
+    s.trio.kill(old)?;
+    let new = s.leader()?;
+    assert_ne!(new, old);
+    s.wait_healthy()?;
+    assert_unchanged(&s, 0, epoch)?;
+    // Clients asking any surviving controller find the same primary.
+    for i in s.trio.live() {
+        assert_eq!(s.sentinel_primary(i)?, Some(s.ports[0]), "controller c{i}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_next_leader_finishes_a_failover_its_predecessor_died_in() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    let (_, epoch) = s.primary_and_epoch()?;
+    let leader = s.leader()?;
+    s.kill_server(0)?;
+    // Killed the moment it says it started: it has persisted the failover, and may have sent
+    // some of its commands.
+    let started = s.controller(leader)?.log.wait_for("\"failover_started\"")?;
+    s.trio.kill(leader)?;
+    let failover_epoch = fields(&started)?["epoch"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("failover_started has no epoch: {started}"))?;
+    assert!(failover_epoch > epoch, "{started}");
+    let next = s.leader()?;
+    assert_ne!(next, leader);
+    let new = wait_failed_over(&s, 0, failover_epoch)?;
+    assert_ne!(new, 0);
+    // The new leader finished that failover, and started no other.
+    for line in s.trio.events("failover_started") {
+        assert_eq!(
+            fields(&line)?["epoch"].as_u64(),
+            Some(failover_epoch),
+            "{line}"
+        );
+    }
+    old_primary_rejoins(&mut s, 0, new, failover_epoch)
+}
+
+#[test]
+fn a_primary_killed_while_no_controller_leads_is_failed_over_by_the_next_leader() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    let (_, epoch) = s.primary_and_epoch()?;
+    for i in 0..s.trio.controllers.len() {
+        s.trio.kill(i)?;
+    }
+    s.kill_server(0)?;
+    for i in 0..s.trio.controllers.len() {
+        s.trio.restart(i)?;
+    }
+    s.leader()?;
+    let new = wait_failed_over(&s, 0, epoch + 1)?;
+    assert_ne!(new, 0);
+    old_primary_rejoins(&mut s, 0, new, epoch + 1)
+}
+
+#[test]
+fn a_single_controller_restarted_after_the_primary_died_fails_it_over() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = VigilStore::start(DS, 2, CONTROLLER_ARGS, &[])?;
+    assert_eq!(s.primary()?, 0);
+    let epoch = s.controller.status(DS)?["epoch"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no epoch"))?;
+    // The primary dies while no controller runs: the only evidence is what the agents say after
+    // the restart, and what the controller kept on disk.
+    s.controller.kill();
+    s.kill(0)?;
+    s.controller.restart()?;
+    let new = wait_until(WAIT * 2, "the restarted controller to fail over", || {
+        let st = s.controller.status(DS).ok()?;
+        let p = st["primary"].as_str()?;
+        (p != "n0" && !p.is_empty() && st["epoch"].as_u64() == Some(epoch + 1))
+            .then(|| p.to_string())
+    })?;
+    s.controller.log.wait_for("failover_finished")?;
+    let i: usize = new
+        .strip_prefix('n')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("{new} is not one of ours"))?;
+    assert_eq!(s.server(i)?.role()?, "master");
+    assert_eq!(s.controller.sentinel_primary(DS)?, Some(s.ports[i]));
+    Ok(())
+}
+
+#[test]
+fn the_leading_controller_and_the_primary_killed_together_clients_find_the_new_primary()
+-> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    let (_, epoch) = s.primary_and_epoch()?;
+    let leader = s.leader()?;
+    s.trio.kill(leader)?;
+    s.kill_server(0)?;
+    let survivors = s.trio.live();
+    assert_eq!(survivors.len(), 2);
+    // What a Sentinel-mode client does: ask a surviving controller, then write there.
+    let port = wait_until(WAIT * 2, "a surviving controller to name a replica", || {
+        survivors.iter().find_map(|&i| {
+            s.sentinel_primary(i)
+                .ok()
+                .flatten()
+                .filter(|p| *p != s.ports[0])
+        })
+    })?;
+    let new = s.index_of(port)?;
+    assert_ne!(new, 0);
+    for &i in &survivors {
+        wait_until(WAIT, "every surviving controller to name it", || {
+            (s.sentinel_primary(i).ok().flatten() == Some(port)).then_some(())
+        })
+        .with_context(|| format!("controller c{i}"))?;
+    }
+    let mut c = s.server(new)?.connect()?;
+    let _: () = redis::cmd("SET").arg("after").arg("1").query(&mut c)?;
+    wait_roles(&s, new)?;
+    assert_eq!(s.primary_and_epoch()?, (node(new), epoch + 1));
+    Ok(())
+}
+
+#[test]
+fn one_etcd_member_killed_changes_nothing() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    let (_, epoch) = s.primary_and_epoch()?;
+    // The raft leader, the member whose loss matters most: the other two elect a new one.
+    let member = s.trio.etcd.raft_leader()?;
+    s.trio.etcd.kill(member)?;
+    s.trio.etcd.wait_healthy()?;
+    // A leader change is allowed; a failover, an epoch change or a role change is not.
+    assert_unchanged(&s, 0, epoch)?;
+    s.leader()?;
+    Ok(())
+}
+
+#[test]
+fn with_etcd_quorum_lost_nothing_is_promoted_and_the_replicas_stay_replicas() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    s.leader()?;
+    s.trio.etcd.kill(0)?;
+    s.trio.etcd.kill(1)?;
+    let alert = wait_until(WAIT, "an etcd_unavailable alert", || {
+        s.trio.events("etcd_unavailable").into_iter().next()
+    })?;
+    let v: Value = serde_json::from_str(&alert)?;
+    assert_eq!(v["level"], "ERROR", "{alert}");
+    // The leader cannot renew its lease: it steps down, and no controller leads.
+    wait_until(WAIT, "every controller to stop leading", || {
+        s.trio
+            .live()
+            .iter()
+            .all(|&i| s.trio.controllers[i].leadership() != Some(Leadership::Leading))
+            .then_some(())
+    })?;
+    s.kill_server(0)?;
+    for _ in 0..WATCH_ROUNDS {
+        for i in [1, 2] {
+            assert_eq!(
+                s.role(i)?,
+                ("slave".to_string(), Some(s.ports[0])),
+                "n{i} left its dead primary with no controller leading"
+            );
+        }
+        assert!(
+            s.trio.current_leader().is_none(),
+            "a controller leads without etcd"
+        );
+        std::thread::sleep(WATCH_EVERY);
+    }
+    assert_no_failover(&s);
+    Ok(())
+}
+
+#[test]
+fn a_leader_paused_past_its_lease_steps_down_on_resume_and_acts_on_nothing() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = start()?;
+    let (_, epoch) = s.primary_and_epoch()?;
+    let old = s.leader()?;
+    s.trio.pause(old)?;
+    let new = s.leader()?;
+    assert_ne!(new, old);
+    s.trio.resume(old)?;
+    // At once, before it may have heard from etcd: its lease ran out while it was stopped.
+    let first = s.controller(old)?.failover(DS);
+    assert!(
+        first.is_err(),
+        "a deposed leader took a failover: {first:?}"
+    );
+    s.controller(old)?.log.wait_for("leadership_lost")?;
+    assert!(!s.controller(old)?.leading());
+    let again = s.controller(old)?.failover(DS);
+    assert!(again.is_err(), "a follower took a failover: {again:?}");
+    s.wait_healthy()?;
+    assert_unchanged(&s, 0, epoch)?;
+    assert_eq!(s.trio.current_leader(), Some(new));
+    Ok(())
+}
