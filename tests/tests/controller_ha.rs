@@ -192,6 +192,17 @@ fn a_single_controller_restarted_after_the_primary_died_fails_it_over() -> Resul
     // the restart, and what the controller kept on disk.
     s.controller.kill();
     s.kill(0)?;
+    // The replicas see their link down, and their agents have polled that (several health
+    // polls), before any controller hears from them: all the restarted one can learn of their
+    // links is what the agents say about the past.
+    for i in [1, 2] {
+        wait_until(WAIT, "the replica's link to go down", || {
+            let mut c = s.server(i).ok()?.connect().ok()?;
+            let info: String = redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
+            info.contains("master_link_status:down").then_some(())
+        })?;
+    }
+    std::thread::sleep(Duration::from_millis(3 * 500));
     s.controller.restart()?;
     let new = wait_until(WAIT * 2, "the restarted controller to fail over", || {
         let st = s.controller.status(DS).ok()?;
