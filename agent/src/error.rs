@@ -123,6 +123,8 @@ pub enum AgentError {
     NoSwitchoverMethod(u64),
     #[error("stale epoch {got}: this agent has already seen epoch {newest}")]
     StaleEpoch { got: u64, newest: u64 },
+    #[error("stale leadership {got} < {highest}: a newer controller leads")]
+    StaleLeadership { got: u64, highest: u64 },
 
     // The link to the controller. A transport error is shown with its whole chain of causes:
     // the link logs only this message, and the cause is what an operator needs.
@@ -187,6 +189,10 @@ mod tests {
         assert_eq!(
             AgentError::StaleEpoch { got: 3, newest: 5 }.to_string(),
             "stale epoch 3: this agent has already seen epoch 5"
+        );
+        assert_eq!(
+            AgentError::StaleLeadership { got: 4, highest: 5 }.to_string(),
+            "stale leadership 4 < 5: a newer controller leads"
         );
         assert_eq!(
             AgentError::NoAction(7).to_string(),

@@ -9,7 +9,7 @@ use anyhow::Result;
 use common::{StubController, assert_unserved};
 use nix::sys::signal::Signal;
 use vigil_proto::{
-    PROTOCOL_VERSION,
+    LINK_NEVER_UP, PROTOCOL_VERSION,
     v1::{self, command::Action},
 };
 use vigil_tests::{
@@ -40,6 +40,11 @@ fn health(v: &v1::Verdict) -> v1::Health {
 
 /// Tells agent "p" it is the primary and that `replica` (node "r") is its one peer.
 fn desire_primary_with_peer(ctl: &StubController, replica: &RedisServer) -> Result<()> {
+    desire_primary_at(ctl, replica, 0)
+}
+
+/// As [`desire_primary_with_peer`], from a controller of `leadership`.
+fn desire_primary_at(ctl: &StubController, replica: &RedisServer, leadership: u64) -> Result<()> {
     ctl.wait_session("p")?;
     let peers = vec![v1::Peer {
         node_id: "r".into(),
@@ -50,9 +55,34 @@ fn desire_primary_with_peer(ctl: &StubController, replica: &RedisServer) -> Resu
         role: v1::Role::Primary as i32,
         peers,
         peers_version: 1,
+        leadership,
         ..Default::default()
     };
     ctl.desire("p", desired)
+}
+
+/// The agent's /metrics page on 127.0.0.1:`port`, once it has one with `metric`.
+fn scrape(port: u16, metric: &str) -> Result<String> {
+    wait_until(WAIT, "a /metrics page", || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        body.contains(metric).then_some(body)
+    })
+}
+
+/// The value of the unlabelled `metric` on a /metrics page.
+fn metric_value(body: &str, metric: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(metric)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn role_of(server: &RedisServer) -> Result<String> {
@@ -471,16 +501,7 @@ fn metrics_are_served_for_prometheus() -> Result<()> {
     ctl.wait_verdict("p", "a healthy primary", |v| {
         health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
     })?;
-    let body = wait_until(WAIT, "a /metrics page with PING round trips", || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        body.contains("vigil_agent_ping_rtt_seconds_count")
-            .then_some(body)
-    })?;
+    let body = scrape(port, "vigil_agent_ping_rtt_seconds_count")?;
     assert!(
         body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
         "{body}"
@@ -492,8 +513,191 @@ fn metrics_are_served_for_prometheus() -> Result<()> {
         "vigil_agent_verdicts_sent_total",
         "vigil_agent_stall_age_seconds",
         "vigil_agent_fenced 0",
+        "vigil_agent_stale_leadership_total 0",
     ] {
         assert!(body.contains(metric), "{metric} missing from {body}");
     }
+    Ok(())
+}
+
+#[test]
+fn an_agent_given_several_controllers_reaches_one_past_a_dead_one() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let mut ctl = StubController::start()?;
+    // Nothing listens on it: the first of the list refuses every connection.
+    let dead = format!("http://127.0.0.1:{}", free_port()?);
+    let controllers = format!("{dead},{}", ctl.url());
+    let addr = format!("127.0.0.1:{}", primary.port);
+    let _agent = Agent::run(&[
+        "--server",
+        &addr,
+        "--controller",
+        &controllers,
+        "--datastore",
+        DS,
+        "--node-id",
+        "p",
+    ])?;
+    ctl.wait_session("p")?;
+    ctl.wait_verdict("p", "a healthy primary", |v| {
+        health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_controller_that_does_not_lead_redirects_the_agent_to_the_leader() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let mut leader = StubController::start()?;
+    leader.lead_at(7);
+    let follower = StubController::start_redirecting(&leader.url())?;
+    // Only the follower is in the agent's list: it finds the leader through the redirect.
+    let _agent = follower.start_agent(&primary, DS, "p", &[])?;
+    leader.wait_session("p")?;
+    leader.wait_verdict("p", "a healthy primary", |v| {
+        health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary
+    })?;
+    let at_follower = follower.received("p");
+    assert!(
+        !at_follower.is_empty()
+            && at_follower
+                .iter()
+                .all(|m| matches!(m, v1::agent_message::Msg::Hello(_))),
+        "the follower got more than Hellos: {at_follower:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_command_from_a_lower_leadership_is_refused_and_not_carried_out() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let mut ctl = StubController::start()?;
+    let _agent = ctl.start_agent(&replica, DS, "r", &[])?;
+    ctl.wait_session("r")?;
+    // Desired state from leadership 5, then, behind it on the same stream, a promotion from a
+    // deposed leader (4) at a newer epoch.
+    ctl.desire(
+        "r",
+        v1::DesiredState {
+            epoch: 1,
+            role: v1::Role::Replica as i32,
+            primary_address: format!("127.0.0.1:{}", primary.port),
+            leadership: 5,
+            ..Default::default()
+        },
+    )?;
+    ctl.command_at("r", 1, 9, 4, Some(Action::Promote(v1::Promote {})))?;
+    let stale = ctl.wait_ack("r", 1)?;
+    assert!(!stale.ok, "{stale:?}");
+    assert!(stale.error.contains("stale leadership 4 < 5"), "{stale:?}");
+    assert_eq!(
+        role_of(&replica)?,
+        "slave",
+        "a deposed leader's promote must not happen"
+    );
+    // The leader's own promotion, at epoch 1: accepted, so the refused command moved no epoch.
+    ctl.command_at("r", 2, 1, 5, Some(Action::Promote(v1::Promote {})))?;
+    let ack = ctl.wait_ack("r", 2)?;
+    assert!(ack.ok, "{ack:?}");
+    assert_eq!(ack.role(), v1::Role::Primary);
+    assert_eq!(role_of(&replica)?, "master");
+    Ok(())
+}
+
+#[test]
+fn desired_state_from_a_lower_leadership_renews_no_lease() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let pin = PinnedFence::of_port(primary.port)?;
+    let mut ctl = StubController::start()?;
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let agent = ctl.start_agent(
+        &primary,
+        DS,
+        "p",
+        &["--peer-interval-ms", "50", "--metrics-listen", &listen],
+    )?;
+    // Longer than the suites' usual 600 ms, so that a loaded host does not let it lapse between
+    // the leader's grants.
+    const LEASE_MS: u32 = 1000;
+    ctl.grant_leases("p", LEASE_MS);
+    desire_primary_at(&ctl, &replica, 5)?;
+    ctl.wait_verdict("p", "the peer probed", |v| v.peers_probed & 1 == 1)?;
+    ctl.wait_lease("p")?;
+
+    // Without its peer, only the lease keeps it serving: granted at leadership 5, it does.
+    replica.signal(Signal::SIGSTOP)?;
+    ctl.wait_verdict("p", "the peer unreachable", |v| {
+        v.peers_unreachable & 1 == 1
+    })?;
+    std::thread::sleep(Duration::from_millis(2 * u64::from(LEASE_MS)));
+    assert!(
+        !agent.log.contains("SELF-FENCING"),
+        "fenced while holding a lease from the leader"
+    );
+
+    // The same grants from a deposed leader (4): they renew nothing, the lease runs out, and
+    // with no quorum the primary fences itself.
+    desire_primary_at(&ctl, &replica, 4)?;
+    ctl.wait_lease("p")?;
+    agent.log.wait_for("SELF-FENCING")?;
+    wait_until(WAIT, "the fence up", || pin.is_up().then_some(()))?;
+    // Named the primary at the fence's epoch with a lease, by the deposed leader: that lifts
+    // nothing either.
+    ctl.wait_lease("p")?;
+    assert!(
+        pin.is_up() && !agent.log.contains("lifting the self-fence"),
+        "a deposed leader's grant lifted the self-fence"
+    );
+    assert!(
+        agent
+            .log
+            .contains("ignoring desired state from a controller that no longer leads"),
+        "the stale desired state was not said"
+    );
+    let body = scrape(port, "vigil_agent_stale_leadership_total")?;
+    let stale = metric_value(&body, "vigil_agent_stale_leadership_total");
+    assert!(stale.is_some_and(|n| n >= 1.0), "{body}");
+    replica.signal(Signal::SIGCONT)?;
+    Ok(())
+}
+
+#[test]
+fn a_replica_says_how_long_its_link_has_been_down() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut primary = RedisServer::start()?;
+    let replica = replica_of(&primary)?;
+    let mut ctl = StubController::start()?;
+    let _agent = ctl.start_agent(&replica, DS, "r", &[])?;
+    ctl.wait_verdict("r", "a linked replica", |v| {
+        v.role() == v1::Role::Replica && v.link_up && v.link_down_ms == 0
+    })?;
+    primary.signal(Signal::SIGKILL)?;
+    primary.wait_exit()?;
+    let first = ctl.wait_verdict("r", "the link down for a while", |v| {
+        v.role() == v1::Role::Replica && !v.link_up && v.link_down_ms > 0
+    })?;
+    assert!(first.link_down_ms < LINK_NEVER_UP, "{first:?}");
+    let later = ctl.wait_verdict("r", "the link down for longer", |v| {
+        v.link_down_ms > first.link_down_ms
+    })?;
+    assert!(later.link_down_ms < LINK_NEVER_UP, "{later:?}");
+    // Seen up since the agent started: no verdict says the link never was.
+    let replicas = ctl.verdicts("r");
+    assert!(
+        replicas.iter().all(|v| v.link_down_ms < LINK_NEVER_UP),
+        "{replicas:?}"
+    );
     Ok(())
 }

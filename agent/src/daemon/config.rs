@@ -24,7 +24,8 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct RunConfig {
     pub server: ServerConn,
-    pub controller: String,
+    /// The controllers' gRPC URLs, in the order the agent tries them; never empty.
+    pub controllers: Vec<String>,
     pub datastore: String,
     pub node_id: String,
     pub zone: String,
@@ -84,20 +85,50 @@ fn percent(field: &'static str, v: Option<f64>, default: f64) -> Result<f64> {
     Ok(p)
 }
 
+/// `URL[,URL...]`: the controllers, each an http:// or https:// URL with a host. Spaces around
+/// the commas are allowed; empty entries and repeats are not (a typo, most likely).
+pub fn controller_urls(list: &str) -> Result<Vec<String>> {
+    let mut urls: Vec<String> = Vec::new();
+    for url in list.split(',').map(str::trim) {
+        if url.is_empty() {
+            return Err(bad(
+                "controller",
+                format!("{list:?} has an empty entry; write URL[,URL...]"),
+            ));
+        }
+        let uri: tonic::transport::Uri = url
+            .parse()
+            .map_err(|e| bad("controller", format!("{url:?} is not a URL: {e}")))?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            return Err(bad(
+                "controller",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(bad("controller", format!("{url:?} names no host")));
+        }
+        // The URI parser leaves a port that is no u16 unset rather than refusing it.
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority.rsplit(']').next().unwrap_or_default();
+        if after_host.contains(':') && uri.port_u16().is_none_or(|p| p == 0) {
+            return Err(bad("controller", format!("{url:?} has no valid port")));
+        }
+        if urls.iter().any(|u| u == url) {
+            return Err(bad("controller", format!("{url:?} is listed twice")));
+        }
+        urls.push(url.to_string());
+    }
+    Ok(urls)
+}
+
 impl TryFrom<RunSettings> for RunConfig {
     type Error = AgentError;
 
     fn try_from(s: RunSettings) -> Result<Self> {
         let server = host_port("server", &required("server", s.server)?)?;
-        let controller = s
-            .controller
-            .unwrap_or_else(|| DEFAULT_CONTROLLER_URL.into());
-        if !(controller.starts_with("http://") || controller.starts_with("https://")) {
-            return Err(bad(
-                "controller",
-                format!("{controller:?} is not an http:// or https:// URL"),
-            ));
-        }
+        let controllers =
+            controller_urls(s.controller.as_deref().unwrap_or(DEFAULT_CONTROLLER_URL))?;
         let advertise = match &s.advertise {
             Some(address) => host_port("advertise", address)?,
             None => server.clone(),
@@ -138,7 +169,7 @@ impl TryFrom<RunSettings> for RunConfig {
                 // The daemon gives it the fence's gate.
                 gate: None,
             },
-            controller,
+            controllers,
             datastore: required("datastore", s.datastore)?,
             node_id: required("node_id", s.node_id)?,
             zone: s.zone.unwrap_or_default(),
@@ -234,7 +265,7 @@ mod tests {
     #[test]
     fn defaults_fill_everything_else() {
         let c = RunConfig::try_from(minimal()).unwrap();
-        assert_eq!(c.controller, DEFAULT_CONTROLLER_URL);
+        assert_eq!(c.controllers, [DEFAULT_CONTROLLER_URL]);
         assert_eq!(c.advertise, HostPort::new("127.0.0.1", 6379));
         assert_eq!(c.priority, DEFAULT_PRIORITY);
         let ms = Duration::from_millis;
@@ -254,6 +285,48 @@ mod tests {
         );
         // A quarter of the default 100 ms stall threshold, capped at 25 ms.
         assert_eq!(c.tick, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn controllers_are_a_comma_separated_list_of_urls() {
+        assert_eq!(
+            controller_urls("http://10.0.0.1:7420, http://10.0.0.2:7420 ,https://c.example:7420")
+                .unwrap(),
+            [
+                "http://10.0.0.1:7420",
+                "http://10.0.0.2:7420",
+                "https://c.example:7420"
+            ]
+        );
+        assert_eq!(
+            controller_urls("http://[::1]:7420").unwrap(),
+            ["http://[::1]:7420"]
+        );
+        for (list, says) in [
+            ("127.0.0.1:7420", "not an http:// or https:// URL"),
+            ("http://a:1,", "empty entry"),
+            ("http://a:1,,http://b:1", "empty entry"),
+            ("", "empty entry"),
+            ("ftp://a:1", "not an http:// or https:// URL"),
+            ("http://", "not a URL"),
+            ("http://a:99999", "no valid port"),
+            ("http://a:0", "no valid port"),
+            ("http://a b:1", "not a URL"),
+            ("http://a:1,http://a:1", "listed twice"),
+        ] {
+            let e = controller_urls(list).unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(says), "{list:?}: {text}");
+            assert_eq!(field_of(e), "controller", "{list:?}");
+        }
+        let listed = RunSettings {
+            controller: Some("http://a:1,http://b:2".into()),
+            ..minimal()
+        };
+        assert_eq!(
+            RunConfig::try_from(listed).unwrap().controllers,
+            ["http://a:1", "http://b:2"]
+        );
     }
 
     #[test]

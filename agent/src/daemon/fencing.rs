@@ -14,7 +14,15 @@
 //! means to fail the node over and will promote another once the lease is over, whether or not
 //! its Fence command got through (its agent may be busy with another command, or slow).
 //!
+//! With several controllers, "the controller" is the one that leads. A lease is granted only by
+//! desired state the [`leadership`] rule admits: a deposed leader that still runs renews nothing,
+//! so the controllers count as lost when the agent reaches none that leads. A leader's handover
+//! changes nothing here: while the agent finds the new leader, a lease that runs out fences a
+//! primary only as above (no quorum, or a lease the last leader withheld), never for the
+//! handover alone.
+//!
 //! [`lease`]: super::lease
+//! [`leadership`]: super::leadership
 use crate::server::info::Role;
 
 /// Whether a primary should fence itself now.

@@ -1,8 +1,13 @@
-//! What the controller sends the daemon, and what goes back: desired state (the role and peers
-//! it expects, the lease it grants, and the self-fence it may lift), commands (checked, admitted
-//! under the epoch rule, and handed to the command runner in order), and their acks.
+//! What the controller sends the daemon, and what goes back: the leader's Welcome (its
+//! leadership), desired state (the role and peers it expects, the lease it grants, and the
+//! self-fence it may lift), commands (checked, admitted under the leadership and epoch rules, and
+//! handed to the command runner in order), and their acks.
+//!
+//! The leadership rule comes before everything else: desired state from a deposed controller
+//! renews no lease and changes nothing, and its commands move no epoch.
 use std::time::Duration;
 
+use tokio::time::Instant;
 use vigil_proto::v1::{self, controller_message::Msg as Down};
 
 use super::{Daemon, metrics::EventLabel, worker::Done};
@@ -19,13 +24,50 @@ use crate::{
 impl Daemon {
     pub(super) fn on_controller(&mut self, m: Down) {
         match m {
-            Down::Welcome(_) => {}
+            // The link hands on only the Welcome of a controller that leads.
+            Down::Welcome(w) => {
+                let _ = self.admit_leadership(w.leadership, "a welcome");
+            }
             Down::Desired(d) => self.on_desired(d),
             Down::Command(c) => self.on_command(c),
         }
     }
 
+    /// The leadership rule (see `leadership`): a higher leadership becomes the highest (and the
+    /// link learns of it, to leave a deposed controller that welcomes it); a lower one is
+    /// counted, and said at most now and then, since a deposed leader repeats its desired state.
+    fn admit_leadership(&mut self, leadership: u64, what: &'static str) -> Result<()> {
+        match self.leadership.admit(leadership) {
+            Ok(rose) => {
+                if rose {
+                    self.link.leadership.send_replace(leadership);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.stale_leadership.inc();
+                if let Some(held_back) = self.stale_log.allow(Instant::now()) {
+                    tracing::warn!(
+                        got = leadership,
+                        highest = self.leadership.highest(),
+                        held_back,
+                        "ignoring {what} from a controller that no longer leads"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn on_desired(&mut self, d: v1::DesiredState) {
+        // Before anything else: a deposed leader's grant renews no lease, and its epoch, role
+        // and peers are not taken in.
+        if self
+            .admit_leadership(d.leadership, "desired state")
+            .is_err()
+        {
+            return;
+        }
         self.epochs.observe(d.epoch);
         // First the lease: a desired state that lifts a self-fence also renews it, so the node
         // is not fenced again at the next check.
@@ -93,6 +135,20 @@ impl Daemon {
     fn on_command(&mut self, c: v1::Command) {
         let id = c.id;
         let epoch = c.epoch;
+        // Before the epoch rule: a deposed leader's command must not raise the newest epoch.
+        // Each refusal is said: commands are few, unlike desired state.
+        match self.leadership.admit(c.leadership) {
+            Ok(true) => {
+                self.link.leadership.send_replace(c.leadership);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.stale_leadership.inc();
+                tracing::warn!(command = id, error = %e, "refusing a command from a controller that no longer leads");
+                self.ack(id, epoch, Err(e));
+                return;
+            }
+        }
         let command = match Command::try_from(c) {
             Ok(cmd) => cmd,
             Err(e) => {

@@ -1,5 +1,6 @@
 //! The agent's Prometheus metrics: health, reasons, local PING round trips, stall age, run-queue
-//! latency, and counters of kernel events, verdicts and commands. The registry built here is
+//! latency, and counters of kernel events, verdicts, commands, and messages from a controller that
+//! no longer leads. The registry built here is
 //! served on `GET /metrics` by `vigil_proto::telemetry::serve_metrics`.
 use std::net::SocketAddr;
 
@@ -40,6 +41,9 @@ pub struct Metrics {
     pub verdicts_sent: Counter,
     pub commands: Family<EventLabel, Counter>,
     pub fenced: Gauge,
+    /// Desired state, commands and Welcomes from a lower leadership than the highest seen: a
+    /// deposed controller still talking to this agent.
+    pub stale_leadership: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +68,7 @@ impl Metrics {
             verdicts_sent: Counter::default(),
             commands: Family::default(),
             fenced: Gauge::default(),
+            stale_leadership: Counter::default(),
         }
     }
 
@@ -134,6 +139,11 @@ impl Metrics {
             "fenced",
             "1 while the server's fence is up",
             self.fenced.clone(),
+        );
+        r.register(
+            "stale_leadership",
+            "Messages from a controller that no longer leads, refused or ignored",
+            self.stale_leadership.clone(),
         );
         r
     }

@@ -1,14 +1,15 @@
 //! `vigil-agent run`: the node agent daemon. It watches the local server (the monitor), sends
 //! verdicts to the controller on every change and as a heartbeat, probes peers, carries out the
-//! controller's commands under the epoch rule, and fences a primary whose lease ran out without
-//! a quorum.
+//! controller's commands under the epoch and leadership rules, and fences a primary whose lease
+//! ran out without a quorum.
 //!
 //! This file is the event loop and the agent's own changes to the fence. Beside it:
 //! [`settings`] (every flag and its default) and [`config`] (the validated configuration),
 //! `inbound` (desired state and commands from the controller, and the acks), [`epochs`] (the
-//! epoch rule), [`worker`] (the controller's commands, one at a time), [`lease`] (the lease the
-//! controller grants), [`fencing`] (when a primary fences itself) and [`metrics`] (what
-//! Prometheus scrapes). The fence itself is `crate::fence`.
+//! epoch rule), [`leadership`] (the rule that no one obeys a deposed controller), [`worker`] (the
+//! controller's commands, one at a time), [`lease`] (the lease the controller grants),
+//! [`fencing`] (when a primary fences itself), [`link_down`] (how long a replica's link has been
+//! down) and [`metrics`] (what Prometheus scrapes). The fence itself is `crate::fence`.
 use std::time::Duration;
 
 use tokio::{
@@ -26,7 +27,9 @@ pub mod config;
 pub mod epochs;
 pub mod fencing;
 mod inbound;
+pub mod leadership;
 pub mod lease;
+pub mod link_down;
 pub mod metrics;
 pub mod settings;
 pub mod worker;
@@ -34,7 +37,9 @@ pub mod worker;
 use self::{
     config::RunConfig,
     epochs::EpochGuard,
+    leadership::{LeadershipGuard, Throttle},
     lease::Lease,
+    link_down::LinkDown,
     metrics::{EventLabel, Metrics, MetricsEnd},
     worker::{Done, Hints},
 };
@@ -77,6 +82,12 @@ struct Daemon {
     link: Link,
     metrics: Metrics,
     epochs: EpochGuard,
+    /// The highest controller leadership seen; lower ones are not obeyed.
+    leadership: LeadershipGuard,
+    /// How often ignoring a deposed controller's desired state is said.
+    stale_log: Throttle,
+    /// What the health polls showed of the replication link, for `link_down_ms`.
+    link_down: LinkDown,
     seq: u64,
     peers: PeerTable,
     peers_tx: watch::Sender<PeerList>,
@@ -142,7 +153,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         flavour: flavour.map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let link = link::spawn(cfg.controller.clone(), hello);
+    let link = link::spawn(cfg.controllers.clone(), hello);
 
     // The server may start after the agent (or be down): report DOWN until it listens.
     let mut seq = 0;
@@ -200,7 +211,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
     let (commands, runner) = worker::spawn(cfg.server.clone(), fence.clone(), done_tx);
     tracing::info!(
         datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address, pid,
-        controller = %cfg.controller, fence_method = cfg.fence_method.as_str(), "vigil-agent running"
+        controllers = %cfg.controllers.join(","), fence_method = cfg.fence_method.as_str(), "vigil-agent running"
     );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -211,6 +222,9 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         link,
         metrics,
         epochs: EpochGuard::default(),
+        leadership: LeadershipGuard::default(),
+        stale_log: Throttle::default(),
+        link_down: LinkDown::default(),
         seq,
         peers: PeerTable::default(),
         peers_tx,
@@ -252,6 +266,13 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
                 }
                 if let Wake::Ping(PingOutcome::Pong(rtt)) = &w {
                     d.metrics.ping_rtt_seconds.observe(rtt.as_secs_f64());
+                }
+                // Timed as the answer arrives: the monitor keeps the last answer when a poll
+                // fails, and a link seen up then is not up now.
+                if let Wake::Health(sample) = &w
+                    && let Ok(r) = &sample.replication
+                {
+                    d.link_down.polled(r, Instant::now());
                 }
                 let second = matches!(w, Wake::Second);
                 d.monitor.handle(w);
@@ -303,8 +324,9 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
 impl Daemon {
     fn publish(&mut self) {
         self.seq += 1;
+        let now = Instant::now();
         // The lease a grant for this verdict gives runs from now, before the controller has it.
-        self.lease.sent(self.seq, Instant::now());
+        self.lease.sent(self.seq, now);
         let repl = self.monitor.replication();
         let (probed, unreachable) = self.peers.bits();
         let verdict = v1::Verdict {
@@ -315,7 +337,7 @@ impl Daemon {
             epoch: self.epochs.newest(),
             repl_offset: repl.map_or(0, |r| r.offset),
             link_up: repl.is_some_and(|r| r.link_up),
-            link_down_ms: 0,
+            link_down_ms: self.link_down.ms(repl, now),
             stall_ms: self
                 .monitor
                 .stall_age()

@@ -49,8 +49,8 @@ pub struct RunSettings {
     /// The data store server this agent watches, as HOST:PORT (required).
     #[arg(long, env = "VIGIL_SERVER", value_name = "HOST:PORT")]
     pub server: Option<String>,
-    #[arg(long, env = "VIGIL_CONTROLLER", value_name = "URL",
-          help = with_default("The controller's gRPC URL", DEFAULT_CONTROLLER_URL))]
+    #[arg(long, env = "VIGIL_CONTROLLER", value_name = "URL[,URL...]",
+          help = with_default("The controllers' gRPC URLs, comma-separated. The agent talks to one at a time, the one that leads: it tries them in turn, and one that does not lead redirects it to the leader (even one not in this list). While none leads it keeps trying, waiting up to a second between tries", DEFAULT_CONTROLLER_URL))]
     pub controller: Option<String>,
     /// Name of the data store this server belongs to (required).
     #[arg(long, env = "VIGIL_DATASTORE", value_name = "NAME")]

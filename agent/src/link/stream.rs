@@ -1,10 +1,22 @@
-//! The agent's link to the controller: one gRPC bidirectional stream (`AgentLink.Session`).
-//! Hello, verdicts and acks go up; Welcome, desired state and commands come down.
+//! The agent's link to the controllers: one gRPC bidirectional stream (`AgentLink.Session`) at a
+//! time, to the controller that leads. Hello, verdicts and acks go up; Welcome, desired state and
+//! commands come down.
 //!
 //! It runs as its own task and never blocks detection: the daemon publishes the latest verdict
-//! into a watch channel and moves on; while the controller is away, only the newest verdict is
-//! kept. The link reconnects with jittered exponential backoff.
-use std::time::Duration;
+//! into a watch channel and moves on; while no controller is reached, only the newest verdict is
+//! kept.
+//!
+//! Finding the leader: the agent tries the URLs of its list in turn. A controller that does not
+//! lead answers the Hello with a Welcome naming the leader (`redirect`) and ends the session; the
+//! agent connects there next, in or out of its list. One that names no leader (an election is
+//! under way), that cannot be reached, or that welcomes with a lower leadership than the agent
+//! has seen (a deposed leader still running) sends the agent on to the next URL. Every try waits
+//! a jittered backoff that doubles to [`BACKOFF_MAX`] and starts over once a session has lasted,
+//! so a fleet of agents does not hammer the controllers while none leads.
+//!
+//! A change of leader is no fault: it is one info line. Failures are logged as warnings only once
+//! the agent has been without a leader for [`QUIET`], and then once per URL and error.
+use std::{collections::HashMap, time::Duration};
 
 use rand::Rng;
 use tokio::{
@@ -12,7 +24,7 @@ use tokio::{
     time::{Instant, timeout},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::{Streaming, transport::Endpoint};
 use vigil_proto::{
     PROTOCOL_VERSION,
     v1::{
@@ -23,8 +35,15 @@ use vigil_proto::{
 
 use crate::error::{AgentError, Result};
 
+/// The first wait between tries: a redirect is followed almost at once.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The longest wait between tries: a new leader is found within about a second of its election,
+/// and a thousand agents make a thousand tries a second at most while none leads.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A session that lasted this long was no flapping one: the backoff starts over.
+const SESSION_LASTED: Duration = Duration::from_secs(5);
+/// Without a leader for this long, failures are worth a warning: longer than an election takes.
+pub const QUIET: Duration = Duration::from_secs(5);
 const CONNECT_LIMIT: Duration = Duration::from_secs(1);
 const WELCOME_LIMIT: Duration = Duration::from_secs(2);
 /// Messages queued toward the controller; past this, verdicts are dropped (a newer one follows).
@@ -36,10 +55,13 @@ pub struct Link {
     pub verdicts: watch::Sender<Option<v1::Verdict>>,
     /// Command outcomes, sent in order.
     pub acks: mpsc::Sender<v1::CommandAck>,
-    /// Desired state and commands from the controller.
+    /// Welcome (from a leader), desired state and commands from the controller.
     pub inbound: mpsc::Receiver<Down>,
     /// When the controller was last heard from (None: never).
     pub last_heard: watch::Receiver<Option<Instant>>,
+    /// The highest leadership the daemon has admitted: a controller that welcomes the agent with
+    /// a lower one no longer leads, and the link moves on.
+    pub leadership: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,28 +71,43 @@ impl Drop for Link {
     }
 }
 
-struct Shared {
+/// The controller of the current or last session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Leader {
     url: String,
+    leadership: u64,
+}
+
+struct Shared {
+    /// The configured controllers, tried in turn; never empty.
+    urls: Vec<String>,
     hello: v1::Hello,
     verdicts: watch::Receiver<Option<v1::Verdict>>,
     acks: mpsc::Receiver<v1::CommandAck>,
     inbound: mpsc::Sender<Down>,
     last_heard: watch::Sender<Option<Instant>>,
+    leadership: watch::Receiver<u64>,
 }
 
-/// Starts the link task.
-pub fn spawn(url: String, hello: v1::Hello) -> Link {
+/// Starts the link task. `urls` are the controllers' gRPC URLs, checked by the configuration;
+/// an empty list falls back to [`vigil_proto::DEFAULT_CONTROLLER_URL`].
+pub fn spawn(mut urls: Vec<String>, hello: v1::Hello) -> Link {
+    if urls.is_empty() {
+        urls.push(vigil_proto::DEFAULT_CONTROLLER_URL.to_string());
+    }
     let (verdicts, verdicts_rx) = watch::channel(None);
     let (acks, acks_rx) = mpsc::channel(64);
     let (inbound_tx, inbound) = mpsc::channel(64);
     let (heard_tx, last_heard) = watch::channel(None);
+    let (leadership, leadership_rx) = watch::channel(0);
     let shared = Shared {
-        url,
+        urls,
         hello,
         verdicts: verdicts_rx,
         acks: acks_rx,
         inbound: inbound_tx,
         last_heard: heard_tx,
+        leadership: leadership_rx,
     };
     let task = tokio::spawn(run(shared));
     Link {
@@ -78,30 +115,182 @@ pub fn spawn(url: String, hello: v1::Hello) -> Link {
         acks,
         inbound,
         last_heard,
+        leadership,
         task,
+    }
+}
+
+/// Which controller to try next: the one a follower named, else the next of the list.
+#[derive(Debug, Default)]
+struct Targets {
+    next: usize,
+    redirect: Option<String>,
+}
+
+impl Targets {
+    fn next(&mut self, urls: &[String]) -> String {
+        if let Some(url) = self.redirect.take() {
+            return url;
+        }
+        let url = urls[self.next % urls.len()].clone();
+        self.next = (self.next + 1) % urls.len();
+        url
+    }
+}
+
+/// How a try that got a Welcome went.
+enum Welcomed {
+    /// A controller that did not redirect: a leader, or a follower that knows of none and is
+    /// about to end the session (the Welcome alone does not tell them apart; see [`serve`]).
+    Open {
+        welcome: v1::Welcome,
+        tx: mpsc::Sender<v1::AgentMessage>,
+        down: Box<Streaming<v1::ControllerMessage>>,
+    },
+    /// A follower naming its leader's URL.
+    Redirect(String),
+    /// A controller that welcomed with a lower leadership than the agent has seen: a deposed
+    /// leader, or a follower (which holds none).
+    Below { leadership: u64, highest: u64 },
+}
+
+/// What the link knows of the leader, and what it has said of failures.
+#[derive(Debug)]
+struct Watch {
+    /// The controller of the last session that led.
+    leader: Option<Leader>,
+    /// Since when the agent has had no session with a leader (from its start, at first).
+    leaderless_since: Instant,
+    /// What was said of each URL's failures, so that each is said once.
+    said: HashMap<String, String>,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Self {
+            leader: None,
+            leaderless_since: Instant::now(),
+            said: HashMap::new(),
+        }
+    }
+
+    /// A session at `url` turned out to lead: one info line, which names a change of leader.
+    fn led(&mut self, url: &str, welcome: &v1::Welcome) {
+        let now = Leader {
+            url: url.to_string(),
+            leadership: welcome.leadership,
+        };
+        match &self.leader {
+            Some(before) if *before != now => tracing::info!(
+                controller = %url,
+                leadership = welcome.leadership,
+                previous = %before.url,
+                previous_leadership = before.leadership,
+                version = %welcome.controller_version,
+                "controller leader changed"
+            ),
+            _ => tracing::info!(
+                controller = %url,
+                leadership = welcome.leadership,
+                version = %welcome.controller_version,
+                "connected to the controller"
+            ),
+        }
+        self.leader = Some(now);
+        // The next outage is told afresh.
+        self.said.clear();
+    }
+
+    /// The session with the leader ended.
+    fn lost(&mut self) {
+        self.leaderless_since = Instant::now();
+    }
+
+    /// A try of `url` failed with `why`. `lasting`: a failure no retry will mend (another
+    /// protocol version), said at once; others only once the agent has been without a leader
+    /// for [`QUIET`], since a leader's handover looks the same for a moment.
+    fn failed(&mut self, url: &str, why: String, lasting: bool) {
+        let leaderless_for = self.leaderless_since.elapsed();
+        if !lasting && leaderless_for < QUIET {
+            tracing::debug!(controller = %url, error = %why, "controller try failed; trying the next");
+            return;
+        }
+        if self.said.get(url) == Some(&why) {
+            return;
+        }
+        if lasting {
+            tracing::error!(controller = %url, error = %why, "controller link down; retrying with backoff");
+        } else {
+            tracing::warn!(
+                controller = %url,
+                error = %why,
+                leaderless_ms = leaderless_for.as_millis() as u64,
+                "controller link down; retrying with backoff"
+            );
+        }
+        self.said.insert(url.to_string(), why);
     }
 }
 
 async fn run(mut shared: Shared) {
     let mut backoff = BACKOFF_MIN;
-    let mut last_error = String::new();
+    let mut targets = Targets::default();
+    let mut watch = Watch::new();
     loop {
-        let started = Instant::now();
-        let result = session(&mut shared).await;
-        if shared.inbound.is_closed() {
-            return; // the daemon is gone
-        }
-        let error = match result {
-            Ok(()) => AgentError::LinkClosed.to_string(),
-            Err(e) => e.to_string(),
-        };
-        // A session that lasted resets the backoff; a failing one is logged once, not per try.
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = BACKOFF_MIN;
-        }
-        if error != last_error {
-            tracing::warn!(controller = %shared.url, error = %error, "controller link down; retrying with backoff");
-            last_error = error;
+        let url = targets.next(&shared.urls);
+        match welcome(&mut shared, &url).await {
+            Ok(Welcomed::Open { welcome, tx, down }) => {
+                let began = Instant::now();
+                let served = serve(&mut shared, &url, welcome, tx, down, &mut watch).await;
+                if shared.inbound.is_closed() {
+                    return; // the daemon is gone
+                }
+                match served {
+                    Served::Led(end) => {
+                        watch.lost();
+                        if began.elapsed() > SESSION_LASTED {
+                            backoff = BACKOFF_MIN;
+                        }
+                        // Said at debug only: a session that ends is how a leader hands over,
+                        // and the next tries say whether a controller is still to be had.
+                        let why = match end {
+                            Ok(()) => AgentError::LinkClosed.to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::debug!(controller = %url, error = %why, "controller session ended; looking for the leader");
+                    }
+                    Served::Before(AgentError::LinkClosed) => watch.failed(
+                        &url,
+                        "it ended the session after its Welcome: it does not lead and knows of \
+                         no leader"
+                            .into(),
+                        false,
+                    ),
+                    Served::Before(e) => watch.failed(&url, e.to_string(), false),
+                }
+            }
+            Ok(Welcomed::Redirect(to)) => {
+                tracing::debug!(controller = %url, leader = %to, "redirected to the leader");
+                targets.redirect = Some(to);
+            }
+            Ok(Welcomed::Below {
+                leadership,
+                highest,
+            }) => watch.failed(
+                &url,
+                format!(
+                    "it holds leadership {leadership}, below the {highest} this agent has seen: \
+                     it does not lead"
+                ),
+                false,
+            ),
+            Err(e) => {
+                if shared.inbound.is_closed() {
+                    return;
+                }
+                let lasting = matches!(e, AgentError::ProtocolVersion { .. });
+                watch.failed(&url, e.to_string(), lasting);
+            }
         }
         let jitter = rand::rng().random_range(0.5..1.5);
         tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -109,10 +298,11 @@ async fn run(mut shared: Shared) {
     }
 }
 
-async fn session(shared: &mut Shared) -> Result<()> {
-    let endpoint = Endpoint::from_shared(shared.url.clone())
+/// Connects to `url`, says Hello, and reads its Welcome.
+async fn welcome(shared: &mut Shared, url: &str) -> Result<Welcomed> {
+    let endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|error| AgentError::ControllerUrl {
-            url: shared.url.clone(),
+            url: url.to_string(),
             error,
         })?
         .connect_timeout(CONNECT_LIMIT)
@@ -136,35 +326,85 @@ async fn session(shared: &mut Shared) -> Result<()> {
         .await
         .map_err(|s| AgentError::ControllerRefused(s.message().to_string()))?;
     let mut down = response.into_inner();
-    match timeout(WELCOME_LIMIT, down.message()).await {
+    let welcome = match timeout(WELCOME_LIMIT, down.message()).await {
         Err(_) => return Err(AgentError::NoWelcome(WELCOME_LIMIT)),
         Ok(Err(s)) => return Err(AgentError::ControllerRefused(s.message().to_string())),
         Ok(Ok(None)) => return Err(AgentError::LinkClosed),
         Ok(Ok(Some(v1::ControllerMessage {
             msg: Some(Down::Welcome(w)),
-        }))) => {
-            if w.protocol_version != PROTOCOL_VERSION {
-                return Err(AgentError::ProtocolVersion {
-                    ours: PROTOCOL_VERSION,
-                    theirs: w.protocol_version,
-                });
-            }
-            tracing::info!(controller = %shared.url, version = %w.controller_version, "connected to the controller");
-        }
+        }))) => w,
         Ok(Ok(Some(_))) => {
             return Err(AgentError::LinkBroken(
                 "the first message was not a Welcome".into(),
             ));
         }
+    };
+    if welcome.protocol_version != PROTOCOL_VERSION {
+        return Err(AgentError::ProtocolVersion {
+            ours: PROTOCOL_VERSION,
+            theirs: welcome.protocol_version,
+        });
     }
+    // A follower's session ends after its Welcome; dropping `tx` and `down` ends ours.
+    if !welcome.redirect.is_empty() {
+        return Ok(Welcomed::Redirect(welcome.redirect));
+    }
+    let highest = *shared.leadership.borrow();
+    if welcome.leadership < highest {
+        return Ok(Welcomed::Below {
+            leadership: welcome.leadership,
+            highest,
+        });
+    }
+    Ok(Welcomed::Open {
+        welcome,
+        tx,
+        down: Box::new(down),
+    })
+}
+
+/// How long a session that did not redirect must stay open, with nothing sent down, before it
+/// counts as a leader's: a follower that knows of no leader ends it right after its Welcome.
+const LEADS_AFTER: Duration = Duration::from_millis(500);
+
+/// What a session that did not redirect came to.
+enum Served {
+    /// It led, until it ended so.
+    Led(Result<()>),
+    /// It ended before it led: cleanly ([`AgentError::LinkClosed`]), that is a follower with no
+    /// leader to name; otherwise broken.
+    Before(AgentError),
+}
+
+/// Carries a session that did not redirect until it ends: verdicts and acks up at once, desired
+/// state and commands down. It counts as a leader's once something comes down or it has stayed
+/// open for [`LEADS_AFTER`]; only then does the daemon get its Welcome (and its leadership).
+async fn serve(
+    shared: &mut Shared,
+    url: &str,
+    welcome: v1::Welcome,
+    tx: mpsc::Sender<v1::AgentMessage>,
+    mut down: Box<Streaming<v1::ControllerMessage>>,
+    watch: &mut Watch,
+) -> Served {
     shared.last_heard.send_replace(Some(Instant::now()));
-    // Whatever is newest goes first.
+    let mut welcome = Some(welcome);
+    let leads_after = tokio::time::sleep(LEADS_AFTER);
+    tokio::pin!(leads_after);
+    // Whatever is newest goes first: a leader may wait for a verdict before it says anything.
     shared.verdicts.mark_changed();
-    loop {
+    let end = loop {
         tokio::select! {
+            () = &mut leads_after, if welcome.is_some() => {
+                if let Some(w) = welcome.take()
+                    && !lead(shared, url, w, watch).await
+                {
+                    return Served::Led(Ok(()));
+                }
+            }
             changed = shared.verdicts.changed() => {
                 if changed.is_err() {
-                    return Ok(()); // the daemon is gone
+                    break Ok(()); // the daemon is gone
                 }
                 let verdict = *shared.verdicts.borrow_and_update();
                 if let Some(v) = verdict {
@@ -173,21 +413,59 @@ async fn session(shared: &mut Shared) -> Result<()> {
                 }
             }
             Some(ack) = shared.acks.recv() => {
-                tx.send(v1::AgentMessage { msg: Some(Up::Ack(ack)) }).await.map_err(|_| AgentError::LinkClosed)?;
+                if tx.send(v1::AgentMessage { msg: Some(Up::Ack(ack)) }).await.is_err() {
+                    break Err(AgentError::LinkClosed);
+                }
             }
             msg = down.message() => match msg {
                 Ok(Some(v1::ControllerMessage { msg: Some(m) })) => {
                     shared.last_heard.send_replace(Some(Instant::now()));
+                    if let Some(w) = welcome.take()
+                        && !lead(shared, url, w, watch).await
+                    {
+                        return Served::Led(Ok(()));
+                    }
                     if shared.inbound.send(m).await.is_err() {
-                        return Ok(());
+                        break Ok(()); // the daemon is gone
                     }
                 }
                 Ok(Some(v1::ControllerMessage { msg: None })) => {
                     tracing::warn!("the controller sent an empty message; ignoring it");
                 }
-                Ok(None) => return Err(AgentError::LinkClosed),
-                Err(s) => return Err(AgentError::LinkBroken(s.message().to_string())),
+                Ok(None) => break Err(AgentError::LinkClosed),
+                Err(s) => break Err(AgentError::LinkBroken(s.message().to_string())),
             },
         }
+    };
+    match (welcome, end) {
+        (None, end) => Served::Led(end),
+        (Some(_), Ok(())) => Served::Before(AgentError::LinkClosed),
+        (Some(_), Err(e)) => Served::Before(e),
+    }
+}
+
+/// The session at `url` leads: said once, and its Welcome goes to the daemon, which takes in its
+/// leadership. False when the daemon is gone.
+async fn lead(shared: &mut Shared, url: &str, welcome: v1::Welcome, watch: &mut Watch) -> bool {
+    watch.led(url, &welcome);
+    shared.inbound.send(Down::Welcome(welcome)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redirect_is_tried_next_and_then_the_list_goes_on_in_turn() {
+        let urls: Vec<String> = ["http://a:1", "http://b:1", "http://c:1"]
+            .map(String::from)
+            .into();
+        let mut t = Targets::default();
+        assert_eq!(t.next(&urls), "http://a:1");
+        t.redirect = Some("http://leader:9".into());
+        assert_eq!(t.next(&urls), "http://leader:9", "out of the list too");
+        assert_eq!(t.next(&urls), "http://b:1");
+        assert_eq!(t.next(&urls), "http://c:1");
+        assert_eq!(t.next(&urls), "http://a:1");
     }
 }

@@ -90,6 +90,10 @@ pub struct Replication {
     pub link_up: bool,
     /// Seconds since a replica last heard from its primary.
     pub last_io_secs: Option<u64>,
+    /// How long a replica's link has been down by the server's own account
+    /// (`master_link_down_since_seconds`, reported only while it is down). None: up, never up,
+    /// or not reported (Dragonfly).
+    pub link_down_secs: Option<u64>,
     pub sync: SyncState,
     /// A replica's primary.
     pub primary: Option<HostPort>,
@@ -119,6 +123,18 @@ fn number(map: &BTreeMap<String, String>, key: &str) -> Option<u64> {
     map.get(key).and_then(|v| v.trim().parse().ok())
 }
 
+/// Past this many seconds, `master_link_down_since_seconds` counts from the Unix epoch, not from
+/// a link that went down: older servers report `now - 0` for a replica that was never linked
+/// (Redis 7 reports -1, which is no number of seconds either). No link is down for 30 years.
+const NEVER_LINKED_SECS: u64 = 1_000_000_000;
+
+/// `master_link_down_since_seconds`: how long a replica's link has been down. None when the
+/// server does not say (its link is up, or Dragonfly, which does not report it), or says it was
+/// never up (-1, or seconds since the Unix epoch).
+fn link_down_secs(info: &BTreeMap<String, String>) -> Option<u64> {
+    number(info, "master_link_down_since_seconds").filter(|&s| s < NEVER_LINKED_SECS)
+}
+
 /// From the fields of `INFO replication`, either flavour.
 pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replication> {
     let role = parse_role(info.get("role").ok_or(AgentError::NoRoleField)?)?;
@@ -128,6 +144,7 @@ pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replicat
             offset: number(info, "master_repl_offset").unwrap_or(0),
             link_up: true,
             last_io_secs: None,
+            link_down_secs: None,
             sync: SyncState::None,
             primary: None,
             replicas: number(info, "connected_slaves").unwrap_or(0) as u32,
@@ -144,6 +161,7 @@ pub fn replication_from_info(info: &BTreeMap<String, String>) -> Result<Replicat
                     .unwrap_or(0),
                 link_up,
                 last_io_secs: number(info, "master_last_io_seconds_ago"),
+                link_down_secs: link_down_secs(info),
                 sync: if syncing {
                     SyncState::Syncing
                 } else if link_up {
@@ -194,6 +212,7 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication> {
                 offset,
                 link_up: true,
                 last_io_secs: None,
+                link_down_secs: None,
                 sync: SyncState::None,
                 primary: None,
                 replicas: replicas as u32,
@@ -220,6 +239,7 @@ pub fn replication_from_role(reply: &Value) -> Result<Replication> {
                     .unwrap_or(0),
                 link_up: sync == SyncState::Online,
                 last_io_secs: None,
+                link_down_secs: None,
                 sync,
                 primary: Some(HostPort::new(host, port)),
                 replicas: 0,
@@ -288,6 +308,40 @@ mod tests {
         assert_eq!(r.sync, SyncState::Connecting);
         // -1 means "never": not a number of seconds.
         assert_eq!(r.last_io_secs, None);
+    }
+
+    // As redis-server 7.0 reports them (genRedisInfoString): the field only while the link is
+    // down, -1 when it never came up.
+    const REDIS_REPLICA_DOWN_FOR_12S: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n\
+        master_port:7000\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
+        master_sync_in_progress:0\r\nslave_read_repl_offset:5208\r\nslave_repl_offset:5208\r\n\
+        master_link_down_since_seconds:12\r\nslave_priority:100\r\nslave_read_only:1\r\n";
+    const REDIS_REPLICA_NEVER_LINKED: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n\
+        master_port:1\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
+        master_sync_in_progress:0\r\nslave_repl_offset:400\r\nmaster_link_down_since_seconds:-1\r\n";
+    const REDIS_REPLICA_UP: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\n\
+        master_port:7000\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\n\
+        master_sync_in_progress:0\r\nslave_repl_offset:5208\r\n";
+
+    #[test]
+    fn a_replica_says_how_long_its_link_has_been_down_unless_it_never_was_up() {
+        let secs = |text: &str| {
+            replication_from_info(&parse_info(text))
+                .unwrap()
+                .link_down_secs
+        };
+        assert_eq!(secs(REDIS_REPLICA_DOWN_FOR_12S), Some(12));
+        assert_eq!(secs(REDIS_REPLICA_NEVER_LINKED), None, "-1: never");
+        // An older server counting from the Unix epoch: never as well.
+        let from_epoch = REDIS_REPLICA_DOWN_FOR_12S.replace(
+            "master_link_down_since_seconds:12",
+            "master_link_down_since_seconds:1764488400",
+        );
+        assert_eq!(secs(&from_epoch), None);
+        // Up: not reported. Dragonfly does not report it at all: unknown.
+        assert_eq!(secs(REDIS_REPLICA_UP), None);
+        assert_eq!(secs(DRAGONFLY_REPLICA_INFO), None);
+        assert_eq!(secs(REDIS_REPLICA_INFO), None);
     }
 
     #[test]

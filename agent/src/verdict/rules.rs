@@ -442,6 +442,7 @@ mod tests {
             offset: 10,
             link_up: false,
             last_io_secs: Some(30),
+            link_down_secs: Some(30),
             sync: SyncState::Connecting,
             primary: Some(HostPort::new("10.0.0.2", 6379)),
             replicas: 0,

@@ -3,7 +3,9 @@
 //! state and commands to one agent. It repeats each agent's last desired state every 200 ms, as
 //! the protocol asks of a controller, granting a lease on it for the newest verdict it has from
 //! that agent when the test asked for leases; a test can also make it fall silent toward an
-//! agent while the session stays up. (The real controller is the controller issue's.)
+//! agent while the session stays up. Its Welcome carries the leadership a test sets (0 unless
+//! told); started as a follower, it answers every Hello with a Welcome redirecting to a leader
+//! and ends the session. (The real controller is the controller issue's.)
 
 use std::{
     collections::{HashMap, HashSet},
@@ -48,6 +50,8 @@ struct Shared {
     silent: HashSet<String>,
     /// Desired states sent with a lease, by node.
     grants: HashMap<String, u64>,
+    /// The leadership its Welcome claims.
+    leadership: u64,
 }
 
 impl Shared {
@@ -75,6 +79,8 @@ impl Shared {
 struct Service {
     shared: Arc<Mutex<Shared>>,
     welcome_version: u32,
+    /// A follower: the leader's URL its Welcome names.
+    redirect: Option<String>,
 }
 
 #[tonic::async_trait]
@@ -106,13 +112,18 @@ impl AgentLink for Service {
         let welcome = v1::Welcome {
             protocol_version: self.welcome_version,
             controller_version: "stub".into(),
-            ..Default::default()
+            leadership: lock(&self.shared).leadership,
+            redirect: self.redirect.clone().unwrap_or_default(),
         };
         let _ = tx
             .send(Ok(ControllerMessage {
                 msg: Some(Down::Welcome(welcome)),
             }))
             .await;
+        if self.redirect.is_some() {
+            // A follower: the session ends after its Welcome (with `tx`, the stream's sender).
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         lock(&self.shared).agents.insert(node.clone(), tx.clone());
         let shared = Arc::clone(&self.shared);
         let reader_node = node.clone();
@@ -163,6 +174,18 @@ impl StubController {
 
     /// A controller whose Welcome claims protocol `version`.
     pub fn start_speaking(version: u32) -> Result<Self> {
+        Self::start_as(version, None)
+    }
+
+    // Only the agent suite follows leaders; the fence suite shares this module.
+    #[allow(dead_code)]
+    /// A controller that does not lead: its Welcome names `leader` (a URL) and it ends the
+    /// session.
+    pub fn start_redirecting(leader: &str) -> Result<Self> {
+        Self::start_as(vigil_proto::PROTOCOL_VERSION, Some(leader.to_string()))
+    }
+
+    fn start_as(version: u32, redirect: Option<String>) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -173,6 +196,7 @@ impl StubController {
         let service = Service {
             shared: Arc::clone(&shared),
             welcome_version: version,
+            redirect,
         };
         runtime.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -255,6 +279,25 @@ impl StubController {
             .collect()
     }
 
+    // Only the agent suite follows leaders; the fence suite shares this module.
+    #[allow(dead_code)]
+    /// Every message from `node` received so far, in order.
+    pub fn received(&self, node: &str) -> Vec<Up> {
+        lock(&self.shared)
+            .received
+            .iter()
+            .filter(|(n, _)| n == node)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    // Only the agent suite follows leaders; the fence suite shares this module.
+    #[allow(dead_code)]
+    /// The leadership the Welcome of every session from now on claims.
+    pub fn lead_at(&self, leadership: u64) {
+        lock(&self.shared).leadership = leadership;
+    }
+
     /// Moves the cursor past everything received so far.
     pub fn skip_received(&mut self) {
         self.cursor = lock(&self.shared).received.len();
@@ -333,11 +376,24 @@ impl StubController {
         lock(&self.shared).silent.insert(node.to_string());
     }
 
+    /// Sends a command at leadership 0, as a single controller without etcd does.
     pub fn command(
         &self,
         node: &str,
         id: u64,
         epoch: u64,
+        action: Option<v1::command::Action>,
+    ) -> Result<()> {
+        self.command_at(node, id, epoch, 0, action)
+    }
+
+    /// Sends a command claiming `leadership`.
+    pub fn command_at(
+        &self,
+        node: &str,
+        id: u64,
+        epoch: u64,
+        leadership: u64,
         action: Option<v1::command::Action>,
     ) -> Result<()> {
         self.send(
@@ -346,7 +402,7 @@ impl StubController {
                 id,
                 epoch,
                 action,
-                leadership: 0,
+                leadership,
             }),
         )
     }
