@@ -8,9 +8,10 @@
 //!
 //! Finding the leader: the agent tries the URLs of its list in turn. A controller that does not
 //! lead answers the Hello with a Welcome naming the leader (`redirect`) and ends the session; the
-//! agent connects there next, in or out of its list. One that names no leader (an election is
-//! under way), that cannot be reached, or that welcomes with a lower leadership than the agent
-//! has seen (a deposed leader still running) sends the agent on to the next URL. Every try waits
+//! agent connects there next, in or out of its list. One that knows of no leader (an election is
+//! under way) answers UNAVAILABLE; it, one that cannot be reached, and one that welcomes with a
+//! lower leadership than the agent has seen (a deposed leader still running) send the agent on
+//! to the next URL. A Welcome without a redirect is a leader's. Every try waits
 //! a jittered backoff that doubles to [`BACKOFF_MAX`] and starts over once a session has lasted,
 //! so a fleet of agents does not hammer the controllers while none leads.
 //!
@@ -140,8 +141,7 @@ impl Targets {
 
 /// How a try that got a Welcome went.
 enum Welcomed {
-    /// A controller that did not redirect: a leader, or a follower that knows of none and is
-    /// about to end the session (the Welcome alone does not tell them apart; see [`serve`]).
+    /// The leader.
     Open {
         welcome: v1::Welcome,
         tx: mpsc::Sender<v1::AgentMessage>,
@@ -245,29 +245,17 @@ async fn run(mut shared: Shared) {
                 if shared.inbound.is_closed() {
                     return; // the daemon is gone
                 }
-                match served {
-                    Served::Led(end) => {
-                        watch.lost();
-                        if began.elapsed() > SESSION_LASTED {
-                            backoff = BACKOFF_MIN;
-                        }
-                        // Said at debug only: a session that ends is how a leader hands over,
-                        // and the next tries say whether a controller is still to be had.
-                        let why = match end {
-                            Ok(()) => AgentError::LinkClosed.to_string(),
-                            Err(e) => e.to_string(),
-                        };
-                        tracing::debug!(controller = %url, error = %why, "controller session ended; looking for the leader");
-                    }
-                    Served::Before(AgentError::LinkClosed) => watch.failed(
-                        &url,
-                        "it ended the session after its Welcome: it does not lead and knows of \
-                         no leader"
-                            .into(),
-                        false,
-                    ),
-                    Served::Before(e) => watch.failed(&url, e.to_string(), false),
+                watch.lost();
+                if began.elapsed() > SESSION_LASTED {
+                    backoff = BACKOFF_MIN;
                 }
+                // Said at debug only: a session that ends is how a leader hands over, and the
+                // next tries say whether a controller is still to be had.
+                let why = match served {
+                    Ok(()) => AgentError::LinkClosed.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::debug!(controller = %url, error = %why, "controller session ended; looking for the leader");
             }
             Ok(Welcomed::Redirect(to)) => {
                 tracing::debug!(controller = %url, leader = %to, "redirected to the leader");
@@ -363,22 +351,8 @@ async fn welcome(shared: &mut Shared, url: &str) -> Result<Welcomed> {
     })
 }
 
-/// How long a session that did not redirect must stay open, with nothing sent down, before it
-/// counts as a leader's: a follower that knows of no leader ends it right after its Welcome.
-const LEADS_AFTER: Duration = Duration::from_millis(500);
-
-/// What a session that did not redirect came to.
-enum Served {
-    /// It led, until it ended so.
-    Led(Result<()>),
-    /// It ended before it led: cleanly ([`AgentError::LinkClosed`]), that is a follower with no
-    /// leader to name; otherwise broken.
-    Before(AgentError),
-}
-
-/// Carries a session that did not redirect until it ends: verdicts and acks up at once, desired
-/// state and commands down. It counts as a leader's once something comes down or it has stayed
-/// open for [`LEADS_AFTER`]; only then does the daemon get its Welcome (and its leadership).
+/// Carries the leader's session until it ends: its Welcome to the daemon first (which takes in
+/// its leadership), then verdicts and acks up as they come, desired state and commands down.
 async fn serve(
     shared: &mut Shared,
     url: &str,
@@ -386,25 +360,18 @@ async fn serve(
     tx: mpsc::Sender<v1::AgentMessage>,
     mut down: Box<Streaming<v1::ControllerMessage>>,
     watch: &mut Watch,
-) -> Served {
+) -> Result<()> {
     shared.last_heard.send_replace(Some(Instant::now()));
-    let mut welcome = Some(welcome);
-    let leads_after = tokio::time::sleep(LEADS_AFTER);
-    tokio::pin!(leads_after);
+    if !lead(shared, url, welcome, watch).await {
+        return Ok(()); // the daemon is gone
+    }
     // Whatever is newest goes first: a leader may wait for a verdict before it says anything.
     shared.verdicts.mark_changed();
-    let end = loop {
+    loop {
         tokio::select! {
-            () = &mut leads_after, if welcome.is_some() => {
-                if let Some(w) = welcome.take()
-                    && !lead(shared, url, w, watch).await
-                {
-                    return Served::Led(Ok(()));
-                }
-            }
             changed = shared.verdicts.changed() => {
                 if changed.is_err() {
-                    break Ok(()); // the daemon is gone
+                    return Ok(()); // the daemon is gone
                 }
                 let verdict = *shared.verdicts.borrow_and_update();
                 if let Some(v) = verdict {
@@ -414,33 +381,23 @@ async fn serve(
             }
             Some(ack) = shared.acks.recv() => {
                 if tx.send(v1::AgentMessage { msg: Some(Up::Ack(ack)) }).await.is_err() {
-                    break Err(AgentError::LinkClosed);
+                    return Err(AgentError::LinkClosed);
                 }
             }
             msg = down.message() => match msg {
                 Ok(Some(v1::ControllerMessage { msg: Some(m) })) => {
                     shared.last_heard.send_replace(Some(Instant::now()));
-                    if let Some(w) = welcome.take()
-                        && !lead(shared, url, w, watch).await
-                    {
-                        return Served::Led(Ok(()));
-                    }
                     if shared.inbound.send(m).await.is_err() {
-                        break Ok(()); // the daemon is gone
+                        return Ok(()); // the daemon is gone
                     }
                 }
                 Ok(Some(v1::ControllerMessage { msg: None })) => {
                     tracing::warn!("the controller sent an empty message; ignoring it");
                 }
-                Ok(None) => break Err(AgentError::LinkClosed),
-                Err(s) => break Err(AgentError::LinkBroken(s.message().to_string())),
+                Ok(None) => return Err(AgentError::LinkClosed),
+                Err(s) => return Err(AgentError::LinkBroken(s.message().to_string())),
             },
         }
-    };
-    match (welcome, end) {
-        (None, end) => Served::Led(end),
-        (Some(_), Ok(())) => Served::Before(AgentError::LinkClosed),
-        (Some(_), Err(e)) => Served::Before(e),
     }
 }
 

@@ -87,6 +87,11 @@ impl AgentLink for AgentLinkService {
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let reconciler = match self.registry.get_or_start(&hello.datastore).await {
             Ok(r) => r,
+            // A follower that knows of no leader (an election under way, etcd down) has nowhere
+            // to send the agent: it is unavailable, and the agent tries another.
+            Err(e @ ControllerError::NotLeader { leader: None }) => {
+                return Err(Status::unavailable(e.to_string()));
+            }
             // A follower sends the agent to the leader: the Welcome names it, and the session
             // ends there (the agent connects to the leader itself; nothing is relayed).
             Err(ControllerError::NotLeader { leader }) => {
