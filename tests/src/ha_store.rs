@@ -4,11 +4,10 @@
 //! controllers that can be killed, paused and restarted one by one.
 //!
 //! [`VigilStore`]: crate::VigilStore
-use anyhow::{Result, anyhow, bail};
-use nix::sys::signal::Signal;
+use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use crate::{Agent, Controller, EtcdCluster, RedisServer, WAIT, free_port, wait_until};
+use crate::{Agent, Controller, EtcdCluster, RedisServer, Servers, WAIT, wait_until};
 
 /// Controllers and etcd members in a trio: three, so one of each can be lost with a quorum left.
 pub const TRIO: usize = 3;
@@ -120,7 +119,7 @@ pub struct HaStore {
     // Dropped in this order: agents and controllers stop before the servers they watch, etcd last.
     pub agents: Vec<Agent>,
     pub trio: ControllerTrio,
-    pub servers: Vec<Option<RedisServer>>,
+    pub servers: Servers,
     pub name: String,
     pub ports: Vec<u16>,
 }
@@ -130,16 +129,8 @@ impl HaStore {
     /// `agent_args`), and waits (bounded) until every node is healthy and linked at the leader.
     pub fn start(name: &str, controller_args: &[&str], agent_args: &[&str]) -> Result<Self> {
         let trio = ControllerTrio::start(controller_args)?;
-        let primary = RedisServer::start()?;
-        let p = primary.port.to_string();
-        let mut servers = vec![Some(primary)];
-        for _ in 1..TRIO {
-            servers.push(Some(RedisServer::start_with(
-                free_port()?,
-                &["--replicaof", "127.0.0.1", &p],
-            )?));
-        }
-        let ports: Vec<u16> = servers.iter().flatten().map(|s| s.port).collect();
+        let servers = Servers::start(TRIO - 1)?;
+        let ports = servers.ports();
         let urls = trio.urls();
         let mut agents = Vec::new();
         for (i, port) in ports.iter().enumerate() {
@@ -251,47 +242,21 @@ impl HaStore {
     }
 
     pub fn server(&self, i: usize) -> Result<&RedisServer> {
-        self.servers
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| anyhow!("server {i} is not running"))
+        self.servers.server(i)
     }
 
     /// kill -9 of server `i`, waiting for it to be gone.
     pub fn kill_server(&mut self, i: usize) -> Result<()> {
-        if let Some(s) = self.servers.get_mut(i).and_then(Option::as_mut) {
-            s.signal(Signal::SIGKILL)?;
-            s.wait_exit()?;
-        }
-        if let Some(slot) = self.servers.get_mut(i) {
-            *slot = None;
-        }
-        Ok(())
+        self.servers.kill(i)
     }
 
     /// Starts server `i` again on its port, as a lone primary (the controller demotes it).
     pub fn restart_server(&mut self, i: usize) -> Result<()> {
-        let Some(&port) = self.ports.get(i) else {
-            bail!("server {i} does not exist");
-        };
-        self.servers[i] = Some(RedisServer::start_on(port)?);
-        Ok(())
+        self.servers.restart(i)
     }
 
     /// The role server `i` reports (`ROLE`): `"master"`, or `"slave"` with its primary's port.
     pub fn role(&self, i: usize) -> Result<(String, Option<u16>)> {
-        let mut c = self.server(i)?.connect()?;
-        let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
-        let text = |v: Option<&redis::Value>| match v {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(redis::Value::SimpleString(s)) => s.clone(),
-            _ => String::new(),
-        };
-        let kind = text(role.first());
-        let primary_port = match (kind.as_str(), role.get(2)) {
-            ("slave", Some(redis::Value::Int(p))) => u16::try_from(*p).ok(),
-            _ => None,
-        };
-        Ok((kind, primary_port))
+        self.servers.role(i)
     }
 }

@@ -13,6 +13,7 @@
 //! - `etcd`: [`EtcdCluster`], a real etcd cluster whose members tests kill and restart.
 //! - `fence`: [`PinnedFence`], the fence an agent pins for a port, and [`RawClient`], which tells
 //!   exactly what a server (or the fence in front of it) sent back.
+//! - `servers`: [`Servers`], a data store's redis-servers by index, killed and started again.
 //! - `store`: [`VigilStore`], a primary and replicas with an agent beside each and a controller.
 //! - `ha_store`: [`ControllerTrio`], three controllers on one [`EtcdCluster`], and [`HaStore`], a
 //!   primary and two replicas with an agent each reporting to the trio.
@@ -38,6 +39,7 @@ mod netns;
 mod public_bin;
 mod redis_server;
 pub mod safety;
+mod servers;
 mod store;
 mod watch;
 
@@ -67,6 +69,7 @@ pub use log::Log;
 pub use netns::NetNs;
 pub use public_bin::PublicBin;
 pub use redis_server::RedisServer;
+pub use servers::Servers;
 pub use store::VigilStore;
 pub use watch::Watch;
 

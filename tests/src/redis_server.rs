@@ -110,12 +110,23 @@ impl RedisServer {
 
     /// What ROLE says first: "master" or "slave".
     pub fn role(&self) -> Result<String> {
+        Ok(self.role_and_primary()?.0)
+    }
+
+    /// What ROLE says: "master", or "slave" with its primary's port.
+    pub fn role_and_primary(&self) -> Result<(String, Option<u16>)> {
         let mut c = self.connect()?;
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c)?;
-        Ok(match role.first() {
+        let kind = match role.first() {
             Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
             other => format!("{other:?}"),
-        })
+        };
+        let primary_port = match (kind.as_str(), role.get(2)) {
+            ("slave", Some(redis::Value::Int(p))) => u16::try_from(*p).ok(),
+            _ => None,
+        };
+        Ok((kind, primary_port))
     }
 
     pub fn ping(&self) -> Result<()> {

@@ -1,9 +1,8 @@
 //! [`VigilStore`]: a data store run by vigil on 127.0.0.1 (a primary and replicas of
 //! redis-server, an agent beside each, a controller), with faults a test or bench can inject.
 use anyhow::{Result, anyhow};
-use nix::sys::signal::Signal;
 
-use crate::{Agent, Controller, RedisServer, free_port};
+use crate::{Agent, Controller, RedisServer, Servers};
 
 /// A data store run by vigil: one primary and `replicas` replicas of real redis-server, an agent
 /// beside each, and a controller, all on 127.0.0.1.
@@ -11,7 +10,7 @@ pub struct VigilStore {
     // Dropped in this order: agents and controller stop before the servers they watch.
     pub agents: Vec<Agent>,
     pub controller: Controller,
-    pub servers: Vec<Option<RedisServer>>,
+    pub servers: Servers,
     pub name: String,
     pub ports: Vec<u16>,
     _dir: tempfile::TempDir,
@@ -27,16 +26,8 @@ impl VigilStore {
     ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-store-").tempdir()?;
         let controller = Controller::start(dir.path(), controller_args)?;
-        let primary = RedisServer::start()?;
-        let p = primary.port.to_string();
-        let mut servers = vec![Some(primary)];
-        for _ in 0..replicas {
-            servers.push(Some(RedisServer::start_with(
-                free_port()?,
-                &["--replicaof", "127.0.0.1", &p],
-            )?));
-        }
-        let ports: Vec<u16> = servers.iter().flatten().map(|s| s.port).collect();
+        let servers = Servers::start(replicas)?;
+        let ports = servers.ports();
         let mut agents = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let server = format!("127.0.0.1:{port}");
@@ -80,29 +71,17 @@ impl VigilStore {
     }
 
     pub fn server(&self, i: usize) -> Result<&RedisServer> {
-        self.servers
-            .get(i)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| anyhow!("server {i} is not running"))
+        self.servers.server(i)
     }
 
     /// kill -9 of server `i`, waiting for it to be gone.
     pub fn kill(&mut self, i: usize) -> Result<()> {
-        if let Some(s) = self.servers.get_mut(i).and_then(Option::as_mut) {
-            s.signal(Signal::SIGKILL)?;
-            s.wait_exit()?;
-        }
-        if let Some(slot) = self.servers.get_mut(i) {
-            *slot = None;
-        }
-        Ok(())
+        self.servers.kill(i)
     }
 
     /// Starts server `i` again on its port, as a lone primary (the controller demotes it).
     pub fn restart(&mut self, i: usize) -> Result<()> {
-        let server = RedisServer::start_on(self.ports[i])?;
-        self.servers[i] = Some(server);
-        Ok(())
+        self.servers.restart(i)
     }
 
     /// Failovers the controller has started so far, by its log.

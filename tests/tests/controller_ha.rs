@@ -109,6 +109,53 @@ fn old_primary_rejoins(s: &mut HaStore, old: usize, new: usize, epoch: u64) -> R
     Ok(())
 }
 
+/// Clients may list every controller as a sentinel: each serves the primary, each names the
+/// others in `SENTINEL sentinels`, and `vigil status` works on a follower too, saying who leads.
+#[test]
+fn every_controller_serves_the_primary_and_names_the_others() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let s = start()?;
+    let leader = s.leader()?;
+    let leader_name = s
+        .controller(leader)?
+        .name()
+        .ok_or_else(|| anyhow!("the leader has no name"))?
+        .to_string();
+    for i in 0..3 {
+        let c = s.controller(i)?;
+        wait_until(WAIT, "the controller to serve the primary", || {
+            (s.sentinel_primary(i).ok().flatten() == Some(s.ports[0])).then_some(())
+        })
+        .with_context(|| format!("controller c{i}"))?;
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.sentinel))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let others: Vec<Vec<String>> = redis::cmd("SENTINEL")
+            .arg("sentinels")
+            .arg(DS)
+            .query(&mut conn)?;
+        let mut ports: Vec<u16> = others
+            .iter()
+            .filter_map(|fields| {
+                let port = fields.chunks(2).find(|kv| kv[0] == "port")?;
+                port.get(1)?.parse().ok()
+            })
+            .collect();
+        ports.sort_unstable();
+        let mut want: Vec<u16> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| s.controller(j).map(|c| c.sentinel))
+            .collect::<Result<_>>()?;
+        want.sort_unstable();
+        assert_eq!(ports, want, "c{i} names the other two controllers");
+        let st = c.status(DS)?;
+        assert_eq!(st["primary"], node(0), "c{i}: {st}");
+        assert_eq!(st["leading"], i == leader, "c{i}: {st}");
+        assert_eq!(st["leader"], leader_name.as_str(), "c{i}: {st}");
+    }
+    Ok(())
+}
+
 #[test]
 fn kill_9_of_the_leading_controller_hands_over_without_a_failover() -> Result<()> {
     require_root();

@@ -66,6 +66,41 @@ pub(crate) fn entries(lines: &[String]) -> Vec<(SystemTime, Value)> {
         .collect()
 }
 
+/// The timeline's first lines, from the primary's agent's log: the fault (kill -9 of the
+/// redis-server on `port` at `fault_wall`, `fault_mono`), when the kernel saw the process exit,
+/// and when the agent reported DOWN.
+pub(crate) fn agent_timeline(
+    agent_log: &[String],
+    port: u16,
+    fault_wall: SystemTime,
+    fault_mono: u64,
+) {
+    println!(
+        "  {:>11}  fault: kill -9 sent to redis-server 127.0.0.1:{port}",
+        "0.0 ms"
+    );
+    let agent = entries(agent_log);
+    if let Some(kernel_ns) = agent.iter().find_map(|(_, v)| {
+        let f = &v["fields"];
+        (f["event"] == "exited").then(|| {
+            serde_json::from_str::<Value>(f["detail"].as_str()?).ok()?["kernel_ns"].as_u64()
+        })?
+    }) {
+        let d = kernel_ns.saturating_sub(fault_mono) as f64 / 1e6;
+        println!("  {d:>8.1} ms  kernel: the agent saw the process exit (eBPF sched_process_exit)");
+    }
+    if let Some((t, _)) = agent.iter().find(|(t, v)| {
+        *t >= fault_wall
+            && v["fields"]["message"] == "verdict changed"
+            && v["fields"]["health"] == "DOWN"
+    }) {
+        println!(
+            "  {}  verdict: the agent reported DOWN",
+            ms_since(fault_wall, *t)
+        );
+    }
+}
+
 pub(crate) fn ms_since(fault: SystemTime, at: SystemTime) -> String {
     match at.duration_since(fault) {
         Ok(d) => format!("{:>8.1} ms", d.as_secs_f64() * 1000.0),
@@ -166,30 +201,12 @@ pub fn run() -> Result<()> {
     store.controller.log.wait_for("failover finished")?;
 
     step("timeline, from the fault");
-    println!(
-        "  {:>11}  fault: kill -9 sent to redis-server 127.0.0.1:{old_port}",
-        "0.0 ms"
+    agent_timeline(
+        &store.agents[primary].log.lines(),
+        old_port,
+        fault_wall,
+        fault_mono,
     );
-    let agent = entries(&store.agents[primary].log.lines());
-    if let Some(kernel_ns) = agent.iter().find_map(|(_, v)| {
-        let f = &v["fields"];
-        (f["event"] == "exited").then(|| {
-            serde_json::from_str::<Value>(f["detail"].as_str()?).ok()?["kernel_ns"].as_u64()
-        })?
-    }) {
-        let d = kernel_ns.saturating_sub(fault_mono) as f64 / 1e6;
-        println!("  {d:>8.1} ms  kernel: the agent saw the process exit (eBPF sched_process_exit)");
-    }
-    if let Some((t, _)) = agent.iter().find(|(t, v)| {
-        *t >= fault_wall
-            && v["fields"]["message"] == "verdict changed"
-            && v["fields"]["health"] == "DOWN"
-    }) {
-        println!(
-            "  {}  verdict: the agent reported DOWN",
-            ms_since(fault_wall, *t)
-        );
-    }
     let controller = entries(&store.controller.log.lines());
     for (message, label) in [
         (

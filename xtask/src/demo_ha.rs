@@ -11,12 +11,14 @@ use std::{
 };
 
 use anyhow::Result;
-use serde_json::Value;
 use vigil_tests::{HaStore, Leadership, WAIT, wait_until, workspace_bin};
 
 use crate::{
     bench::controller_ha::{check_controller_has_etcd, next_leader},
-    demo::{catch_interrupt, entries, heading, interrupted, monotonic_ns, ms_since, step},
+    demo::{
+        agent_timeline, catch_interrupt, entries, heading, interrupted, monotonic_ns, ms_since,
+        step,
+    },
 };
 
 const NAME: &str = "demo";
@@ -126,30 +128,12 @@ pub fn run() -> Result<()> {
     store.controller(next)?.log.wait_for("failover_finished")?;
 
     step("timeline, from the primary's kill");
-    println!(
-        "  {:>11}  fault: kill -9 sent to redis-server 127.0.0.1:{old_port}",
-        "0.0 ms"
+    agent_timeline(
+        &store.agents[primary].log.lines(),
+        old_port,
+        fault_wall,
+        fault_mono,
     );
-    let agent = entries(&store.agents[primary].log.lines());
-    if let Some(kernel_ns) = agent.iter().find_map(|(_, v)| {
-        let f = &v["fields"];
-        (f["event"] == "exited").then(|| {
-            serde_json::from_str::<Value>(f["detail"].as_str()?).ok()?["kernel_ns"].as_u64()
-        })?
-    }) {
-        let d = kernel_ns.saturating_sub(fault_mono) as f64 / 1e6;
-        println!("  {d:>8.1} ms  kernel: the agent saw the process exit (eBPF sched_process_exit)");
-    }
-    if let Some((t, _)) = agent.iter().find(|(t, v)| {
-        *t >= fault_wall
-            && v["fields"]["message"] == "verdict changed"
-            && v["fields"]["health"] == "DOWN"
-    }) {
-        println!(
-            "  {}  verdict: the agent reported DOWN",
-            ms_since(fault_wall, *t)
-        );
-    }
     let leader_log = entries(&store.controller(next)?.log.lines());
     for (event, label) in [
         (

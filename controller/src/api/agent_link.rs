@@ -28,6 +28,9 @@ use crate::{
 
 /// An agent has this long to say hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(5);
+/// How long a follower holds an agent's hello while nobody is known to lead: about an election,
+/// and shorter than the agent waits for its Welcome.
+const HOLD_FOR_LEADER: Duration = Duration::from_millis(1_500);
 /// Messages queued toward one agent; past this the reconciler drops (desired state is re-sent).
 const OUTBOX: usize = 256;
 
@@ -45,6 +48,31 @@ impl AgentLinkService {
         Self {
             registry,
             sessions: AtomicU64::new(1),
+        }
+    }
+}
+
+impl AgentLinkService {
+    /// The reconciler of `datastore` if this controller leads, or who leads. While nobody is
+    /// known to lead (an election under way), the hello is held for up to [`HOLD_FOR_LEADER`]
+    /// and answered as soon as someone is elected: the agent then goes straight to the new
+    /// leader instead of polling the controllers until one knows it.
+    async fn reconciler_or_leader(
+        &self,
+        datastore: &str,
+    ) -> Result<mpsc::Sender<Input>, ControllerError> {
+        let leadership = &self.registry.leadership;
+        let mut changes = leadership.leader_changes();
+        let deadline = tokio::time::Instant::now() + HOLD_FOR_LEADER;
+        loop {
+            changes.borrow_and_update();
+            match self.registry.get_or_start(datastore).await {
+                Err(ControllerError::NotLeader { leader: None })
+                    if tokio::time::timeout_at(deadline, changes.changed())
+                        .await
+                        .is_ok_and(|r| r.is_ok()) => {}
+                other => return other,
+            }
         }
     }
 }
@@ -85,10 +113,10 @@ impl AgentLink for AgentLinkService {
         }
         let info = NodeInfo::try_from(&hello).map_err(refused)?;
         let (outbox, rx) = mpsc::channel(OUTBOX);
-        let reconciler = match self.registry.get_or_start(&hello.datastore).await {
+        let reconciler = match self.reconciler_or_leader(&hello.datastore).await {
             Ok(r) => r,
-            // A follower that knows of no leader (an election under way, etcd down) has nowhere
-            // to send the agent: it is unavailable, and the agent tries another.
+            // A follower that has known of no leader for a while (etcd down) has nowhere to send
+            // the agent: it is unavailable, and the agent tries another.
             Err(e @ ControllerError::NotLeader { leader: None }) => {
                 return Err(Status::unavailable(e.to_string()));
             }

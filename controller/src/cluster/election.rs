@@ -4,7 +4,7 @@
 //! thought it did) steps down first, then a new session begins after a bounded backoff.
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use etcd_client::{Client, KeyValue, PutOptions};
+use etcd_client::{Client, EventType, KeyValue, PutOptions, WatchOptions};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -214,6 +214,14 @@ impl Election {
                     let Some(kv) = kv else {
                         break Err(etcd_error("observing the election", "the observer stopped"));
                     };
+                    let Some(kv) = kv else {
+                        // The leader's key is gone: nobody leads until the next one is elected.
+                        if term.is_some() {
+                            break Err(ControllerError::Deposed);
+                        }
+                        self.leadership.set_leader(None);
+                        continue;
+                    };
                     if let Some(t) = &term && kv.key() != t.key.as_slice() {
                         break Err(ControllerError::Deposed);
                     }
@@ -254,18 +262,42 @@ async fn campaign_with(
     c.campaign(election, value, lease).await
 }
 
-/// Sends each leader etcd's election proclaims (its key and value), in order. etcd answers an
-/// observer only once there is a leader, so this waits unbounded; a broken stream is opened
-/// again (on whichever member answers) after a pause. The session aborts it.
-async fn observe(client: Client, election: String, seen: mpsc::Sender<KeyValue>) {
+/// Sends each leader etcd's election proclaims (its key and value), in order, and `None` when
+/// that leader's key is deleted (its lease ran out or was revoked), so that no controller keeps
+/// naming a dead leader while the next is elected. etcd answers an observer only once there is
+/// a leader, so this waits unbounded; a broken stream is opened again (on whichever member
+/// answers) after a pause. The session aborts it.
+async fn observe(client: Client, election: String, seen: mpsc::Sender<Option<KeyValue>>) {
     let mut c = client;
     loop {
-        if let Ok(mut stream) = c.observe(election.clone()).await {
-            while let Ok(Some(r)) = stream.message().await {
-                if let Some(kv) = r.kv()
-                    && seen.send(kv.clone()).await.is_err()
-                {
-                    return;
+        if let Ok(mut leaders) = c.observe(election.clone()).await {
+            let mut gone: Option<etcd_client::WatchStream> = None;
+            loop {
+                tokio::select! {
+                    leader = leaders.message() => {
+                        let Ok(Some(r)) = leader else { break };
+                        let Some(kv) = r.kv() else { continue };
+                        let from = WatchOptions::new().with_start_revision(kv.mod_revision() + 1);
+                        gone = c.watch(kv.key(), Some(from)).await.ok();
+                        if seen.send(Some(kv.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    change = async {
+                        match gone.as_mut() {
+                            Some(w) => w.message().await,
+                            None => std::future::pending().await,
+                        }
+                    } => match change {
+                        Ok(Some(r)) if r.events().iter().any(|e| e.event_type() == EventType::Delete) => {
+                            gone = None;
+                            if seen.send(None).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        _ => gone = None,
+                    },
                 }
             }
         }
@@ -276,7 +308,7 @@ async fn observe(client: Client, election: String, seen: mpsc::Sender<KeyValue>)
 /// Keeps the published list of the other controllers' Sentinel endpoints as etcd has it. Ends on
 /// an error (its caller starts it again).
 async fn watch_members(client: Client, keys: Keys, me: String, published: Arc<Published>) {
-    use etcd_client::{GetOptions, WatchOptions};
+    use etcd_client::GetOptions;
     let prefix = keys.controllers();
     let mut c = client;
     loop {

@@ -41,6 +41,8 @@ pub struct Leadership {
     valid_until_ms: AtomicU64,
     /// The controller that leads, as last observed (this one, another, or none).
     leader: RwLock<Option<ControllerInfo>>,
+    /// Bumped whenever who leads changes, for those waiting to learn of a leader.
+    leader_changes: watch::Sender<u64>,
 }
 
 impl Leadership {
@@ -65,6 +67,7 @@ impl Leadership {
             base: Instant::now(),
             valid_until_ms: AtomicU64::new(0),
             leader: RwLock::new(None),
+            leader_changes: watch::channel(0).0,
         })
     }
 
@@ -97,9 +100,10 @@ impl Leadership {
     /// Elected: `term` is valid until `until`.
     pub(crate) fn lead(&self, term: Term, until: Instant) {
         self.renewed(until);
+        self.term.send_replace(Some(Arc::new(term)));
+        // After the term: whoever wakes on this change finds this controller leading.
         let me = self.me.clone();
         self.set_leader(Some(me));
-        self.term.send_replace(Some(Arc::new(term)));
     }
 
     /// The leader lease was renewed: valid until `until`.
@@ -111,10 +115,9 @@ impl Leadership {
     pub(crate) fn step_down(&self) {
         self.valid_until_ms.store(0, Ordering::Release);
         self.term.send_replace(None);
-        let mut leader = self.leader.write().unwrap_or_else(|p| p.into_inner());
-        if leader.as_ref().is_some_and(|l| l.name == self.me.name) {
+        if self.leader().is_some_and(|l| l.name == self.me.name) {
             // Nobody is known to lead until the election says who.
-            *leader = None;
+            self.set_leader(None);
         }
     }
 
@@ -128,6 +131,12 @@ impl Leadership {
 
     pub(crate) fn set_leader(&self, leader: Option<ControllerInfo>) {
         *self.leader.write().unwrap_or_else(|p| p.into_inner()) = leader;
+        self.leader_changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes whenever who leads changes (as observed, or because this controller was elected).
+    pub fn leader_changes(&self) -> watch::Receiver<u64> {
+        self.leader_changes.subscribe()
     }
 }
 
