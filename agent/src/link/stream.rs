@@ -11,7 +11,8 @@
 //! agent connects there next, in or out of its list. One that knows of no leader (an election is
 //! under way) answers UNAVAILABLE; it, one that cannot be reached, and one that welcomes with a
 //! lower leadership than the agent has seen (a deposed leader still running) send the agent on
-//! to the next URL. A Welcome without a redirect is a leader's. Every try waits
+//! to the next URL. A Welcome without a redirect is a leader's. While an election is under
+//! way, a follower holds the Hello until the new leader is known, and redirects then. Every try waits
 //! a jittered backoff that doubles to [`BACKOFF_MAX`] and starts over once a session has lasted,
 //! so a fleet of agents does not hammer the controllers while none leads.
 //!
@@ -38,9 +39,12 @@ use crate::error::{AgentError, Result};
 
 /// The first wait between tries: a redirect is followed almost at once.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// The longest wait between tries: a new leader is found within about a second of its election,
-/// and a thousand agents make a thousand tries a second at most while none leads.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The longest wait between tries: short, because the new leader is elected a second or so
+/// after the old one died and the agent should reach it at once (its server may be the primary
+/// to fail over). It does not make a fleet hammer the controllers: while none leads, a follower
+/// holds each hello until one is elected (up to 1.5 s), so only controllers that cannot be
+/// reached at all are tried this often.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(250);
 /// A session that lasted this long was no flapping one: the backoff starts over.
 const SESSION_LASTED: Duration = Duration::from_secs(5);
 /// Without a leader for this long, failures are worth a warning: longer than an election takes.
