@@ -127,6 +127,8 @@ impl Election {
             tokio::time::interval((ttl(grant.ttl()) / 4).max(Duration::from_millis(50)));
         let mut sent: VecDeque<Instant> = VecDeque::new();
         let mut term: Option<Term> = None;
+        // The election key of the leader last observed.
+        let mut observed: Option<Vec<u8>> = None;
         let mut members = tokio::spawn(watch_members(
             self.client.clone(),
             self.keys.clone(),
@@ -214,14 +216,21 @@ impl Election {
                     let Some(kv) = kv else {
                         break Err(etcd_error("observing the election", "the observer stopped"));
                     };
-                    let Some(kv) = kv else {
-                        // The leader's key is gone: nobody leads until the next one is elected.
-                        if term.is_some() {
-                            break Err(ControllerError::Deposed);
+                    let kv = match kv {
+                        Seen::Leader(kv) => kv,
+                        Seen::Gone(key) => {
+                            match &term {
+                                Some(t) if t.key == key => break Err(ControllerError::Deposed),
+                                // An earlier leader's key, gone as this one was elected.
+                                Some(_) => {}
+                                // Nobody leads until the next one is elected.
+                                None if observed.as_ref() == Some(&key) => self.leadership.set_leader(None),
+                                None => {}
+                            }
+                            continue;
                         }
-                        self.leadership.set_leader(None);
-                        continue;
                     };
+                    observed = Some(kv.key().to_vec());
                     if let Some(t) = &term && kv.key() != t.key.as_slice() {
                         break Err(ControllerError::Deposed);
                     }
@@ -262,36 +271,45 @@ async fn campaign_with(
     c.campaign(election, value, lease).await
 }
 
-/// Sends each leader etcd's election proclaims (its key and value), in order, and `None` when
-/// that leader's key is deleted (its lease ran out or was revoked), so that no controller keeps
+/// What the observer saw of the election.
+enum Seen {
+    /// A leader, by its election key and value.
+    Leader(KeyValue),
+    /// This leader's key was deleted.
+    Gone(Vec<u8>),
+}
+
+/// Sends each leader etcd's election proclaims (its key and value), in order, and when that
+/// leader's key is deleted (its lease ran out or was revoked), so that no controller keeps
 /// naming a dead leader while the next is elected. etcd answers an observer only once there is
 /// a leader, so this waits unbounded; a broken stream is opened again (on whichever member
 /// answers) after a pause. The session aborts it.
-async fn observe(client: Client, election: String, seen: mpsc::Sender<Option<KeyValue>>) {
+async fn observe(client: Client, election: String, seen: mpsc::Sender<Seen>) {
     let mut c = client;
     loop {
         if let Ok(mut leaders) = c.observe(election.clone()).await {
-            let mut gone: Option<etcd_client::WatchStream> = None;
+            let mut gone: Option<(Vec<u8>, etcd_client::WatchStream)> = None;
             loop {
                 tokio::select! {
                     leader = leaders.message() => {
                         let Ok(Some(r)) = leader else { break };
                         let Some(kv) = r.kv() else { continue };
                         let from = WatchOptions::new().with_start_revision(kv.mod_revision() + 1);
-                        gone = c.watch(kv.key(), Some(from)).await.ok();
-                        if seen.send(Some(kv.clone())).await.is_err() {
+                        gone = c.watch(kv.key(), Some(from)).await.ok().map(|w| (kv.key().to_vec(), w));
+                        if seen.send(Seen::Leader(kv.clone())).await.is_err() {
                             return;
                         }
                     }
                     change = async {
                         match gone.as_mut() {
-                            Some(w) => w.message().await,
+                            Some((_, w)) => w.message().await,
                             None => std::future::pending().await,
                         }
                     } => match change {
                         Ok(Some(r)) if r.events().iter().any(|e| e.event_type() == EventType::Delete) => {
-                            gone = None;
-                            if seen.send(None).await.is_err() {
+                            if let Some((key, _)) = gone.take()
+                                && seen.send(Seen::Gone(key)).await.is_err()
+                            {
                                 return;
                             }
                         }

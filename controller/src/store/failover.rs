@@ -95,6 +95,11 @@ impl Reconciler {
                         .into_iter()
                         .map(|n| n.id.clone())
                         .collect();
+                if ranked.is_empty() && policy.in_grace {
+                    // Just started (or elected): the replicas' agents may not have reconnected
+                    // yet; they have the grace period to, before this is worth an alert.
+                    return;
+                }
                 if ranked.is_empty() {
                     self.alert(Alert::NoPromotableReplica, &format!(
                         "primary {primary} failed and no replica is healthy, linked recently and willing (priority > 0)"

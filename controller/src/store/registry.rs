@@ -31,8 +31,21 @@ pub enum Backend {
     Etcd(Box<EtcdStates>),
 }
 
+/// A running reconciler: the term it runs in, and its inbox.
+struct Running {
+    term: u64,
+    tx: mpsc::Sender<Input>,
+}
+
+impl Running {
+    /// Runs in `term`, and has not stopped.
+    fn serves(&self, term: u64) -> bool {
+        self.term == term && !self.tx.is_closed()
+    }
+}
+
 pub struct Registry {
-    stores: Mutex<BTreeMap<String, mpsc::Sender<Input>>>,
+    stores: Mutex<BTreeMap<String, Running>>,
     backend: Backend,
     settings: Settings,
     /// Only data stores from the configuration; agents of others are refused.
@@ -155,12 +168,22 @@ impl Registry {
         names.sort();
         names.dedup();
         let mut stores = self.stores.lock().await;
-        stores.clear();
+        // Those an agent's hello already started in this term stay; any other is over.
+        stores.retain(|_, r| r.serves(term.token));
         for name in names {
+            if stores.contains_key(&name) {
+                continue;
+            }
             let nodes = self.known_nodes(&name);
             match self.start(&name, nodes, Arc::clone(&term)).await {
                 Ok(tx) => {
-                    stores.insert(name, tx);
+                    stores.insert(
+                        name,
+                        Running {
+                            term: term.token,
+                            tx,
+                        },
+                    );
                 }
                 Err(e) => {
                     tracing::error!(datastore = %name, error = %e, "could not start the data store")
@@ -191,38 +214,110 @@ impl Registry {
         }
         let term = self.term()?;
         let mut stores = self.stores.lock().await;
-        if let Some(tx) = stores.get(name).filter(|tx| !tx.is_closed()) {
-            return Ok(tx.clone());
+        if let Some(r) = stores.get(name).filter(|r| r.serves(term.token)) {
+            return Ok(r.tx.clone());
         }
         if self.refuse_unknown && !self.configured.contains_key(name) {
             return Err(ControllerError::UnknownDatastore(name.to_string()));
         }
         let nodes = self.known_nodes(name);
+        let token = term.token;
         let tx = self.start(name, nodes, term).await?;
-        stores.insert(name.to_string(), tx.clone());
+        stores.insert(
+            name.to_string(),
+            Running {
+                term: token,
+                tx: tx.clone(),
+            },
+        );
         Ok(tx)
     }
 
     /// The reconciler of `name`, while this controller leads.
     pub async fn get(&self, name: &str) -> Result<mpsc::Sender<Input>> {
-        self.term()?;
+        let term = self.term()?;
         self.stores
             .lock()
             .await
             .get(name)
-            .cloned()
+            .filter(|r| r.serves(term.token))
+            .map(|r| r.tx.clone())
             .ok_or_else(|| ControllerError::NoSuchDatastore(name.to_string()))
     }
 
     /// Every reconciler, while this controller leads.
     pub async fn all(&self) -> Result<Vec<(String, mpsc::Sender<Input>)>> {
-        self.term()?;
+        let term = self.term()?;
         Ok(self
             .stores
             .lock()
             .await
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter(|(_, r)| r.serves(term.token))
+            .map(|(k, r)| (k.clone(), r.tx.clone()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ControllerInfo;
+
+    fn registry(dir: &std::path::Path, leadership: Arc<Leadership>) -> Arc<Registry> {
+        Registry::new(
+            Backend::Files(dir.to_path_buf()),
+            Settings::default(),
+            false,
+            Vec::new(),
+            leadership,
+            Metrics::new(),
+        )
+    }
+
+    fn me() -> ControllerInfo {
+        ControllerInfo {
+            name: "c1".into(),
+            grpc: "http://127.0.0.1:1".into(),
+            sentinel: "127.0.0.1:2".into(),
+        }
+    }
+
+    /// An agent's hello can start a data store before the registry hears of the term it was
+    /// elected in; the term's start keeps that reconciler rather than starting a second one,
+    /// which would hold the state without the agents' sessions.
+    #[tokio::test]
+    async fn a_store_an_agent_started_in_this_term_is_not_started_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let leadership = Leadership::embedded(me());
+        let r = registry(dir.path(), Arc::clone(&leadership));
+        let first = r.get_or_start("cache").await.unwrap();
+        r.lead(leadership.term().unwrap()).await;
+        let now = r.get("cache").await.unwrap();
+        assert!(now.same_channel(&first), "the term's start replaced it");
+        assert_eq!(r.all().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_controller_that_does_not_lead_runs_no_store_and_says_who_leads() {
+        let dir = tempfile::tempdir().unwrap();
+        let leadership = Leadership::following(me());
+        let r = registry(dir.path(), Arc::clone(&leadership));
+        let e = r.get_or_start("cache").await.unwrap_err();
+        assert!(
+            matches!(e, ControllerError::NotLeader { leader: None }),
+            "{e}"
+        );
+        let other = ControllerInfo {
+            name: "c2".into(),
+            ..me()
+        };
+        leadership.set_leader(Some(other.clone()));
+        let e = r.get_or_start("cache").await.unwrap_err();
+        assert!(
+            matches!(e, ControllerError::NotLeader { leader: Some(ref l) } if *l == other),
+            "{e}"
+        );
+        assert!(r.all().await.is_err());
     }
 }
