@@ -11,8 +11,9 @@ use serde::Deserialize;
 use vigil_proto::{DEFAULT_PRIORITY, HostPort, cli::with_default, v1};
 
 use crate::{
-    cluster::{ControllerInfo, election::DEFAULT_LEADER_LEASE_SECS},
+    cluster::election::DEFAULT_LEADER_LEASE_SECS,
     error::{ControllerError, Result},
+    member::ControllerInfo,
     store::{
         NodeInfo, Settings,
         settings::{

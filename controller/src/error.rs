@@ -75,7 +75,7 @@ pub enum ControllerError {
         None => "no controller leads right now (etcd unreachable, or an election under way)".into(),
     })]
     NotLeader {
-        leader: Option<crate::cluster::member::ControllerInfo>,
+        leader: Option<crate::member::ControllerInfo>,
     },
 
     // What an operator asked for and cannot have now.

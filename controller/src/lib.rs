@@ -9,11 +9,14 @@
 //! - [`cluster`]: several controllers on etcd: the election, and the state and views the leader
 //!   keeps there.
 //! - [`config`]: flags, environment and the TOML file; [`metrics`]: Prometheus;
+//!   [`alerts`]: what an operator is told, and how often; [`member`]: who a controller is;
 //!   [`error`]: the one error type.
+pub mod alerts;
 pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod member;
 pub mod metrics;
 pub mod sentinel;
 pub mod store;

@@ -3,9 +3,9 @@ use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::sync::watch;
 use tokio::{
     signal::unix::{SignalKind, signal},
+    sync::watch,
     task::JoinHandle,
 };
 use vigil_controller::{
@@ -14,64 +14,20 @@ use vigil_controller::{
         Leadership,
         election::Election,
         etcd::{self, Keys},
-        state_store::EtcdStates,
         views,
     },
     config::{ControllerConfig, ControllerSettings},
     metrics::Metrics,
-    sentinel::{self, topology::Published},
-    store::{Registry, registry::Backend},
+    sentinel,
+    store::{Registry, etcd_state::EtcdStates, registry::Backend},
 };
-
-/// How long a stopping controller waits for its resignation to reach etcd.
-const RESIGN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
-/// A follower's watch of the views that failed is started again after this long.
-const VIEWS_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// The views clients are served, shared through etcd for as long as the controller runs: the
-/// leader mirrors its own, a follower watches the leader's.
-async fn share_views(
-    client: etcd_client::Client,
-    keys: Keys,
-    published: Arc<Published>,
-    leadership: Arc<Leadership>,
-) {
-    let mut terms = leadership.subscribe();
-    loop {
-        let term = terms.borrow_and_update().clone();
-        let work = async {
-            match term {
-                Some(term) => {
-                    views::mirror(
-                        client.clone(),
-                        keys.clone(),
-                        Arc::clone(&published),
-                        Arc::clone(&leadership),
-                        term,
-                    )
-                    .await;
-                    std::future::pending::<()>().await
-                }
-                None => loop {
-                    if let Err(e) =
-                        views::follow(client.clone(), keys.clone(), Arc::clone(&published)).await
-                    {
-                        tracing::debug!(error = %e, "watching the leader's views; again shortly");
-                    }
-                    tokio::time::sleep(VIEWS_RETRY).await;
-                },
-            }
-        };
-        tokio::select! {
-            _ = work => {}
-            changed = terms.changed() => if changed.is_err() { return },
-        }
-    }
-}
 use vigil_proto::{
     telemetry::{LogArgs, serve_metrics},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
 };
+
+/// How long a stopping controller waits for its resignation to reach etcd.
+const RESIGN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -191,7 +147,7 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     let mut election = None;
     if let Some((client, keys, lease_secs)) = etcd {
         let published = Arc::clone(&registry.published);
-        tokio::spawn(share_views(
+        tokio::spawn(views::share(
             client.clone(),
             keys.clone(),
             Arc::clone(&published),

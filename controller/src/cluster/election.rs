@@ -13,13 +13,13 @@ use tokio::{
 use super::{
     etcd::{Keys, bounded, etcd_error},
     leadership::{Leadership, Term},
-    member::ControllerInfo,
 };
 use crate::{
+    alerts::{Alert, Alerts},
     error::{ControllerError, Result},
+    member::ControllerInfo,
     metrics::Metrics,
-    sentinel::topology::Published,
-    store::alerts::{Alert, Alerts},
+    sentinel::topology::{OtherSentinel, Published},
 };
 
 /// The leader lease's time to live, in whole seconds (etcd's unit); etcd raises it to its own
@@ -344,7 +344,13 @@ async fn watch_members(client: Client, keys: Keys, me: String, published: Arc<Pu
             .iter()
             .filter_map(|kv| ControllerInfo::from_json(kv.value()))
             .filter(|m| m.name != me)
-            .filter_map(|m| m.as_sentinel())
+            .filter_map(|m| {
+                // One whose address is not HOST:PORT is left out of the list clients get.
+                Some(OtherSentinel {
+                    address: m.sentinel.parse().ok()?,
+                    name: m.name,
+                })
+            })
             .collect();
         published.set_others(others);
         let from = got.header().map_or(0, |h| h.revision()) + 1;

@@ -10,7 +10,7 @@
 //! The state and the view are written only by the leader, each write a transaction conditioned
 //! on its election key (see [`Keys::held`]).
 //!
-//! [`ControllerInfo`]: super::member::ControllerInfo
+//! [`ControllerInfo`]: crate::member::ControllerInfo
 use std::{future::Future, time::Duration};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions};

@@ -15,7 +15,7 @@ use std::sync::{
 
 use tokio::{sync::watch, time::Instant};
 
-use super::member::ControllerInfo;
+use crate::member::ControllerInfo;
 
 /// One leadership.
 #[derive(Clone, Debug, PartialEq, Eq)]

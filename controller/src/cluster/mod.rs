@@ -3,17 +3,12 @@
 //! the etcd parts run.
 //!
 //! - [`leadership`]: whether this controller leads, in which term, and until when.
-//! - [`member`]: who a controller is (name, gRPC URL, Sentinel endpoint).
 //! - [`etcd`]: the connection, the keys under the prefix, bounded requests.
 //! - [`election`]: the lease, its renewals, the campaign, the observed leader, the members.
-//! - [`state_store`]: the data stores' persisted state in etcd, saved in the leader's term only.
 //! - [`views`]: the view clients are served, mirrored by the leader and watched by followers.
 pub mod election;
 pub mod etcd;
 pub mod leadership;
-pub mod member;
-pub mod state_store;
 pub mod views;
 
 pub use leadership::{Leadership, Term};
-pub use member::ControllerInfo;

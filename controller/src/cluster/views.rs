@@ -17,7 +17,9 @@ use crate::{
 };
 
 /// A view that could not be written is tried again this often.
-const RETRY: Duration = Duration::from_secs(1);
+const MIRROR_RETRY: Duration = Duration::from_secs(1);
+/// A follower's watch of the views that failed is started again after this long.
+const FOLLOW_RETRY: Duration = Duration::from_millis(500);
 
 /// A view as etcd keeps it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -140,7 +142,7 @@ pub async fn mirror(
         }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(RETRY) => {}
+            _ = tokio::time::sleep(MIRROR_RETRY) => {}
         }
     }
 }
@@ -208,6 +210,47 @@ pub async fn follow(client: Client, keys: Keys, published: Arc<Published>) -> Re
         }
     }
     Err(etcd_error("watching the views", "the watch ended"))
+}
+
+/// The views clients are served, shared through etcd for as long as the controller runs: while
+/// it leads, it mirrors its own; while it follows, it watches the leader's.
+pub async fn share(
+    client: Client,
+    keys: Keys,
+    published: Arc<Published>,
+    leadership: Arc<Leadership>,
+) {
+    let mut terms = leadership.subscribe();
+    loop {
+        let term = terms.borrow_and_update().clone();
+        let work = async {
+            match term {
+                Some(term) => {
+                    mirror(
+                        client.clone(),
+                        keys.clone(),
+                        Arc::clone(&published),
+                        Arc::clone(&leadership),
+                        term,
+                    )
+                    .await;
+                    std::future::pending::<()>().await
+                }
+                None => loop {
+                    if let Err(e) =
+                        follow(client.clone(), keys.clone(), Arc::clone(&published)).await
+                    {
+                        tracing::debug!(error = %e, "watching the leader's views; again shortly");
+                    }
+                    tokio::time::sleep(FOLLOW_RETRY).await;
+                },
+            }
+        };
+        tokio::select! {
+            _ = work => {}
+            changed = terms.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 #[cfg(test)]

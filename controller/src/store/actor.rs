@@ -15,12 +15,12 @@ use tokio::{
 use vigil_proto::v1;
 
 use super::{
-    alerts::{Alert, Alerts, Severity},
     nodes::{NodeInfo, Nodes, Outbox},
     settings::{Settings, TICK},
     state::{Cause, Persist, StoreState},
 };
 use crate::{
+    alerts::{Alert, Alerts, Severity},
     cluster::{Leadership, Term},
     error::ControllerError,
     metrics::Metrics,

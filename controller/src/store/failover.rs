@@ -8,14 +8,13 @@ use vigil_proto::v1::{self, Role, command::Action};
 
 use super::{
     actor::{Active, Finished, Input, Reconciler, Reply, unix_ms},
-    alerts::Alert,
     commands::step,
     decision::{self, Policy, PrimaryState},
     settings::{PROBE_DEADLINE, REPLICATION_BROKEN_AFTER},
     state::{Cause, Failover, InFlight, Outcome},
     steps::{self, Fencing, Handover, Plan},
 };
-use crate::{error::ControllerError, sentinel::topology::Channel};
+use crate::{alerts::Alert, error::ControllerError, sentinel::topology::Channel};
 
 impl Reconciler {
     pub(super) fn policy(&self) -> Policy {

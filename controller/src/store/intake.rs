@@ -9,11 +9,10 @@ use vigil_proto::{
 
 use super::{
     actor::Reconciler,
-    alerts::Alert,
     nodes::{NodeInfo, Outbox, Session},
     settings::CORRECT_EVERY,
 };
-use crate::sentinel::topology::Channel;
+use crate::{alerts::Alert, sentinel::topology::Channel};
 
 impl Reconciler {
     pub(super) fn on_session(&mut self, info: NodeInfo, outbox: Outbox, session: u64) {

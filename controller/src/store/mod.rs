@@ -13,14 +13,14 @@
 //! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
 //! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
 //! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
-//! - [`alerts`]: alert kinds, their severity, and their rate limit.
 //! - [`state`]: the persisted state (epoch, primary, failover in flight, history) and its file.
+//! - [`etcd_state`]: the same state in etcd, for several controllers.
 //! - [`settings`]: the bounds a reconciler works within, with their defaults.
 pub mod actor;
-pub mod alerts;
 mod commands;
 pub mod decision;
 mod desired;
+pub mod etcd_state;
 pub mod failover;
 mod intake;
 pub mod nodes;

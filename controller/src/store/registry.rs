@@ -12,12 +12,13 @@ use vigil_proto::{DEFAULT_PRIORITY, v1};
 
 use super::{
     actor::{self, Input},
+    etcd_state::EtcdStates,
     nodes::NodeInfo,
     settings::Settings,
     state::{Persist, StateFile, StoreState, valid_name},
 };
 use crate::{
-    cluster::{Leadership, Term, state_store::EtcdStates},
+    cluster::{Leadership, Term},
     error::{ControllerError, Result},
     metrics::Metrics,
     sentinel::topology::Published,
@@ -262,7 +263,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::ControllerInfo;
+    use crate::member::ControllerInfo;
 
     fn registry(dir: &std::path::Path, leadership: Arc<Leadership>) -> Arc<Registry> {
         Registry::new(

@@ -20,12 +20,13 @@ use vigil_proto::{
 use super::{
     Input, NodeInfo, Settings,
     actor::{self, INBOX},
-    alerts::Alert,
     state::{Cause, InFlight, Outcome, Persist, StoreState},
 };
 use crate::{
-    cluster::{ControllerInfo, Leadership, Term},
+    alerts::Alert,
+    cluster::{Leadership, Term},
     error::{ControllerError, Result},
+    member::ControllerInfo,
     metrics::Metrics,
     sentinel::topology::Published,
 };

@@ -1,10 +1,6 @@
 //! Who a controller is among several: its name and where agents and clients reach it, as it
-//! announces itself in etcd (its member key, and its value in the election). The other
-//! controllers' Sentinel endpoints are what `SENTINEL sentinels` lists.
+//! announces itself in etcd (its member key, and its value in the election).
 use serde::{Deserialize, Serialize};
-use vigil_proto::HostPort;
-
-use crate::sentinel::topology::OtherSentinel;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerInfo {
@@ -26,16 +22,6 @@ impl ControllerInfo {
     pub fn from_json(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
     }
-
-    /// Its Sentinel endpoint, as `SENTINEL sentinels` lists it; None if the address is not
-    /// HOST:PORT.
-    pub fn as_sentinel(&self) -> Option<OtherSentinel> {
-        let address: HostPort = self.sentinel.parse().ok()?;
-        Some(OtherSentinel {
-            name: self.name.clone(),
-            address,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -51,12 +37,5 @@ mod tests {
         };
         assert_eq!(ControllerInfo::from_json(&c.to_json()), Some(c.clone()));
         assert_eq!(ControllerInfo::from_json(b"{\"name\":1}"), None);
-        let s = c.as_sentinel().unwrap();
-        assert_eq!(s.address, HostPort::new("10.0.0.1", 26379));
-        let bad = ControllerInfo {
-            sentinel: "nowhere".into(),
-            ..c
-        };
-        assert_eq!(bad.as_sentinel(), None);
     }
 }

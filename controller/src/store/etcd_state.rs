@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 
-use super::{
-    etcd::{Keys, bounded, etcd_error},
-    leadership::Term,
-};
+use super::state::{Persist, StoreState, valid_name};
 use crate::{
+    cluster::{
+        Term,
+        etcd::{Keys, bounded, etcd_error},
+    },
     error::{ControllerError, Result},
-    store::state::{Persist, StoreState, valid_name},
 };
 
 /// Data stores read from etcd at most: a bound on what a new leader starts at once.
