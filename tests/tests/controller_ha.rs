@@ -12,9 +12,10 @@ use vigil_tests::{HaStore, Leadership, VigilStore, WAIT, require_root, serial, w
 
 const DS: &str = "cache";
 
-/// The controllers' flags: a short grace after a start or a leader change, and a flap guard
+/// The controllers' flags: a grace after a start or a leader change long enough for every agent
+/// to find the new leader (so silence is not mistaken for a fault), and a flap guard
 /// longer than any test's single failover.
-const CONTROLLER_ARGS: &[&str] = &["--grace-ms", "300", "--min-failover-interval-ms", "1000"];
+const CONTROLLER_ARGS: &[&str] = &["--grace-ms", "2000", "--min-failover-interval-ms", "1000"];
 
 /// How long a test watches for something that must not happen (a failover, an epoch change):
 /// three leader leases (1 s each), so a controller that wrongly thought it led would have had
@@ -164,6 +165,17 @@ fn kill_9_of_the_leading_controller_hands_over_without_a_failover() -> Result<()
     let (primary, epoch) = s.primary_and_epoch()?;
     assert_eq!(primary, "n0");
     let old = s.leader()?;
+    // What each surviving controller and each agent has logged so far.
+    let survivors: Vec<usize> = s.trio.live().into_iter().filter(|&i| i != old).collect();
+    let logged = |s: &HaStore| -> Result<Vec<usize>> {
+        let mut n: Vec<usize> = survivors
+            .iter()
+            .map(|&i| s.controller(i).map(|c| c.log.lines().len()))
+            .collect::<Result<_>>()?;
+        n.extend(s.agents.iter().map(|a| a.log.lines().len()));
+        Ok(n)
+    };
+    let before = logged(&s)?;
     s.trio.kill(old)?;
     let new = s.leader()?;
     assert_ne!(new, old);
@@ -172,6 +184,29 @@ fn kill_9_of_the_leading_controller_hands_over_without_a_failover() -> Result<()
     // Clients asking any surviving controller find the same primary.
     for i in s.trio.live() {
         assert_eq!(s.sentinel_primary(i)?, Some(s.ports[0]), "controller c{i}");
+    }
+    // A change of leader is no fault: info lines only, from the controllers and the agents.
+    let mut since: Vec<(String, Vec<String>)> = Vec::new();
+    for (k, &i) in survivors.iter().enumerate() {
+        let lines = s.controller(i)?.log.lines();
+        since.push((format!("c{i}"), lines[before[k]..].to_vec()));
+    }
+    for (k, a) in s.agents.iter().enumerate() {
+        let lines = a.log.lines();
+        since.push((
+            format!("n{k}'s agent"),
+            lines[before[survivors.len() + k]..].to_vec(),
+        ));
+    }
+    for (who, lines) in since {
+        let loud: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+            .collect();
+        assert!(
+            loud.is_empty(),
+            "{who} raised more than info on a change of leader: {loud:#?}"
+        );
     }
     Ok(())
 }

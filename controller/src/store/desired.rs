@@ -34,6 +34,18 @@ impl Reconciler {
             return;
         };
         let desired = self.desired_for(id);
+        if desired.role() == Role::Primary
+            && desired.lease_ms == 0
+            && self.active.is_none()
+            && self.state.in_flight.is_none()
+        {
+            // The primary's agent has not sent a verdict in this session yet, so there is no
+            // lease to grant; a desired state without one would tell it its lease is withheld
+            // (a failover from it under way) and, its lease having run out while it had no
+            // controller (a restart, a change of leader), it would fence itself. It is sent
+            // its desired state with the lease its first verdict earns.
+            return;
+        }
         let grants = desired.lease_ms > 0;
         // A full outbox means the agent is slow; the next push carries the same state. A lease
         // counts as granted once it is on its way, never before.

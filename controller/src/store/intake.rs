@@ -52,8 +52,14 @@ impl Reconciler {
         let health = verdict.health();
         let reasons = Reason::from_bits_truncate(verdict.reasons);
         let was_down = n.is_down();
+        let first_of_session = n.last_seq == 0;
         n.take_verdict(verdict, received);
+
         let down_changed = n.is_down() != was_down;
+        if first_of_session && self.state.primary.as_deref() == Some(node) {
+            // The primary's lease waits for this verdict (see `push_desired_to`): at once.
+            self.push_desired_to(node);
+        }
         self.metrics.node_health(&self.name, node, health);
         if down_changed {
             // Sentinel clients filter replicas by their s_down flag; some refresh on the event.

@@ -1114,3 +1114,32 @@ async fn a_controller_started_after_the_primary_died_promotes_on_the_agents_link
     s.promote_and_repoint("n2", &["n1"], 4).await;
     assert_eq!(s.wait_primary("n2").await.epoch, 4);
 }
+
+/// After a restart or a change of leader, the primary's agent has no lease (it ran out while it
+/// had no controller). Desired state without one would tell it the lease is withheld, and it
+/// would fence itself: it is sent none until its first verdict, then one with a lease.
+#[tokio::test(start_paused = true)]
+async fn a_reconnecting_primary_gets_its_lease_with_its_first_desired_state() {
+    let state = StoreState {
+        epoch: 1,
+        primary: Some("n0".into()),
+        ..Default::default()
+    };
+    let mut s = Store::start(settings(), state);
+    s.connect("n0", Flavour::Redis).await;
+    s.connect("n1", Flavour::Redis).await;
+    tokio::time::sleep(settings().heartbeat * 3).await;
+    s.take_in().await;
+    assert!(
+        !s.desired.contains_key("n0"),
+        "the primary was sent desired state without a lease: {:?}",
+        s.desired.get("n0")
+    );
+    assert!(s.desired.contains_key("n1"), "a replica needs no lease");
+    s.verdict("n0", verdict(Health::Healthy, Role::Primary, 100))
+        .await;
+    s.take_in().await;
+    let d = &s.desired["n0"];
+    assert_eq!(d.role(), Role::Primary);
+    assert!(d.lease_ms > 0, "{d:?}");
+}
