@@ -129,7 +129,7 @@ impl Election {
         let mut term: Option<Term> = None;
         // The election key of the leader last observed.
         let mut observed: Option<Vec<u8>> = None;
-        let mut members = tokio::spawn(watch_members(
+        let members = tokio::spawn(watch_members(
             self.client.clone(),
             self.keys.clone(),
             me.name.clone(),
@@ -241,16 +241,6 @@ impl Election {
                     }
                     self.leadership.set_leader(leader);
                 }
-                _ = &mut members => {
-                    // Restarted below; the member list is not worth ending the session for.
-                    members = tokio::spawn(watch_members(
-                        self.client.clone(),
-                        self.keys.clone(),
-                        me.name.clone(),
-                        Arc::clone(&self.published),
-                    ));
-                    tokio::time::sleep(BACKOFF_MIN).await;
-                }
             }
         };
         members.abort();
@@ -323,50 +313,54 @@ async fn observe(client: Client, election: String, seen: mpsc::Sender<Seen>) {
     }
 }
 
-/// Keeps the published list of the other controllers' Sentinel endpoints as etcd has it. Ends on
-/// an error (its caller starts it again).
+/// Keeps the published list of the other controllers' Sentinel endpoints as etcd has it, for as
+/// long as the session runs (it aborts this).
 async fn watch_members(client: Client, keys: Keys, me: String, published: Arc<Published>) {
+    loop {
+        // Any error: read and watch again after a pause.
+        members_until_changed(&client, &keys, &me, &published).await;
+        tokio::time::sleep(BACKOFF_MIN).await;
+    }
+}
+
+/// Publishes the other controllers' Sentinel endpoints, then waits for a change to the list.
+async fn members_until_changed(client: &Client, keys: &Keys, me: &str, published: &Published) {
     use etcd_client::GetOptions;
     let prefix = keys.controllers();
-    let mut c = client;
-    loop {
-        let options = GetOptions::new().with_prefix().with_limit(MAX_MEMBERS);
-        let Ok(got) = bounded(
-            "listing the controllers",
-            c.get(prefix.clone(), Some(options)),
-        )
-        .await
-        else {
-            return;
-        };
-        let others = got
-            .kvs()
-            .iter()
-            .filter_map(|kv| ControllerInfo::from_json(kv.value()))
-            .filter(|m| m.name != me)
-            .filter_map(|m| {
-                // One whose address is not HOST:PORT is left out of the list clients get.
-                Some(OtherSentinel {
-                    address: m.sentinel.parse().ok()?,
-                    name: m.name,
-                })
+    let mut c = client.clone();
+    let options = GetOptions::new().with_prefix().with_limit(MAX_MEMBERS);
+    let Ok(got) = bounded(
+        "listing the controllers",
+        c.get(prefix.clone(), Some(options)),
+    )
+    .await
+    else {
+        return;
+    };
+    let others = got
+        .kvs()
+        .iter()
+        .filter_map(|kv| ControllerInfo::from_json(kv.value()))
+        .filter(|m| m.name != me)
+        .filter_map(|m| {
+            // One whose address is not HOST:PORT is left out of the list clients get.
+            Some(OtherSentinel {
+                address: m.sentinel.parse().ok()?,
+                name: m.name,
             })
-            .collect();
-        published.set_others(others);
-        let from = got.header().map_or(0, |h| h.revision()) + 1;
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        let Ok(mut stream) = bounded(
-            "watching the controllers",
-            c.watch(prefix.clone(), Some(options)),
-        )
-        .await
-        else {
+        })
+        .collect();
+    published.set_others(others);
+    let from = got.header().map_or(0, |h| h.revision()) + 1;
+    let options = WatchOptions::new().with_prefix().with_start_revision(from);
+    let Ok(mut stream) = bounded("watching the controllers", c.watch(prefix, Some(options))).await
+    else {
+        return;
+    };
+    // A change, not the watch's own creation notice (which has no events), ends the wait.
+    while let Ok(Some(r)) = stream.message().await {
+        if !r.events().is_empty() {
             return;
-        };
-        // Any change: read the list again (it is short).
-        match stream.message().await {
-            Ok(Some(_)) => continue,
-            _ => return,
         }
     }
 }
