@@ -8,12 +8,13 @@
 //! - [`connection`]: one client: framing, its session, the announcements delivered to it.
 //! - [`commands`]: the answer to each command; [`subcommands`]: SENTINEL's; [`instances`]: what
 //!   SENTINEL MASTER(S) and REPLICAS say about a node; [`info`]: INFO; [`clients`]: each
-//!   client's state and CLIENT; [`subscriptions`]: pub/sub.
+//!   client's state and CLIENT; [`subscriptions`]: pub/sub, matched by [`glob`] (linear time).
 //! - [`resp`]: the bounded RESP request parser and the RESP2/RESP3 reply encoder.
 pub mod clients;
 pub mod commands;
 pub mod connection;
 pub mod endpoint;
+pub mod glob;
 pub mod info;
 pub mod instances;
 pub mod listener;

@@ -3,22 +3,13 @@
 //! out-of-band replies ([`Reply::Push`]): push frames over RESP3, arrays over RESP2, as Redis
 //! sends them.
 use super::{
+    glob::glob,
     resp::{Reply, text},
     topology::Event,
 };
 
 /// Subscriptions per client.
 pub const MAX_SUBSCRIPTIONS: usize = 64;
-
-/// Sentinel-style glob: `*`, `?` and literal characters (enough for `*`, `+*` and exact names).
-pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
-    }
-}
 
 /// Whether a RESP2 client with subscriptions may run `cmd` (upper case): Redis allows only these
 /// in that state, since their replies cannot be told apart from messages otherwise. RESP3
