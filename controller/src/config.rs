@@ -16,6 +16,7 @@ use crate::{
     member::ControllerInfo,
     store::{
         NodeInfo, Settings,
+        registry::Admission,
         settings::{
             DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS,
             DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
@@ -35,6 +36,9 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9420";
 pub const DEFAULT_DATA_DIR: &str = "./vigil-data";
 /// Longest duration setting accepted, in ms (an hour).
 const MAX_MS: u64 = 3_600_000;
+/// Data stores one controller runs at most (configured ones come on top): agents' hellos cannot
+/// grow it past this. Ten times the fleet the controller bench measures.
+pub const DEFAULT_MAX_DATASTORES: usize = 10_000;
 /// Where in etcd one installation keeps its keys; several installations may share an etcd.
 pub const DEFAULT_ETCD_PREFIX: &str = "/vigil";
 /// Longest leader lease accepted, in seconds: longer only delays a handover.
@@ -101,6 +105,9 @@ pub struct ControllerSettings {
     /// SENTINEL SENTINELS; --sentinel-listen by default.
     #[arg(long, env = "VIGIL_ADVERTISE_SENTINEL", value_name = "HOST:PORT")]
     pub advertise_sentinel: Option<String>,
+    #[arg(long, env = "VIGIL_MAX_DATASTORES", value_name = "N",
+          help = with_default("Data stores the agents' hellos may bring into being, at most (beyond those configured); one more is refused", DEFAULT_MAX_DATASTORES))]
+    pub max_datastores: Option<usize>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -166,6 +173,7 @@ impl ControllerSettings {
             leader_lease_secs: self.leader_lease_secs.or(file.leader_lease_secs),
             advertise_grpc: self.advertise_grpc.or(file.advertise_grpc),
             advertise_sentinel: self.advertise_sentinel.or(file.advertise_sentinel),
+            max_datastores: self.max_datastores.or(file.max_datastores),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -183,7 +191,8 @@ pub struct ControllerConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub settings: Settings,
-    pub refuse_unknown: bool,
+    /// Which data stores agents' hellos may bring into being.
+    pub admission: Admission,
     /// Each configured data store's name and its nodes, known before their agents connect.
     pub datastores: Vec<(String, Vec<NodeInfo>)>,
     /// Who this controller is to agents, clients and the other controllers.
@@ -421,7 +430,13 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 )?,
                 ..Settings::default()
             },
-            refuse_unknown: s.refuse_unknown,
+            admission: Admission {
+                refuse_unknown: s.refuse_unknown,
+                max_datastores: match s.max_datastores.unwrap_or(DEFAULT_MAX_DATASTORES) {
+                    0 => return Err(bad("max_datastores", "must be at least 1")),
+                    n => n,
+                },
+            },
             datastores,
         })
     }
@@ -563,7 +578,7 @@ mod tests {
     #[test]
     fn the_help_shows_each_default_from_its_constant() {
         let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-        let defaults: [(&str, String); 14] = [
+        let defaults: [(&str, String); 15] = [
             ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
             ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
             ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -581,6 +596,7 @@ mod tests {
             ("fence_deadline_ms", DEFAULT_FENCE_DEADLINE_MS.to_string()),
             ("etcd_prefix", DEFAULT_ETCD_PREFIX.into()),
             ("leader_lease_secs", DEFAULT_LEADER_LEASE_SECS.to_string()),
+            ("max_datastores", DEFAULT_MAX_DATASTORES.to_string()),
         ];
         // A switch needs no default; etcd is off unless given; the others default to what the
         // host and the listen addresses are, which their help says.

@@ -12,6 +12,10 @@ pub enum ControllerError {
     UnknownDatastore(String),
     #[error("no data store {0:?}")]
     NoSuchDatastore(String),
+    #[error(
+        "this controller runs its maximum of {0} data stores (--max-datastores): refusing another"
+    )]
+    TooManyDatastores(usize),
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
     #[error("configuration: {field}: {message}")]

@@ -109,7 +109,7 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     let registry = Registry::new(
         backend,
         config.settings.clone(),
-        config.refuse_unknown,
+        config.admission,
         config.datastores.clone(),
         Arc::clone(&leadership),
         Arc::clone(&metrics),

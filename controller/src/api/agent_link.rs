@@ -81,6 +81,7 @@ impl AgentLinkService {
 fn refused(e: ControllerError) -> Status {
     match e {
         ControllerError::UnknownDatastore(_) => Status::permission_denied(e.to_string()),
+        ControllerError::TooManyDatastores(_) => Status::resource_exhausted(e.to_string()),
         _ => Status::invalid_argument(e.to_string()),
     }
 }

@@ -14,9 +14,6 @@ use crate::{
     error::{ControllerError, Result},
 };
 
-/// Data stores read from etcd at most: a bound on what a new leader starts at once.
-pub const MAX_DATASTORES: i64 = 10_000;
-
 #[derive(Clone)]
 pub struct EtcdStates {
     pub client: Client,
@@ -36,14 +33,14 @@ impl EtcdStates {
         }
     }
 
-    /// The data stores that have a state in etcd.
-    pub async fn names(&self) -> Result<Vec<String>> {
+    /// The data stores that have a state in etcd, at most `limit`.
+    pub async fn names(&self, limit: usize) -> Result<Vec<String>> {
         let prefix = self.keys.states();
         let mut c = self.client.clone();
         let options = GetOptions::new()
             .with_prefix()
             .with_keys_only()
-            .with_limit(MAX_DATASTORES);
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let got = bounded(
             "listing the data stores",
             c.get(prefix.clone(), Some(options)),

@@ -45,12 +45,21 @@ impl Running {
     }
 }
 
+/// Which data stores an agent's hello may bring into being.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Only data stores from the configuration; agents of others are refused.
+    pub refuse_unknown: bool,
+    /// At most this many data stores run: a hello naming one more is refused, so names sent
+    /// over the network cannot grow the controller (or etcd) without bound.
+    pub max_datastores: usize,
+}
+
 pub struct Registry {
     stores: Mutex<BTreeMap<String, Running>>,
     backend: Backend,
     settings: Settings,
-    /// Only data stores from the configuration; agents of others are refused.
-    refuse_unknown: bool,
+    admission: Admission,
     /// The configured data stores and their nodes, known before their agents connect.
     configured: BTreeMap<String, Vec<NodeInfo>>,
     pub leadership: Arc<Leadership>,
@@ -62,7 +71,7 @@ impl Registry {
     pub fn new(
         backend: Backend,
         settings: Settings,
-        refuse_unknown: bool,
+        admission: Admission,
         configured: Vec<(String, Vec<NodeInfo>)>,
         leadership: Arc<Leadership>,
         metrics: Arc<Metrics>,
@@ -71,7 +80,7 @@ impl Registry {
             stores: Mutex::new(BTreeMap::new()),
             backend,
             settings,
-            refuse_unknown,
+            admission,
             configured: configured.into_iter().collect(),
             leadership,
             published: Published::new(),
@@ -159,7 +168,7 @@ impl Registry {
     pub async fn lead(&self, term: Arc<Term>) {
         let mut names: Vec<String> = self.configured.keys().cloned().collect();
         if let Backend::Etcd(states) = &self.backend {
-            match states.names().await {
+            match states.names(self.admission.max_datastores).await {
                 Ok(known) => names.extend(known),
                 Err(e) => {
                     tracing::error!(error = %e, "could not list the data stores in etcd; each starts when its agents connect")
@@ -218,8 +227,15 @@ impl Registry {
         if let Some(r) = stores.get(name).filter(|r| r.serves(term.token)) {
             return Ok(r.tx.clone());
         }
-        if self.refuse_unknown && !self.configured.contains_key(name) {
-            return Err(ControllerError::UnknownDatastore(name.to_string()));
+        if !self.configured.contains_key(name) {
+            if self.admission.refuse_unknown {
+                return Err(ControllerError::UnknownDatastore(name.to_string()));
+            }
+            if stores.len() >= self.admission.max_datastores {
+                return Err(ControllerError::TooManyDatastores(
+                    self.admission.max_datastores,
+                ));
+            }
         }
         let nodes = self.known_nodes(name);
         let token = term.token;
@@ -269,7 +285,10 @@ mod tests {
         Registry::new(
             Backend::Files(dir.to_path_buf()),
             Settings::default(),
-            false,
+            Admission {
+                refuse_unknown: false,
+                max_datastores: 2,
+            },
             Vec::new(),
             leadership,
             Metrics::new(),
@@ -320,5 +339,20 @@ mod tests {
             "{e}"
         );
         assert!(r.all().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn agents_cannot_bring_more_data_stores_into_being_than_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let leadership = Leadership::embedded(me());
+        let r = registry(dir.path(), leadership);
+        r.get_or_start("a").await.unwrap();
+        r.get_or_start("b").await.unwrap();
+        let e = r.get_or_start("c").await.unwrap_err();
+        assert!(matches!(e, ControllerError::TooManyDatastores(2)), "{e}");
+        assert!(!dir.path().join("c.json").exists());
+        // Those that run are still found.
+        r.get_or_start("a").await.unwrap();
+        assert_eq!(r.all().await.unwrap().len(), 2);
     }
 }
