@@ -131,24 +131,29 @@ fn every_controller_serves_the_primary_and_names_the_others() -> Result<()> {
         .with_context(|| format!("controller c{i}"))?;
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", c.sentinel))?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        let others: Vec<Vec<String>> = redis::cmd("SENTINEL")
-            .arg("sentinels")
-            .arg(DS)
-            .query(&mut conn)?;
-        let mut ports: Vec<u16> = others
-            .iter()
-            .filter_map(|fields| {
-                let port = fields.chunks(2).find(|kv| kv[0] == "port")?;
-                port.get(1)?.parse().ok()
-            })
-            .collect();
-        ports.sort_unstable();
         let mut want: Vec<u16> = (0..3)
             .filter(|&j| j != i)
             .map(|j| s.controller(j).map(|c| c.sentinel))
             .collect::<Result<_>>()?;
         want.sort_unstable();
-        assert_eq!(ports, want, "c{i} names the other two controllers");
+        // Each learns of the others through etcd, as they announce themselves.
+        wait_until(WAIT, "the controller to name the other two", || {
+            let others: Vec<Vec<String>> = redis::cmd("SENTINEL")
+                .arg("sentinels")
+                .arg(DS)
+                .query(&mut conn)
+                .ok()?;
+            let mut ports: Vec<u16> = others
+                .iter()
+                .filter_map(|fields| {
+                    let port = fields.chunks(2).find(|kv| kv[0] == "port")?;
+                    port.get(1)?.parse().ok()
+                })
+                .collect();
+            ports.sort_unstable();
+            (ports == want).then_some(())
+        })
+        .with_context(|| format!("c{i}"))?;
         let st = c.status(DS)?;
         assert_eq!(st["primary"], node(0), "c{i}: {st}");
         assert_eq!(st["leading"], i == leader, "c{i}: {st}");
