@@ -131,19 +131,7 @@ impl HaStore {
         let trio = ControllerTrio::start(controller_args)?;
         let servers = Servers::start(TRIO - 1)?;
         let ports = servers.ports();
-        let urls = trio.urls();
-        let mut agents = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
-            let server = format!("127.0.0.1:{port}");
-            agents.push(Agent::join_urls(
-                None,
-                &urls,
-                name,
-                &format!("n{i}"),
-                &server,
-                agent_args,
-            )?);
-        }
+        let agents = servers.join_agents(&trio.urls(), name, agent_args)?;
         let store = Self {
             agents,
             trio,

@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use anyhow::{Result, anyhow, bail};
 use nix::sys::signal::Signal;
 
-use crate::{RedisServer, free_port};
+use crate::{Agent, RedisServer, free_port};
 
 /// Server `i` is `self[i]`: `None` while it is killed.
 pub struct Servers {
@@ -32,6 +32,19 @@ impl Servers {
 
     pub fn ports(&self) -> Vec<u16> {
         self.ports.clone()
+    }
+
+    /// An agent beside each server, node `n<i>` of `datastore`, reporting to the controllers at
+    /// `urls` (comma-separated), with `extra` flags.
+    pub fn join_agents(&self, urls: &str, datastore: &str, extra: &[&str]) -> Result<Vec<Agent>> {
+        self.ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let server = format!("127.0.0.1:{port}");
+                Agent::join_urls(None, urls, datastore, &format!("n{i}"), &server, extra)
+            })
+            .collect()
     }
 
     pub fn server(&self, i: usize) -> Result<&RedisServer> {

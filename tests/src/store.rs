@@ -28,18 +28,7 @@ impl VigilStore {
         let controller = Controller::start(dir.path(), controller_args)?;
         let servers = Servers::start(replicas)?;
         let ports = servers.ports();
-        let mut agents = Vec::new();
-        for (i, port) in ports.iter().enumerate() {
-            let server = format!("127.0.0.1:{port}");
-            agents.push(Agent::join(
-                None,
-                &controller,
-                name,
-                &format!("n{i}"),
-                &server,
-                agent_args,
-            )?);
-        }
+        let agents = servers.join_agents(&controller.url(), name, agent_args)?;
         let store = Self {
             agents,
             controller,

@@ -530,16 +530,7 @@ fn an_agent_given_several_controllers_reaches_one_past_a_dead_one() -> Result<()
     let dead = format!("http://127.0.0.1:{}", free_port()?);
     let controllers = format!("{dead},{}", ctl.url());
     let addr = format!("127.0.0.1:{}", primary.port);
-    let _agent = Agent::run(&[
-        "--server",
-        &addr,
-        "--controller",
-        &controllers,
-        "--datastore",
-        DS,
-        "--node-id",
-        "p",
-    ])?;
+    let _agent = Agent::join_urls(None, &controllers, DS, "p", &addr, &[])?;
     ctl.wait_session("p")?;
     ctl.wait_verdict("p", "a healthy primary", |v| {
         health(v) == v1::Health::Healthy && v.role() == v1::Role::Primary

@@ -101,6 +101,37 @@ pub(crate) fn agent_timeline(
     }
 }
 
+/// The timeline's lines from the deciding controller's log (`lines`): when it chose the replica
+/// to promote (`who` did), and when the failover finished (`published` says how the new primary
+/// was made known); `by` follows the promoted node's name.
+pub(crate) fn controller_timeline(
+    lines: &[String],
+    fault_wall: SystemTime,
+    who: &str,
+    published: &str,
+    by: &str,
+) {
+    let log = entries(lines);
+    for (event, label) in [
+        (
+            "failover_started",
+            format!("decision: {who} chose the replica to promote"),
+        ),
+        (
+            "failover_finished",
+            format!("promotion: REPLICAOF NO ONE done, the other replica re-pointed, {published}"),
+        ),
+    ] {
+        if let Some((t, v)) = log
+            .iter()
+            .find(|(t, v)| *t >= fault_wall && v["fields"]["event"] == event)
+        {
+            let to = v["fields"]["to"].as_str().unwrap_or("?");
+            println!("  {}  {label} ({to}{by})", ms_since(fault_wall, *t));
+        }
+    }
+}
+
 pub(crate) fn ms_since(fault: SystemTime, at: SystemTime) -> String {
     match at.duration_since(fault) {
         Ok(d) => format!("{:>8.1} ms", d.as_secs_f64() * 1000.0),
@@ -207,25 +238,13 @@ pub fn run() -> Result<()> {
         fault_wall,
         fault_mono,
     );
-    let controller = entries(&store.controller.log.lines());
-    for (message, label) in [
-        (
-            "failing over",
-            "decision: the controller chose the replica to promote",
-        ),
-        (
-            "failover finished",
-            "promotion: REPLICAOF NO ONE done, the other replica re-pointed, new primary published",
-        ),
-    ] {
-        if let Some((t, v)) = controller
-            .iter()
-            .find(|(_, v)| v["fields"]["message"] == message)
-        {
-            let to = v["fields"]["to"].as_str().unwrap_or("?");
-            println!("  {}  {label} ({to})", ms_since(fault_wall, *t));
-        }
-    }
+    controller_timeline(
+        &store.controller.log.lines(),
+        fault_wall,
+        "the controller",
+        "new primary published",
+        "",
+    );
     match first_write {
         Some(d) => println!(
             "  {:>8.1} ms  first write accepted on the new primary 127.0.0.1:{new_port}, found through the Sentinel endpoint",

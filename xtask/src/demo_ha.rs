@@ -16,7 +16,7 @@ use vigil_tests::{HaStore, Leadership, WAIT, wait_until, workspace_bin};
 use crate::{
     bench::controller_ha::{check_controller_has_etcd, next_leader},
     demo::{
-        agent_timeline, catch_interrupt, entries, heading, interrupted, monotonic_ns, ms_since,
+        agent_timeline, catch_interrupt, controller_timeline, heading, interrupted, monotonic_ns,
         step,
     },
 };
@@ -134,29 +134,13 @@ pub fn run() -> Result<()> {
         fault_wall,
         fault_mono,
     );
-    let leader_log = entries(&store.controller(next)?.log.lines());
-    for (event, label) in [
-        (
-            "failover_started",
-            "decision: the leader chose the replica to promote",
-        ),
-        (
-            "failover_finished",
-            "promotion: REPLICAOF NO ONE done, the other replica re-pointed, new primary in etcd",
-        ),
-    ] {
-        if let Some((t, v)) = leader_log
-            .iter()
-            .find(|(t, v)| *t >= fault_wall && v["fields"]["event"] == event)
-        {
-            let to = v["fields"]["to"].as_str().unwrap_or("?");
-            println!(
-                "  {}  {label} ({to}, by {})",
-                ms_since(fault_wall, *t),
-                name(&store, next)
-            );
-        }
-    }
+    controller_timeline(
+        &store.controller(next)?.log.lines(),
+        fault_wall,
+        "the leader",
+        "new primary in etcd",
+        &format!(", by {}", name(&store, next)),
+    );
     match first_write {
         Ok(d) => println!(
             "  {:>8.1} ms  first write accepted on the new primary, found through {}'s Sentinel endpoint",

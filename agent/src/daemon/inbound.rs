@@ -136,18 +136,10 @@ impl Daemon {
         let id = c.id;
         let epoch = c.epoch;
         // Before the epoch rule: a deposed leader's command must not raise the newest epoch.
-        // Each refusal is said: commands are few, unlike desired state.
-        match self.leadership.admit(c.leadership) {
-            Ok(true) => {
-                self.link.leadership.send_replace(c.leadership);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                self.metrics.stale_leadership.inc();
-                tracing::warn!(command = id, error = %e, "refusing a command from a controller that no longer leads");
-                self.ack(id, epoch, Err(e));
-                return;
-            }
+        // The refusal goes back in the ack, which names both leaderships.
+        if let Err(e) = self.admit_leadership(c.leadership, "a command") {
+            self.ack(id, epoch, Err(e));
+            return;
         }
         let command = match Command::try_from(c) {
             Ok(cmd) => cmd,

@@ -92,9 +92,9 @@ impl Leadership {
             && self.ms(Instant::now()) < self.valid_until_ms.load(Ordering::Acquire)
     }
 
-    /// This controller leads now (its lease not run out).
-    pub fn leads(&self) -> bool {
-        self.term().is_some_and(|t| self.holds(t.token))
+    /// The term this controller leads in now, if its lease has not run out.
+    pub fn held_term(&self) -> Option<Arc<Term>> {
+        self.term().filter(|t| self.holds(t.token))
     }
 
     /// Elected: `term` is valid until `until`.
@@ -157,7 +157,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_term_holds_only_until_its_lease_runs_out_and_only_for_its_token() {
         let l = Leadership::following(me());
-        assert!(!l.leads());
+        assert!(l.held_term().is_none());
         let until = Instant::now() + Duration::from_millis(1_000);
         l.lead(
             Term {

@@ -96,8 +96,7 @@ impl Registry {
     /// The term this controller leads in now, or why it cannot act.
     fn term(&self) -> Result<Arc<Term>> {
         self.leadership
-            .term()
-            .filter(|t| self.leadership.holds(t.token))
+            .held_term()
             .ok_or_else(|| ControllerError::NotLeader {
                 leader: self
                     .leadership
