@@ -9,4 +9,8 @@ pub enum ProtoError {
     },
     #[error("{0:?} is not a valid log filter: {1}")]
     LogFilter(String, String),
+    #[error("{0}")]
+    Certificate(String),
+    #[error("reading {0}: {1}")]
+    Pem(String, String),
 }

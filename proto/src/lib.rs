@@ -5,6 +5,7 @@
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
+//! - [`tls`]: the identity a vigil certificate names, and reading PEM files.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
 //! - [`error`]: this crate's one error type.
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod host_port;
 pub mod reason;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::ProtoError;
 pub use host_port::HostPort;
