@@ -4,12 +4,14 @@
 //! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`.
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
+//! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
 //! - [`error`]: this crate's one error type.
 pub mod cli;
 pub mod error;
 pub mod host_port;
+pub mod limits;
 pub mod reason;
 pub mod telemetry;
 
