@@ -31,6 +31,8 @@ pub enum Alert {
     ReplicaDown,
     /// etcd does not answer, or has no quorum: no controller leads, so none fails anything over.
     EtcdUnavailable,
+    /// A hello named a node more than a data store may have: refused.
+    TooManyNodes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +56,7 @@ impl Alert {
             Self::FailoverFailed => "failover_failed",
             Self::ReplicaDown => "replica_down",
             Self::EtcdUnavailable => "etcd_unavailable",
+            Self::TooManyNodes => "too_many_nodes",
         }
     }
 

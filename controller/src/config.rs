@@ -8,7 +8,12 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use vigil_proto::{DEFAULT_PRIORITY, HostPort, cli::with_default, v1};
+use vigil_proto::{
+    DEFAULT_PRIORITY, HostPort,
+    cli::with_default,
+    limits::{MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE, MAX_ZONE_LEN},
+    v1,
+};
 
 use crate::{
     cluster::election::DEFAULT_LEADER_LEASE_SECS,
@@ -16,6 +21,7 @@ use crate::{
     member::ControllerInfo,
     store::{
         NodeInfo, Settings,
+        nodes::field_problem,
         registry::Admission,
         settings::{
             DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS,
@@ -329,6 +335,14 @@ fn node(field: &str, n: NodeConfig) -> Result<NodeInfo> {
     if n.id.is_empty() {
         return Err(bad(format!("{field}.id"), "is required"));
     }
+    for (key, value, max) in [
+        ("id", &n.id, MAX_NODE_ID_LEN),
+        ("zone", &n.zone, MAX_ZONE_LEN),
+    ] {
+        if let Some(problem) = field_problem(value, max) {
+            return Err(bad(format!("{field}.{key}"), problem));
+        }
+    }
     let address: HostPort = n
         .address
         .parse()
@@ -365,6 +379,15 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                     format!(
                         "{:?} is not allowed (letters, digits, '-', '_', '.')",
                         d.name
+                    ),
+                ));
+            }
+            if d.nodes.len() > MAX_NODES_PER_DATASTORE {
+                return Err(bad(
+                    format!("datastore[{i}].node"),
+                    format!(
+                        "{} nodes, more than the {MAX_NODES_PER_DATASTORE} a data store may have",
+                        d.nodes.len()
                     ),
                 ));
             }

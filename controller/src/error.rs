@@ -28,8 +28,13 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("agent hello: {0}")]
-    Hello(String),
+    #[error("agent hello: {field} {problem}")]
+    HelloField {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("node {node:?} would be one more than the {max} nodes a data store may have: refused")]
+    TooManyNodes { node: String, max: usize },
     #[error(transparent)]
     Address(#[from] vigil_proto::ProtoError),
 

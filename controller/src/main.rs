@@ -22,6 +22,7 @@ use vigil_controller::{
     store::{Registry, etcd_state::EtcdStates, registry::Backend},
 };
 use vigil_proto::{
+    limits::MAX_AGENT_MESSAGE_BYTES,
     telemetry::{LogArgs, serve_metrics},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
 };
@@ -176,10 +177,13 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
             "vigil-controller running; campaigning to lead"
         ),
     }
-    let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry)));
+    // A message past the bound is refused at its length prefix, before its body is held.
+    let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry)))
+        .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
     let control = ControlServer::new(ControlService {
         registry: Arc::clone(&registry),
-    });
+    })
+    .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
     let mut terminate = signal(SignalKind::terminate())?;
     let shutdown = async move {
         tokio::select! {

@@ -2,10 +2,16 @@
 //! peer, a primary to replicate from. Parsed here and nowhere else.
 use std::{fmt, str::FromStr};
 
-use crate::error::ProtoError;
+use crate::{
+    error::ProtoError,
+    limits::{MAX_ADDRESS_LEN, floor_char_boundary},
+};
 
 /// Longest host accepted: a full DNS name (RFC 1035).
 pub const MAX_HOST_LEN: usize = 253;
+
+/// How much of an overlong address its error shows.
+const SHOWN_OF_LONG: usize = 64;
 
 /// A host (name, IPv4, or IPv6 written in brackets) and a port from 1 to 65535.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +34,16 @@ impl FromStr for HostPort {
     type Err = ProtoError;
 
     fn from_str(s: &str) -> Result<Self, ProtoError> {
+        if s.len() > MAX_ADDRESS_LEN {
+            // Said with its start only: an address sent over the network may be megabytes long,
+            // and the error is logged and sent back.
+            let mut shown = s[..floor_char_boundary(s, SHOWN_OF_LONG)].to_string();
+            shown.push('…');
+            return Err(ProtoError::Address {
+                address: shown,
+                reason: "longer than any HOST:PORT (261 characters)",
+            });
+        }
         let bad = |reason| ProtoError::Address {
             address: s.to_string(),
             reason,
@@ -45,6 +61,9 @@ impl FromStr for HostPort {
         }
         if host.len() > MAX_HOST_LEN {
             return Err(bad("the host is longer than 253 characters"));
+        }
+        if host.contains(['[', ']']) {
+            return Err(bad("the host has a bracket inside"));
         }
         if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("the host has white space or control characters"));
@@ -103,6 +122,8 @@ mod tests {
             "[::1:6379",
             "[]:6379",
             "a b:1",
+            "[[::1]:1",
+            "a]:1",
             long.as_str(),
         ] {
             let e = text.parse::<HostPort>().unwrap_err();
@@ -110,6 +131,55 @@ mod tests {
                 matches!(&e, ProtoError::Address { address, .. } if address == text),
                 "{text}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn an_address_of_megabytes_is_refused_with_its_start_only() {
+        let huge = format!("{}:6379", "h".repeat(3 << 20));
+        let e = huge.parse::<HostPort>().unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
+        let port_of_zeros = format!("h:{}1", "0".repeat(3 << 20));
+        assert!(port_of_zeros.parse::<HostPort>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any text parses or is refused, never panics; what parses is within the bounds and
+        /// prints back to itself.
+        #[test]
+        fn fuzz_host_port_any_text(text in prop_oneof![
+            any::<String>(),
+            "[\\[\\]a-z0-9:. -]{0,24}",
+            "[a-z]{0,300}:[0-9]{0,8}",
+        ]) {
+            if let Ok(hp) = text.parse::<HostPort>() {
+                prop_assert!(!hp.host.is_empty() && hp.host.len() <= MAX_HOST_LEN);
+                prop_assert!(hp.port > 0);
+                prop_assert!(hp.to_string().len() <= MAX_ADDRESS_LEN);
+                prop_assert_eq!(hp.to_string().parse::<HostPort>(), Ok(hp));
+            }
+        }
+
+        /// Every well-formed address parses to its host and port.
+        #[test]
+        fn fuzz_host_port_valid_round_trips(
+            host in "[a-z0-9][a-z0-9.-]{0,252}",
+            v6 in "[0-9a-f]{1,4}(:[0-9a-f]{0,4}){1,7}",
+            port in 1u16..,
+            bracketed in any::<bool>(),
+        ) {
+            let host = if bracketed { v6 } else { host };
+            let hp = HostPort::new(host, port);
+            prop_assert_eq!(hp.to_string().parse::<HostPort>(), Ok(hp));
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`.
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
+//! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
 //! - [`tls`]: the identity a vigil certificate names, and reading PEM files.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
@@ -11,6 +12,7 @@
 pub mod cli;
 pub mod error;
 pub mod host_port;
+pub mod limits;
 pub mod reason;
 pub mod telemetry;
 pub mod tls;

@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Streaming, transport::Endpoint};
 use vigil_proto::{
     PROTOCOL_VERSION,
+    limits::{MAX_ACK_ERROR_LEN, MAX_CONTROLLER_MESSAGE_BYTES, truncate},
     v1::{
         self, agent_link_client::AgentLinkClient, agent_message::Msg as Up,
         controller_message::Msg as Down,
@@ -307,7 +308,10 @@ async fn welcome(shared: &mut Shared, url: &str) -> Result<Welcomed> {
         .connect()
         .await
         .map_err(AgentError::ControllerConnect)?;
-    let mut client = AgentLinkClient::new(channel);
+    // Set, not left to tonic's default: the controller's largest desired state is checked
+    // against this bound (a desired state the agent cannot decode would drop its session).
+    let mut client =
+        AgentLinkClient::new(channel).max_decoding_message_size(MAX_CONTROLLER_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(OUTBOUND);
     let hello = v1::AgentMessage {
         msg: Some(Up::Hello(shared.hello.clone())),
@@ -383,7 +387,9 @@ async fn serve(
                     let _ = tx.try_send(v1::AgentMessage { msg: Some(Up::Verdict(v)) });
                 }
             }
-            Some(ack) = shared.acks.recv() => {
+            Some(mut ack) = shared.acks.recv() => {
+                // A server's error can be long; the controller takes acks up to a bound.
+                truncate(&mut ack.error, MAX_ACK_ERROR_LEN);
                 if tx.send(v1::AgentMessage { msg: Some(Up::Ack(ack)) }).await.is_err() {
                     return Err(AgentError::LinkClosed);
                 }

@@ -1,6 +1,6 @@
 //! Conversions between the agent's domain types and the vigil.v1 protocol types: what goes up
 //! (health, role, flavour) and what comes down (roles, commands), checked on the way in.
-use vigil_proto::{HostPort, v1};
+use vigil_proto::{HostPort, limits::floor_char_boundary, v1};
 
 use crate::{
     error::{AgentError, Result},
@@ -52,11 +52,21 @@ impl TryFrom<v1::Role> for Role {
     }
 }
 
+/// How much of a bad address its error shows: what comes from the network may be long, and
+/// the error is logged and sent back in the ack.
+const SHOWN_OF_BAD_ADDRESS: usize = 64;
+
 fn host_port(id: u64, address: &str) -> Result<HostPort> {
-    address.parse().map_err(|source| AgentError::BadAddress {
-        id,
-        address: address.to_string(),
-        source,
+    address.parse().map_err(|source| {
+        let mut shown = address[..floor_char_boundary(address, SHOWN_OF_BAD_ADDRESS)].to_string();
+        if shown.len() < address.len() {
+            shown.push('…');
+        }
+        AgentError::BadAddress {
+            id,
+            address: shown,
+            source,
+        }
     })
 }
 

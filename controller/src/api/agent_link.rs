@@ -15,6 +15,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 use vigil_proto::{
     PROTOCOL_VERSION,
+    limits::{MAX_ACK_ERROR_LEN, truncate},
     v1::{
         self, AgentMessage, ControllerMessage, agent_link_server::AgentLink,
         agent_message::Msg as Up, controller_message::Msg as Down,
@@ -81,7 +82,9 @@ impl AgentLinkService {
 fn refused(e: ControllerError) -> Status {
     match e {
         ControllerError::UnknownDatastore(_) => Status::permission_denied(e.to_string()),
-        ControllerError::TooManyDatastores(_) => Status::resource_exhausted(e.to_string()),
+        ControllerError::TooManyDatastores(_) | ControllerError::TooManyNodes { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
         _ => Status::invalid_argument(e.to_string()),
     }
 }
@@ -168,10 +171,14 @@ impl AgentLink for AgentLinkService {
                         verdict,
                         received: tokio::time::Instant::now(),
                     },
-                    Some(Up::Ack(ack)) => Input::Ack {
-                        node: node.clone(),
-                        ack,
-                    },
+                    Some(Up::Ack(mut ack)) => {
+                        // Kept until its command's waiter reads it: at its bound at most.
+                        truncate(&mut ack.error, MAX_ACK_ERROR_LEN);
+                        Input::Ack {
+                            node: node.clone(),
+                            ack,
+                        }
+                    }
                     // A second hello, or an empty message: nothing to do.
                     _ => continue,
                 };

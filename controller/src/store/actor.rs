@@ -186,7 +186,11 @@ pub fn spawn(
         term,
     };
     for info in known_nodes {
-        r.nodes.register(info);
+        // Configured nodes are bounded by the configuration's check, and a view's by the
+        // leader that wrote it: a refusal here is another controller's larger bound.
+        if let Err(e) = r.nodes.register(info) {
+            tracing::warn!(datastore = %r.name, error = %e, "known node not taken");
+        }
     }
     r.publish();
     tokio::spawn(r.run(rx));

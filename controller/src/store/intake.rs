@@ -16,9 +16,18 @@ use crate::{alerts::Alert, sentinel::topology::Channel};
 
 impl Reconciler {
     pub(super) fn on_session(&mut self, info: NodeInfo, outbox: Outbox, session: u64) {
-        let id = info.id.clone();
-        tracing::info!(datastore = %self.name, node = %id, address = %info.address, "agent connected");
-        self.nodes.register(info);
+        let (id, address) = (info.id.clone(), info.address.clone());
+        if let Err(e) = self.nodes.register(info) {
+            // The agent was welcomed before its node was looked at here: its session ends now,
+            // with the reason. Node ids come from the network; the data store stays as it is.
+            let _ = outbox.try_send(Err(tonic::Status::resource_exhausted(e.to_string())));
+            self.alert(
+                Alert::TooManyNodes,
+                &format!("{e}: is an agent misconfigured, or are hellos forged?"),
+            );
+            return;
+        }
+        tracing::info!(datastore = %self.name, node = %id, address = %address, "agent connected");
         if let Some(n) = self.nodes.get_mut(&id) {
             n.session = Some(Session {
                 id: session,

@@ -6,16 +6,16 @@ use std::{collections::BTreeMap, time::Duration};
 use tokio::{sync::mpsc, time::Instant};
 use vigil_proto::{
     HostPort, LINK_NEVER_UP,
+    limits::{
+        MAX_ADDRESS_LEN, MAX_DATASTORE_NAME_LEN, MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE,
+        MAX_VERSION_LEN, MAX_ZONE_LEN,
+    },
     v1::{self, Health, Role},
 };
 
-use super::decision::NodeView;
+use super::{decision::NodeView, state::valid_name};
 use crate::error::ControllerError;
 
-/// Longest node id an agent may claim.
-pub const MAX_NODE_ID_LEN: usize = 128;
-/// Longest zone name an agent may claim.
-pub const MAX_ZONE_LEN: usize = 128;
 /// Peers an agent's verdict can report on: its peer bitmasks are 64 bits wide.
 pub const MAX_PEER_BITS: usize = 64;
 
@@ -35,23 +35,57 @@ pub struct NodeInfo {
     pub flavour: v1::Flavour,
 }
 
+/// What is wrong with a name or address of at most `max` bytes, if anything. Control
+/// characters are refused too: every name is logged, and labels metrics.
+pub fn field_problem(value: &str, max: usize) -> Option<String> {
+    if value.len() > max {
+        Some(format!("is longer than {max} bytes"))
+    } else if value.chars().any(char::is_control) {
+        Some("has control characters".into())
+    } else {
+        None
+    }
+}
+
+fn check_field(field: &'static str, value: &str, max: usize) -> Result<(), ControllerError> {
+    match field_problem(value, max) {
+        Some(problem) => Err(ControllerError::HelloField { field, problem }),
+        None => Ok(()),
+    }
+}
+
+/// A hello checked field by field against the protocol's bounds ([`vigil_proto::limits`]): the
+/// data store it joins, and who the node is. Nothing longer than a bound is kept.
 impl TryFrom<&v1::Hello> for NodeInfo {
     type Error = ControllerError;
 
     fn try_from(h: &v1::Hello) -> Result<Self, ControllerError> {
-        if h.node_id.is_empty() || h.node_id.len() > MAX_NODE_ID_LEN {
-            return Err(ControllerError::Hello(format!(
-                "node id must be 1 to {MAX_NODE_ID_LEN} characters"
-            )));
+        check_field("datastore", &h.datastore, MAX_DATASTORE_NAME_LEN)?;
+        if !valid_name(&h.datastore) {
+            return Err(ControllerError::HelloField {
+                field: "datastore",
+                problem: "must be letters, digits, '-', '_' and '.', not empty".into(),
+            });
         }
-        if h.zone.len() > MAX_ZONE_LEN {
-            return Err(ControllerError::Hello(format!(
-                "zone must be at most {MAX_ZONE_LEN} characters"
-            )));
+        check_field("node_id", &h.node_id, MAX_NODE_ID_LEN)?;
+        if h.node_id.is_empty() {
+            return Err(ControllerError::HelloField {
+                field: "node_id",
+                problem: "is empty".into(),
+            });
         }
+        check_field("advertise", &h.advertise, MAX_ADDRESS_LEN)?;
+        check_field("zone", &h.zone, MAX_ZONE_LEN)?;
+        check_field("agent_version", &h.agent_version, MAX_VERSION_LEN)?;
+        let address = h.advertise.parse().map_err(|e: vigil_proto::ProtoError| {
+            ControllerError::HelloField {
+                field: "advertise",
+                problem: e.to_string(),
+            }
+        })?;
         Ok(Self {
             id: h.node_id.clone(),
-            address: h.advertise.parse()?,
+            address,
             zone: h.zone.clone(),
             priority: h.priority,
             flavour: h.flavour(),
@@ -143,8 +177,15 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Adds a node, or updates what is known of it.
-    pub fn register(&mut self, info: NodeInfo) {
+    /// Adds a node, or updates what is known of it. A node new to a data store that already has
+    /// [`MAX_NODES_PER_DATASTORE`] is refused: node ids come from the network.
+    pub fn register(&mut self, info: NodeInfo) -> Result<(), ControllerError> {
+        if !self.by_id.contains_key(&info.id) && self.by_id.len() >= MAX_NODES_PER_DATASTORE {
+            return Err(ControllerError::TooManyNodes {
+                node: info.id,
+                max: MAX_NODES_PER_DATASTORE,
+            });
+        }
         match self.by_id.get_mut(&info.id) {
             Some(n) => {
                 if n.info.address != info.address {
@@ -157,6 +198,15 @@ impl Nodes {
                 self.peers_version += 1;
             }
         }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 
     pub fn get(&self, id: &str) -> Option<&Node> {
@@ -236,6 +286,7 @@ mod tests {
 
     fn hello(id: &str, advertise: &str) -> v1::Hello {
         v1::Hello {
+            datastore: "cache".into(),
             node_id: id.into(),
             advertise: advertise.into(),
             priority: 100,
@@ -249,31 +300,102 @@ mod tests {
         let n = NodeInfo::try_from(&hello("a", "10.0.0.1:6379")).unwrap();
         assert_eq!(n.address, HostPort::new("10.0.0.1", 6379));
         assert_eq!(n.flavour, v1::Flavour::Redis);
-        for bad in [
-            hello("", "10.0.0.1:6379"),
-            hello(&"n".repeat(MAX_NODE_ID_LEN + 1), "10.0.0.1:6379"),
-            hello("a", "10.0.0.1"),
-            hello("a", ":6379"),
-            hello("a", "h:0"),
-            v1::Hello {
-                zone: "z".repeat(MAX_ZONE_LEN + 1),
-                ..hello("a", "h:1")
-            },
+        let longest = v1::Hello {
+            datastore: "d".repeat(MAX_DATASTORE_NAME_LEN),
+            zone: "z".repeat(MAX_ZONE_LEN),
+            agent_version: "v".repeat(MAX_VERSION_LEN),
+            ..hello(
+                &"n".repeat(MAX_NODE_ID_LEN),
+                &format!(
+                    "[{}]:65535",
+                    "a".repeat(vigil_proto::host_port::MAX_HOST_LEN)
+                ),
+            )
+        };
+        assert!(
+            NodeInfo::try_from(&longest).is_ok(),
+            "every field at its bound"
+        );
+        let megabytes = "x".repeat(3 << 20);
+        for (field, bad) in [
+            ("node_id", hello("", "10.0.0.1:6379")),
+            (
+                "node_id",
+                hello(&"n".repeat(MAX_NODE_ID_LEN + 1), "10.0.0.1:6379"),
+            ),
+            ("node_id", hello("a\nb", "10.0.0.1:6379")),
+            ("advertise", hello("a", "10.0.0.1")),
+            ("advertise", hello("a", ":6379")),
+            ("advertise", hello("a", "h:0")),
+            ("advertise", hello("a", &megabytes)),
+            (
+                "zone",
+                v1::Hello {
+                    zone: "z".repeat(MAX_ZONE_LEN + 1),
+                    ..hello("a", "h:1")
+                },
+            ),
+            (
+                "datastore",
+                v1::Hello {
+                    datastore: megabytes.clone(),
+                    ..hello("a", "h:1")
+                },
+            ),
+            (
+                "datastore",
+                v1::Hello {
+                    datastore: String::new(),
+                    ..hello("a", "h:1")
+                },
+            ),
+            (
+                "agent_version",
+                v1::Hello {
+                    agent_version: "v".repeat(MAX_VERSION_LEN + 1),
+                    ..hello("a", "h:1")
+                },
+            ),
         ] {
-            assert!(NodeInfo::try_from(&bad).is_err(), "{bad:?}");
+            let e = NodeInfo::try_from(&bad).unwrap_err();
+            assert!(
+                matches!(&e, ControllerError::HelloField { field: f, .. } if *f == field),
+                "{field}: {e}"
+            );
+            // The refusal names the field and never echoes megabytes back.
+            assert!(
+                e.to_string().contains(field) && e.to_string().len() < 300,
+                "{e}"
+            );
         }
+    }
+
+    #[test]
+    fn a_data_store_takes_no_node_past_its_bound_but_still_updates_its_own() {
+        let mut nodes = Nodes::default();
+        let info = |i: usize| NodeInfo::try_from(&hello(&format!("n{i}"), "h:1")).unwrap();
+        for i in 0..MAX_NODES_PER_DATASTORE {
+            nodes.register(info(i)).unwrap();
+        }
+        let e = nodes.register(info(MAX_NODES_PER_DATASTORE)).unwrap_err();
+        assert!(matches!(e, ControllerError::TooManyNodes { .. }), "{e}");
+        assert_eq!(nodes.len(), MAX_NODES_PER_DATASTORE);
+        // A known node still moves.
+        let moved = NodeInfo::try_from(&hello("n0", "h:2")).unwrap();
+        nodes.register(moved.clone()).unwrap();
+        assert_eq!(nodes.get("n0").map(|n| &n.info), Some(&moved));
     }
 
     #[test]
     fn the_peer_list_version_moves_when_a_node_joins_or_moves_only() {
         let mut nodes = Nodes::default();
         let info = |id: &str, port| NodeInfo::try_from(&hello(id, &format!("h:{port}"))).unwrap();
-        nodes.register(info("a", 1));
-        nodes.register(info("b", 2));
+        nodes.register(info("a", 1)).unwrap();
+        nodes.register(info("b", 2)).unwrap();
         assert_eq!(nodes.peers_version, 2);
-        nodes.register(info("b", 2));
+        nodes.register(info("b", 2)).unwrap();
         assert_eq!(nodes.peers_version, 2);
-        nodes.register(info("b", 3));
+        nodes.register(info("b", 3)).unwrap();
         assert_eq!(nodes.peers_version, 3);
         let peers: Vec<&str> = nodes.peers_of("b").map(|n| n.info.id.as_str()).collect();
         assert_eq!(peers, ["a"]);
@@ -282,7 +404,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_replica_was_linked_when_its_agent_says_even_if_this_process_never_saw_it() {
         let mut nodes = Nodes::default();
-        nodes.register(NodeInfo::try_from(&hello("b", "h:2")).unwrap());
+        nodes
+            .register(NodeInfo::try_from(&hello("b", "h:2")).unwrap())
+            .unwrap();
         tokio::time::advance(Duration::from_secs(60)).await;
         let now = Instant::now();
         let down_for = |ms| v1::Verdict {
@@ -318,7 +442,9 @@ mod tests {
     async fn a_replica_sees_the_primary_down_by_its_probe_bit_or_its_link() {
         let mut nodes = Nodes::default();
         for (id, port) in [("a", 1), ("b", 2), ("c", 3)] {
-            nodes.register(NodeInfo::try_from(&hello(id, &format!("h:{port}"))).unwrap());
+            nodes
+                .register(NodeInfo::try_from(&hello(id, &format!("h:{port}"))).unwrap())
+                .unwrap();
         }
         let replica = |link_up, probed, unreachable, peers_version| v1::Verdict {
             role: Role::Replica as i32,

@@ -151,7 +151,7 @@ impl StoreState {
 /// Data store names become file names, so they are kept to a safe alphabet.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 64
+        && name.len() <= vigil_proto::limits::MAX_DATASTORE_NAME_LEN
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))

@@ -188,6 +188,12 @@ impl Store {
     }
 
     async fn connect(&mut self, id: &str, flavour: Flavour) {
+        self.connect_as(info(id, flavour)).await;
+    }
+
+    /// Connects an agent that says it is `info`.
+    async fn connect_as(&mut self, info: NodeInfo) {
+        let id = info.id.as_str();
         self.last_session += 1;
         self.sessions.insert(id.to_string(), self.last_session);
         let (outbox, mut rx) = mpsc::channel::<Result<v1::ControllerMessage, tonic::Status>>(INBOX);
@@ -200,10 +206,11 @@ impl Store {
         if let Some(old) = self.agents.insert(id.to_string(), agent) {
             old.abort();
         }
+        let session = self.last_session;
         self.send(Input::Session {
-            info: info(id, flavour),
+            info,
             outbox,
-            session: self.last_session,
+            session,
         })
         .await;
     }
@@ -1142,4 +1149,86 @@ async fn a_reconnecting_primary_gets_its_lease_with_its_first_desired_state() {
     let d = &s.desired["n0"];
     assert_eq!(d.role(), Role::Primary);
     assert!(d.lease_ms > 0, "{d:?}");
+}
+
+/// The largest desired state the bounds allow: a data store of the most nodes, every id and
+/// address at its bound, sent to a replica (which is also told its primary's address). It must
+/// stay far below what an agent decodes, or one forged node could cut every agent off.
+#[tokio::test(start_paused = true)]
+async fn the_largest_desired_state_is_far_below_the_agents_decoder_limit() {
+    use prost::Message;
+    use vigil_proto::limits::{
+        MAX_ADDRESS_LEN, MAX_CONTROLLER_MESSAGE_BYTES, MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE,
+        MAX_ZONE_LEN,
+    };
+    let longest = |i: usize| {
+        let id = format!("{i:0>width$}", width = MAX_NODE_ID_LEN);
+        // An IPv6-looking host of the longest length, in brackets, and a five-digit port.
+        let host = format!("{i}:{}", "f".repeat(vigil_proto::host_port::MAX_HOST_LEN));
+        let address = format!("[{}]:65535", &host[..vigil_proto::host_port::MAX_HOST_LEN]);
+        assert_eq!(address.len(), MAX_ADDRESS_LEN);
+        NodeInfo {
+            id,
+            address: address.parse().expect("an address at its bound parses"),
+            zone: "z".repeat(MAX_ZONE_LEN),
+            priority: 100,
+            flavour: Flavour::Redis,
+        }
+    };
+    let mut s = Store::start(settings(), StoreState::default());
+    for i in 0..MAX_NODES_PER_DATASTORE {
+        s.connect_as(longest(i)).await;
+    }
+    let first = longest(0).id;
+    s.verdict(&first, verdict(Health::Healthy, Role::Primary, 100))
+        .await;
+    for i in 1..MAX_NODES_PER_DATASTORE {
+        s.verdict(&longest(i).id, verdict(Health::Healthy, Role::Replica, 100))
+            .await;
+    }
+    tokio::time::sleep(Settings::default().heartbeat * 2).await;
+    s.take_in().await;
+    let replica = s
+        .desired
+        .get(&longest(1).id)
+        .expect("a replica's desired state");
+    assert_eq!(replica.peers.len(), MAX_NODES_PER_DATASTORE - 1);
+    assert_eq!(replica.primary_address.len(), MAX_ADDRESS_LEN);
+    let largest = s
+        .desired
+        .values()
+        .map(|d| {
+            v1::ControllerMessage {
+                msg: Some(Down::Desired(d.clone())),
+            }
+            .encoded_len()
+        })
+        .max()
+        .expect("desired states");
+    eprintln!(
+        "largest desired state: {largest} bytes; the agent decodes up to {MAX_CONTROLLER_MESSAGE_BYTES}"
+    );
+    assert!(
+        largest < MAX_CONTROLLER_MESSAGE_BYTES / 4,
+        "{largest} bytes is not below a quarter of {MAX_CONTROLLER_MESSAGE_BYTES}"
+    );
+
+    // One more node is refused: its session ends with the reason, and the data store stays.
+    let (outbox, mut rx) = mpsc::channel(INBOX);
+    s.send(Input::Session {
+        info: longest(MAX_NODES_PER_DATASTORE),
+        outbox,
+        session: 1_000,
+    })
+    .await;
+    let refused = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an answer")
+        .expect("a message");
+    assert_eq!(
+        refused.expect_err("a refusal").code(),
+        tonic::Code::ResourceExhausted
+    );
+    assert_eq!(s.status().await.nodes.len(), MAX_NODES_PER_DATASTORE);
+    assert_eq!(s.alerts(Alert::TooManyNodes), 1);
 }
