@@ -700,9 +700,11 @@ fn a_controller_out_of_file_descriptors_does_not_spin_and_serves_again_after() -
     std::thread::sleep(window);
     let used = tick * (cpu_ticks(pid)? - before) as u32;
     eprintln!("controller CPU during the flood: {used:?} in {window:?}");
-    // A spinning accept loop uses a whole core; one that pauses, next to nothing.
+    // One that pauses uses next to nothing (about 10 ms in 3 s here). tonic's own accept loop,
+    // which retries at once, used half a core here (1.48 s in 3 s): the bound sits well
+    // between the two.
     assert!(
-        used < window / 2,
+        used < window / 5,
         "{used:?} of CPU in {window:?}: accept spins"
     );
     assert!(
