@@ -19,6 +19,11 @@ use crate::{
     cluster::election::DEFAULT_LEADER_LEASE_SECS,
     error::{ControllerError, Result},
     member::ControllerInfo,
+    sentinel::{
+        auth::{Credentials, DEFAULT_USER, MAX_PASSWORD},
+        endpoint::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CLIENTS, Options},
+        tls::TlsFiles,
+    },
     store::{
         NodeInfo, Settings,
         nodes::field_problem,
@@ -49,6 +54,16 @@ pub const DEFAULT_MAX_DATASTORES: usize = 10_000;
 pub const DEFAULT_ETCD_PREFIX: &str = "/vigil";
 /// Longest leader lease accepted, in seconds: longer only delays a handover.
 const MAX_LEADER_LEASE_SECS: u64 = 60;
+/// The ACL user a Sentinel client authenticates as: Redis' default user, whom `AUTH <password>`
+/// names.
+pub const DEFAULT_SENTINEL_USER: &str = DEFAULT_USER;
+/// Clients the Sentinel endpoint serves at once: Redis' default `maxclients`.
+pub const DEFAULT_SENTINEL_MAX_CLIENTS: usize = DEFAULT_MAX_CLIENTS;
+/// Seconds before a silent Sentinel client without subscriptions is closed (0: never); see
+/// [`DEFAULT_IDLE_TIMEOUT_SECS`] for why five minutes.
+pub const DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS: u64 = DEFAULT_IDLE_TIMEOUT_SECS;
+/// Longest idle timeout accepted (a day); 0 turns it off.
+const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
 
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +129,30 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_MAX_DATASTORES", value_name = "N",
           help = with_default("Data stores the agents' hellos may bring into being, at most (beyond those configured); one more is refused", DEFAULT_MAX_DATASTORES))]
     pub max_datastores: Option<usize>,
+    /// A file holding the password Sentinel clients must AUTH with (one line; a final newline is
+    /// not part of it), as Redis' `requirepass`. Without it, clients need no password. Never
+    /// given on the command line, where other users could read it.
+    #[arg(long, env = "VIGIL_SENTINEL_PASSWORD_FILE", value_name = "FILE")]
+    pub sentinel_password_file: Option<PathBuf>,
+    #[arg(long, env = "VIGIL_SENTINEL_USER", value_name = "NAME",
+          help = with_default("The user Sentinel clients AUTH as with the password (`AUTH <password>` names the default user)", DEFAULT_SENTINEL_USER))]
+    pub sentinel_user: Option<String>,
+    /// The Sentinel endpoint's TLS certificate chain (PEM); with --sentinel-tls-key, the endpoint
+    /// speaks only TLS.
+    #[arg(long, env = "VIGIL_SENTINEL_TLS_CERT", value_name = "FILE")]
+    pub sentinel_tls_cert: Option<PathBuf>,
+    /// The private key of --sentinel-tls-cert (PEM).
+    #[arg(long, env = "VIGIL_SENTINEL_TLS_KEY", value_name = "FILE")]
+    pub sentinel_tls_key: Option<PathBuf>,
+    /// A CA (PEM): Sentinel clients must then present a certificate it signed.
+    #[arg(long, env = "VIGIL_SENTINEL_TLS_CLIENT_CA", value_name = "FILE")]
+    pub sentinel_tls_client_ca: Option<PathBuf>,
+    #[arg(long, env = "VIGIL_SENTINEL_MAX_CLIENTS", value_name = "N",
+          help = with_default("Sentinel clients served at once; one more is told `-ERR max number of clients reached` and closed", DEFAULT_SENTINEL_MAX_CLIENTS))]
+    pub sentinel_max_clients: Option<usize>,
+    #[arg(long, env = "VIGIL_SENTINEL_IDLE_TIMEOUT_SECS", value_name = "SECS",
+          help = with_default("A Sentinel client without subscriptions that sends nothing this long is closed, in seconds; 0: never", DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS))]
+    pub sentinel_idle_timeout_secs: Option<u64>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -180,6 +219,15 @@ impl ControllerSettings {
             advertise_grpc: self.advertise_grpc.or(file.advertise_grpc),
             advertise_sentinel: self.advertise_sentinel.or(file.advertise_sentinel),
             max_datastores: self.max_datastores.or(file.max_datastores),
+            sentinel_password_file: self.sentinel_password_file.or(file.sentinel_password_file),
+            sentinel_user: self.sentinel_user.or(file.sentinel_user),
+            sentinel_tls_cert: self.sentinel_tls_cert.or(file.sentinel_tls_cert),
+            sentinel_tls_key: self.sentinel_tls_key.or(file.sentinel_tls_key),
+            sentinel_tls_client_ca: self.sentinel_tls_client_ca.or(file.sentinel_tls_client_ca),
+            sentinel_max_clients: self.sentinel_max_clients.or(file.sentinel_max_clients),
+            sentinel_idle_timeout_secs: self
+                .sentinel_idle_timeout_secs
+                .or(file.sentinel_idle_timeout_secs),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -205,6 +253,14 @@ pub struct ControllerConfig {
     pub me: ControllerInfo,
     /// Set with --etcd: several controllers, one leading.
     pub cluster: Option<ClusterConfig>,
+    pub sentinel: SentinelConfig,
+}
+
+/// What the Sentinel endpoint asks of its clients.
+#[derive(Clone, Debug)]
+pub struct SentinelConfig {
+    pub options: Options,
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +319,114 @@ fn cluster(s: &ControllerSettings) -> Result<Option<ClusterConfig>> {
         prefix: prefix.to_string(),
         lease_secs,
     }))
+}
+
+/// The password in `path`: its first line, without the line end. The file should be readable by
+/// the controller's user only; a file others may read is used, with a warning.
+fn password(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::PermissionsExt;
+    let field = "sentinel_password_file";
+    let mut bytes =
+        std::fs::read(path).map_err(|e| bad(field, format!("reading {}: {e}", path.display())))?;
+    if let Some(end) = bytes.iter().position(|b| *b == b'\n') {
+        bytes.truncate(end);
+    }
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(bad(field, format!("{} holds no password", path.display())));
+    }
+    if bytes.len() > MAX_PASSWORD {
+        return Err(bad(
+            field,
+            format!(
+                "the password in {} is longer than {MAX_PASSWORD} bytes, more than a client may \
+                 send before it authenticates",
+                path.display()
+            ),
+        ));
+    }
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(path = %path.display(), "the Sentinel password file is readable by every user: chmod 600 it");
+    }
+    Ok(bytes)
+}
+
+fn sentinel(s: &ControllerSettings) -> Result<SentinelConfig> {
+    let user = s.sentinel_user.as_deref().unwrap_or(DEFAULT_SENTINEL_USER);
+    if user.is_empty() || user.len() > 128 || !user.bytes().all(|c| (b'!'..=b'~').contains(&c)) {
+        return Err(bad(
+            "sentinel_user",
+            format!("{user:?} must be 1 to 128 printable characters without spaces"),
+        ));
+    }
+    let credentials = match &s.sentinel_password_file {
+        Some(path) => Some(Credentials::new(user, &password(path)?)),
+        None if s.sentinel_user.is_some() => {
+            return Err(bad(
+                "sentinel_user",
+                "is set without sentinel_password_file: a user needs a password",
+            ));
+        }
+        None => None,
+    };
+    let tls = match (&s.sentinel_tls_cert, &s.sentinel_tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: s.sentinel_tls_client_ca.clone(),
+        }),
+        (None, None) if s.sentinel_tls_client_ca.is_some() => {
+            return Err(bad(
+                "sentinel_tls_client_ca",
+                "needs sentinel_tls_cert and sentinel_tls_key",
+            ));
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(bad(
+                "sentinel_tls_key",
+                "is required with sentinel_tls_cert",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "sentinel_tls_cert",
+                "is required with sentinel_tls_key",
+            ));
+        }
+    };
+    let max_clients = match s
+        .sentinel_max_clients
+        .unwrap_or(DEFAULT_SENTINEL_MAX_CLIENTS)
+    {
+        0 => return Err(bad("sentinel_max_clients", "must be at least 1")),
+        n => n,
+    };
+    let idle_timeout = match s
+        .sentinel_idle_timeout_secs
+        .unwrap_or(DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS)
+    {
+        0 => None,
+        n if n > MAX_IDLE_TIMEOUT_SECS => {
+            return Err(bad(
+                "sentinel_idle_timeout_secs",
+                format!("{n} s is more than {MAX_IDLE_TIMEOUT_SECS} s (0 turns it off)"),
+            ));
+        }
+        n => Some(Duration::from_secs(n)),
+    };
+    Ok(SentinelConfig {
+        options: Options {
+            credentials,
+            idle_timeout,
+            max_clients,
+        },
+        tls,
+    })
 }
 
 fn me(
@@ -421,7 +585,9 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
         )?;
         let cluster = cluster(&s)?;
         let me = me(&s, grpc_listen, sentinel_listen, cluster.is_some())?;
+        let sentinel = sentinel(&s)?;
         Ok(Self {
+            sentinel,
             grpc_listen,
             sentinel_listen,
             me,
@@ -596,12 +762,79 @@ mod tests {
         assert_eq!(ok.settings.heartbeat, Duration::from_millis(300));
     }
 
+    #[test]
+    fn sentinel_security_settings_parse_and_each_mistake_names_its_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let c = ControllerConfig::try_from(ControllerSettings::default()).unwrap();
+        assert!(c.sentinel.options.credentials.is_none() && c.sentinel.tls.is_none());
+        assert_eq!(c.sentinel.options.max_clients, DEFAULT_SENTINEL_MAX_CLIENTS);
+        assert_eq!(
+            c.sentinel.options.idle_timeout,
+            Some(Duration::from_secs(DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS))
+        );
+        let s: ControllerSettings = toml::from_str(&format!(
+            "sentinel_password_file = {:?}\nsentinel_user = \"app\"\nsentinel_idle_timeout_secs = 0\nsentinel_max_clients = 5\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        let c = ControllerConfig::try_from(s).unwrap();
+        let creds = c.sentinel.options.credentials.unwrap();
+        assert_eq!(creds.user(), "app");
+        assert!(
+            creds.check(b"app", b"s3cret"),
+            "the final newline is not the password's"
+        );
+        assert_eq!(c.sentinel.options.idle_timeout, None);
+        assert_eq!(c.sentinel.options.max_clients, 5);
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        type Change = Box<dyn Fn(&mut ControllerSettings)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|s| s.sentinel_user = Some("app".into())),
+                "sentinel_user",
+            ),
+            (
+                Box::new(|s| s.sentinel_password_file = Some("/nonexistent/pw".into())),
+                "sentinel_password_file",
+            ),
+            (
+                Box::new(move |s| s.sentinel_password_file = Some(empty.clone())),
+                "sentinel_password_file",
+            ),
+            (
+                Box::new(|s| s.sentinel_max_clients = Some(0)),
+                "sentinel_max_clients",
+            ),
+            (
+                Box::new(|s| s.sentinel_idle_timeout_secs = Some(MAX_IDLE_TIMEOUT_SECS + 1)),
+                "sentinel_idle_timeout_secs",
+            ),
+            (
+                Box::new(|s| s.sentinel_tls_cert = Some("c.pem".into())),
+                "sentinel_tls_key",
+            ),
+            (
+                Box::new(|s| s.sentinel_tls_client_ca = Some("ca.pem".into())),
+                "sentinel_tls_client_ca",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut s = ControllerSettings::default();
+            change(&mut s);
+            let e = ControllerConfig::try_from(s).unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+
     /// Every setting's help names its default, and the default named is the constant the code
     /// falls back to; a new setting without one must be listed here on purpose.
     #[test]
     fn the_help_shows_each_default_from_its_constant() {
         let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-        let defaults: [(&str, String); 15] = [
+        let defaults: [(&str, String); 18] = [
             ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
             ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
             ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -620,6 +853,15 @@ mod tests {
             ("etcd_prefix", DEFAULT_ETCD_PREFIX.into()),
             ("leader_lease_secs", DEFAULT_LEADER_LEASE_SECS.to_string()),
             ("max_datastores", DEFAULT_MAX_DATASTORES.to_string()),
+            ("sentinel_user", DEFAULT_SENTINEL_USER.into()),
+            (
+                "sentinel_max_clients",
+                DEFAULT_SENTINEL_MAX_CLIENTS.to_string(),
+            ),
+            (
+                "sentinel_idle_timeout_secs",
+                DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS.to_string(),
+            ),
         ];
         // A switch needs no default; etcd is off unless given; the others default to what the
         // host and the listen addresses are, which their help says.
@@ -632,6 +874,11 @@ mod tests {
                 "name",
                 "advertise_grpc",
                 "advertise_sentinel",
+                // Off unless given: no password, no TLS.
+                "sentinel_password_file",
+                "sentinel_tls_cert",
+                "sentinel_tls_key",
+                "sentinel_tls_client_ca",
             ],
         );
         assert_eq!(checked, Ok(()));

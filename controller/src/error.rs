@@ -109,6 +109,12 @@ pub enum ControllerError {
     Protocol(&'static str),
     #[error("Protocol error: {0} too large")]
     TooLarge(&'static str),
+    /// As Redis words it: `multibulk` for an array, `bulk` for a bulk string.
+    #[error("Protocol error: unauthenticated {} length", match *.0 {
+        "array" | "inline command" => "multibulk",
+        _ => "bulk",
+    })]
+    Unauthenticated(&'static str),
 }
 
 impl ControllerError {

@@ -22,6 +22,7 @@ use vigil_controller::{
     store::{Registry, etcd_state::EtcdStates, registry::Backend},
 };
 use vigil_proto::{
+    accept::Acceptor,
     limits::MAX_AGENT_MESSAGE_BYTES,
     telemetry::{LogArgs, serve_metrics},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
@@ -137,8 +138,13 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         None => None,
     };
     let published = Arc::clone(&registry.published);
+    let sentinel_tls = match &config.sentinel.tls {
+        Some(files) => Some(sentinel::tls::acceptor(files)?),
+        None => None,
+    };
+    let sentinel_options = config.sentinel.options.clone();
     let mut sentinel_task = Some(tokio::spawn(async move {
-        sentinel::serve(sentinel_listener, published).await;
+        sentinel::serve(sentinel_listener, published, sentinel_options, sentinel_tls).await;
         Ok(())
     }));
     // Reconcilers run in this controller's terms: at once for a single controller, and from
@@ -197,10 +203,9 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(1)))
         .add_service(agents)
         .add_service(control)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc),
-            shutdown,
-        );
+        // Accepted through vigil's acceptor: tonic retries a failed accept at once, which spins
+        // while the process is out of file descriptors.
+        .serve_with_incoming_shutdown(Acceptor::new(grpc, "gRPC"), shutdown);
     // Every server runs until shutdown; one that stops early is an outage of that endpoint, so
     // the controller says which and exits for its supervisor to restart it.
     let why = tokio::select! {

@@ -6,9 +6,12 @@
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
+//! - [`accept`]: the accept loop every listener shares, which pauses instead of spinning when
+//!   the process is out of file descriptors.
 //! - [`tls`]: the identity a vigil certificate names, and reading PEM files.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
 //! - [`error`]: this crate's one error type.
+pub mod accept;
 pub mod cli;
 pub mod error;
 pub mod host_port;

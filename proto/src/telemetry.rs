@@ -1,11 +1,18 @@
 //! Logs and metrics, which both daemons set up the same way: tracing to stderr as readable text
-//! or JSON lines, and Prometheus' `GET /metrics` over HTTP.
-use std::{io::IsTerminal, sync::Arc};
+//! or JSON lines, and Prometheus' `GET /metrics` over HTTP/1.
+use std::{io::IsTerminal, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::header, routing::get};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
-use crate::error::ProtoError;
+use hyper_util::{rt::TokioIo, rt::TokioTimer, service::TowerToHyperService};
+
+use crate::{accept::Acceptor, error::ProtoError};
+
+/// A /metrics client must send its request's headers within this: a client that trickles them
+/// (or sends none) is closed rather than holding a connection and a descriptor for ever. A
+/// scraper sends them at once.
+pub const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The log filter when none is given.
 pub const DEFAULT_LOG_FILTER: &str = "info";
@@ -62,7 +69,8 @@ async fn render(
     )
 }
 
-/// Serves `registry` as `GET /metrics` on `listener`; returns only if serving fails.
+/// Serves `registry` as `GET /metrics` on `listener`, one request per connection; never
+/// returns (the `Result` is for the daemons' uniform handling of their servers).
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     registry: Registry,
@@ -73,5 +81,21 @@ pub async fn serve_metrics(
     let app = Router::new()
         .route("/metrics", get(render))
         .with_state(Arc::new(registry));
-    axum::serve(listener, app).await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Scrapes come seconds apart: a connection per scrape costs nothing, and a kept-alive one
+    // would be an idle descriptor held between them.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(METRICS_HEADER_TIMEOUT)
+        .keep_alive(false);
+    let mut acceptor = Acceptor::new(listener, "/metrics");
+    loop {
+        let (stream, peer) = acceptor.accept().await;
+        let connection =
+            http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "/metrics connection closed");
+            }
+        });
+    }
 }

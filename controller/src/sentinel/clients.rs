@@ -39,6 +39,8 @@ pub struct ClientInfo {
     pub cmd: String,
     pub sub: usize,
     pub psub: usize,
+    /// The user it authenticated as (the default user until then, as Redis shows it).
+    pub user: String,
 }
 
 impl ClientInfo {
@@ -58,6 +60,7 @@ impl ClientInfo {
             cmd: "NULL".into(),
             sub: 0,
             psub: 0,
+            user: super::auth::DEFAULT_USER.into(),
         }
     }
 
@@ -70,7 +73,7 @@ impl ClientInfo {
         format!(
             "id={} addr={} laddr={} fd={} name={} age={age} idle={idle} flags={flags} db=0 \
              sub={} psub={} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 \
-             rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} \
+             rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user={} redir=-1 resp={} \
              lib-name={} lib-ver={}\n",
             self.id,
             self.addr,
@@ -80,6 +83,7 @@ impl ClientInfo {
             self.sub,
             self.psub,
             self.cmd,
+            self.user,
             self.resp,
             self.lib_name,
             self.lib_ver,
@@ -91,13 +95,18 @@ impl ClientInfo {
 pub struct Session {
     pub info: ClientInfo,
     pub subs: Subscriptions,
+    /// Whether it may run commands: at once without a password, after AUTH with one.
+    pub authenticated: bool,
 }
 
 impl Session {
+    /// An authenticated session: the endpoint's connection starts it unauthenticated when a
+    /// password is set.
     pub fn new(info: ClientInfo) -> Self {
         Self {
             info,
             subs: Subscriptions::default(),
+            authenticated: true,
         }
     }
 

@@ -1,8 +1,9 @@
-//! The commands the endpoint answers, as Redis Sentinel does: PING, ROLE, HELLO, AUTH, SELECT
-//! and QUIT here; INFO ([`super::info`]), CLIENT ([`super::clients`]) and SENTINEL
-//! ([`super::subcommands`]) in their own files; pub/sub is [`super::subscriptions`]. Anything
-//! else is an error reply.
+//! The commands the endpoint answers, as Redis Sentinel does: PING, ROLE, HELLO, SELECT and
+//! QUIT here; AUTH ([`super::auth`]), INFO ([`super::info`]), CLIENT ([`super::clients`]) and
+//! SENTINEL ([`super::subcommands`]) in their own files; pub/sub is [`super::subscriptions`].
+//! Anything else is an error reply.
 use super::{
+    auth,
     clients::{self, Session},
     endpoint::{Endpoint, REDIS_VERSION},
     info,
@@ -79,19 +80,21 @@ pub fn answer(args: &[Vec<u8>], session: &mut Session, endpoint: &Endpoint) -> R
                     .collect(),
             ),
         ]),
-        "HELLO" => hello(args, session),
+        "HELLO" => hello(args, session, endpoint),
         "INFO" => info::answer(args, endpoint),
         "CLIENT" => clients::answer(args, session, &endpoint.clients),
-        // Accepted as they are today: authentication is the trust work's to add.
-        "AUTH" | "SELECT" | "QUIT" => Reply::Simple("OK".into()),
+        "AUTH" => auth::answer(args, session, endpoint.options.credentials.as_ref()),
+        // A Sentinel has one database, and clients select 0 out of habit.
+        "SELECT" | "QUIT" => Reply::Simple("OK".into()),
         "SENTINEL" => subcommands::answer(args, endpoint),
         _ => unknown(args),
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: switches the protocol (without a version,
-/// keeps it) and answers with the server's description, as Sentinel does (no `role`).
-fn hello(args: &[Vec<u8>], session: &mut Session) -> Reply {
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: authenticates when asked, switches the
+/// protocol (without a version, keeps it) and answers with the server's description, as
+/// Sentinel does (no `role`). Before authentication, only with AUTH.
+fn hello(args: &[Vec<u8>], session: &mut Session, endpoint: &Endpoint) -> Reply {
     let mut proto = session.info.resp;
     if let Some(v) = args.get(1) {
         match text(v).parse::<i64>() {
@@ -105,12 +108,13 @@ fn hello(args: &[Vec<u8>], session: &mut Session) -> Reply {
         }
     }
     let mut name = None;
+    let mut credentials = None;
     let mut i = 2;
     while i < args.len() {
         let opt = text(&args[i]);
         let more = args.len() - 1 - i;
         if opt.eq_ignore_ascii_case("AUTH") && more >= 2 {
-            // Accepted, like AUTH.
+            credentials = Some((&args[i + 1], &args[i + 2]));
             i += 3;
         } else if opt.eq_ignore_ascii_case("SETNAME") && more >= 1 {
             match clients::checked_word(&args[i + 1], "Client names") {
@@ -121,6 +125,19 @@ fn hello(args: &[Vec<u8>], session: &mut Session) -> Reply {
         } else {
             return Reply::Error(format!("ERR Syntax error in HELLO option '{opt}'"));
         }
+    }
+    if let Some((user, password)) = credentials
+        && let Err(e) = auth::authenticate(
+            session,
+            endpoint.options.credentials.as_ref(),
+            user,
+            password,
+        )
+    {
+        return e;
+    }
+    if !session.authenticated {
+        return Reply::Error(auth::HELLO_NOAUTH.into());
     }
     if let Some(name) = name {
         session.info.name = name;
@@ -171,7 +188,11 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn endpoint(p: &Arc<Published>) -> Endpoint {
-        Endpoint::new(Arc::clone(p), "127.0.0.1:26379".parse().unwrap())
+        Endpoint::new(
+            Arc::clone(p),
+            "127.0.0.1:26379".parse().unwrap(),
+            Default::default(),
+        )
     }
 
     pub(crate) fn session(e: &Endpoint) -> Session {
@@ -251,10 +272,16 @@ pub(crate) mod tests {
         assert!(fields.contains(&(Reply::bulk("proto"), Reply::Int(3))));
         assert!(fields.contains(&(Reply::bulk("id"), Reply::Int(id))));
         assert!(fields.contains(&(Reply::bulk("mode"), Reply::bulk("sentinel"))));
-        // Without a version the protocol stays; AUTH is accepted.
+        // Without a version the protocol stays; AUTH as the default user is accepted without a
+        // password set, as Redis' nopass default user accepts it.
         ask_as(&e, &mut s, &["HELLO"]);
         assert_eq!(s.info.resp, 3);
         ask_as(&e, &mut s, &["HELLO", "2", "AUTH", "default", "pw"]);
+        assert_eq!(s.info.resp, 2);
+        assert_eq!(
+            ask_as(&e, &mut s, &["HELLO", "3", "AUTH", "other", "pw"]),
+            Reply::Error(auth::WRONGPASS.into())
+        );
         assert_eq!(s.info.resp, 2);
         for (words, err) in [
             (&["HELLO", "4"][..], "NOPROTO unsupported protocol version"),
@@ -289,9 +316,38 @@ pub(crate) mod tests {
             ask_as(&e, &mut s, &["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]),
             Reply::Simple("OK".into())
         );
-        assert_eq!(
+        assert!(matches!(
             ask_as(&e, &mut s, &["AUTH", "x"]),
-            Reply::Simple("OK".into())
+            Reply::Error(e) if e.starts_with("ERR AUTH <password> called without any password")
+        ));
+    }
+
+    #[test]
+    fn with_a_password_hello_authenticates_or_is_refused() {
+        let p = view();
+        let e = Endpoint::new(
+            Arc::clone(&p),
+            "127.0.0.1:26379".parse().unwrap(),
+            crate::sentinel::endpoint::Options {
+                credentials: Some(auth::Credentials::new("app", b"pw")),
+                ..Default::default()
+            },
         );
+        let mut s = session(&e);
+        s.authenticated = false;
+        assert_eq!(
+            ask_as(&e, &mut s, &["HELLO", "3"]),
+            Reply::Error(auth::HELLO_NOAUTH.into())
+        );
+        assert_eq!(
+            ask_as(&e, &mut s, &["HELLO", "3", "AUTH", "app", "nope"]),
+            Reply::Error(auth::WRONGPASS.into())
+        );
+        assert_eq!((s.authenticated, s.info.resp), (false, 2));
+        let Reply::Map(_) = ask_as(&e, &mut s, &["HELLO", "3", "AUTH", "app", "pw"]) else {
+            panic!("HELLO with the right pair answers")
+        };
+        assert_eq!((s.authenticated, s.info.resp), (true, 3));
+        assert_eq!(s.info.user, "app");
     }
 }

@@ -1,15 +1,23 @@
 //! One Sentinel client's connection: its read buffer and RESP framing, its session (protocol
-//! version, name, subscriptions), and the announcements delivered to its subscriptions. A
-//! protocol error or an oversized request closes this client only.
-use std::{os::fd::AsRawFd, sync::Arc};
+//! version, name, authentication, subscriptions), the announcements delivered to its
+//! subscriptions, and its idle timeout. A protocol error or an oversized request closes this
+//! client only.
+//!
+//! What one client can make the endpoint hold is bounded: its unread bytes by [`MAX_BUFFER`]
+//! (before authentication by Redis' smaller bounds, [`resp::UNAUTHENTICATED`]), its
+//! subscriptions by [`MAX_SUBSCRIPTIONS`](super::subscriptions::MAX_SUBSCRIPTIONS) names of
+//! [`MAX_SUBSCRIPTION_BYTES`](super::subscriptions::MAX_SUBSCRIPTION_BYTES) in all, and the
+//! replies to one read by what one read can ask (each is written before the next read).
+use std::sync::Arc;
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     sync::broadcast::error::RecvError,
+    time::Instant,
 };
 
 use super::{
+    auth,
     clients::{ClientInfo, Session, command_name},
     commands,
     endpoint::{Endpoint, Stats},
@@ -19,6 +27,13 @@ use super::{
 
 /// A client's unread bytes may not grow past this (a few maximal frames).
 const MAX_BUFFER: usize = 4 * resp::MAX_BULK;
+
+/// Where a client connects from, as CLIENT LIST shows it.
+pub(super) struct Peer {
+    pub addr: String,
+    pub laddr: String,
+    pub fd: i32,
+}
 
 /// Takes the client out of the registry however its connection ends.
 struct Registered<'a> {
@@ -32,15 +47,26 @@ impl Drop for Registered<'_> {
     }
 }
 
-pub(super) async fn client(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> std::io::Result<()> {
-    let addr =
-        |a: std::io::Result<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+async fn send(stream: &mut (impl AsyncWrite + Unpin), out: &[u8]) -> std::io::Result<()> {
+    stream.write_all(out).await?;
+    // A TLS stream holds records until flushed.
+    stream.flush().await
+}
+
+/// Serves one client on `stream` (plain TCP, or TLS once its handshake is done) until it leaves,
+/// errs, or stays idle past the endpoint's timeout.
+pub(super) async fn client(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    peer: Peer,
+    endpoint: Arc<Endpoint>,
+) -> std::io::Result<()> {
     let mut session = Session::new(ClientInfo::new(
         endpoint.clients.next_id(),
-        addr(stream.peer_addr()),
-        addr(stream.local_addr()),
-        stream.as_raw_fd(),
+        peer.addr,
+        peer.laddr,
+        peer.fd,
     ));
+    session.authenticated = endpoint.options.credentials.is_none();
     endpoint.clients.update(&session.info);
     let _registered = Registered {
         endpoint: &endpoint,
@@ -49,17 +75,29 @@ pub(super) async fn client(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> st
     let mut events = endpoint.published.subscribe();
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
+    let idle_timeout = endpoint.options.idle_timeout;
+    let mut last_read = Instant::now();
     loop {
         let mut out = Vec::new();
+        // Redis' `timeout`: a client that sends nothing for this long is closed, unless it
+        // subscribes (a subscriber listens, and may rightly say nothing for days).
+        let idle_at = idle_timeout.map(|t| last_read + t);
+        let may_idle_out = idle_at.is_some() && session.subs.count() == 0;
         tokio::select! {
             n = stream.read(&mut chunk) => {
                 let n = n?;
                 if n == 0 {
                     return Ok(());
                 }
+                last_read = Instant::now();
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
-                    let args = match resp::parse_command(&buf) {
+                    let limits = if session.authenticated {
+                        resp::AUTHENTICATED
+                    } else {
+                        resp::UNAUTHENTICATED
+                    };
+                    let args = match resp::parse_command_within(&buf, &limits) {
                         Ok(None) => break,
                         Ok(Some((args, used))) => {
                             buf.drain(..used);
@@ -67,7 +105,7 @@ pub(super) async fn client(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> st
                         }
                         Err(e) => {
                             Reply::Error(format!("ERR {e}")).encode(&mut out);
-                            stream.write_all(&out).await?;
+                            send(&mut stream, &out).await?;
                             return Ok(());
                         }
                     };
@@ -89,13 +127,13 @@ pub(super) async fn client(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> st
                         r.encode_as(&mut out, proto);
                     }
                     if text(&args[0]).eq_ignore_ascii_case("QUIT") {
-                        stream.write_all(&out).await?;
+                        send(&mut stream, &out).await?;
                         return Ok(());
                     }
                 }
                 if buf.len() > MAX_BUFFER {
                     Reply::Error("ERR Protocol error: request too large".into()).encode(&mut out);
-                    stream.write_all(&out).await?;
+                    send(&mut stream, &out).await?;
                     return Ok(());
                 }
             }
@@ -109,9 +147,13 @@ pub(super) async fn client(mut stream: TcpStream, endpoint: Arc<Endpoint>) -> st
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return Ok(()),
             },
+            _ = tokio::time::sleep_until(idle_at.unwrap_or(last_read)), if may_idle_out => {
+                tracing::debug!(id = session.info.id, addr = %session.info.addr, "sentinel client idle past the timeout: closed");
+                return Ok(());
+            }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            send(&mut stream, &out).await?;
         }
     }
 }
@@ -123,6 +165,8 @@ fn run(args: &[Vec<u8>], session: &mut Session, endpoint: &Endpoint) -> Vec<Repl
     let cmd = text(&args[0]).to_ascii_uppercase();
     let replies = if !commands::is_known(&cmd) {
         vec![commands::unknown(args)]
+    } else if !session.authenticated && !auth::allowed_before_auth(&cmd) {
+        vec![Reply::Error(auth::NOAUTH.into())]
     } else if !session.resp3() && session.subs.count() > 0 && !allowed_while_subscribed(&cmd) {
         vec![not_allowed(&command_name(args))]
     } else {
@@ -206,6 +250,47 @@ mod tests {
                 Reply::bulk("127.0.0.1"),
                 Reply::bulk("7001")
             ])]
+        );
+        assert_eq!(
+            run(&words(&["PING"]), &mut s, &e),
+            vec![Reply::Simple("PONG".into())]
+        );
+    }
+
+    #[test]
+    fn before_auth_only_auth_hello_and_quit_run_and_unknown_commands_are_still_unknown() {
+        let e = Endpoint::new(
+            view(),
+            "127.0.0.1:26379".parse().unwrap(),
+            crate::sentinel::endpoint::Options {
+                credentials: Some(auth::Credentials::new("default", b"pw")),
+                ..Default::default()
+            },
+        );
+        let mut s = session(&e);
+        s.authenticated = false;
+        let noauth = vec![Reply::Error(auth::NOAUTH.into())];
+        for cmd in [
+            &["PING"][..],
+            &["SENTINEL", "get-master-addr-by-name", "cache"],
+            &["PSUBSCRIBE", "*"],
+            &["CLIENT", "LIST"],
+            &["INFO"],
+        ] {
+            assert_eq!(run(&words(cmd), &mut s, &e), noauth, "{cmd:?}");
+        }
+        assert_eq!(s.subs.count(), 0);
+        assert!(matches!(
+            &run(&words(&["FLUSHALL"]), &mut s, &e)[..],
+            [Reply::Error(e)] if e.starts_with("ERR unknown command")
+        ));
+        assert_eq!(
+            run(&words(&["AUTH", "nope"]), &mut s, &e),
+            vec![Reply::Error(auth::WRONGPASS.into())]
+        );
+        assert_eq!(
+            run(&words(&["AUTH", "pw"]), &mut s, &e),
+            vec![Reply::Simple("OK".into())]
         );
         assert_eq!(
             run(&words(&["PING"]), &mut s, &e),

@@ -7,10 +7,10 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{clients::Clients, topology::Published};
+use super::{auth::Credentials, clients::Clients, topology::Published};
 
 /// The Redis version the endpoint answers as (HELLO, INFO): the Sentinel of Redis 7.0, whose
 /// replies it follows.
@@ -18,7 +18,35 @@ pub const REDIS_VERSION: &str = "7.0.0";
 
 /// Connections the endpoint serves at once (Redis' default `maxclients`); one more is told so
 /// and closed.
-pub const MAX_CLIENTS: usize = 10_000;
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+
+/// Seconds a client without subscriptions may stay silent before it is closed (Redis'
+/// `timeout`; subscribers are exempt, as there). Redis never closes one by default; here a
+/// client that vanished without a FIN (a crashed host, a NAT that forgot it) or that connects
+/// and sits would otherwise hold a descriptor and one of the endpoint's clients for ever. Five
+/// minutes is longer than any client in Sentinel mode waits between questions, and those
+/// clients reconnect on their own when a pooled connection was closed.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+
+/// What the endpoint asks of its clients and how many it serves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The user and password a client must AUTH with; None: every client is the default user.
+    pub credentials: Option<Credentials>,
+    /// A client without subscriptions silent this long is closed; None: never.
+    pub idle_timeout: Option<Duration>,
+    pub max_clients: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            credentials: None,
+            idle_timeout: Some(Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS)),
+            max_clients: DEFAULT_MAX_CLIENTS,
+        }
+    }
+}
 
 /// The counters INFO's Stats section reports.
 #[derive(Default)]
@@ -49,10 +77,11 @@ pub struct Endpoint {
     pub started: Instant,
     pub clients: Clients,
     pub stats: Stats,
+    pub options: Options,
 }
 
 impl Endpoint {
-    pub fn new(published: Arc<Published>, listen: SocketAddr) -> Self {
+    pub fn new(published: Arc<Published>, listen: SocketAddr, options: Options) -> Self {
         let myid = sentinel_id(&host_name(), listen);
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -71,6 +100,7 @@ impl Endpoint {
             started: Instant::now(),
             clients: Clients::default(),
             stats: Stats::default(),
+            options,
         }
     }
 }

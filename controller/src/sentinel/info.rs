@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    endpoint::{Endpoint, MAX_CLIENTS, REDIS_VERSION, Stats},
+    endpoint::{Endpoint, REDIS_VERSION, Stats},
     instances::master_status,
     resp::{Reply, text},
     topology::StoreView,
@@ -112,7 +112,7 @@ fn clients(e: &Endpoint) -> String {
         &[
             ("connected_clients", all.len().to_string()),
             ("cluster_connections", "0".into()),
-            ("maxclients", MAX_CLIENTS.to_string()),
+            ("maxclients", e.options.max_clients.to_string()),
             ("client_recent_max_input_buffer", "0".into()),
             ("client_recent_max_output_buffer", "0".into()),
             ("blocked_clients", "0".into()),
@@ -215,7 +215,11 @@ mod tests {
     fn endpoint(stores: Vec<StoreView>) -> Endpoint {
         let p = Published::new();
         stores.into_iter().for_each(|v| p.set(v));
-        Endpoint::new(Arc::clone(&p), "127.0.0.1:26379".parse().unwrap())
+        Endpoint::new(
+            Arc::clone(&p),
+            "127.0.0.1:26379".parse().unwrap(),
+            Default::default(),
+        )
     }
 
     fn store(name: &str, primary_down: bool, down: bool) -> StoreView {

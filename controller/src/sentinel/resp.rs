@@ -17,6 +17,30 @@ pub const MAX_ARGS: usize = 64;
 pub const MAX_BULK: usize = 64 * 1024;
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// How many arguments, and how long each, one request may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_args: usize,
+    pub max_bulk: usize,
+    /// Whether these are the bounds before authentication (errors say so, as Redis' do).
+    pub unauthenticated: bool,
+}
+
+/// An authenticated client's bounds (or any client's, without a password).
+pub const AUTHENTICATED: Limits = Limits {
+    max_args: MAX_ARGS,
+    max_bulk: MAX_BULK,
+    unauthenticated: false,
+};
+
+/// Before authentication, Redis' own bounds (networking.c): 10 arguments of 16 KiB at most, so
+/// a client without the password cannot make the endpoint buffer much.
+pub const UNAUTHENTICATED: Limits = Limits {
+    max_args: 10,
+    max_bulk: 16 * 1024,
+    unauthenticated: true,
+};
+
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
     buf.get(from..)?
         .windows(2)
@@ -37,6 +61,21 @@ pub type Parsed = (Vec<Vec<u8>>, usize);
 /// One complete command from the front of `buf` and the bytes it used; Ok(None) when `buf` holds
 /// only part of one.
 pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, ControllerError> {
+    parse_command_within(buf, &AUTHENTICATED)
+}
+
+/// [`parse_command`] within `limits`.
+pub fn parse_command_within(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<Parsed>, ControllerError> {
+    let too_large = |what: &'static str| {
+        if limits.unauthenticated {
+            ControllerError::Unauthenticated(what)
+        } else {
+            ControllerError::TooLarge(what)
+        }
+    };
     if buf.is_empty() {
         return Ok(None);
     }
@@ -58,8 +97,8 @@ pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, ControllerError> {
             .split_ascii_whitespace()
             .map(|w| w.as_bytes().to_vec())
             .collect();
-        if args.len() > MAX_ARGS {
-            return Err(ControllerError::TooLarge("inline command"));
+        if args.len() > limits.max_args {
+            return Err(too_large("inline command"));
         }
         return Ok(Some((args, end + 2)));
     }
@@ -68,8 +107,8 @@ pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, ControllerError> {
         return Err(ControllerError::Protocol("negative array length"));
     }
     let count = count as usize;
-    if count > MAX_ARGS {
-        return Err(ControllerError::TooLarge("array"));
+    if count > limits.max_args {
+        return Err(too_large("array"));
     }
     let mut at = end + 2;
     let mut args = Vec::with_capacity(count);
@@ -92,8 +131,8 @@ pub fn parse_command(buf: &[u8]) -> Result<Option<Parsed>, ControllerError> {
             return Err(ControllerError::Protocol("negative bulk length"));
         }
         let len = len as usize;
-        if len > MAX_BULK {
-            return Err(ControllerError::TooLarge("bulk string"));
+        if len > limits.max_bulk {
+            return Err(too_large("bulk string"));
         }
         let start = end + 2;
         let Some(stop) = start.checked_add(len) else {
@@ -266,6 +305,27 @@ mod tests {
             Err(ControllerError::TooLarge("line"))
         ));
         assert!(parse_command(b"*1\r\n$99999999999999999999\r\n").is_err());
+    }
+
+    #[test]
+    fn before_authentication_requests_are_bounded_as_redis_bounds_them() {
+        let eleven = format!("*{}\r\n", UNAUTHENTICATED.max_args + 1);
+        let e = parse_command_within(eleven.as_bytes(), &UNAUTHENTICATED).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Protocol error: unauthenticated multibulk length"
+        );
+        let long = format!("*1\r\n${}\r\n", UNAUTHENTICATED.max_bulk + 1);
+        let e = parse_command_within(long.as_bytes(), &UNAUTHENTICATED).unwrap_err();
+        assert_eq!(e.to_string(), "Protocol error: unauthenticated bulk length");
+        // Once authenticated, the usual bounds.
+        assert_eq!(parse_command(long.as_bytes()).unwrap(), None);
+        let auth = encode_command(&[b"AUTH", b"app", b"pw"]);
+        assert!(
+            parse_command_within(&auth, &UNAUTHENTICATED)
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

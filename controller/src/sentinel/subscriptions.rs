@@ -10,6 +10,10 @@ use super::{
 
 /// Subscriptions per client.
 pub const MAX_SUBSCRIPTIONS: usize = 64;
+/// Bytes of channel names and patterns per client: one pattern as long as a request allows, or
+/// many short ones (Sentinel's channels are a few bytes; its clients subscribe to `*` or a
+/// handful), so a client holds at most this much in subscriptions however it subscribes.
+pub const MAX_SUBSCRIPTION_BYTES: usize = super::resp::MAX_BULK;
 
 /// Whether a RESP2 client with subscriptions may run `cmd` (upper case): Redis allows only these
 /// in that state, since their replies cannot be told apart from messages otherwise. RESP3
@@ -84,15 +88,31 @@ impl Subscriptions {
             names
                 .iter()
                 .map(|name| {
-                    let room = self.count() < MAX_SUBSCRIPTIONS;
+                    let room = self.count() < MAX_SUBSCRIPTIONS
+                        && self.bytes() + name.len() <= MAX_SUBSCRIPTION_BYTES;
                     let list = self.list(pattern);
-                    if !list.contains(name) && room {
+                    if !list.contains(name) {
+                        if !room {
+                            return Reply::Error(format!(
+                                "ERR a client may hold at most {MAX_SUBSCRIPTIONS} subscriptions \
+                                 of {MAX_SUBSCRIPTION_BYTES} bytes in all"
+                            ));
+                        }
                         list.push(name.clone());
                     }
                     confirm(&kind, Reply::bulk(name), self.count())
                 })
                 .collect()
         }
+    }
+
+    /// The bytes of names it holds.
+    fn bytes(&self) -> usize {
+        self.channels
+            .iter()
+            .chain(&self.patterns)
+            .map(Vec::len)
+            .sum()
     }
 
     fn list(&mut self, pattern: bool) -> &mut Vec<Vec<u8>> {
@@ -243,6 +263,16 @@ mod tests {
             );
         }
         assert_eq!(subs.count(), MAX_SUBSCRIPTIONS);
+        let refused = subs.handle("SUBSCRIBE", &words(&["SUBSCRIBE", "one-more"]));
+        assert!(matches!(&refused[..], [Reply::Error(e)] if e.contains("at most 64")));
+        // However long the names, a client holds at most MAX_SUBSCRIPTION_BYTES of them.
+        let mut subs = Subscriptions::default();
+        let star = vec![b'*'; MAX_SUBSCRIPTION_BYTES];
+        let kept = subs.handle("PSUBSCRIBE", &[b"PSUBSCRIBE".to_vec(), star.clone()]);
+        assert!(matches!(&kept[..], [Reply::Push(_)]));
+        let refused = subs.handle("PSUBSCRIBE", &words(&["PSUBSCRIBE", "x"]));
+        assert!(matches!(&refused[..], [Reply::Error(_)]));
+        assert_eq!((subs.count(), subs.bytes()), (1, MAX_SUBSCRIPTION_BYTES));
     }
 
     #[test]
