@@ -172,9 +172,10 @@ fn controller_settings() -> impl Strategy<Value = ControllerSettings> {
         ),
         (ms(), ms(), ms(), ms(), ms(), ms(), ms(), ms(), ms()),
         (opt(text()), opt(text()), opt(any::<usize>()), any::<bool>()),
+        (opt(text()), opt(any::<usize>()), opt(any::<u64>())),
         prop::collection::vec(datastore, 0..3),
     )
-        .prop_map(|(strings, millis, rest, datastores)| {
+        .prop_map(|(strings, millis, rest, sentinel, datastores)| {
             let (grpc_listen, sentinel_listen, metrics_listen, etcd, etcd_prefix, name) = strings;
             let (
                 silence_ms,
@@ -188,6 +189,7 @@ fn controller_settings() -> impl Strategy<Value = ControllerSettings> {
                 leader_lease_secs,
             ) = millis;
             let (advertise_grpc, advertise_sentinel, max_datastores, refuse_unknown) = rest;
+            let (sentinel_user, sentinel_max_clients, sentinel_idle_timeout_secs) = sentinel;
             ControllerSettings {
                 grpc_listen,
                 sentinel_listen,
@@ -209,7 +211,12 @@ fn controller_settings() -> impl Strategy<Value = ControllerSettings> {
                 advertise_sentinel,
                 max_datastores,
                 refuse_unknown,
+                sentinel_user,
+                sentinel_max_clients,
+                sentinel_idle_timeout_secs,
                 datastores,
+                // Files: a path that does not exist is an error naming it, tested in config.rs.
+                ..ControllerSettings::default()
             }
         })
 }
