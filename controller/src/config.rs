@@ -8,7 +8,12 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
-use vigil_proto::{DEFAULT_PRIORITY, HostPort, cli::with_default, v1};
+use vigil_proto::{
+    DEFAULT_PRIORITY, HostPort,
+    cli::with_default,
+    tls::{Identity, TlsFiles},
+    v1,
+};
 
 use crate::{
     cluster::election::DEFAULT_LEADER_LEASE_SECS,
@@ -98,7 +103,7 @@ pub struct ControllerSettings {
           help = with_default("The leader's lease in etcd, in whole seconds: a leader that dies is replaced about this long after (etcd raises it to 1.5 × its election timeout if that is longer)", DEFAULT_LEADER_LEASE_SECS))]
     pub leader_lease_secs: Option<u64>,
     /// The gRPC URL other controllers send agents to while this one leads; http://<grpc-listen>
-    /// by default, which must then not be 0.0.0.0 or [::].
+    /// (https:// with TLS) by default, which must then not be 0.0.0.0 or [::].
     #[arg(long, env = "VIGIL_ADVERTISE_GRPC", value_name = "URL")]
     pub advertise_grpc: Option<String>,
     /// The HOST:PORT of this controller's Sentinel endpoint that other controllers list in
@@ -108,6 +113,17 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_MAX_DATASTORES", value_name = "N",
           help = with_default("Data stores the agents' hellos may bring into being, at most (beyond those configured); one more is refused", DEFAULT_MAX_DATASTORES))]
     pub max_datastores: Option<usize>,
+    /// This controller's certificate (PEM), naming vigil://controller and the DNS name
+    /// vigil-controller. With --tls-key and --tls-client-ca, every gRPC client must present a
+    /// certificate from that CA.
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the agents' and operators' certificates.
+    #[arg(long, env = "VIGIL_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -174,6 +190,9 @@ impl ControllerSettings {
             advertise_grpc: self.advertise_grpc.or(file.advertise_grpc),
             advertise_sentinel: self.advertise_sentinel.or(file.advertise_sentinel),
             max_datastores: self.max_datastores.or(file.max_datastores),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -199,6 +218,8 @@ pub struct ControllerConfig {
     pub me: ControllerInfo,
     /// Set with --etcd: several controllers, one leading.
     pub cluster: Option<ClusterConfig>,
+    /// Set with --tls-cert, --tls-key and --tls-client-ca: mutual TLS on the gRPC port.
+    pub tls: Option<TlsFiles>,
 }
 
 #[derive(Clone, Debug)]
@@ -264,6 +285,7 @@ fn me(
     grpc: SocketAddr,
     sentinel: SocketAddr,
     cluster: bool,
+    tls: bool,
 ) -> Result<ControllerInfo> {
     let name = s.name.clone().unwrap_or_else(host_name);
     if !valid_name(&name) {
@@ -288,8 +310,15 @@ fn me(
                 ),
             ));
         }
+        None if tls => format!("https://{grpc}"),
         None => format!("http://{grpc}"),
     };
+    if tls && !grpc.starts_with("https://") {
+        return Err(bad(
+            "advertise_grpc",
+            format!("{grpc:?} must be an https:// URL: this controller serves gRPC over TLS"),
+        ));
+    }
     let sentinel = match &s.advertise_sentinel {
         Some(a) => a
             .parse::<HostPort>()
@@ -302,6 +331,23 @@ fn me(
         grpc,
         sentinel,
     })
+}
+
+/// The TLS files, all three or none, the certificate checked to name a controller.
+fn tls(s: &mut ControllerSettings) -> Result<Option<TlsFiles>> {
+    let files = TlsFiles::from_parts(
+        s.tls_client_ca.take(),
+        s.tls_cert.take(),
+        s.tls_key.take(),
+        ["tls_client_ca", "tls_cert", "tls_key"],
+    )
+    .map_err(|e| bad("tls", e.to_string()))?;
+    if let Some(f) = &files {
+        f.expect_identity(&Identity::Controller)
+            .map_err(|e| bad("tls_cert", e.to_string()))?;
+        f.server_config().map_err(|e| bad("tls", e.to_string()))?;
+    }
+    Ok(files)
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> ControllerError {
@@ -397,12 +443,20 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
             DEFAULT_SENTINEL_LISTEN,
         )?;
         let cluster = cluster(&s)?;
-        let me = me(&s, grpc_listen, sentinel_listen, cluster.is_some())?;
+        let tls = tls(&mut s)?;
+        let me = me(
+            &s,
+            grpc_listen,
+            sentinel_listen,
+            cluster.is_some(),
+            tls.is_some(),
+        )?;
         Ok(Self {
             grpc_listen,
             sentinel_listen,
             me,
             cluster,
+            tls,
             metrics_listen,
             data_dir: s
                 .data_dir
@@ -609,6 +663,9 @@ mod tests {
                 "name",
                 "advertise_grpc",
                 "advertise_sentinel",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
             ],
         );
         assert_eq!(checked, Ok(()));
