@@ -114,6 +114,24 @@ impl Controller {
         Self::start_in(state, "127.0.0.1", extra, None)
     }
 
+    /// As [`Controller::start_ha`], serving mutual TLS with `certs`' controller certificate; the
+    /// harness's `vigil` calls present the operator's.
+    pub fn start_ha_tls(
+        etcd_urls: &str,
+        name: &str,
+        certs: &Certs,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let state = StateIn::Etcd {
+            urls: etcd_urls.to_string(),
+            name: name.to_string(),
+        };
+        let mut args = certs.controller_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_in(state, "127.0.0.1", &args, Some(certs.client_args("cli")))
+    }
+
     fn start_in(
         state: StateIn,
         grpc_host: &str,

@@ -28,8 +28,8 @@ use vigil_proto::{
     },
 };
 use vigil_tests::{
-    Agent, Certs, RedisServer, VigilStore, WAIT, free_port, output_within, require_root, serial,
-    wait_until, workspace_bin,
+    Agent, Certs, HaStore, RedisServer, VigilStore, WAIT, free_port, output_within, require_root,
+    serial, wait_until, workspace_bin,
 };
 
 const DS: &str = "cache";
@@ -288,9 +288,12 @@ fn kill_9_of_the_primary_fails_over_with_every_link_on_tls() -> Result<()> {
     Ok(())
 }
 
-/// A gRPC server that welcomes every agent as a leader would: what an attacker holding some
-/// certificate of the CA would run to take agents over.
-struct Impostor;
+/// A gRPC server that welcomes every agent as a leader would (or, with `redirect`, as a follower
+/// naming a leader): what an attacker holding some certificate of the CA would run to take
+/// agents over.
+struct Impostor {
+    redirect: String,
+}
 
 #[tonic::async_trait]
 impl AgentLink for Impostor {
@@ -305,7 +308,7 @@ impl AgentLink for Impostor {
                 protocol_version: PROTOCOL_VERSION,
                 controller_version: "impostor".into(),
                 leadership: 1,
-                redirect: String::new(),
+                redirect: self.redirect.clone(),
             })),
         };
         let stream = tokio_stream::iter(vec![Ok(welcome)]).chain(tokio_stream::pending());
@@ -316,6 +319,15 @@ impl AgentLink for Impostor {
 /// Serves [`Impostor`] over TLS with `cert_pem` and `key_pem` on a free port of 127.0.0.1 until
 /// the returned runtime is dropped.
 fn serve_impostor(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<(tokio::runtime::Runtime, u16)> {
+    serve_redirecting(cert_pem, key_pem, "")
+}
+
+/// As [`serve_impostor`], answering every hello with a redirect to `redirect` when not empty.
+fn serve_redirecting(
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    redirect: &str,
+) -> Result<(tokio::runtime::Runtime, u16)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -324,7 +336,9 @@ fn serve_impostor(cert_pem: Vec<u8>, key_pem: Vec<u8>) -> Result<(tokio::runtime
     let port = listener.local_addr()?.port();
     let server = Server::builder()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))?
-        .add_service(AgentLinkServer::new(Impostor))
+        .add_service(AgentLinkServer::new(Impostor {
+            redirect: redirect.to_string(),
+        }))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
     rt.spawn(server);
     Ok((rt, port))
@@ -389,6 +403,65 @@ fn an_agent_talks_only_to_a_server_with_a_controller_certificate() -> Result<()>
         !agent.log.contains(CONNECTED),
         "the agent took a node for its controller"
     );
+    Ok(())
+}
+
+#[test]
+fn an_agent_on_tls_refuses_a_redirect_to_plain_http() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let certs = Certs::make(DS, &["n0"])?;
+    let server = RedisServer::start()?;
+    // A controller that would take the agent, on plain http: the redirect's target.
+    let dir = tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?;
+    let plain = vigil_tests::Controller::start(dir.path(), CONTROLLER_ARGS)?;
+    let (_rt, port) = serve_redirecting(
+        std::fs::read(certs.cert("controller"))?,
+        std::fs::read(certs.key("controller"))?,
+        &plain.url(),
+    )?;
+    let tls = certs.client_args("n0");
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let url = format!("https://127.0.0.1:{port}");
+    let address = format!("127.0.0.1:{}", server.port);
+    let agent = Agent::join_urls(None, &url, DS, "n0", &address, &tls)?;
+    let refused = agent.log.wait_for("is plain http")?;
+    assert!(refused.contains(&plain.url()), "{refused}");
+    std::thread::sleep(SETTLE);
+    assert!(
+        !agent.log.contains(CONNECTED),
+        "the agent followed a plain http redirect"
+    );
+    assert!(
+        plain.status(DS).is_err(),
+        "the plain controller heard of the data store"
+    );
+    Ok(())
+}
+
+#[test]
+fn agents_follow_a_new_leader_over_tls_when_the_leader_is_killed() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = HaStore::start_tls(DS, CONTROLLER_ARGS, &[])?;
+    let old = s.leader()?;
+    s.trio.kill(old)?;
+    let new = s.leader()?;
+    assert_ne!(new, old);
+    s.wait_healthy()?;
+    let new_url = s.controller(new)?.url();
+    assert!(new_url.starts_with("https://"), "{new_url}");
+    for (i, a) in s.agents.iter().enumerate() {
+        wait_until(WAIT, "the agent on the new leader", || {
+            a.log
+                .lines()
+                .iter()
+                .any(|l| l.contains("controller leader changed") && l.contains(&new_url))
+                .then_some(())
+        })
+        .with_context(|| format!("n{i}"))?;
+    }
+    assert_eq!(s.primary_and_epoch()?, ("n0".to_string(), 1));
     Ok(())
 }
 
