@@ -550,6 +550,65 @@ mod tests {
         );
     }
 
+    /// A self-signed certificate naming `uri`, and its key, written into `dir`.
+    fn cert_naming(dir: &std::path::Path, uri: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn tls_takes_all_three_files_and_a_controller_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ControllerConfig::try_from(ControllerSettings {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("tls_cert given without tls_client_ca and tls_key"),
+            "{e}"
+        );
+        let with = |uri: &str| {
+            let (cert, key) = cert_naming(dir.path(), uri);
+            ControllerSettings {
+                tls_client_ca: Some(cert.clone()),
+                tls_cert: Some(cert),
+                tls_key: Some(key),
+                ..Default::default()
+            }
+        };
+        let e = ControllerConfig::try_from(with("vigil://node/cache/n0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tls_cert")
+                && e.contains("names vigil://node/cache/n0, not vigil://controller"),
+            "{e}"
+        );
+        let c = ControllerConfig::try_from(with("vigil://controller")).unwrap();
+        assert!(c.tls.is_some());
+        assert_eq!(c.me.grpc, format!("https://{DEFAULT_GRPC_LISTEN}"));
+        let e = ControllerConfig::try_from(ControllerSettings {
+            advertise_grpc: Some("http://c1.example:7420".into()),
+            ..with("vigil://controller")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("advertise_grpc") && e.contains("https://"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn etcd_settings_parse_and_each_mistake_names_its_field() {
         let with = |f: fn(&mut ControllerSettings)| {

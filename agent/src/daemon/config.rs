@@ -343,6 +343,52 @@ mod tests {
     }
 
     #[test]
+    fn tls_takes_all_three_files_and_https_controllers_only() {
+        let base = || RunSettings {
+            server: Some("127.0.0.1:6379".into()),
+            datastore: Some("cache".into()),
+            node_id: Some("n0".into()),
+            ..RunSettings::default()
+        };
+        let files = |s: RunSettings| RunSettings {
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("n0.pem".into()),
+            tls_key: Some("n0-key.pem".into()),
+            ..s
+        };
+        let error = |s: RunSettings| RunConfig::try_from(s).unwrap_err().to_string();
+        let e = error(RunSettings {
+            tls_cert: Some("n0.pem".into()),
+            ..base()
+        });
+        assert!(
+            e.contains("tls_cert given without tls_ca and tls_key"),
+            "{e}"
+        );
+        // The default controller URL is plain http: with TLS, it must be named.
+        let e = error(files(base()));
+        assert!(
+            e.contains("controller") && e.contains("is not https://"),
+            "{e}"
+        );
+        let e = error(RunSettings {
+            controller: Some("https://10.0.0.1:7420".into()),
+            ..base()
+        });
+        assert!(
+            e.contains("needs --tls-ca, --tls-cert and --tls-key"),
+            "{e}"
+        );
+        // With https URLs the files are read, and a missing one is named.
+        let e = error(files(RunSettings {
+            controller: Some("https://10.0.0.1:7420".into()),
+            ..base()
+        }));
+        assert!(e.contains("tls_cert") && e.contains("n0.pem"), "{e}");
+        assert!(RunConfig::try_from(base()).unwrap().tls.is_none());
+    }
+
+    #[test]
     fn controllers_are_a_comma_separated_list_of_urls() {
         assert_eq!(
             controller_urls("http://10.0.0.1:7420, http://10.0.0.2:7420 ,https://c.example:7420")
