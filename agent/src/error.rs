@@ -135,6 +135,11 @@ pub enum AgentError {
     },
     #[error("cannot connect: {}", error_chain(.0))]
     ControllerConnect(tonic::transport::Error),
+    #[error(
+        "{0} is plain http, and this agent speaks only TLS to controllers: refusing it (give the \
+         controllers https:// URLs: --advertise-grpc)"
+    )]
+    PlainController(String),
     #[error("the controller refused the session: {0}")]
     ControllerRefused(String),
     #[error("the controller sent no Welcome within {0:?}")]

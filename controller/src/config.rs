@@ -12,6 +12,7 @@ use vigil_proto::{
     DEFAULT_PRIORITY, HostPort,
     cli::with_default,
     limits::{MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE, MAX_ZONE_LEN},
+    tls::{Identity, TlsFiles},
     v1,
 };
 
@@ -22,7 +23,7 @@ use crate::{
     sentinel::{
         auth::{Credentials, DEFAULT_USER, MAX_PASSWORD},
         endpoint::{DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_MAX_CLIENTS, Options},
-        tls::TlsFiles,
+        tls::EndpointTls,
     },
     store::{
         NodeInfo, Settings,
@@ -119,7 +120,7 @@ pub struct ControllerSettings {
           help = with_default("The leader's lease in etcd, in whole seconds: a leader that dies is replaced about this long after (etcd raises it to 1.5 × its election timeout if that is longer)", DEFAULT_LEADER_LEASE_SECS))]
     pub leader_lease_secs: Option<u64>,
     /// The gRPC URL other controllers send agents to while this one leads; http://<grpc-listen>
-    /// by default, which must then not be 0.0.0.0 or [::].
+    /// (https:// with TLS) by default, which must then not be 0.0.0.0 or [::].
     #[arg(long, env = "VIGIL_ADVERTISE_GRPC", value_name = "URL")]
     pub advertise_grpc: Option<String>,
     /// The HOST:PORT of this controller's Sentinel endpoint that other controllers list in
@@ -153,6 +154,17 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_SENTINEL_IDLE_TIMEOUT_SECS", value_name = "SECS",
           help = with_default("A Sentinel client without subscriptions that sends nothing this long is closed, in seconds; 0: never", DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS))]
     pub sentinel_idle_timeout_secs: Option<u64>,
+    /// This controller's certificate (PEM), naming vigil://controller and the DNS name
+    /// vigil-controller. With --tls-key and --tls-client-ca, every gRPC client must present a
+    /// certificate from that CA.
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs the agents' and operators' certificates.
+    #[arg(long, env = "VIGIL_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -228,6 +240,9 @@ impl ControllerSettings {
             sentinel_idle_timeout_secs: self
                 .sentinel_idle_timeout_secs
                 .or(file.sentinel_idle_timeout_secs),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -254,13 +269,15 @@ pub struct ControllerConfig {
     /// Set with --etcd: several controllers, one leading.
     pub cluster: Option<ClusterConfig>,
     pub sentinel: SentinelConfig,
+    /// Set with --tls-cert, --tls-key and --tls-client-ca: mutual TLS on the gRPC port.
+    pub tls: Option<TlsFiles>,
 }
 
 /// What the Sentinel endpoint asks of its clients.
 #[derive(Clone, Debug)]
 pub struct SentinelConfig {
     pub options: Options,
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<EndpointTls>,
 }
 
 #[derive(Clone, Debug)]
@@ -374,7 +391,7 @@ fn sentinel(s: &ControllerSettings) -> Result<SentinelConfig> {
         None => None,
     };
     let tls = match (&s.sentinel_tls_cert, &s.sentinel_tls_key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
+        (Some(cert), Some(key)) => Some(EndpointTls {
             cert: cert.clone(),
             key: key.clone(),
             client_ca: s.sentinel_tls_client_ca.clone(),
@@ -434,6 +451,7 @@ fn me(
     grpc: SocketAddr,
     sentinel: SocketAddr,
     cluster: bool,
+    tls: bool,
 ) -> Result<ControllerInfo> {
     let name = s.name.clone().unwrap_or_else(host_name);
     if !valid_name(&name) {
@@ -458,8 +476,15 @@ fn me(
                 ),
             ));
         }
+        None if tls => format!("https://{grpc}"),
         None => format!("http://{grpc}"),
     };
+    if tls && !grpc.starts_with("https://") {
+        return Err(bad(
+            "advertise_grpc",
+            format!("{grpc:?} must be an https:// URL: this controller serves gRPC over TLS"),
+        ));
+    }
     let sentinel = match &s.advertise_sentinel {
         Some(a) => a
             .parse::<HostPort>()
@@ -472,6 +497,23 @@ fn me(
         grpc,
         sentinel,
     })
+}
+
+/// The TLS files, all three or none, the certificate checked to name a controller.
+fn tls(s: &mut ControllerSettings) -> Result<Option<TlsFiles>> {
+    let files = TlsFiles::from_parts(
+        s.tls_client_ca.take(),
+        s.tls_cert.take(),
+        s.tls_key.take(),
+        ["tls_client_ca", "tls_cert", "tls_key"],
+    )
+    .map_err(|e| bad("tls", e.to_string()))?;
+    if let Some(f) = &files {
+        f.expect_identity(&Identity::Controller)
+            .map_err(|e| bad("tls_cert", e.to_string()))?;
+        f.server_config().map_err(|e| bad("tls", e.to_string()))?;
+    }
+    Ok(files)
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> ControllerError {
@@ -584,7 +626,14 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
             DEFAULT_SENTINEL_LISTEN,
         )?;
         let cluster = cluster(&s)?;
-        let me = me(&s, grpc_listen, sentinel_listen, cluster.is_some())?;
+        let tls = tls(&mut s)?;
+        let me = me(
+            &s,
+            grpc_listen,
+            sentinel_listen,
+            cluster.is_some(),
+            tls.is_some(),
+        )?;
         let sentinel = sentinel(&s)?;
         Ok(Self {
             sentinel,
@@ -592,6 +641,7 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
             sentinel_listen,
             me,
             cluster,
+            tls,
             metrics_listen,
             data_dir: s
                 .data_dir
@@ -682,6 +732,65 @@ mod tests {
         assert_eq!(
             c.settings.silence,
             Duration::from_millis(DEFAULT_SILENCE_MS)
+        );
+    }
+
+    /// A self-signed certificate naming `uri`, and its key, written into `dir`.
+    fn cert_naming(dir: &std::path::Path, uri: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn tls_takes_all_three_files_and_a_controller_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ControllerConfig::try_from(ControllerSettings {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("tls_cert given without tls_client_ca and tls_key"),
+            "{e}"
+        );
+        let with = |uri: &str| {
+            let (cert, key) = cert_naming(dir.path(), uri);
+            ControllerSettings {
+                tls_client_ca: Some(cert.clone()),
+                tls_cert: Some(cert),
+                tls_key: Some(key),
+                ..Default::default()
+            }
+        };
+        let e = ControllerConfig::try_from(with("vigil://node/cache/n0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tls_cert")
+                && e.contains("names vigil://node/cache/n0, not vigil://controller"),
+            "{e}"
+        );
+        let c = ControllerConfig::try_from(with("vigil://controller")).unwrap();
+        assert!(c.tls.is_some());
+        assert_eq!(c.me.grpc, format!("https://{DEFAULT_GRPC_LISTEN}"));
+        let e = ControllerConfig::try_from(ControllerSettings {
+            advertise_grpc: Some("http://c1.example:7420".into()),
+            ..with("vigil://controller")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("advertise_grpc") && e.contains("https://"),
+            "{e}"
         );
     }
 
@@ -879,6 +988,9 @@ mod tests {
                 "sentinel_tls_cert",
                 "sentinel_tls_key",
                 "sentinel_tls_client_ca",
+                "tls_cert",
+                "tls_key",
+                "tls_client_ca",
             ],
         );
         assert_eq!(checked, Ok(()));

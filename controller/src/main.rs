@@ -183,11 +183,13 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
             "vigil-controller running; campaigning to lead"
         ),
     }
+    let tls = config.tls.is_some();
     // A message past the bound is refused at its length prefix, before its body is held.
-    let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry)))
+    let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry), tls))
         .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
     let control = ControlServer::new(ControlService {
         registry: Arc::clone(&registry),
+        tls,
     })
     .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
     let mut terminate = signal(SignalKind::terminate())?;
@@ -198,7 +200,26 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         }
         tracing::info!("vigil-controller stopping");
     };
-    let grpc_server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    match &config.tls {
+        Some(files) => {
+            builder = builder
+                .tls_config(files.server_config()?)
+                .context("configuring TLS on the gRPC port")?;
+            tracing::info!(
+                cert = %files.cert.display(), client_ca = %files.ca.display(),
+                "gRPC requires client certificates from the client CA"
+            );
+        }
+        None if !config.grpc_listen.ip().is_loopback() => tracing::warn!(
+            grpc = %config.grpc_listen,
+            "gRPC listens WITHOUT TLS on a non-loopback address: anyone who can reach this port \
+             can impersonate agents and move the primary. Give --tls-cert, --tls-key and \
+             --tls-client-ca"
+        ),
+        None => {}
+    }
+    let grpc_server = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(1)))
         .add_service(agents)

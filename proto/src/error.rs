@@ -11,6 +11,8 @@ pub enum ProtoError {
     LogFilter(String, String),
     #[error("{0}")]
     Certificate(String),
+    #[error("{0}")]
+    TlsSettings(String),
     #[error("reading {0}: {1}")]
     Pem(String, String),
 }

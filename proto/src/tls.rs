@@ -9,9 +9,14 @@
 //! A controller's certificate also carries [`CONTROLLER_SERVER_NAME`] as a DNS name, and agents and
 //! the CLI verify the controller against that name whatever address they dialled. So a node's or
 //! an operator's certificate, signed by the same CA, can never pass for a controller's.
-use std::{fmt, path::Path, str::FromStr};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
 
 use crate::ProtoError;
 
@@ -112,6 +117,93 @@ impl FromStr for Identity {
     }
 }
 
+/// The three files one end of a TLS link needs: the CA that signs its peers' certificates, and
+/// its own certificate and key. A daemon or the CLI is given all three or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// The files, if all three are given; None if none is. `names` are the settings' names in
+    /// the order (ca, cert, key), for the error that says which is missing.
+    pub fn from_parts(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        names: [&str; 3],
+    ) -> Result<Option<TlsFiles>, ProtoError> {
+        match (ca, cert, key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles { ca, cert, key })),
+            (ca, cert, key) => {
+                let given = [ca.is_some(), cert.is_some(), key.is_some()];
+                let pick = |want: bool| -> Vec<&str> {
+                    names
+                        .iter()
+                        .zip(given)
+                        .filter(|(_, g)| *g == want)
+                        .map(|(n, _)| *n)
+                        .collect()
+                };
+                Err(ProtoError::TlsSettings(format!(
+                    "{} given without {}: TLS needs all three of {}, or none",
+                    pick(true).join(" and "),
+                    pick(false).join(" and "),
+                    names.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// The identity this end's certificate names (its first certificate: the leaf).
+    pub fn identity(&self) -> Result<Identity, ProtoError> {
+        let certs = read_certs(&self.cert)?;
+        Identity::from_der(&certs[0])
+            .map_err(|e| ProtoError::Pem(self.cert.display().to_string(), e.to_string()))
+    }
+
+    /// Checks that this end's certificate names `want`: a daemon given another's certificate
+    /// refuses to start rather than be refused, or taken for someone else, by its peers.
+    pub fn expect_identity(&self, want: &Identity) -> Result<(), ProtoError> {
+        let found = self.identity()?;
+        if found != *want {
+            return Err(ProtoError::Certificate(format!(
+                "{} names {found}, not {want}",
+                self.cert.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A controller's server side: its certificate, and every client must present one signed by
+    /// the CA (the handshake fails otherwise).
+    pub fn server_config(&self) -> Result<ServerTlsConfig, ProtoError> {
+        Ok(ServerTlsConfig::new()
+            .identity(self.tonic_identity()?)
+            .client_ca_root(Certificate::from_pem(read_certs_pem(&self.ca)?))
+            .client_auth_optional(false))
+    }
+
+    /// An agent's or the CLI's side: the controller must present a certificate from the CA for
+    /// [`CONTROLLER_SERVER_NAME`], whatever address was dialled, and this end presents its own.
+    pub fn client_config(&self) -> Result<ClientTlsConfig, ProtoError> {
+        Ok(ClientTlsConfig::new()
+            .domain_name(CONTROLLER_SERVER_NAME)
+            .ca_certificate(Certificate::from_pem(read_certs_pem(&self.ca)?))
+            .identity(self.tonic_identity()?))
+    }
+
+    fn tonic_identity(&self) -> Result<tonic::transport::Identity, ProtoError> {
+        Ok(tonic::transport::Identity::from_pem(
+            read_certs_pem(&self.cert)?,
+            read_key_pem(&self.key)?,
+        ))
+    }
+}
+
 /// The certificates of a PEM file, read at start so a wrong path is an error naming it.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProtoError> {
     let certs = CertificateDer::pem_file_iter(path)
@@ -164,6 +256,22 @@ mod tests {
         ] {
             assert_eq!(id.uri().parse::<Identity>(), Ok(id));
         }
+    }
+
+    #[test]
+    fn tls_files_come_all_three_or_none_and_the_error_names_the_missing() {
+        let names = ["tls_ca", "tls_cert", "tls_key"];
+        assert_eq!(TlsFiles::from_parts(None, None, None, names), Ok(None));
+        let some = |s: &str| Some(PathBuf::from(s));
+        let all = TlsFiles::from_parts(some("a"), some("b"), some("c"), names).unwrap();
+        assert_eq!(all.map(|f| f.key), some("c"));
+        let e = TlsFiles::from_parts(None, some("b"), None, names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tls_cert given without tls_ca and tls_key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! [`Controller`]: a running `vigil-controller` on free ports, its log kept; it can be killed,
 //! paused and restarted on the same ports and state, and asked what it publishes (the Sentinel
 //! endpoint's primary, `vigil status`) and whether it leads. It keeps its state in a data
-//! directory ([`Controller::start`]) or, one of several, in etcd ([`Controller::start_ha`]).
+//! directory ([`Controller::start`]) or, one of several, in etcd ([`Controller::start_ha`]). With
+//! [`Certs`] it serves mutual TLS ([`Controller::start_tls`]), and the harness's own `vigil` calls
+//! present the operator's certificate.
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -13,7 +15,9 @@ use serde_json::Value;
 
 use nix::sys::signal::Signal;
 
-use crate::{Log, WAIT, free_port, output_within, signal, stop_child, wait_until, workspace_bin};
+use crate::{
+    Certs, Log, WAIT, free_port, output_within, signal, stop_child, wait_until, workspace_bin,
+};
 
 /// Longest a `vigil` CLI call may take: a paused controller accepts the connection and never
 /// answers.
@@ -63,6 +67,8 @@ pub struct Controller {
     pub sentinel: u16,
     state: StateIn,
     extra: Vec<String>,
+    /// With TLS: the `--tls-*` flags of the harness's `vigil` calls (the operator's certificate).
+    cli_tls: Option<Vec<String>>,
     /// Stopped with SIGSTOP and not yet continued.
     paused: bool,
     /// Its stderr since the last start, line by line.
@@ -80,7 +86,21 @@ impl Controller {
     /// As [`Controller::start`], with the gRPC port on `grpc_host` (the Sentinel port stays on
     /// 127.0.0.1).
     pub fn start_at(data_dir: &Path, grpc_host: &str, extra: &[&str]) -> Result<Self> {
-        Self::start_in(StateIn::Dir(data_dir.to_path_buf()), grpc_host, extra)
+        Self::start_in(StateIn::Dir(data_dir.to_path_buf()), grpc_host, extra, None)
+    }
+
+    /// As [`Controller::start`], serving mutual TLS with `certs`' controller certificate; the
+    /// harness's `vigil` calls present the operator's (`cli.pem`).
+    pub fn start_tls(data_dir: &Path, certs: &Certs, extra: &[&str]) -> Result<Self> {
+        let mut args = certs.controller_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_in(
+            StateIn::Dir(data_dir.to_path_buf()),
+            "127.0.0.1",
+            &args,
+            Some(certs.client_args("cli")),
+        )
     }
 
     /// Starts controller `name`, one of several sharing their state and an election in etcd at
@@ -91,10 +111,33 @@ impl Controller {
             urls: etcd_urls.to_string(),
             name: name.to_string(),
         };
-        Self::start_in(state, "127.0.0.1", extra)
+        Self::start_in(state, "127.0.0.1", extra, None)
     }
 
-    fn start_in(state: StateIn, grpc_host: &str, extra: &[&str]) -> Result<Self> {
+    /// As [`Controller::start_ha`], serving mutual TLS with `certs`' controller certificate; the
+    /// harness's `vigil` calls present the operator's.
+    pub fn start_ha_tls(
+        etcd_urls: &str,
+        name: &str,
+        certs: &Certs,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let state = StateIn::Etcd {
+            urls: etcd_urls.to_string(),
+            name: name.to_string(),
+        };
+        let mut args = certs.controller_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_in(state, "127.0.0.1", &args, Some(certs.client_args("cli")))
+    }
+
+    fn start_in(
+        state: StateIn,
+        grpc_host: &str,
+        extra: &[&str],
+        cli_tls: Option<Vec<String>>,
+    ) -> Result<Self> {
         let mut c = Self {
             child: None,
             grpc_host: grpc_host.to_string(),
@@ -102,6 +145,7 @@ impl Controller {
             sentinel: free_port()?,
             state,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cli_tls,
             paused: false,
             log: Log::default(),
             earlier: Vec::new(),
@@ -244,15 +288,7 @@ impl Controller {
     /// `vigil failover <datastore>` sent to this controller: Ok with what it printed, or the
     /// refusal it got.
     pub fn failover(&self, datastore: &str) -> Result<String> {
-        let out = output_within(
-            Command::new(workspace_bin("vigil")?).args([
-                "--controller",
-                &self.url(),
-                "failover",
-                datastore,
-            ]),
-            CLI_LIMIT,
-        )?;
+        let out = output_within(self.vigil()?.args(["failover", datastore]), CLI_LIMIT)?;
         if !out.status.success() {
             bail!(
                 "vigil failover refused: {}",
@@ -263,7 +299,23 @@ impl Controller {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.grpc_host, self.grpc)
+        let scheme = if self.cli_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}:{}", self.grpc_host, self.grpc)
+    }
+
+    /// `vigil --controller URL`, with the operator's certificate when it serves TLS: a
+    /// subcommand and its arguments follow.
+    pub fn vigil(&self) -> Result<Command> {
+        let mut cmd = Command::new(workspace_bin("vigil")?);
+        cmd.args(["--controller", &self.url()]);
+        if let Some(tls) = &self.cli_tls {
+            cmd.args(tls);
+        }
+        Ok(cmd)
     }
 
     /// The running controller's pid.
@@ -346,13 +398,7 @@ impl Controller {
     /// `vigil status <datastore> --json`, run as a user would.
     pub fn status(&self, datastore: &str) -> Result<Value> {
         let out = output_within(
-            Command::new(workspace_bin("vigil")?).args([
-                "--controller",
-                &self.url(),
-                "status",
-                datastore,
-                "--json",
-            ]),
+            self.vigil()?.args(["status", datastore, "--json"]),
             CLI_LIMIT,
         )?;
         if !out.status.success() {

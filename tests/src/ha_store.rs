@@ -7,7 +7,7 @@
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use crate::{Agent, Controller, EtcdCluster, RedisServer, Servers, WAIT, wait_until};
+use crate::{Agent, Certs, Controller, EtcdCluster, RedisServer, Servers, WAIT, wait_until};
 
 /// Controllers and etcd members in a trio: three, so one of each can be lost with a quorum left.
 pub const TRIO: usize = 3;
@@ -23,11 +23,20 @@ impl ControllerTrio {
     /// Starts etcd, then the three controllers with `extra` flags, and waits (bounded) until one
     /// of them leads.
     pub fn start(extra: &[&str]) -> Result<Self> {
+        Self::start_with(None, extra)
+    }
+
+    /// As [`ControllerTrio::start`], each controller serving mutual TLS with `certs` when given.
+    pub fn start_with(certs: Option<&Certs>, extra: &[&str]) -> Result<Self> {
         let etcd = EtcdCluster::start(TRIO)?;
         let urls = etcd.client_urls();
         let mut controllers = Vec::new();
         for i in 0..TRIO {
-            controllers.push(Controller::start_ha(&urls, &format!("c{i}"), extra)?);
+            let name = format!("c{i}");
+            controllers.push(match certs {
+                Some(c) => Controller::start_ha_tls(&urls, &name, c, extra)?,
+                None => Controller::start_ha(&urls, &name, extra)?,
+            });
         }
         let trio = Self { controllers, etcd };
         trio.leader()?;
@@ -122,22 +131,41 @@ pub struct HaStore {
     pub servers: Servers,
     pub name: String,
     pub ports: Vec<u16>,
+    /// The installation's certificates, when it runs over TLS.
+    pub certs: Option<Certs>,
 }
 
 impl HaStore {
     /// Starts etcd, the controllers (with `controller_args`), the servers and the agents (with
     /// `agent_args`), and waits (bounded) until every node is healthy and linked at the leader.
     pub fn start(name: &str, controller_args: &[&str], agent_args: &[&str]) -> Result<Self> {
-        let trio = ControllerTrio::start(controller_args)?;
+        Self::start_with(name, None, controller_args, agent_args)
+    }
+
+    /// As [`HaStore::start`], every gRPC link on mutual TLS with certificates `vigil certs`
+    /// makes for the controllers, the operator and nodes n0, n1 and n2.
+    pub fn start_tls(name: &str, controller_args: &[&str], agent_args: &[&str]) -> Result<Self> {
+        let certs = Certs::make(name, &["n0", "n1", "n2"])?;
+        Self::start_with(name, Some(certs), controller_args, agent_args)
+    }
+
+    fn start_with(
+        name: &str,
+        certs: Option<Certs>,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<Self> {
+        let trio = ControllerTrio::start_with(certs.as_ref(), controller_args)?;
         let servers = Servers::start(TRIO - 1)?;
         let ports = servers.ports();
-        let agents = servers.join_agents(&trio.urls(), name, agent_args)?;
+        let agents = servers.join_agents_with(&trio.urls(), name, certs.as_ref(), agent_args)?;
         let store = Self {
             agents,
             trio,
             servers,
             name: name.to_string(),
             ports,
+            certs,
         };
         store.wait_healthy()?;
         Ok(store)

@@ -7,6 +7,8 @@
 //! - `fixture`: [`Fixture`], a test-only program of this workspace (the deadlock fixture).
 //! - `watch`: [`Watch`], `vigil-agent watch --json` with its stdout parsed line by line.
 //! - `log`: [`Log`], a child's stderr captured line by line, for [`Agent`] and [`Controller`].
+//! - `certs`: [`Certs`], an installation's certificates made by `vigil certs`, and the flags
+//!   that hand them to the controller, the agents and the CLI.
 //! - `agent`: [`Agent`], a running `vigil-agent run`.
 //! - `controller`: [`Controller`], a running `vigil-controller` (alone on a data directory, or one
 //!   of several on etcd), what it publishes and whether it leads ([`Leadership`]).
@@ -28,6 +30,7 @@
 //! workspace's binaries are ([`workspace_bin`], [`use_bin_dir`]) and whether their logs are
 //! echoed ([`quiet`]).
 mod agent;
+mod certs;
 mod controller;
 mod etcd;
 mod fence;
@@ -59,6 +62,7 @@ use nix::{
 };
 
 pub use agent::Agent;
+pub use certs::Certs;
 pub use controller::{Controller, LEADER_LEASE_SECS, Leadership};
 pub use etcd::{ETCD_TIMINGS, EtcdCluster};
 pub use fence::{Answer, PinnedFence, RawClient};

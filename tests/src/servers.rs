@@ -5,7 +5,7 @@ use std::ops::{Deref, DerefMut};
 use anyhow::{Result, anyhow, bail};
 use nix::sys::signal::Signal;
 
-use crate::{Agent, RedisServer, free_port};
+use crate::{Agent, Certs, RedisServer, free_port};
 
 /// Server `i` is `self[i]`: `None` while it is killed.
 pub struct Servers {
@@ -37,12 +37,28 @@ impl Servers {
     /// An agent beside each server, node `n<i>` of `datastore`, reporting to the controllers at
     /// `urls` (comma-separated), with `extra` flags.
     pub fn join_agents(&self, urls: &str, datastore: &str, extra: &[&str]) -> Result<Vec<Agent>> {
+        self.join_agents_with(urls, datastore, None, extra)
+    }
+
+    /// As [`Servers::join_agents`], each agent presenting its node's certificate of `certs`
+    /// (its data store) over TLS when given.
+    pub fn join_agents_with(
+        &self,
+        urls: &str,
+        datastore: &str,
+        certs: Option<&Certs>,
+        extra: &[&str],
+    ) -> Result<Vec<Agent>> {
         self.ports
             .iter()
             .enumerate()
             .map(|(i, port)| {
                 let server = format!("127.0.0.1:{port}");
-                Agent::join_urls(None, urls, datastore, &format!("n{i}"), &server, extra)
+                let node = format!("n{i}");
+                let mut args = certs.map_or_else(Vec::new, |c| c.client_args(&node));
+                args.extend(extra.iter().map(|s| s.to_string()));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Agent::join_urls(None, urls, datastore, &node, &server, &args)
             })
             .collect()
     }

@@ -1,8 +1,9 @@
 //! [`VigilStore`]: a data store run by vigil on 127.0.0.1 (a primary and replicas of
-//! redis-server, an agent beside each, a controller), with faults a test or bench can inject.
+//! redis-server, an agent beside each, a controller), with faults a test or bench can inject; over
+//! mutual TLS with certificates from `vigil certs` when started with [`VigilStore::start_tls`].
 use anyhow::{Result, anyhow};
 
-use crate::{Agent, Controller, RedisServer, Servers};
+use crate::{Agent, Certs, Controller, RedisServer, Servers};
 
 /// A data store run by vigil: one primary and `replicas` replicas of real redis-server, an agent
 /// beside each, and a controller, all on 127.0.0.1.
@@ -13,6 +14,8 @@ pub struct VigilStore {
     pub servers: Servers,
     pub name: String,
     pub ports: Vec<u16>,
+    /// The installation's certificates, when it runs over TLS.
+    pub certs: Option<Certs>,
     _dir: tempfile::TempDir,
 }
 
@@ -24,17 +27,46 @@ impl VigilStore {
         controller_args: &[&str],
         agent_args: &[&str],
     ) -> Result<Self> {
+        Self::start_with(name, replicas, None, controller_args, agent_args)
+    }
+
+    /// As [`VigilStore::start`], everything over mutual TLS: `vigil certs` makes the CA and the
+    /// certificates of the controller, the operator and nodes `n0`..`n<replicas>`.
+    pub fn start_tls(
+        name: &str,
+        replicas: usize,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<Self> {
+        let nodes: Vec<String> = (0..=replicas).map(|i| format!("n{i}")).collect();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        let certs = Certs::make(name, &nodes)?;
+        Self::start_with(name, replicas, Some(certs), controller_args, agent_args)
+    }
+
+    fn start_with(
+        name: &str,
+        replicas: usize,
+        certs: Option<Certs>,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-store-").tempdir()?;
-        let controller = Controller::start(dir.path(), controller_args)?;
+        let controller = match &certs {
+            Some(c) => Controller::start_tls(dir.path(), c, controller_args)?,
+            None => Controller::start(dir.path(), controller_args)?,
+        };
         let servers = Servers::start(replicas)?;
         let ports = servers.ports();
-        let agents = servers.join_agents(&controller.url(), name, agent_args)?;
+        let agents =
+            servers.join_agents_with(&controller.url(), name, certs.as_ref(), agent_args)?;
         let store = Self {
             agents,
             controller,
             servers,
             name: name.to_string(),
             ports,
+            certs,
             _dir: dir,
         };
         store.wait_healthy()?;

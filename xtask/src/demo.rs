@@ -1,11 +1,11 @@
 //! `cargo xtask demo`: a data store of three real redis-servers (a primary and two replicas), an
-//! agent beside each and the controller, on 127.0.0.1. It shows the status table, kills the
+//! agent beside each and the controller, on 127.0.0.1, every gRPC link on mutual TLS with
+//! certificates from `vigil certs`. It shows the status table, kills the
 //! primary with kill -9, and prints the timeline of what followed, each step with its offset
 //! from the fault: the kernel event, the verdict, the controller's decision, the promotion, and
 //! the first write a Sentinel-mode client got accepted on the new primary. Then the old primary
 //! starts again and rejoins as a replica. Everything started is stopped at the end, and on Ctrl-C.
 use std::{
-    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime},
 };
@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use serde_json::Value;
-use vigil_tests::{VigilStore, workspace_bin};
+use vigil_tests::VigilStore;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -50,9 +50,7 @@ pub(crate) fn monotonic_ns() -> u64 {
 }
 
 fn status(store: &VigilStore) -> Result<()> {
-    let out = Command::new(workspace_bin("vigil")?)
-        .args(["--controller", &store.controller.url(), "status"])
-        .output()?;
+    let out = store.controller.vigil()?.arg("status").output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }
@@ -150,9 +148,16 @@ pub fn run() -> Result<()> {
     catch_interrupt()?;
 
     step(
-        "starting a primary and two replicas (redis-server), an agent beside each, and the controller",
+        "making certificates (vigil certs), then starting a primary and two replicas (redis-server), an agent beside each, and the controller, on mutual TLS",
     );
-    let mut store = VigilStore::start("demo", 2, &["--grace-ms", "300"], &[])?;
+    let mut store = VigilStore::start_tls("demo", 2, &["--grace-ms", "300"], &[])?;
+    if let Some(certs) = &store.certs {
+        println!(
+            "certificates: {} (the CLI: vigil --controller {} --tls-ca ca.pem --tls-cert cli.pem --tls-key cli-key.pem status)",
+            certs.dir().display(),
+            store.controller.url()
+        );
+    }
     println!(
         "Sentinel-compatible endpoint: redis-cli -p {} SENTINEL get-master-addr-by-name demo",
         store.controller.sentinel

@@ -5,13 +5,10 @@
 //! timeline of what followed (the kernel event, the verdict, the new leader's decision and
 //! promotion, the first write a Sentinel-mode client got accepted through a controller that never
 //! led). Everything started is stopped at the end, and on Ctrl-C.
-use std::{
-    process::Command,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
-use vigil_tests::{HaStore, Leadership, WAIT, wait_until, workspace_bin};
+use vigil_tests::{HaStore, Leadership, WAIT, wait_until};
 
 use crate::{
     bench::controller_ha::{check_controller_has_etcd, next_leader},
@@ -27,11 +24,7 @@ const NAME: &str = "demo";
 fn status(store: &HaStore) -> Result<()> {
     let leader = store.leader()?;
     let out = vigil_tests::output_within(
-        Command::new(workspace_bin("vigil")?).args([
-            "--controller",
-            &store.controller(leader)?.url(),
-            "status",
-        ]),
+        store.controller(leader)?.vigil()?.arg("status"),
         Duration::from_secs(10),
     )?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -60,7 +53,13 @@ pub fn run() -> Result<()> {
     step(
         "starting etcd (3 members), 3 controllers on it, a primary and two replicas (redis-server) with an agent beside each",
     );
-    let mut store = HaStore::start(NAME, &["--grace-ms", "300"], &[])?;
+    let mut store = HaStore::start_tls(NAME, &["--grace-ms", "300"], &[])?;
+    if let Some(certs) = &store.certs {
+        println!(
+            "certificates (vigil certs, every gRPC link on mutual TLS): {}",
+            certs.dir().display()
+        );
+    }
     println!("etcd: {}", store.trio.etcd.client_urls());
     for (i, c) in store.trio.controllers.iter().enumerate() {
         println!(

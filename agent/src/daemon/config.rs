@@ -2,7 +2,11 @@
 //! checked with errors that name the field at fault.
 use std::{net::SocketAddr, time::Duration};
 
-use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError};
+use tonic::transport::ClientTlsConfig;
+use vigil_proto::{
+    DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError,
+    tls::{Identity, TlsFiles},
+};
 
 use super::settings::{
     DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_METRICS_LISTEN,
@@ -41,6 +45,8 @@ pub struct RunConfig {
     pub peer_probes: usize,
     pub peer_interval: Duration,
     pub fence_method: Method,
+    /// Mutual TLS to the controllers, from --tls-ca, --tls-cert and --tls-key.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> AgentError {
@@ -122,13 +128,61 @@ pub fn controller_urls(list: &str) -> Result<Vec<String>> {
     Ok(urls)
 }
 
+/// The TLS client configuration, when the three files are given: the certificate must name this
+/// very node, and every controller URL must then be https:// (and none without TLS), so that a
+/// typo cannot send the agent's hello in clear text.
+fn tls(
+    s: &mut RunSettings,
+    datastore: &str,
+    node: &str,
+    controllers: &[String],
+) -> Result<Option<ClientTlsConfig>> {
+    let files = TlsFiles::from_parts(
+        s.tls_ca.take(),
+        s.tls_cert.take(),
+        s.tls_key.take(),
+        ["tls_ca", "tls_cert", "tls_key"],
+    )
+    .map_err(|e| bad("tls", e.to_string()))?;
+    let https = |u: &String| u.starts_with("https://");
+    let Some(files) = files else {
+        if let Some(url) = controllers.iter().find(|u| https(u)) {
+            return Err(bad(
+                "controller",
+                format!("{url:?} is https://, which needs --tls-ca, --tls-cert and --tls-key"),
+            ));
+        }
+        return Ok(None);
+    };
+    if let Some(url) = controllers.iter().find(|u| !https(u)) {
+        return Err(bad(
+            "controller",
+            format!("{url:?} is not https://: with TLS configured, every controller URL must be"),
+        ));
+    }
+    let me = Identity::Node {
+        datastore: datastore.to_string(),
+        node: node.to_string(),
+    };
+    files
+        .expect_identity(&me)
+        .map_err(|e| bad("tls_cert", e.to_string()))?;
+    files
+        .client_config()
+        .map(Some)
+        .map_err(|e| bad("tls", e.to_string()))
+}
+
 impl TryFrom<RunSettings> for RunConfig {
     type Error = AgentError;
 
-    fn try_from(s: RunSettings) -> Result<Self> {
-        let server = host_port("server", &required("server", s.server)?)?;
+    fn try_from(mut s: RunSettings) -> Result<Self> {
+        let server = host_port("server", &required("server", s.server.take())?)?;
         let controllers =
             controller_urls(s.controller.as_deref().unwrap_or(DEFAULT_CONTROLLER_URL))?;
+        let datastore = required("datastore", s.datastore.take())?;
+        let node_id = required("node_id", s.node_id.take())?;
+        let tls = tls(&mut s, &datastore, &node_id, &controllers)?;
         let advertise = match &s.advertise {
             Some(address) => host_port("advertise", address)?,
             None => server.clone(),
@@ -170,8 +224,8 @@ impl TryFrom<RunSettings> for RunConfig {
                 gate: None,
             },
             controllers,
-            datastore: required("datastore", s.datastore)?,
-            node_id: required("node_id", s.node_id)?,
+            datastore,
+            node_id,
             zone: s.zone.unwrap_or_default(),
             priority: s.priority.unwrap_or(DEFAULT_PRIORITY),
             advertise,
@@ -238,6 +292,7 @@ impl TryFrom<RunSettings> for RunConfig {
                 10..=600_000,
             )?,
             fence_method,
+            tls,
         })
     }
 }
@@ -285,6 +340,52 @@ mod tests {
         );
         // A quarter of the default 100 ms stall threshold, capped at 25 ms.
         assert_eq!(c.tick, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn tls_takes_all_three_files_and_https_controllers_only() {
+        let base = || RunSettings {
+            server: Some("127.0.0.1:6379".into()),
+            datastore: Some("cache".into()),
+            node_id: Some("n0".into()),
+            ..RunSettings::default()
+        };
+        let files = |s: RunSettings| RunSettings {
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("n0.pem".into()),
+            tls_key: Some("n0-key.pem".into()),
+            ..s
+        };
+        let error = |s: RunSettings| RunConfig::try_from(s).unwrap_err().to_string();
+        let e = error(RunSettings {
+            tls_cert: Some("n0.pem".into()),
+            ..base()
+        });
+        assert!(
+            e.contains("tls_cert given without tls_ca and tls_key"),
+            "{e}"
+        );
+        // The default controller URL is plain http: with TLS, it must be named.
+        let e = error(files(base()));
+        assert!(
+            e.contains("controller") && e.contains("is not https://"),
+            "{e}"
+        );
+        let e = error(RunSettings {
+            controller: Some("https://10.0.0.1:7420".into()),
+            ..base()
+        });
+        assert!(
+            e.contains("needs --tls-ca, --tls-cert and --tls-key"),
+            "{e}"
+        );
+        // With https URLs the files are read, and a missing one is named.
+        let e = error(files(RunSettings {
+            controller: Some("https://10.0.0.1:7420".into()),
+            ..base()
+        }));
+        assert!(e.contains("tls_cert") && e.contains("n0.pem"), "{e}");
+        assert!(RunConfig::try_from(base()).unwrap().tls.is_none());
     }
 
     #[test]

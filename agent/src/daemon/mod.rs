@@ -153,7 +153,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         flavour: flavour.map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let link = link::spawn(cfg.controllers.clone(), hello);
+    let link = link::spawn(cfg.controllers.clone(), hello, cfg.tls.clone());
 
     // The server may start after the agent (or be down): report DOWN until it listens.
     let mut seq = 0;

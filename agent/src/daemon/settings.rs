@@ -5,7 +5,7 @@
 //! The same struct is the clap flag set and the TOML schema, so a setting has one name
 //! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
 //! environment, `ping_interval_ms` in the file.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
@@ -123,6 +123,17 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_FENCE_METHOD", value_name = "kernel|kill",
           help = with_default("How a fence holds a deposed primary off its clients. kernel: eBPF on the server's cgroup drops client traffic on its port and its client connections are destroyed; the server keeps running and keeps its replicas in sync when the controller asks. kill: the same, and the server is killed (SIGKILL); the filter then holds the server a supervisor restarts until it is demoted", DEFAULT_FENCE_METHOD))]
     pub fence_method: Option<String>,
+    /// The CA (PEM) that signed the controllers' certificates. With --tls-cert and --tls-key,
+    /// the agent speaks mutual TLS to https:// controllers and accepts only a certificate for
+    /// vigil-controller from this CA.
+    #[arg(long, env = "VIGIL_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM): it must name vigil://node/<datastore>/<node-id>.
+    #[arg(long, env = "VIGIL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "VIGIL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 macro_rules! merge_fields {
@@ -161,6 +172,9 @@ impl RunSettings {
             peer_probes,
             peer_interval_ms,
             fence_method,
+            tls_ca,
+            tls_cert,
+            tls_key,
         )
     }
 
@@ -216,6 +230,9 @@ mod tests {
             "advertise",
             "username",
             "password",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
         ];
         let defaults: Vec<(&str, String)> = vec![
             ("controller", DEFAULT_CONTROLLER_URL.to_string()),

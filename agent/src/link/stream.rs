@@ -16,6 +16,10 @@
 //! a jittered backoff that doubles to [`BACKOFF_MAX`] and starts over once a session has lasted,
 //! so a fleet of agents does not hammer the controllers while none leads.
 //!
+//! With TLS, every controller is dialled over https with the same configuration, redirects too:
+//! the controller must present a certificate for `vigil-controller` from the agent's CA, and a
+//! redirect to a plain http:// URL is refused, so that no follower can talk the agent out of TLS.
+//!
 //! A change of leader is no fault: it is one info line. Failures are logged as warnings only once
 //! the agent has been without a leader for [`QUIET`], and then once per URL and error.
 use std::{collections::HashMap, time::Duration};
@@ -26,7 +30,10 @@ use tokio::{
     time::{Instant, timeout},
 };
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Streaming, transport::Endpoint};
+use tonic::{
+    Streaming,
+    transport::{ClientTlsConfig, Endpoint},
+};
 use vigil_proto::{
     PROTOCOL_VERSION,
     limits::{MAX_ACK_ERROR_LEN, MAX_CONTROLLER_MESSAGE_BYTES, truncate},
@@ -93,11 +100,14 @@ struct Shared {
     inbound: mpsc::Sender<Down>,
     last_heard: watch::Sender<Option<Instant>>,
     leadership: watch::Receiver<u64>,
+    /// Mutual TLS for every controller, redirects included.
+    tls: Option<ClientTlsConfig>,
 }
 
 /// Starts the link task. `urls` are the controllers' gRPC URLs, checked by the configuration;
-/// an empty list falls back to [`vigil_proto::DEFAULT_CONTROLLER_URL`].
-pub fn spawn(mut urls: Vec<String>, hello: v1::Hello) -> Link {
+/// an empty list falls back to [`vigil_proto::DEFAULT_CONTROLLER_URL`]. With `tls`, every
+/// controller is reached over it.
+pub fn spawn(mut urls: Vec<String>, hello: v1::Hello, tls: Option<ClientTlsConfig>) -> Link {
     if urls.is_empty() {
         urls.push(vigil_proto::DEFAULT_CONTROLLER_URL.to_string());
     }
@@ -114,6 +124,7 @@ pub fn spawn(mut urls: Vec<String>, hello: v1::Hello) -> Link {
         inbound: inbound_tx,
         last_heard: heard_tx,
         leadership: leadership_rx,
+        tls,
     };
     let task = tokio::spawn(run(shared));
     Link {
@@ -281,7 +292,10 @@ async fn run(mut shared: Shared) {
                 if shared.inbound.is_closed() {
                     return;
                 }
-                let lasting = matches!(e, AgentError::ProtocolVersion { .. });
+                let lasting = matches!(
+                    e,
+                    AgentError::ProtocolVersion { .. } | AgentError::PlainController(_)
+                );
                 watch.failed(&url, e.to_string(), lasting);
             }
         }
@@ -293,7 +307,7 @@ async fn run(mut shared: Shared) {
 
 /// Connects to `url`, says Hello, and reads its Welcome.
 async fn welcome(shared: &mut Shared, url: &str) -> Result<Welcomed> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|error| AgentError::ControllerUrl {
             url: url.to_string(),
             error,
@@ -304,6 +318,15 @@ async fn welcome(shared: &mut Shared, url: &str) -> Result<Welcomed> {
         .http2_keep_alive_interval(Duration::from_secs(1))
         .keep_alive_timeout(Duration::from_secs(1))
         .keep_alive_while_idle(true);
+    if let Some(tls) = &shared.tls {
+        // The configured URLs were checked; this catches a follower's redirect.
+        if !url.starts_with("https://") {
+            return Err(AgentError::PlainController(url.to_string()));
+        }
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(AgentError::ControllerConnect)?;
+    }
     let channel = endpoint
         .connect()
         .await

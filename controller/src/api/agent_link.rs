@@ -1,6 +1,11 @@
 //! The `AgentLink` gRPC service: one bidirectional session per agent. The first message up must
 //! be a Hello; the session is then handed to its data store's reconciler, and every verdict and
 //! acknowledgement after it goes there as an input.
+//!
+//! With TLS, the Hello must name the data store and node the client's certificate names, so a
+//! session speaks for its certified node only: verdicts and acks carry no identity of their own
+//! and go to the reconciler as that node's, and a data store comes into being only from the
+//! configuration or from a certificate that names it.
 use std::{
     pin::Pin,
     sync::{
@@ -22,6 +27,7 @@ use vigil_proto::{
     },
 };
 
+use super::peer::Peer;
 use crate::{
     error::ControllerError,
     store::{Input, NodeInfo, Registry},
@@ -42,13 +48,16 @@ pub struct AgentLinkService {
     /// Numbers sessions, so a reconnect's session replaces the old one and the old one's close
     /// is not mistaken for the new one's.
     pub sessions: AtomicU64,
+    /// The gRPC port serves mutual TLS: each agent is its certificate's node, and no other.
+    pub tls: bool,
 }
 
 impl AgentLinkService {
-    pub fn new(registry: Arc<Registry>) -> Self {
+    pub fn new(registry: Arc<Registry>, tls: bool) -> Self {
         Self {
             registry,
             sessions: AtomicU64::new(1),
+            tls,
         }
     }
 }
@@ -97,6 +106,7 @@ impl AgentLink for AgentLinkService {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = Peer::of(&request, self.tls)?;
         let mut up = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_WITHIN, up.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -115,6 +125,8 @@ impl AgentLink for AgentLinkService {
                 hello.protocol_version
             )));
         }
+        // Before anything else is done for it: a data store is never created for a claim.
+        peer.may_be_node(&hello.datastore, &hello.node_id)?;
         let info = NodeInfo::try_from(&hello).map_err(refused)?;
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let reconciler = match self.reconciler_or_leader(&hello.datastore).await {

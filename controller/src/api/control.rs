@@ -1,12 +1,13 @@
 //! The `Control` gRPC service: what the `vigil` CLI asks of the controller: status, failover,
-//! and a stream of topology events.
+//! and a stream of topology events. With TLS, what changes state (a failover) needs an operator's
+//! certificate; status and events are read by any client the CA certified.
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
 use tonic::{Request, Response, Status};
 use vigil_proto::v1::{self, control_server::Control};
 
-use super::agent_link::Boxed;
+use super::{agent_link::Boxed, peer::Peer};
 use crate::{
     error::ControllerError,
     sentinel::topology::{Member, StoreView},
@@ -20,6 +21,8 @@ const WATCH_QUEUE: usize = 64;
 
 pub struct ControlService {
     pub registry: Arc<Registry>,
+    /// The gRPC port serves mutual TLS: callers are who their certificates name.
+    pub tls: bool,
 }
 
 fn status_of(e: ControllerError) -> Status {
@@ -134,6 +137,7 @@ impl Control for ControlService {
         &self,
         request: Request<v1::FailoverRequest>,
     ) -> Result<Response<v1::FailoverReply>, Status> {
+        Peer::of(&request, self.tls)?.may_operate("failover")?;
         let r = request.into_inner();
         let tx = self.registry.get(&r.datastore).await.map_err(status_of)?;
         let to = (!r.to_node.is_empty()).then_some(r.to_node);

@@ -12,7 +12,7 @@ use crate::error::{ControllerError, Result};
 
 /// The PEM files of the endpoint's TLS.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
+pub struct EndpointTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// With it, a client must present a certificate this CA signed.
@@ -27,7 +27,7 @@ fn tls(message: impl std::fmt::Display) -> ControllerError {
 }
 
 /// Reads the files and makes the acceptor; an error names the file or what is wrong with it.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor> {
+pub fn acceptor(files: &EndpointTls) -> Result<TlsAcceptor> {
     let certs = read_certs(&files.cert)?;
     let key = read_key(&files.key)?;
     let provider = Arc::new(ring::default_provider());
