@@ -28,6 +28,9 @@ use vigil_proto::{
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
 };
 
+/// HTTP/2 streams one gRPC client may hold open at once.
+const GRPC_STREAMS_PER_CONNECTION: u32 = 16;
+
 /// How long a stopping controller waits for its resignation to reach etcd.
 const RESIGN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -222,6 +225,9 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     let grpc_server = builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(1)))
+        // An agent holds one stream and the CLI one or two: a client opening hundreds (each
+        // waiting out HELLO_WITHIN) gets RST_STREAM instead of holding the controller's memory.
+        .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION))
         .add_service(agents)
         .add_service(control)
         // Accepted through vigil's acceptor: tonic retries a failed accept at once, which spins

@@ -126,9 +126,12 @@ impl tokio_stream::Stream for Acceptor {
     type Item = io::Result<TcpStream>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut()
-            .poll_accept(cx)
-            .map(|(stream, _)| Some(Ok(stream)))
+        self.get_mut().poll_accept(cx).map(|(stream, _)| {
+            // Every message on vigil's links is small and waited for (a verdict, a fence
+            // command): sent at once, not held back by Nagle for the previous one's ACK.
+            let _ = stream.set_nodelay(true);
+            Some(Ok(stream))
+        })
     }
 }
 

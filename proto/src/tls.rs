@@ -23,6 +23,10 @@ use crate::ProtoError;
 /// The DNS name every controller certificate carries and every client checks.
 pub const CONTROLLER_SERVER_NAME: &str = "vigil-controller";
 
+/// A client has this long to finish its TLS handshake, so connections that stall in it (a flood,
+/// a half-open peer) are closed instead of held.
+pub const HANDSHAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The URI scheme of vigil identities.
 const SCHEME: &str = "vigil://";
 
@@ -184,7 +188,8 @@ impl TlsFiles {
         Ok(ServerTlsConfig::new()
             .identity(self.tonic_identity()?)
             .client_ca_root(Certificate::from_pem(read_certs_pem(&self.ca)?))
-            .client_auth_optional(false))
+            .client_auth_optional(false)
+            .timeout(HANDSHAKE_WITHIN))
     }
 
     /// An agent's or the CLI's side: the controller must present a certificate from the CA for
