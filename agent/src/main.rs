@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use vigil_agent::{
+    capabilities::{self, Plan},
     daemon::{
         self,
         config::RunConfig,
@@ -10,6 +11,7 @@ use vigil_agent::{
             DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
         },
     },
+    fence::Method,
     kernel::KernelOptions,
     verdict::rules::Thresholds,
     watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
@@ -27,7 +29,8 @@ const DEFAULT_RT_PRIORITY: u8 = 10;
     about = "vigil's node agent: watches a Redis-protocol server (Dragonfly, Redis, Valkey) from the kernel with eBPF",
     long_about = "vigil's node agent. It watches one Redis-protocol server process from the kernel \
                   with eBPF (stopped, exited, starved, blocked, unread requests, connection trouble) \
-                  and reports it. Needs root and a kernel with BTF."
+                  and reports it. Needs a kernel with BTF and the capabilities CAP_BPF, CAP_PERFMON, \
+                  CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and, for `run`, CAP_NET_ADMIN (root has them)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -118,7 +121,7 @@ fn set_realtime(priority: u8) {
     let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
     if rc != 0 {
         // Not fatal: detection still works, with more latency under CPU contention.
-        tracing::warn!(priority, error = %std::io::Error::last_os_error(), "could not switch to SCHED_FIFO; running with the normal scheduler");
+        tracing::warn!(priority, error = %std::io::Error::last_os_error(), "could not switch to SCHED_FIFO (it needs CAP_SYS_NICE; --rt-priority 0 asks for none); running with the normal scheduler");
     }
 }
 
@@ -132,6 +135,24 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     cli.log.init()?;
+    // Settings first, so that what is checked next is what this run will do.
+    let (command, plan) = match cli.command {
+        Command::Watch(args) => (Validated::Watch(args), Plan::default()),
+        Command::Run(args) => {
+            let file = match &args.config {
+                Some(path) => RunSettings::from_file(path)?,
+                None => RunSettings::default(),
+            };
+            let config = RunConfig::try_from(args.settings.over(file))?;
+            let plan = Plan {
+                daemon: true,
+                kills: config.fence_method == Method::Kill,
+            };
+            (Validated::Run(Box::new(config)), plan)
+        }
+    };
+    // Once, before anything that needs them: one line naming every capability missing.
+    capabilities::check(plan)?;
     if cli.rt_priority > 0 {
         set_realtime(cli.rt_priority);
     }
@@ -139,8 +160,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    match cli.command {
-        Command::Watch(args) => {
+    match command {
+        Validated::Watch(args) => {
             let opts = WatchOptions {
                 pid: args.pid,
                 port: args.port,
@@ -159,14 +180,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             runtime.block_on(watch::run(opts))?;
         }
-        Command::Run(args) => {
-            let file = match &args.config {
-                Some(path) => RunSettings::from_file(path)?,
-                None => RunSettings::default(),
-            };
-            let config = RunConfig::try_from(args.settings.over(file))?;
-            runtime.block_on(daemon::run(config))?;
-        }
+        Validated::Run(config) => runtime.block_on(daemon::run(*config))?,
     }
     Ok(())
+}
+
+/// The command, its settings checked.
+enum Validated {
+    Watch(WatchArgs),
+    Run(Box<RunConfig>),
 }
