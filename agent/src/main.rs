@@ -13,6 +13,7 @@ use vigil_agent::{
     },
     fence::Method,
     kernel::KernelOptions,
+    server::credentials::{self, SecretString},
     verdict::rules::Thresholds,
     watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
@@ -104,9 +105,13 @@ struct WatchArgs {
     /// ACL user for the server (default: the default user).
     #[arg(long, env = "VIGIL_SERVER_USERNAME")]
     username: Option<String>,
-    /// Password for the server (prefer the environment variable to the command line).
-    #[arg(long, env = "VIGIL_SERVER_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    /// Refused: a password on the command line is readable by every user of the host.
+    #[arg(long = "password", hide = true, value_parser = credentials::parse_secret)]
+    password_on_command_line: Option<SecretString>,
+    /// A file holding the server's password (one trailing newline is dropped); the password
+    /// itself may instead be in VIGIL_SERVER_PASSWORD.
+    #[arg(long, env = "VIGIL_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
     /// How often, in milliseconds, the agent PINGs the server.
     #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     ping_interval_ms: u64,
@@ -137,13 +142,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     cli.log.init()?;
     // Settings first, so that what is checked next is what this run will do.
     let (command, plan) = match cli.command {
-        Command::Watch(args) => (Validated::Watch(args), Plan::default()),
+        Command::Watch(args) => {
+            let password = credentials::resolve(
+                credentials::from_environment(),
+                args.password_file.as_deref(),
+                args.password_on_command_line.is_some(),
+            )?;
+            (Validated::Watch(args, password), Plan::default())
+        }
         Command::Run(args) => {
             let file = match &args.config {
                 Some(path) => RunSettings::from_file(path)?,
                 None => RunSettings::default(),
             };
-            let config = RunConfig::try_from(args.settings.over(file))?;
+            let settings = args.settings.with_environment_password().over(file);
+            let config = RunConfig::try_from(settings)?;
             let plan = Plan {
                 daemon: true,
                 kills: config.fence_method == Method::Kill,
@@ -161,13 +174,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match command {
-        Validated::Watch(args) => {
+        Validated::Watch(args, password) => {
             let opts = WatchOptions {
                 pid: args.pid,
                 port: args.port,
                 host: args.host,
                 username: args.username,
-                password: args.password,
+                password,
                 json: args.json,
                 kernel: KernelOptions {
                     stall: Duration::from_millis(args.stall_ms),
@@ -187,6 +200,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The command, its settings checked.
 enum Validated {
-    Watch(WatchArgs),
+    Watch(WatchArgs, Option<SecretString>),
     Run(Box<RunConfig>),
 }

@@ -453,8 +453,17 @@ fn a_wrong_password_is_a_clear_error_and_a_degraded_verdict() -> Result<()> {
     let _serial = serial();
     let primary = RedisServer::start_with(free_port()?, &["--requirepass", "sesame"])?;
     let mut ctl = StubController::start()?;
-    let agent = ctl.start_agent(&primary, DS, "p", &["--password", "wrong"])?;
+    // The password comes from a file; the command line shows only its path.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("password");
+    std::fs::write(&file, "wrong\n")?;
+    let file = file.display().to_string();
+    let agent = ctl.start_agent(&primary, DS, "p", &["--password-file", &file])?;
     agent.log.wait_for("refused the agent's credentials")?;
+    assert!(
+        agent.log.lines().iter().all(|l| !l.contains("wrong")),
+        "a log line shows the password"
+    );
     let v = ctl.wait_verdict("p", "auth_failed", |v| v.reasons & bit("auth_failed") != 0)?;
     assert_eq!(health(&v), v1::Health::Degraded, "{v:?}");
     Ok(())

@@ -13,7 +13,7 @@ use crate::{
     error::{AgentError, Result},
     fence::Method,
     kernel::KernelOptions,
-    server::conn::ServerConn,
+    server::{conn::ServerConn, credentials},
     verdict::rules::{
         DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
         DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS, Thresholds,
@@ -165,7 +165,11 @@ impl TryFrom<RunSettings> for RunConfig {
             server: ServerConn {
                 address: server,
                 username: s.username,
-                password: s.password,
+                password: credentials::resolve(
+                    s.password,
+                    s.password_file.as_deref(),
+                    s.password_on_command_line.is_some(),
+                )?,
                 // The daemon gives it the fence's gate.
                 gate: None,
             },
@@ -327,6 +331,27 @@ mod tests {
             RunConfig::try_from(listed).unwrap().controllers,
             ["http://a:1", "http://b:2"]
         );
+    }
+
+    #[test]
+    fn the_password_shows_in_no_debug_output() {
+        let with_password = RunSettings {
+            password: Some("hunter2".into()),
+            ..minimal()
+        };
+        assert!(!format!("{with_password:?}").contains("hunter2"));
+        let c = RunConfig::try_from(with_password).unwrap();
+        assert!(c.server.password.is_some());
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        let on_command_line = RunSettings {
+            password_on_command_line: Some("hunter2".into()),
+            ..minimal()
+        };
+        let e = RunConfig::try_from(on_command_line)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("configuration: password: "), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

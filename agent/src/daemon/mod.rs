@@ -138,7 +138,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
     let flavour = match cfg.server.connect(Duration::from_secs(1)).await {
         Ok(mut c) => poller::flavour(&mut c).await,
         Err(PingOutcome::AuthFailed(e)) => {
-            tracing::error!(server = %cfg.server.address, error = %e, "the server refused the agent's credentials: check --username / --password");
+            tracing::error!(server = %cfg.server.address, error = %e, "the server refused the agent's credentials: check --username and --password-file (or VIGIL_SERVER_PASSWORD)");
             None
         }
         Err(_) => None,

@@ -5,13 +5,14 @@
 //! The same struct is the clap flag set and the TOML schema, so a setting has one name
 //! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
 //! environment, `ping_interval_ms` in the file.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
 
 use crate::{
     error::{AgentError, Result},
+    server::credentials::{self, SecretString},
     verdict::rules::{
         DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
         DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS,
@@ -70,14 +71,18 @@ pub struct RunSettings {
     /// ACL user for the server [default: the default user].
     #[arg(long, env = "VIGIL_SERVER_USERNAME", value_name = "USER")]
     pub username: Option<String>,
-    /// Password for the server (prefer the environment variable to the command line).
-    #[arg(
-        long,
-        env = "VIGIL_SERVER_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD"
-    )]
-    pub password: Option<String>,
+    /// Refused: a password on the command line is readable by every user of the host.
+    #[arg(long = "password", hide = true, value_name = "PASSWORD", value_parser = credentials::parse_secret)]
+    #[serde(skip)]
+    pub password_on_command_line: Option<SecretString>,
+    /// The server's password: only from the TOML file or VIGIL_SERVER_PASSWORD, never a flag.
+    #[arg(skip)]
+    pub password: Option<SecretString>,
+    /// A file holding the server's password (read once at start; one trailing newline is
+    /// dropped). Keep it readable by the agent's user alone. [default: no password, or
+    /// VIGIL_SERVER_PASSWORD]
+    #[arg(long, env = "VIGIL_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR",
           help = with_default("Address of the Prometheus /metrics endpoint, or \"off\"", DEFAULT_METRICS_LISTEN))]
     pub metrics_listen: Option<String>,
@@ -145,7 +150,9 @@ impl RunSettings {
             priority,
             advertise,
             username,
+            password_on_command_line,
             password,
+            password_file,
             metrics_listen,
             ping_interval_ms,
             ping_misses,
@@ -162,6 +169,15 @@ impl RunSettings {
             peer_interval_ms,
             fence_method,
         )
+    }
+
+    /// The password in VIGIL_SERVER_PASSWORD, unless one was given already. (It is no flag, so
+    /// clap does not read it.)
+    pub fn with_environment_password(mut self) -> Self {
+        if self.password.is_none() {
+            self.password = credentials::from_environment();
+        }
+        self
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -215,7 +231,8 @@ mod tests {
             "zone",
             "advertise",
             "username",
-            "password",
+            "password_on_command_line",
+            "password_file",
         ];
         let defaults: Vec<(&str, String)> = vec![
             ("controller", DEFAULT_CONTROLLER_URL.to_string()),

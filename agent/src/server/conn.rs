@@ -19,15 +19,15 @@ use tokio::{
 };
 use vigil_proto::{HostPort, ProtoError};
 
-use super::ping_outcome::PingOutcome;
+use super::{credentials::SecretString, ping_outcome::PingOutcome};
 use crate::fence::gate::{Gate, GatedStream};
 
-/// How to reach a Redis-protocol server.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How to reach a Redis-protocol server. Its Debug output shows no password.
+#[derive(Clone, Debug)]
 pub struct ServerConn {
     pub address: HostPort,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     /// The local server's fence gate: connections through it are let through any fence. None
     /// for peers, and where no fence is ever put up (`vigil-agent watch`).
     pub gate: Option<Gate>,
@@ -61,7 +61,8 @@ impl ServerConn {
             redis = redis.set_username(user);
         }
         if let Some(password) = &self.password {
-            redis = redis.set_password(password);
+            use secrecy::ExposeSecret;
+            redis = redis.set_password(password.expose_secret());
         }
         redis
     }
@@ -185,14 +186,16 @@ mod tests {
             gate: Some(Gate::default()),
         };
         let peer = local.at("10.0.0.2:7000").unwrap();
+        use secrecy::ExposeSecret;
         assert_eq!(
             (
                 peer.address.host.as_str(),
                 peer.address.port,
-                peer.password.as_deref()
+                peer.password.as_ref().map(|p| p.expose_secret())
             ),
             ("10.0.0.2", 7000, Some("p"))
         );
+        assert!(!format!("{local:?}").contains("\"p\""), "{local:?}");
         // A peer's connections are not the local fence's to let through.
         assert_eq!(peer.gate, None);
         assert!(local.at("no-port").is_err());

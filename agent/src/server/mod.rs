@@ -1,4 +1,5 @@
-//! The server as the wire sees it: how to reach it ([`conn`]), whether it answers PINGs
+//! The server as the wire sees it: how to reach it ([`conn`]) and with which password
+//! ([`credentials`]), whether it answers PINGs
 //! ([`pinger`], each answer a [`ping_outcome`]) and whether its peers do ([`peers`]), what it says about its role, replication
 //! and memory ([`poller`], parsed by [`info`]), its clients ([`clients`]: the replicas attached,
 //! disconnecting the rest), and the controller's commands as they reach the server
@@ -6,6 +7,7 @@
 pub mod clients;
 pub mod commands;
 pub mod conn;
+pub mod credentials;
 pub mod info;
 pub mod peers;
 pub mod ping_outcome;

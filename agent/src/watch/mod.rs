@@ -35,7 +35,7 @@ pub struct WatchOptions {
     /// Host the server answers PINGs on (the port is the watched one).
     pub host: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<crate::server::credentials::SecretString>,
     pub json: bool,
     pub kernel: KernelOptions,
     pub tick: Duration,
