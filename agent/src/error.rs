@@ -129,6 +129,17 @@ pub enum AgentError {
     NoSwitchoverMethod(u64),
     #[error("stale epoch {got}: this agent has already seen epoch {newest}")]
     StaleEpoch { got: u64, newest: u64 },
+    #[error(
+        "refused: {address} is not a server of this data store as the controller last described \
+         it (its peers and primary); not replicating from it"
+    )]
+    NotInTopology { address: vigil_proto::HostPort },
+    #[error("refused: epoch {got} is more than {max} past the newest seen ({newest})")]
+    EpochJump { got: u64, newest: u64, max: u64 },
+    #[error(
+        "refused: a write pause of {asked:?} is longer than the maximum {max:?} (--max-pause-secs)"
+    )]
+    PauseTooLong { asked: Duration, max: Duration },
     #[error("stale leadership {got} < {highest}: a newer controller leads")]
     StaleLeadership { got: u64, highest: u64 },
 

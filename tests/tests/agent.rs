@@ -236,7 +236,23 @@ fn promote_and_replicate_of_change_real_roles() -> Result<()> {
     assert!(ack.ok, "{ack:?}");
     assert_eq!(ack.role(), v1::Role::Primary);
     assert_eq!(role_of(&replica)?, "master");
+    // A server the controller has not described as part of this data store is refused.
+    let stranger = RedisServer::start()?;
+    let foreign = format!("127.0.0.1:{}", stranger.port);
+    ctl.command(
+        "r",
+        3,
+        2,
+        Some(Action::ReplicateOf(v1::ReplicateOf { address: foreign })),
+    )?;
+    let ack = ctl.wait_ack("r", 3)?;
+    assert!(
+        !ack.ok && ack.error.contains("is not a server of this data store"),
+        "{ack:?}"
+    );
+    assert_eq!(role_of(&replica)?, "master");
     let address = format!("127.0.0.1:{}", primary.port);
+    ctl.add_peer("r", &address)?;
     ctl.command(
         "r",
         2,

@@ -5,9 +5,9 @@ use std::{net::SocketAddr, time::Duration};
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError};
 
 use super::settings::{
-    DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_METRICS_LISTEN,
-    DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES, DEFAULT_PING_INTERVAL_MS,
-    DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
+    DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_PAUSE_SECS,
+    DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
+    DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
 };
 use crate::{
     error::{AgentError, Result},
@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub peer_probes: usize,
     pub peer_interval: Duration,
     pub fence_method: Method,
+    /// The longest write pause a command may ask for.
+    pub max_pause: Duration,
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> AgentError {
@@ -242,6 +244,16 @@ impl TryFrom<RunSettings> for RunConfig {
                 10..=600_000,
             )?,
             fence_method,
+            max_pause: {
+                let secs = s.max_pause_secs.unwrap_or(DEFAULT_MAX_PAUSE_SECS);
+                if !(1..=3600).contains(&secs) {
+                    return Err(bad(
+                        "max_pause_secs",
+                        format!("{secs} s is outside 1..=3600 s"),
+                    ));
+                }
+                Duration::from_secs(secs)
+            },
         })
     }
 }
@@ -281,6 +293,7 @@ mod tests {
         assert_eq!(c.peer_probes, DEFAULT_PEER_PROBES);
         assert_eq!(c.peer_interval, ms(DEFAULT_PEER_INTERVAL_MS));
         assert_eq!(c.fence_method, Method::Kernel);
+        assert_eq!(c.max_pause, Duration::from_secs(DEFAULT_MAX_PAUSE_SECS));
         assert_eq!(DEFAULT_FENCE_METHOD, Method::Kernel.as_str());
         assert_eq!(c.thresholds, Thresholds::default());
         assert_eq!(
@@ -484,6 +497,13 @@ mod tests {
                     ..minimal()
                 },
                 "fence_method",
+            ),
+            (
+                RunSettings {
+                    max_pause_secs: Some(0),
+                    ..minimal()
+                },
+                "max_pause_secs",
             ),
         ];
         for (settings, field) in cases {

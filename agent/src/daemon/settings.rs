@@ -42,6 +42,9 @@ pub const DEFAULT_PEER_INTERVAL_MS: u64 = 200;
 /// planned switchover) and needs no supervisor; `kill` is for operators who would rather
 /// restart it.
 pub const DEFAULT_FENCE_METHOD: &str = "kernel";
+/// Six times the 5 s the controller gives a Dragonfly takeover (`REPLTAKEOVER`), during which the
+/// primary holds its writes: a longer pause is an outage no controller of ours asks for.
+pub const DEFAULT_MAX_PAUSE_SECS: u64 = 30;
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
@@ -128,6 +131,9 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_FENCE_METHOD", value_name = "kernel|kill",
           help = with_default("How a fence holds a deposed primary off its clients. kernel: eBPF on the server's cgroup drops client traffic on its port and its client connections are destroyed; the server keeps running and keeps its replicas in sync when the controller asks. kill: the same, and the server is killed (SIGKILL); the filter then holds the server a supervisor restarts until it is demoted", DEFAULT_FENCE_METHOD))]
     pub fence_method: Option<String>,
+    #[arg(long, env = "VIGIL_MAX_PAUSE_SECS", value_name = "SECS",
+          help = with_default("The longest write pause a controller command may ask for, in seconds (a Dragonfly switchover's REPLTAKEOVER timeout, during which the primary holds writes); a longer one is refused", DEFAULT_MAX_PAUSE_SECS))]
+    pub max_pause_secs: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -168,6 +174,7 @@ impl RunSettings {
             peer_probes,
             peer_interval_ms,
             fence_method,
+            max_pause_secs,
         )
     }
 
@@ -252,6 +259,7 @@ mod tests {
             ("peer_probes", DEFAULT_PEER_PROBES.to_string()),
             ("peer_interval_ms", DEFAULT_PEER_INTERVAL_MS.to_string()),
             ("fence_method", DEFAULT_FENCE_METHOD.to_string()),
+            ("max_pause_secs", DEFAULT_MAX_PAUSE_SECS.to_string()),
         ];
         let checked = vigil_proto::cli::check_defaults_shown(&command, &defaults, &without_default);
         assert_eq!(checked, Ok(()));

@@ -13,3 +13,7 @@ pub mod peers;
 pub mod ping_outcome;
 pub mod pinger;
 pub mod poller;
+
+/// Only the first this many peers of the controller's list are probed: a verdict reports on 64
+/// (one bit each), and the list comes over the network.
+pub const MAX_PROBED_PEERS: usize = 64;
