@@ -13,7 +13,10 @@ use vigil_agent::{
     },
     fence::Method,
     kernel::KernelOptions,
-    server::credentials::{self, SecretString},
+    server::{
+        credentials::{self, SecretString},
+        tls,
+    },
     verdict::rules::Thresholds,
     watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
@@ -112,6 +115,18 @@ struct WatchArgs {
     /// itself may instead be in VIGIL_SERVER_PASSWORD.
     #[arg(long, env = "VIGIL_PASSWORD_FILE", value_name = "FILE")]
     password_file: Option<std::path::PathBuf>,
+    /// Speak TLS to the server (needs --server-tls-ca).
+    #[arg(long, env = "VIGIL_SERVER_TLS")]
+    server_tls: bool,
+    /// PEM file of the certificate authority that signed the server's certificate.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CA", value_name = "FILE")]
+    server_tls_ca: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate, for a server that asks for one; with --server-tls-key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CERT", value_name = "FILE")]
+    server_tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_KEY", value_name = "FILE")]
+    server_tls_key: Option<std::path::PathBuf>,
     /// How often, in milliseconds, the agent PINGs the server.
     #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     ping_interval_ms: u64,
@@ -148,7 +163,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.password_file.as_deref(),
                 args.password_on_command_line.is_some(),
             )?;
-            (Validated::Watch(args, password), Plan::default())
+            let tls = tls::from_settings(
+                args.server_tls,
+                args.server_tls_ca.as_deref(),
+                args.server_tls_cert.as_deref(),
+                args.server_tls_key.as_deref(),
+            )?;
+            let opts = WatchOptions {
+                pid: args.pid,
+                port: args.port,
+                host: args.host,
+                username: args.username,
+                password,
+                tls,
+                json: args.json,
+                kernel: KernelOptions {
+                    stall: Duration::from_millis(args.stall_ms),
+                    runq_threshold: Duration::from_millis(args.runq_threshold_ms),
+                    every_read: !args.sampled_reads,
+                },
+                tick: Duration::from_micros(args.tick_us),
+                ping_interval: Duration::from_millis(args.ping_interval_ms),
+                thresholds: Thresholds::default(),
+            };
+            (Validated::Watch(Box::new(opts)), Plan::default())
         }
         Command::Run(args) => {
             let file = match &args.config {
@@ -174,25 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match command {
-        Validated::Watch(args, password) => {
-            let opts = WatchOptions {
-                pid: args.pid,
-                port: args.port,
-                host: args.host,
-                username: args.username,
-                password,
-                json: args.json,
-                kernel: KernelOptions {
-                    stall: Duration::from_millis(args.stall_ms),
-                    runq_threshold: Duration::from_millis(args.runq_threshold_ms),
-                    every_read: !args.sampled_reads,
-                },
-                tick: Duration::from_micros(args.tick_us),
-                ping_interval: Duration::from_millis(args.ping_interval_ms),
-                thresholds: Thresholds::default(),
-            };
-            runtime.block_on(watch::run(opts))?;
-        }
+        Validated::Watch(opts) => runtime.block_on(watch::run(*opts))?,
         Validated::Run(config) => runtime.block_on(daemon::run(*config))?,
     }
     Ok(())
@@ -200,6 +220,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The command, its settings checked.
 enum Validated {
-    Watch(WatchArgs, Option<SecretString>),
+    Watch(Box<WatchOptions>),
     Run(Box<RunConfig>),
 }

@@ -13,7 +13,7 @@ use crate::{
     error::{AgentError, Result},
     fence::Method,
     kernel::KernelOptions,
-    server::{conn::ServerConn, credentials},
+    server::{conn::ServerConn, credentials, tls},
     verdict::rules::{
         DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
         DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS, Thresholds,
@@ -174,6 +174,12 @@ impl TryFrom<RunSettings> for RunConfig {
                 )?,
                 // The daemon gives it the fence's gate.
                 gate: None,
+                tls: tls::from_settings(
+                    s.server_tls.unwrap_or(false),
+                    s.server_tls_ca.as_deref(),
+                    s.server_tls_cert.as_deref(),
+                    s.server_tls_key.as_deref(),
+                )?,
             },
             controllers,
             datastore: required("datastore", s.datastore)?,

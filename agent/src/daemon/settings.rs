@@ -86,6 +86,21 @@ pub struct RunSettings {
     /// VIGIL_SERVER_PASSWORD]
     #[arg(long, env = "VIGIL_PASSWORD_FILE", value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Speak TLS to the data store's servers (the local one and its peers): PINGs, INFO, ROLE and
+    /// the controller's commands all go over it. Needs --server-tls-ca [default: off]
+    #[arg(long, env = "VIGIL_SERVER_TLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub server_tls: Option<bool>,
+    /// PEM file of the certificate authority that signed the servers' certificates (with
+    /// --server-tls). Each server's certificate must name the host it is reached at.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CA", value_name = "FILE")]
+    pub server_tls_ca: Option<PathBuf>,
+    /// PEM file of the agent's client certificate, for servers that ask for one
+    /// (tls-auth-clients); with --server-tls-key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CERT", value_name = "FILE")]
+    pub server_tls_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_KEY", value_name = "FILE")]
+    pub server_tls_key: Option<PathBuf>,
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR",
           help = with_default("Address of the Prometheus /metrics endpoint, or \"off\"", DEFAULT_METRICS_LISTEN))]
     pub metrics_listen: Option<String>,
@@ -159,6 +174,10 @@ impl RunSettings {
             password_on_command_line,
             password,
             password_file,
+            server_tls,
+            server_tls_ca,
+            server_tls_cert,
+            server_tls_key,
             metrics_listen,
             ping_interval_ms,
             ping_misses,
@@ -240,6 +259,10 @@ mod tests {
             "username",
             "password_on_command_line",
             "password_file",
+            "server_tls",
+            "server_tls_ca",
+            "server_tls_cert",
+            "server_tls_key",
         ];
         let defaults: Vec<(&str, String)> = vec![
             ("controller", DEFAULT_CONTROLLER_URL.to_string()),

@@ -19,7 +19,7 @@ use tokio::{
 };
 use vigil_proto::{HostPort, ProtoError};
 
-use super::{credentials::SecretString, ping_outcome::PingOutcome};
+use super::{credentials::SecretString, ping_outcome::PingOutcome, tls::ServerTls};
 use crate::fence::gate::{Gate, GatedStream};
 
 /// How to reach a Redis-protocol server. Its Debug output shows no password.
@@ -31,6 +31,8 @@ pub struct ServerConn {
     /// The local server's fence gate: connections through it are let through any fence. None
     /// for peers, and where no fence is ever put up (`vigil-agent watch`).
     pub gate: Option<Gate>,
+    /// TLS for every connection, when the data store's servers speak it (peers share it).
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerConn {
@@ -52,6 +54,7 @@ impl ServerConn {
             username: None,
             password: None,
             gate: None,
+            tls: None,
         }
     }
 
@@ -83,24 +86,42 @@ impl ServerConn {
             .collect();
         let mut last = PingOutcome::Error(format!("{} resolves to no address", self.address));
         for server in candidates {
-            match self.open_at(server).await {
-                Ok(stream) => {
-                    let (conn, driver) = MultiplexedConnection::new_with_config(
-                        &self.settings(),
-                        stream,
-                        redis::AsyncConnectionConfig::default(),
-                    )
-                    .await
-                    .map_err(|e| classify_error(&e))?;
-                    // The driver owns the stream (and its place in the gate) until the
-                    // connection closes.
-                    tokio::spawn(driver);
-                    return Ok(conn);
+            let stream = match self.open_at(server).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    last = classify_io(&e);
+                    continue;
                 }
-                Err(e) => last = classify_io(&e),
-            }
+            };
+            return match &self.tls {
+                None => self.speak(stream).await,
+                Some(tls) => match tls.connect(&self.address.host, stream).await {
+                    Ok(stream) => self.speak(stream).await,
+                    Err(e) => Err(PingOutcome::Error(format!(
+                        "TLS with {}: {e}",
+                        self.address
+                    ))),
+                },
+            };
         }
         Err(last)
+    }
+
+    /// A multiplexed connection over `stream` (plain or TLS), logged in.
+    async fn speak<S>(&self, stream: S) -> Result<MultiplexedConnection, PingOutcome>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static,
+    {
+        let (conn, driver) = MultiplexedConnection::new_with_config(
+            &self.settings(),
+            stream,
+            redis::AsyncConnectionConfig::default(),
+        )
+        .await
+        .map_err(|e| classify_error(&e))?;
+        // The driver owns the stream (and its place in the gate) until the connection closes.
+        tokio::spawn(driver);
+        Ok(conn)
     }
 
     /// A TCP stream to `server`, registered with the gate before it connects.
@@ -184,6 +205,7 @@ mod tests {
             username: Some("u".into()),
             password: Some("p".into()),
             gate: Some(Gate::default()),
+            tls: None,
         };
         let peer = local.at("10.0.0.2:7000").unwrap();
         use secrecy::ExposeSecret;
@@ -197,7 +219,7 @@ mod tests {
         );
         assert!(!format!("{local:?}").contains("\"p\""), "{local:?}");
         // A peer's connections are not the local fence's to let through.
-        assert_eq!(peer.gate, None);
+        assert!(peer.gate.is_none());
         assert!(local.at("no-port").is_err());
         assert!(local.at("h:notaport").is_err());
     }

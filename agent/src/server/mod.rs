@@ -1,5 +1,5 @@
 //! The server as the wire sees it: how to reach it ([`conn`]) and with which password
-//! ([`credentials`]), whether it answers PINGs
+//! ([`credentials`]) and over TLS when its servers speak it ([`tls`]), whether it answers PINGs
 //! ([`pinger`], each answer a [`ping_outcome`]) and whether its peers do ([`peers`]), what it says about its role, replication
 //! and memory ([`poller`], parsed by [`info`]), its clients ([`clients`]: the replicas attached,
 //! disconnecting the rest), and the controller's commands as they reach the server
@@ -13,6 +13,7 @@ pub mod peers;
 pub mod ping_outcome;
 pub mod pinger;
 pub mod poller;
+pub mod tls;
 
 /// Only the first this many peers of the controller's list are probed: a verdict reports on 64
 /// (one bit each), and the list comes over the network.

@@ -36,6 +36,7 @@ pub struct WatchOptions {
     pub host: String,
     pub username: Option<String>,
     pub password: Option<crate::server::credentials::SecretString>,
+    pub tls: Option<crate::server::tls::ServerTls>,
     pub json: bool,
     pub kernel: KernelOptions,
     pub tick: Duration,
@@ -75,6 +76,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         password: opts.password.clone(),
         // Watching puts no fence up.
         gate: None,
+        tls: opts.tls.clone(),
     };
     let mut monitor = Monitor::start(MonitorOptions {
         server,
