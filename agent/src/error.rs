@@ -9,10 +9,16 @@ use crate::server::ping_outcome::PingOutcome;
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(
-        "vigil-agent must run as root to load its eBPF programs (it needs CAP_BPF, CAP_PERFMON \
-         and CAP_SYS_ADMIN); run it with sudo, or as a privileged DaemonSet"
+        "missing capabilities {}: give the agent these (systemd: AmbientCapabilities=, \
+         setpriv --ambient-caps), or run it as root",
+        crate::capabilities::describe(.0)
     )]
-    NotRoot,
+    MissingCapabilities(Vec<crate::capabilities::Need>),
+    #[error(
+        "cannot write {path} on bpffs, where the fence is pinned: make its user own it \
+         (install -d -o USER {path}) or give the agent CAP_DAC_OVERRIDE"
+    )]
+    PinDirNotWritable { path: PathBuf },
     #[error(
         "this kernel has no BTF ({0} is missing); vigil needs a kernel built with \
          CONFIG_DEBUG_INFO_BTF=y"
@@ -123,6 +129,17 @@ pub enum AgentError {
     NoSwitchoverMethod(u64),
     #[error("stale epoch {got}: this agent has already seen epoch {newest}")]
     StaleEpoch { got: u64, newest: u64 },
+    #[error(
+        "refused: {address} is not a server of this data store as the controller last described \
+         it (its peers and primary); not replicating from it"
+    )]
+    NotInTopology { address: vigil_proto::HostPort },
+    #[error("refused: epoch {got} is more than {max} past the newest seen ({newest})")]
+    EpochJump { got: u64, newest: u64, max: u64 },
+    #[error(
+        "refused: a write pause of {asked:?} is longer than the maximum {max:?} (--max-pause-secs)"
+    )]
+    PauseTooLong { asked: Duration, max: Duration },
     #[error("stale leadership {got} < {highest}: a newer controller leads")]
     StaleLeadership { got: u64, highest: u64 },
 

@@ -19,7 +19,9 @@
 //!   defaults, the event loop, the command runner, the epoch rule, the lease and self-fencing,
 //!   and the Prometheus metrics.
 //! - [`watch`]: `vigil-agent watch`, which prints the kernel events and verdicts of one server.
+//! - [`capabilities`]: the Linux capabilities the agent needs, checked once at start.
 //! - [`error`]: the crate's one error type.
+pub mod capabilities;
 pub mod daemon;
 pub mod error;
 pub mod fence;

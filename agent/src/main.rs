@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use vigil_agent::{
+    capabilities::{self, Plan},
     daemon::{
         self,
         config::RunConfig,
@@ -10,7 +11,12 @@ use vigil_agent::{
             DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
         },
     },
+    fence::Method,
     kernel::KernelOptions,
+    server::{
+        credentials::{self, SecretString},
+        tls,
+    },
     verdict::rules::Thresholds,
     watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
@@ -27,7 +33,8 @@ const DEFAULT_RT_PRIORITY: u8 = 10;
     about = "vigil's node agent: watches a Redis-protocol server (Dragonfly, Redis, Valkey) from the kernel with eBPF",
     long_about = "vigil's node agent. It watches one Redis-protocol server process from the kernel \
                   with eBPF (stopped, exited, starved, blocked, unread requests, connection trouble) \
-                  and reports it. Needs root and a kernel with BTF."
+                  and reports it. Needs a kernel with BTF and the capabilities CAP_BPF, CAP_PERFMON, \
+                  CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and, for `run`, CAP_NET_ADMIN (root has them)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -101,9 +108,25 @@ struct WatchArgs {
     /// ACL user for the server (default: the default user).
     #[arg(long, env = "VIGIL_SERVER_USERNAME")]
     username: Option<String>,
-    /// Password for the server (prefer the environment variable to the command line).
-    #[arg(long, env = "VIGIL_SERVER_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    /// Refused: a password on the command line is readable by every user of the host.
+    #[arg(long = "password", hide = true, value_parser = credentials::parse_secret)]
+    password_on_command_line: Option<SecretString>,
+    /// A file holding the server's password (one trailing newline is dropped); the password
+    /// itself may instead be in VIGIL_SERVER_PASSWORD.
+    #[arg(long, env = "VIGIL_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// Speak TLS to the server (needs --server-tls-ca).
+    #[arg(long, env = "VIGIL_SERVER_TLS")]
+    server_tls: bool,
+    /// PEM file of the certificate authority that signed the server's certificate.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CA", value_name = "FILE")]
+    server_tls_ca: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate, for a server that asks for one; with --server-tls-key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CERT", value_name = "FILE")]
+    server_tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_KEY", value_name = "FILE")]
+    server_tls_key: Option<std::path::PathBuf>,
     /// How often, in milliseconds, the agent PINGs the server.
     #[arg(long, default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     ping_interval_ms: u64,
@@ -118,7 +141,7 @@ fn set_realtime(priority: u8) {
     let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) };
     if rc != 0 {
         // Not fatal: detection still works, with more latency under CPU contention.
-        tracing::warn!(priority, error = %std::io::Error::last_os_error(), "could not switch to SCHED_FIFO; running with the normal scheduler");
+        tracing::warn!(priority, error = %std::io::Error::last_os_error(), "could not switch to SCHED_FIFO (it needs CAP_SYS_NICE; --rt-priority 0 asks for none); running with the normal scheduler");
     }
 }
 
@@ -132,21 +155,27 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     cli.log.init()?;
-    if cli.rt_priority > 0 {
-        set_realtime(cli.rt_priority);
-    }
-    // One thread: the agent's work is small and latency-bound; a second core is the server's.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match cli.command {
+    // Settings first, so that what is checked next is what this run will do.
+    let (command, plan) = match cli.command {
         Command::Watch(args) => {
+            let password = credentials::resolve(
+                credentials::from_environment(),
+                args.password_file.as_deref(),
+                args.password_on_command_line.is_some(),
+            )?;
+            let tls = tls::from_settings(
+                args.server_tls,
+                args.server_tls_ca.as_deref(),
+                args.server_tls_cert.as_deref(),
+                args.server_tls_key.as_deref(),
+            )?;
             let opts = WatchOptions {
                 pid: args.pid,
                 port: args.port,
                 host: args.host,
                 username: args.username,
-                password: args.password,
+                password,
+                tls,
                 json: args.json,
                 kernel: KernelOptions {
                     stall: Duration::from_millis(args.stall_ms),
@@ -157,16 +186,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ping_interval: Duration::from_millis(args.ping_interval_ms),
                 thresholds: Thresholds::default(),
             };
-            runtime.block_on(watch::run(opts))?;
+            (Validated::Watch(Box::new(opts)), Plan::default())
         }
         Command::Run(args) => {
             let file = match &args.config {
                 Some(path) => RunSettings::from_file(path)?,
                 None => RunSettings::default(),
             };
-            let config = RunConfig::try_from(args.settings.over(file))?;
-            runtime.block_on(daemon::run(config))?;
+            let settings = args.settings.with_environment_password().over(file);
+            let config = RunConfig::try_from(settings)?;
+            let plan = Plan {
+                daemon: true,
+                kills: config.fence_method == Method::Kill,
+            };
+            (Validated::Run(Box::new(config)), plan)
         }
+    };
+    // Once, before anything that needs them: one line naming every capability missing.
+    capabilities::check(plan)?;
+    if cli.rt_priority > 0 {
+        set_realtime(cli.rt_priority);
+    }
+    // One thread: the agent's work is small and latency-bound; a second core is the server's.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        Validated::Watch(opts) => runtime.block_on(watch::run(*opts))?,
+        Validated::Run(config) => runtime.block_on(daemon::run(*config))?,
     }
     Ok(())
+}
+
+/// The command, its settings checked.
+enum Validated {
+    Watch(Box<WatchOptions>),
+    Run(Box<RunConfig>),
 }

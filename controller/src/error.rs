@@ -18,6 +18,11 @@ pub enum ControllerError {
     TooManyDatastores(usize),
     #[error("state file {path}: {message}")]
     State { path: PathBuf, message: String },
+    #[error(
+        "the data folder {0} is in use by another vigil-controller (its lock file is held); \
+         give each controller its own --data-dir"
+    )]
+    DataDirLocked(PathBuf),
     #[error("configuration: {field}: {message}")]
     Config { field: String, message: String },
     #[error("configuration file {path}: {message}")]

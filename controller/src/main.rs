@@ -19,7 +19,7 @@ use vigil_controller::{
     config::{ControllerConfig, ControllerSettings},
     metrics::Metrics,
     sentinel,
-    store::{Registry, etcd_state::EtcdStates, registry::Backend},
+    store::{Registry, data_dir::DataDir, etcd_state::EtcdStates, registry::Backend},
 };
 use vigil_proto::{
     accept::Acceptor,
@@ -86,17 +86,17 @@ async fn stopped(name: &str, task: &mut Option<JoinHandle<std::io::Result<()>>>)
 
 async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     let metrics = Metrics::new();
+    // Held until the process ends: a second controller on this folder stops here.
+    let _data_dir = match &config.cluster {
+        None => Some(DataDir::open(&config.data_dir)?),
+        Some(_) => None,
+    };
     let (leadership, backend, etcd) = match &config.cluster {
-        None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("creating the data folder {}", config.data_dir.display())
-            })?;
-            (
-                Leadership::embedded(config.me.clone()),
-                Backend::Files(config.data_dir.clone()),
-                None,
-            )
-        }
+        None => (
+            Leadership::embedded(config.me.clone()),
+            Backend::Files(config.data_dir.clone()),
+            None,
+        ),
         Some(cluster) => {
             let client = etcd::connect(&cluster.endpoints).await?;
             let keys = Keys::new(&cluster.prefix);

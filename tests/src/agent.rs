@@ -29,7 +29,22 @@ impl Agent {
 
     /// As [`Agent::run`], inside `netns` when given.
     pub fn run_in(netns: Option<&NetNs>, args: &[&str]) -> Result<Self> {
-        let mut cmd = NetNs::command(netns, workspace_bin("vigil-agent")?);
+        Self::spawn(NetNs::command(netns, workspace_bin("vigil-agent")?), args)
+    }
+
+    /// As [`Agent::run`], the agent binary at `agent` started through `wrapper` (a program and
+    /// its arguments that exec the agent, such as `setpriv ... --`), so it runs with the ids and
+    /// capabilities the wrapper sets.
+    pub fn run_wrapped(wrapper: &[&str], agent: &std::path::Path, args: &[&str]) -> Result<Self> {
+        let (program, before) = wrapper
+            .split_first()
+            .ok_or_else(|| anyhow!("an empty wrapper"))?;
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(before).arg(agent);
+        Self::spawn(cmd, args)
+    }
+
+    fn spawn(mut cmd: std::process::Command, args: &[&str]) -> Result<Self> {
         cmd.args(["--log-format", "json", "run"]);
         if !args.contains(&"--metrics-listen") {
             cmd.args(["--metrics-listen", "off"]);

@@ -236,7 +236,23 @@ fn promote_and_replicate_of_change_real_roles() -> Result<()> {
     assert!(ack.ok, "{ack:?}");
     assert_eq!(ack.role(), v1::Role::Primary);
     assert_eq!(role_of(&replica)?, "master");
+    // A server the controller has not described as part of this data store is refused.
+    let stranger = RedisServer::start()?;
+    let foreign = format!("127.0.0.1:{}", stranger.port);
+    ctl.command(
+        "r",
+        3,
+        2,
+        Some(Action::ReplicateOf(v1::ReplicateOf { address: foreign })),
+    )?;
+    let ack = ctl.wait_ack("r", 3)?;
+    assert!(
+        !ack.ok && ack.error.contains("is not a server of this data store"),
+        "{ack:?}"
+    );
+    assert_eq!(role_of(&replica)?, "master");
     let address = format!("127.0.0.1:{}", primary.port);
+    ctl.add_peer("r", &address)?;
     ctl.command(
         "r",
         2,
@@ -453,8 +469,17 @@ fn a_wrong_password_is_a_clear_error_and_a_degraded_verdict() -> Result<()> {
     let _serial = serial();
     let primary = RedisServer::start_with(free_port()?, &["--requirepass", "sesame"])?;
     let mut ctl = StubController::start()?;
-    let agent = ctl.start_agent(&primary, DS, "p", &["--password", "wrong"])?;
+    // The password comes from a file; the command line shows only its path.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("password");
+    std::fs::write(&file, "wrong\n")?;
+    let file = file.display().to_string();
+    let agent = ctl.start_agent(&primary, DS, "p", &["--password-file", &file])?;
     agent.log.wait_for("refused the agent's credentials")?;
+    assert!(
+        agent.log.lines().iter().all(|l| !l.contains("wrong")),
+        "a log line shows the password"
+    );
     let v = ctl.wait_verdict("p", "auth_failed", |v| v.reasons & bit("auth_failed") != 0)?;
     assert_eq!(health(&v), v1::Health::Degraded, "{v:?}");
     Ok(())

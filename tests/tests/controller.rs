@@ -369,3 +369,28 @@ fn garbage_on_the_sentinel_port_closes_that_client_only_and_metrics_are_served()
     }
     Ok(())
 }
+
+#[test]
+fn a_second_controller_on_the_same_data_dir_stops_at_start_naming_it() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let first = controller(dir.path())?;
+    let mode = |p: &Path| -> Result<u32> { Ok(std::fs::metadata(p)?.permissions().mode() & 0o777) };
+    assert_eq!(mode(dir.path())?, 0o700);
+    assert_eq!(mode(&dir.path().join("lock"))?, 0o600);
+    let second = controller(dir.path()).err().map(|e| format!("{e:#}"));
+    let shown = dir.path().display().to_string();
+    assert!(
+        second.as_deref().is_some_and(
+            |e| e.contains("is in use by another vigil-controller") && e.contains(&shown)
+        ),
+        "{second:?}"
+    );
+    // The first is untouched and, once it has stopped, the folder is free again.
+    assert!(first.is_live());
+    drop(first);
+    controller(dir.path())?;
+    Ok(())
+}

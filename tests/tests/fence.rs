@@ -62,6 +62,7 @@ fn replicate_of(
     to: &RedisServer,
 ) -> Result<v1::CommandAck> {
     let address = format!("127.0.0.1:{}", to.port);
+    ctl.add_peer("p", &address)?;
     let action = Action::ReplicateOf(v1::ReplicateOf { address });
     ctl.command("p", id, epoch, Some(action))?;
     ctl.wait_ack("p", id)

@@ -9,15 +9,15 @@ use vigil_proto::{
 };
 
 use super::settings::{
-    DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_METRICS_LISTEN,
-    DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES, DEFAULT_PING_INTERVAL_MS,
-    DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
+    DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_PAUSE_SECS,
+    DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
+    DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
 };
 use crate::{
     error::{AgentError, Result},
     fence::Method,
     kernel::KernelOptions,
-    server::conn::ServerConn,
+    server::{conn::ServerConn, credentials, tls},
     verdict::rules::{
         DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
         DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS, Thresholds,
@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub fence_method: Method,
     /// Mutual TLS to the controllers, from --tls-ca, --tls-cert and --tls-key.
     pub tls: Option<ClientTlsConfig>,
+    /// The longest write pause a command may ask for.
+    pub max_pause: Duration,
 }
 
 fn bad(field: &'static str, message: impl Into<String>) -> AgentError {
@@ -219,9 +221,19 @@ impl TryFrom<RunSettings> for RunConfig {
             server: ServerConn {
                 address: server,
                 username: s.username,
-                password: s.password,
+                password: credentials::resolve(
+                    s.password,
+                    s.password_file.as_deref(),
+                    s.password_on_command_line.is_some(),
+                )?,
                 // The daemon gives it the fence's gate.
                 gate: None,
+                tls: tls::from_settings(
+                    s.server_tls.unwrap_or(false),
+                    s.server_tls_ca.as_deref(),
+                    s.server_tls_cert.as_deref(),
+                    s.server_tls_key.as_deref(),
+                )?,
             },
             controllers,
             datastore,
@@ -293,6 +305,16 @@ impl TryFrom<RunSettings> for RunConfig {
             )?,
             fence_method,
             tls,
+            max_pause: {
+                let secs = s.max_pause_secs.unwrap_or(DEFAULT_MAX_PAUSE_SECS);
+                if !(1..=3600).contains(&secs) {
+                    return Err(bad(
+                        "max_pause_secs",
+                        format!("{secs} s is outside 1..=3600 s"),
+                    ));
+                }
+                Duration::from_secs(secs)
+            },
         })
     }
 }
@@ -332,6 +354,7 @@ mod tests {
         assert_eq!(c.peer_probes, DEFAULT_PEER_PROBES);
         assert_eq!(c.peer_interval, ms(DEFAULT_PEER_INTERVAL_MS));
         assert_eq!(c.fence_method, Method::Kernel);
+        assert_eq!(c.max_pause, Duration::from_secs(DEFAULT_MAX_PAUSE_SECS));
         assert_eq!(DEFAULT_FENCE_METHOD, Method::Kernel.as_str());
         assert_eq!(c.thresholds, Thresholds::default());
         assert_eq!(
@@ -428,6 +451,27 @@ mod tests {
             RunConfig::try_from(listed).unwrap().controllers,
             ["http://a:1", "http://b:2"]
         );
+    }
+
+    #[test]
+    fn the_password_shows_in_no_debug_output() {
+        let with_password = RunSettings {
+            password: Some("hunter2".into()),
+            ..minimal()
+        };
+        assert!(!format!("{with_password:?}").contains("hunter2"));
+        let c = RunConfig::try_from(with_password).unwrap();
+        assert!(c.server.password.is_some());
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        let on_command_line = RunSettings {
+            password_on_command_line: Some("hunter2".into()),
+            ..minimal()
+        };
+        let e = RunConfig::try_from(on_command_line)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("configuration: password: "), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]
@@ -560,6 +604,13 @@ mod tests {
                     ..minimal()
                 },
                 "fence_method",
+            ),
+            (
+                RunSettings {
+                    max_pause_secs: Some(0),
+                    ..minimal()
+                },
+                "max_pause_secs",
             ),
         ];
         for (settings, field) in cases {

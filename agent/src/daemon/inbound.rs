@@ -10,7 +10,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vigil_proto::v1::{self, controller_message::Msg as Down};
 
-use super::{Daemon, metrics::EventLabel, worker::Done};
+use super::{
+    Daemon,
+    bounds::{self, Topology},
+    metrics::EventLabel,
+    worker::Done,
+};
 use crate::{
     error::{AgentError, Result},
     fence::rules::{self as fence_rules, Event, Step},
@@ -68,7 +73,19 @@ impl Daemon {
         {
             return;
         }
+        if bounds::epoch_too_far(d.epoch, self.epochs.newest()) {
+            tracing::warn!(
+                epoch = d.epoch,
+                newest = self.epochs.newest(),
+                "ignoring desired state whose epoch is too far past any seen"
+            );
+            return;
+        }
         self.epochs.observe(d.epoch);
+        self.topology = Topology::new(
+            d.peers.iter().map(|p| p.address.as_str()),
+            &d.primary_address,
+        );
         // First the lease: a desired state that lifts a self-fence also renews it, so the node
         // is not fenced again at the next check.
         let lease = Duration::from_millis(u64::from(d.lease_ms));
@@ -149,6 +166,18 @@ impl Daemon {
                 return;
             }
         };
+        // Before the epoch rule, so a refused command moves no epoch either.
+        if let Err(e) = bounds::check(
+            &command.action,
+            command.epoch,
+            self.epochs.newest(),
+            &self.topology,
+            self.max_pause,
+        ) {
+            tracing::warn!(command = id, error = %e, "refusing a command past the agent's bounds");
+            self.ack(id, epoch, Err(e));
+            return;
+        }
         if let Err(e) = self.epochs.admit(command.epoch) {
             tracing::warn!(command = id, error = %e, "refusing a stale command");
             self.ack(id, epoch, Err(e));

@@ -6,7 +6,7 @@
 //! This file is the event loop and the agent's own changes to the fence. Beside it:
 //! [`settings`] (every flag and its default) and [`config`] (the validated configuration),
 //! `inbound` (desired state and commands from the controller, and the acks), [`epochs`] (the
-//! epoch rule), [`leadership`] (the rule that no one obeys a deposed controller), [`worker`] (the
+//! epoch rule), [`bounds`] (what is refused even from the leader), [`leadership`] (the rule that no one obeys a deposed controller), [`worker`] (the
 //! controller's commands, one at a time), [`lease`] (the lease the controller grants),
 //! [`fencing`] (when a primary fences itself), [`link_down`] (how long a replica's link has been
 //! down) and [`metrics`] (what Prometheus scrapes). The fence itself is `crate::fence`.
@@ -23,6 +23,7 @@ use vigil_proto::{
     v1::{self, controller_message::Msg as Down},
 };
 
+pub mod bounds;
 pub mod config;
 pub mod epochs;
 pub mod fencing;
@@ -35,6 +36,7 @@ pub mod settings;
 pub mod worker;
 
 use self::{
+    bounds::Topology,
     config::RunConfig,
     epochs::EpochGuard,
     leadership::{LeadershipGuard, Throttle},
@@ -90,6 +92,10 @@ struct Daemon {
     link_down: LinkDown,
     seq: u64,
     peers: PeerTable,
+    /// The data store as the latest desired state described it: where replication may come from.
+    topology: Topology,
+    /// The longest write pause a command may ask for.
+    max_pause: Duration,
     peers_tx: watch::Sender<PeerList>,
     commands: mpsc::Sender<(Command, Hints)>,
     fence: Fence,
@@ -138,7 +144,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
     let flavour = match cfg.server.connect(Duration::from_secs(1)).await {
         Ok(mut c) => poller::flavour(&mut c).await,
         Err(PingOutcome::AuthFailed(e)) => {
-            tracing::error!(server = %cfg.server.address, error = %e, "the server refused the agent's credentials: check --username / --password");
+            tracing::error!(server = %cfg.server.address, error = %e, "the server refused the agent's credentials: check --username and --password-file (or VIGIL_SERVER_PASSWORD)");
             None
         }
         Err(_) => None,
@@ -227,6 +233,8 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         link_down: LinkDown::default(),
         seq,
         peers: PeerTable::default(),
+        topology: Topology::default(),
+        max_pause: cfg.max_pause,
         peers_tx,
         commands,
         fence_state: fence.subscribe(),

@@ -12,6 +12,7 @@ use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
 
 use crate::{
     error::{AgentError, Result},
+    server::credentials::{self, SecretString},
     verdict::rules::{
         DEFAULT_CPU_PCT, DEFAULT_LONG_STALL_MS, DEFAULT_MEMORY_PCT, DEFAULT_PING_MISSES,
         DEFAULT_RUNQ_P99_MS, DEFAULT_STOPPED_MS,
@@ -41,6 +42,9 @@ pub const DEFAULT_PEER_INTERVAL_MS: u64 = 200;
 /// planned switchover) and needs no supervisor; `kill` is for operators who would rather
 /// restart it.
 pub const DEFAULT_FENCE_METHOD: &str = "kernel";
+/// Six times the 5 s the controller gives a Dragonfly takeover (`REPLTAKEOVER`), during which the
+/// primary holds its writes: a longer pause is an outage no controller of ours asks for.
+pub const DEFAULT_MAX_PAUSE_SECS: u64 = 30;
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
 #[derive(Clone, Debug, Default, Deserialize, clap::Args)]
@@ -70,14 +74,33 @@ pub struct RunSettings {
     /// ACL user for the server [default: the default user].
     #[arg(long, env = "VIGIL_SERVER_USERNAME", value_name = "USER")]
     pub username: Option<String>,
-    /// Password for the server (prefer the environment variable to the command line).
-    #[arg(
-        long,
-        env = "VIGIL_SERVER_PASSWORD",
-        hide_env_values = true,
-        value_name = "PASSWORD"
-    )]
-    pub password: Option<String>,
+    /// Refused: a password on the command line is readable by every user of the host.
+    #[arg(long = "password", hide = true, value_name = "PASSWORD", value_parser = credentials::parse_secret)]
+    #[serde(skip)]
+    pub password_on_command_line: Option<SecretString>,
+    /// The server's password: only from the TOML file or VIGIL_SERVER_PASSWORD, never a flag.
+    #[arg(skip)]
+    pub password: Option<SecretString>,
+    /// A file holding the server's password (read once at start; one trailing newline is
+    /// dropped). Keep it readable by the agent's user alone. [default: no password, or
+    /// VIGIL_SERVER_PASSWORD]
+    #[arg(long, env = "VIGIL_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Speak TLS to the data store's servers (the local one and its peers): PINGs, INFO, ROLE and
+    /// the controller's commands all go over it. Needs --server-tls-ca [default: off]
+    #[arg(long, env = "VIGIL_SERVER_TLS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub server_tls: Option<bool>,
+    /// PEM file of the certificate authority that signed the servers' certificates (with
+    /// --server-tls). Each server's certificate must name the host it is reached at.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CA", value_name = "FILE")]
+    pub server_tls_ca: Option<PathBuf>,
+    /// PEM file of the agent's client certificate, for servers that ask for one
+    /// (tls-auth-clients); with --server-tls-key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_CERT", value_name = "FILE")]
+    pub server_tls_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "VIGIL_SERVER_TLS_KEY", value_name = "FILE")]
+    pub server_tls_key: Option<PathBuf>,
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR",
           help = with_default("Address of the Prometheus /metrics endpoint, or \"off\"", DEFAULT_METRICS_LISTEN))]
     pub metrics_listen: Option<String>,
@@ -134,6 +157,9 @@ pub struct RunSettings {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "VIGIL_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    #[arg(long, env = "VIGIL_MAX_PAUSE_SECS", value_name = "SECS",
+          help = with_default("The longest write pause a controller command may ask for, in seconds (a Dragonfly switchover's REPLTAKEOVER timeout, during which the primary holds writes); a longer one is refused", DEFAULT_MAX_PAUSE_SECS))]
+    pub max_pause_secs: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -156,7 +182,13 @@ impl RunSettings {
             priority,
             advertise,
             username,
+            password_on_command_line,
             password,
+            password_file,
+            server_tls,
+            server_tls_ca,
+            server_tls_cert,
+            server_tls_key,
             metrics_listen,
             ping_interval_ms,
             ping_misses,
@@ -175,7 +207,17 @@ impl RunSettings {
             tls_ca,
             tls_cert,
             tls_key,
+            max_pause_secs,
         )
+    }
+
+    /// The password in VIGIL_SERVER_PASSWORD, unless one was given already. (It is no flag, so
+    /// clap does not read it.)
+    pub fn with_environment_password(mut self) -> Self {
+        if self.password.is_none() {
+            self.password = credentials::from_environment();
+        }
+        self
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -229,7 +271,12 @@ mod tests {
             "zone",
             "advertise",
             "username",
-            "password",
+            "password_on_command_line",
+            "password_file",
+            "server_tls",
+            "server_tls_ca",
+            "server_tls_cert",
+            "server_tls_key",
             "tls_ca",
             "tls_cert",
             "tls_key",
@@ -252,6 +299,7 @@ mod tests {
             ("peer_probes", DEFAULT_PEER_PROBES.to_string()),
             ("peer_interval_ms", DEFAULT_PEER_INTERVAL_MS.to_string()),
             ("fence_method", DEFAULT_FENCE_METHOD.to_string()),
+            ("max_pause_secs", DEFAULT_MAX_PAUSE_SECS.to_string()),
         ];
         let checked = vigil_proto::cli::check_defaults_shown(&command, &defaults, &without_default);
         assert_eq!(checked, Ok(()));

@@ -155,6 +155,7 @@ impl Fence {
     /// agent before this one is found and kept up.
     pub fn start(port: u16, method: Method, gate: Gate, pid: Option<u32>) -> Result<Self> {
         let dir = filter::pin_dir(&mounts::bpffs()?, port);
+        mounts::ensure_writable(&dir)?;
         let mut fencer = Fencer {
             port,
             // Found (or mounted) now rather than when a fence goes up, when every millisecond

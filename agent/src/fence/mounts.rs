@@ -80,6 +80,34 @@ pub fn cgroup2() -> Result<PathBuf> {
     find_or_mount("cgroup2", CGROUP2_FALLBACK)
 }
 
+/// Checks, at start, that the agent can pin a fence in `dir` (or create it): an agent that runs
+/// as its own user without `CAP_DAC_OVERRIDE` needs to own it, or the place it goes in, since
+/// bpffs is root's (mode 0700 or 1777) and an earlier agent that ran as root made its directories
+/// root's. Its parents are created as far as the agent may.
+pub fn ensure_writable(dir: &Path) -> Result<()> {
+    use nix::unistd::{AccessFlags, faccessat};
+    let place = dir.parent().unwrap_or(dir);
+    let _ = std::fs::create_dir_all(place);
+    // The place the fence's directory goes in (lifting a fence removes it), and the directory
+    // itself when an earlier agent left it; else the deepest parent that exists.
+    let mut check: Vec<&Path> = vec![dir, place];
+    check.retain(|p| p.exists());
+    if check.is_empty() {
+        check.extend(dir.ancestors().find(|p| p.exists()));
+    }
+    for path in check {
+        // With the effective ids and capabilities, as the kernel judges the pins to come.
+        faccessat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            AccessFlags::W_OK | AccessFlags::X_OK,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        )
+        .map_err(|_| AgentError::PinDirNotWritable { path: path.into() })?;
+    }
+    Ok(())
+}
+
 /// The cgroup v2 path in the text of /proc/PID/cgroup: the `0::` line.
 pub fn unified_path(proc_cgroup: &str) -> Option<&str> {
     proc_cgroup

@@ -73,9 +73,6 @@ fn jiffy_ns() -> Result<u32> {
 
 /// Checks what loading needs, so the operator gets one clear line instead of a verifier dump.
 pub fn preflight() -> Result<()> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err(AgentError::NotRoot);
-    }
     if !Path::new(btf::VMLINUX_BTF).exists() {
         return Err(AgentError::NoBtf(btf::VMLINUX_BTF.into()));
     }

@@ -19,18 +19,20 @@ use tokio::{
 };
 use vigil_proto::{HostPort, ProtoError};
 
-use super::ping_outcome::PingOutcome;
+use super::{credentials::SecretString, ping_outcome::PingOutcome, tls::ServerTls};
 use crate::fence::gate::{Gate, GatedStream};
 
-/// How to reach a Redis-protocol server.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How to reach a Redis-protocol server. Its Debug output shows no password.
+#[derive(Clone, Debug)]
 pub struct ServerConn {
     pub address: HostPort,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     /// The local server's fence gate: connections through it are let through any fence. None
     /// for peers, and where no fence is ever put up (`vigil-agent watch`).
     pub gate: Option<Gate>,
+    /// TLS for every connection, when the data store's servers speak it (peers share it).
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerConn {
@@ -52,6 +54,7 @@ impl ServerConn {
             username: None,
             password: None,
             gate: None,
+            tls: None,
         }
     }
 
@@ -61,7 +64,8 @@ impl ServerConn {
             redis = redis.set_username(user);
         }
         if let Some(password) = &self.password {
-            redis = redis.set_password(password);
+            use secrecy::ExposeSecret;
+            redis = redis.set_password(password.expose_secret());
         }
         redis
     }
@@ -82,24 +86,42 @@ impl ServerConn {
             .collect();
         let mut last = PingOutcome::Error(format!("{} resolves to no address", self.address));
         for server in candidates {
-            match self.open_at(server).await {
-                Ok(stream) => {
-                    let (conn, driver) = MultiplexedConnection::new_with_config(
-                        &self.settings(),
-                        stream,
-                        redis::AsyncConnectionConfig::default(),
-                    )
-                    .await
-                    .map_err(|e| classify_error(&e))?;
-                    // The driver owns the stream (and its place in the gate) until the
-                    // connection closes.
-                    tokio::spawn(driver);
-                    return Ok(conn);
+            let stream = match self.open_at(server).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    last = classify_io(&e);
+                    continue;
                 }
-                Err(e) => last = classify_io(&e),
-            }
+            };
+            return match &self.tls {
+                None => self.speak(stream).await,
+                Some(tls) => match tls.connect(&self.address.host, stream).await {
+                    Ok(stream) => self.speak(stream).await,
+                    Err(e) => Err(PingOutcome::Error(format!(
+                        "TLS with {}: {e}",
+                        self.address
+                    ))),
+                },
+            };
         }
         Err(last)
+    }
+
+    /// A multiplexed connection over `stream` (plain or TLS), logged in.
+    async fn speak<S>(&self, stream: S) -> Result<MultiplexedConnection, PingOutcome>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static,
+    {
+        let (conn, driver) = MultiplexedConnection::new_with_config(
+            &self.settings(),
+            stream,
+            redis::AsyncConnectionConfig::default(),
+        )
+        .await
+        .map_err(|e| classify_error(&e))?;
+        // The driver owns the stream (and its place in the gate) until the connection closes.
+        tokio::spawn(driver);
+        Ok(conn)
     }
 
     /// A TCP stream to `server`, registered with the gate before it connects.
@@ -183,18 +205,21 @@ mod tests {
             username: Some("u".into()),
             password: Some("p".into()),
             gate: Some(Gate::default()),
+            tls: None,
         };
         let peer = local.at("10.0.0.2:7000").unwrap();
+        use secrecy::ExposeSecret;
         assert_eq!(
             (
                 peer.address.host.as_str(),
                 peer.address.port,
-                peer.password.as_deref()
+                peer.password.as_ref().map(|p| p.expose_secret())
             ),
             ("10.0.0.2", 7000, Some("p"))
         );
+        assert!(!format!("{local:?}").contains("\"p\""), "{local:?}");
         // A peer's connections are not the local fence's to let through.
-        assert_eq!(peer.gate, None);
+        assert!(peer.gate.is_none());
         assert!(local.at("no-port").is_err());
         assert!(local.at("h:notaport").is_err());
     }

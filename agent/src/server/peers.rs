@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use super::{
+    MAX_PROBED_PEERS,
     conn::{ServerConn, ping},
     ping_outcome::PingOutcome,
 };
@@ -47,7 +48,10 @@ pub async fn peer_prober(
         ticker.tick().await;
         let list = peers.borrow_and_update().clone();
         conns.retain(|addr, _| list.addresses.contains(addr));
-        let indexes: Vec<usize> = (0..list.addresses.len()).collect();
+        // Only the peers a verdict can report on: the controller's list of this node's data
+        // store, and no more of it than that.
+        let probed = list.addresses.len().min(MAX_PROBED_PEERS);
+        let indexes: Vec<usize> = (0..probed).collect();
         let chosen: Vec<usize> = indexes
             .choose_multiple(&mut rand::rng(), per_round)
             .copied()

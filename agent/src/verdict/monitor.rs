@@ -243,7 +243,7 @@ impl Monitor {
             }
             PingOutcome::AuthFailed(e) => {
                 if self.auth_error.as_deref() != Some(e.as_str()) {
-                    tracing::error!(error = %e, "the server refused the agent's credentials: check --password / --username");
+                    tracing::error!(error = %e, "the server refused the agent's credentials: check --password-file (or VIGIL_SERVER_PASSWORD) and --username");
                 }
                 self.auth_error = Some(e);
                 self.ping.auth_failed = true;

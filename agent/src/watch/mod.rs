@@ -35,7 +35,8 @@ pub struct WatchOptions {
     /// Host the server answers PINGs on (the port is the watched one).
     pub host: String,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<crate::server::credentials::SecretString>,
+    pub tls: Option<crate::server::tls::ServerTls>,
     pub json: bool,
     pub kernel: KernelOptions,
     pub tick: Duration,
@@ -75,6 +76,7 @@ pub async fn run(opts: WatchOptions) -> Result<()> {
         password: opts.password.clone(),
         // Watching puts no fence up.
         gate: None,
+        tls: opts.tls.clone(),
     };
     let mut monitor = Monitor::start(MonitorOptions {
         server,

@@ -14,10 +14,13 @@
 //! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
 //! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
 //! - [`state`]: the persisted state (epoch, primary, failover in flight, history) and its file.
+//! - [`data_dir`]: the data folder the state files live in: private, and locked by one
+//!   controller at a time.
 //! - [`etcd_state`]: the same state in etcd, for several controllers.
 //! - [`settings`]: the bounds a reconciler works within, with their defaults.
 pub mod actor;
 mod commands;
+pub mod data_dir;
 pub mod decision;
 mod desired;
 pub mod etcd_state;

@@ -6,6 +6,7 @@ use std::{
     fmt,
     fs::{self, File},
     io::Write,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     str::FromStr,
 };
@@ -211,7 +212,17 @@ impl Persist for StateFile {
         fs::create_dir_all(dir).map_err(err)?;
         let tmp = self.path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(state).map_err(|e| self.error(e))?;
-        let mut f = File::create(&tmp).map_err(err)?;
+        // Only the controller's user reads the state (it names every node of every store).
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(super::data_dir::FILE_MODE)
+            .open(&tmp)
+            .map_err(err)?;
+        // A temporary file left by a crash under an older, laxer mode is reused as it is.
+        f.set_permissions(fs::Permissions::from_mode(super::data_dir::FILE_MODE))
+            .map_err(err)?;
         f.write_all(&text).map_err(err)?;
         f.sync_all().map_err(err)?;
         fs::rename(&tmp, &self.path).map_err(err)?;

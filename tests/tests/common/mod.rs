@@ -329,6 +329,32 @@ impl StubController {
         }
     }
 
+    /// Adds `address` to the peers of `node`'s desired state (made if there is none yet, at the
+    /// stub's leadership) and sends it now, as a controller describes a data store to its agents
+    /// before it names one of its servers in a command: an agent replicates only from a server
+    /// of its own data store.
+    pub fn add_peer(&self, node: &str, address: &str) -> Result<()> {
+        let mut d = {
+            let shared = lock(&self.shared);
+            shared
+                .desired
+                .get(node)
+                .cloned()
+                .unwrap_or_else(|| v1::DesiredState {
+                    leadership: shared.leadership,
+                    ..Default::default()
+                })
+        };
+        if !d.peers.iter().any(|p| p.address == address) {
+            d.peers.push(v1::Peer {
+                node_id: format!("peer-{}", d.peers.len()),
+                address: address.to_string(),
+            });
+            d.peers_version += 1;
+        }
+        self.desire(node, d)
+    }
+
     /// Starts `vigil-agent run` for node `node` of `datastore`, beside `server` and reporting
     /// to this stub, with `extra` flags.
     pub fn start_agent(
