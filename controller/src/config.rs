@@ -11,7 +11,7 @@ use serde::Deserialize;
 use vigil_proto::{
     DEFAULT_PRIORITY, HostPort,
     cli::with_default,
-    limits::{MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE, MAX_ZONE_LEN},
+    limits::{MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE, MAX_ZONE_LEN, field_problem, valid_name},
     tls::{Identity, TlsFiles},
     v1,
 };
@@ -27,14 +27,12 @@ use crate::{
     },
     store::{
         NodeInfo, Settings,
-        nodes::field_problem,
         registry::Admission,
         settings::{
             DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS,
             DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
             DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_SILENCE_MS,
         },
-        state::valid_name,
     },
 };
 

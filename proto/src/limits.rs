@@ -37,6 +37,28 @@ pub const MAX_AGENT_MESSAGE_BYTES: usize = 16 * 1024;
 /// decode drops every agent of the data store.
 pub const MAX_CONTROLLER_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// What is wrong with a name or address of at most `max` bytes, if anything. Control
+/// characters are refused too: every name is logged, and labels metrics.
+pub fn field_problem(value: &str, max: usize) -> Option<String> {
+    if value.len() > max {
+        Some(format!("is longer than {max} bytes"))
+    } else if value.chars().any(char::is_control) {
+        Some("has control characters".into())
+    } else {
+        None
+    }
+}
+
+/// Data store names become file names, so they are kept to a safe alphabet.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_DATASTORE_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.')
+}
+
 /// The largest character boundary of `s` at or below `at`.
 pub fn floor_char_boundary(s: &str, at: usize) -> usize {
     let mut end = at.min(s.len());

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tonic::transport::ClientTlsConfig;
 use vigil_proto::{
-    DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError,
+    DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, HostPort, ProtoError, limits,
     tls::{Identity, TlsFiles},
 };
 
@@ -62,6 +62,15 @@ fn required(field: &'static str, v: Option<String>) -> Result<String> {
     match v {
         Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
         _ => Err(bad(field, "is required")),
+    }
+}
+
+/// A name the controller would refuse in this agent's Hello, refused here at start instead, so a
+/// misconfigured agent says so once rather than being turned away on every reconnect.
+fn within_bounds(field: &'static str, value: String, max: usize) -> Result<String> {
+    match limits::field_problem(&value, max) {
+        Some(problem) => Err(bad(field, problem)),
+        None => Ok(value),
     }
 }
 
@@ -183,7 +192,25 @@ impl TryFrom<RunSettings> for RunConfig {
         let controllers =
             controller_urls(s.controller.as_deref().unwrap_or(DEFAULT_CONTROLLER_URL))?;
         let datastore = required("datastore", s.datastore.take())?;
-        let node_id = required("node_id", s.node_id.take())?;
+        if !limits::valid_name(&datastore) {
+            return Err(bad(
+                "datastore",
+                format!(
+                    "{datastore:?} must be 1 to {} of A-Z a-z 0-9 - _ . (not starting with .)",
+                    limits::MAX_DATASTORE_NAME_LEN
+                ),
+            ));
+        }
+        let node_id = within_bounds(
+            "node_id",
+            required("node_id", s.node_id.take())?,
+            limits::MAX_NODE_ID_LEN,
+        )?;
+        let zone = within_bounds(
+            "zone",
+            s.zone.take().unwrap_or_default(),
+            limits::MAX_ZONE_LEN,
+        )?;
         let tls = tls(&mut s, &datastore, &node_id, &controllers)?;
         let advertise = match &s.advertise {
             Some(address) => host_port("advertise", address)?,
@@ -238,7 +265,7 @@ impl TryFrom<RunSettings> for RunConfig {
             controllers,
             datastore,
             node_id,
-            zone: s.zone.unwrap_or_default(),
+            zone,
             priority: s.priority.unwrap_or(DEFAULT_PRIORITY),
             advertise,
             metrics_listen,
@@ -544,10 +571,31 @@ mod tests {
             ),
             (
                 RunSettings {
+                    datastore: Some("a/b".into()),
+                    ..minimal()
+                },
+                "datastore",
+            ),
+            (
+                RunSettings {
                     node_id: None,
                     ..minimal()
                 },
                 "node_id",
+            ),
+            (
+                RunSettings {
+                    node_id: Some("n".repeat(limits::MAX_NODE_ID_LEN + 1)),
+                    ..minimal()
+                },
+                "node_id",
+            ),
+            (
+                RunSettings {
+                    zone: Some("z".repeat(limits::MAX_ZONE_LEN + 1)),
+                    ..minimal()
+                },
+                "zone",
             ),
             (
                 RunSettings {

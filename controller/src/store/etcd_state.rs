@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
 
-use super::state::{Persist, StoreState, valid_name};
+use vigil_proto::limits::valid_name;
+
+use super::state::{Persist, StoreState};
 use crate::{
     cluster::{
         Term,

@@ -13,7 +13,9 @@ use vigil_proto::{
     v1::{self, Health, Role},
 };
 
-use super::{decision::NodeView, state::valid_name};
+use vigil_proto::limits::{field_problem, valid_name};
+
+use super::decision::NodeView;
 use crate::error::ControllerError;
 
 /// Peers an agent's verdict can report on: its peer bitmasks are 64 bits wide.
@@ -33,18 +35,6 @@ pub struct NodeInfo {
     pub priority: u32,
     /// As of the hello, then as of the last verdict that named one.
     pub flavour: v1::Flavour,
-}
-
-/// What is wrong with a name or address of at most `max` bytes, if anything. Control
-/// characters are refused too: every name is logged, and labels metrics.
-pub fn field_problem(value: &str, max: usize) -> Option<String> {
-    if value.len() > max {
-        Some(format!("is longer than {max} bytes"))
-    } else if value.chars().any(char::is_control) {
-        Some("has control characters".into())
-    } else {
-        None
-    }
 }
 
 fn check_field(field: &'static str, value: &str, max: usize) -> Result<(), ControllerError> {

@@ -8,14 +8,14 @@
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use tokio::sync::{Mutex, mpsc};
-use vigil_proto::{DEFAULT_PRIORITY, v1};
+use vigil_proto::{DEFAULT_PRIORITY, limits::valid_name, v1};
 
 use super::{
     actor::{self, Input},
     etcd_state::EtcdStates,
     nodes::NodeInfo,
     settings::Settings,
-    state::{Persist, StateFile, StoreState, valid_name},
+    state::{Persist, StateFile, StoreState},
 };
 use crate::{
     cluster::{Leadership, Term},

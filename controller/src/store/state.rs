@@ -149,16 +149,6 @@ impl StoreState {
     }
 }
 
-/// Data store names become file names, so they are kept to a safe alphabet.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= vigil_proto::limits::MAX_DATASTORE_NAME_LEN
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && !name.starts_with('.')
-}
-
 /// Where a data store's state is kept. A reconciler saves through it before it sends any command
 /// that depends on what it saved.
 pub trait Persist: Send + 'static {
@@ -173,7 +163,7 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn new(dir: &Path, datastore: &str) -> Result<Self> {
-        if !valid_name(datastore) {
+        if !vigil_proto::limits::valid_name(datastore) {
             return Err(ControllerError::BadName(datastore.to_string()));
         }
         Ok(Self {
@@ -234,6 +224,7 @@ impl Persist for StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_proto::limits::valid_name;
 
     fn failover(epoch: u64, outcome: Outcome) -> Failover {
         Failover {
