@@ -22,6 +22,8 @@ pub struct NodeView {
     pub connected: bool,
     /// Age of the node's last verdict; None before the first.
     pub verdict_age: Option<Duration>,
+    /// Time since this process got the node's first verdict; None before it.
+    pub heard_for: Option<Duration>,
     pub health: Health,
     pub role: Role,
     pub offset: u64,
@@ -140,8 +142,11 @@ pub fn unlinked_replicas<'a>(replicas: &'a [NodeView], p: &Policy) -> Vec<&'a st
         .iter()
         .filter(|r| r.fresh(p.silence) && r.role == Role::Replica)
         .filter(|r| {
+            // A replica never seen linked counts from when it was first heard: one that just
+            // started (its first sync under way) is not broken yet.
             r.link_up_age
-                .is_none_or(|a| a > super::settings::REPLICATION_BROKEN_AFTER)
+                .or(r.heard_for)
+                .is_some_and(|a| a > super::settings::REPLICATION_BROKEN_AFTER)
         })
         .map(|r| r.id.as_str())
         .collect()
@@ -185,6 +190,7 @@ mod tests {
             priority: 100,
             connected: true,
             verdict_age: Some(Duration::from_millis(50)),
+            heard_for: Some(Duration::from_secs(10)),
             health: Health::Healthy,
             role,
             offset: 100,
@@ -393,12 +399,16 @@ mod tests {
         long.link_up_age = Some(Duration::from_secs(60));
         let mut never = node("never", Role::Replica);
         never.link_up_age = None;
+        never.heard_for = Some(Duration::from_secs(60));
+        let mut starting = node("starting", Role::Replica);
+        starting.link_up_age = None;
+        starting.heard_for = Some(Duration::from_millis(500));
         let mut silent = node("silent", Role::Replica);
         silent.link_up_age = None;
         silent.verdict_age = None;
         let mut brief = node("brief", Role::Replica);
         brief.link_up_age = Some(Duration::from_millis(500));
-        let all = [linked, long, never, silent, brief];
+        let all = [linked, long, never, starting, silent, brief];
         assert_eq!(unlinked_replicas(&all, &p), vec!["long", "never"]);
     }
 

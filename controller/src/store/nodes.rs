@@ -95,6 +95,8 @@ pub struct Node {
     pub verdict: Option<v1::Verdict>,
     /// When the last verdict arrived.
     pub heard: Option<Instant>,
+    /// When this process got the node's first verdict.
+    pub first_heard: Option<Instant>,
     /// When this node last reported, as a replica, its replication link up.
     pub link_up_at: Option<Instant>,
     /// When the reconciler last corrected this node's role.
@@ -112,6 +114,7 @@ impl Node {
             session: None,
             verdict: None,
             heard: None,
+            first_heard: None,
             link_up_at: None,
             last_corrected: None,
             last_seq: 0,
@@ -154,6 +157,7 @@ impl Node {
         self.last_seq = verdict.seq;
         self.verdict = Some(verdict);
         self.heard = Some(received);
+        self.first_heard.get_or_insert(received);
     }
 }
 
@@ -253,6 +257,7 @@ impl Nodes {
                 priority: n.info.priority,
                 connected: n.session.is_some(),
                 verdict_age: n.heard.map(|t| now.duration_since(t)),
+                heard_for: n.first_heard.map(|t| now.duration_since(t)),
                 health: n.health(),
                 role: v.map_or(Role::Unspecified, |v| v.role()),
                 offset: v.map_or(0, |v| v.repl_offset),

@@ -233,7 +233,8 @@ fn slow_command(port: u16) -> Result<()> {
 
 fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
     let mut r = Rounds::new(runs)?;
-    let mut store = VigilStore::start(
+    // As deployed: every gRPC link on mutual TLS.
+    let mut store = VigilStore::start_tls(
         NAME,
         2,
         &["--grace-ms", "300", "--min-failover-interval-ms", "1"],
