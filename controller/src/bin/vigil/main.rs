@@ -22,7 +22,7 @@ struct Cli {
     /// The controller's gRPC URL.
     #[arg(
         long,
-        global = true,
+        global = true, help_heading = "Reaching the controller",
         default_value = DEFAULT_CONTROLLER_URL,
         env = "VIGIL_CONTROLLER"
     )]
@@ -30,13 +30,31 @@ struct Cli {
     /// The CA (PEM) that signed the controller's certificate. With --tls-cert and --tls-key, the
     /// CLI speaks mutual TLS to an https:// controller, which it accepts only with a certificate
     /// for vigil-controller from this CA.
-    #[arg(long, global = true, env = "VIGIL_TLS_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Reaching the controller",
+        env = "VIGIL_TLS_CA",
+        value_name = "FILE"
+    )]
     tls_ca: Option<PathBuf>,
     /// The operator's certificate (PEM), naming vigil://operator/NAME: failover needs one.
-    #[arg(long, global = true, env = "VIGIL_TLS_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Reaching the controller",
+        env = "VIGIL_TLS_CERT",
+        value_name = "FILE"
+    )]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long, global = true, env = "VIGIL_TLS_KEY", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Reaching the controller",
+        env = "VIGIL_TLS_KEY",
+        value_name = "FILE"
+    )]
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
