@@ -17,7 +17,7 @@ use vigil_proto::{
 };
 
 use crate::{
-    cluster::{election::DEFAULT_LEADER_LEASE_SECS, etcd::EtcdTls},
+    cluster::{election::DEFAULT_LEADER_LEASE_SECS, etcd_tls::EtcdTls},
     error::{ControllerError, Result},
     member::ControllerInfo,
     sentinel::{

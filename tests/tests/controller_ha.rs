@@ -521,7 +521,8 @@ fn on_an_etcd_with_client_certificates_a_leader_is_elected_and_fails_over_a_kill
 }
 
 /// A controller given etcd's CA but no client certificate, against an etcd that asks for one,
-/// stops at start saying that etcd refused the handshake; with the certificate it starts.
+/// stops at start saying that etcd refused the handshake; so does one given another CA; with the
+/// certificate it starts and leads.
 #[test]
 fn without_a_client_certificate_a_controller_stops_at_start_naming_etcd() -> Result<()> {
     let _serial = serial();
@@ -536,6 +537,21 @@ fn without_a_client_certificate_a_controller_stops_at_start_naming_etcd() -> Res
     assert!(
         e.contains("etcd") && e.contains("TLS handshake"),
         "the error does not say etcd refused the handshake: {e}"
+    );
+    // A CA that did not sign etcd's certificate: the controller says so, naming the setting.
+    let other = tempfile::tempdir()?;
+    let other = etcd_certs(other.path())?;
+    let e = match Controller::start_ha(
+        &etcd.client_urls(),
+        "c0",
+        &["--etcd-ca", &other.ca.display().to_string()],
+    ) {
+        Ok(_) => bail!("a controller trusting another CA started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("etcd") && e.contains("etcd_ca"),
+        "the error does not say etcd's certificate is not from etcd_ca: {e}"
     );
     let full = tls.controller_args();
     let full: Vec<&str> = full.iter().map(String::as_str).collect();

@@ -10,23 +10,23 @@
 //! The state and the view are written only by the leader, each write a transaction conditioned
 //! on its election key (see [`Keys::held`]).
 //!
-//! With [`EtcdTls`], the connection is TLS (the same rustls and ring as the gRPC port), the
-//! controller presenting its client certificate when given one.
+//! With [`EtcdTls`], the connection is TLS (see [`etcd_tls`]).
 //!
 //! [`ControllerInfo`]: crate::member::ControllerInfo
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{future::Future, time::Duration};
 
-use etcd_client::{Certificate, Client, Compare, CompareOp, ConnectOptions, Identity, TlsOptions};
-use tokio_rustls::rustls;
-use vigil_proto::tls::{read_certs_pem, read_key_pem};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions};
 
-use super::leadership::Term;
+use super::{
+    etcd_tls::{self, EtcdTls},
+    leadership::Term,
+};
 use crate::error::{ControllerError, Result};
 
 /// Each etcd request but the campaign (which waits for the leadership) gets this long.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection attempt to one etcd member may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The keys of one vigil installation: everything under one prefix.
 #[derive(Clone, Debug)]
@@ -77,34 +77,10 @@ impl Keys {
     }
 }
 
-/// The PEM files of TLS to etcd: the CA that signed etcd's certificates and, for etcd's
-/// `--client-cert-auth`, this controller's client certificate and key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EtcdTls {
-    pub ca: PathBuf,
-    /// The certificate chain and its private key.
-    pub identity: Option<(PathBuf, PathBuf)>,
-}
-
-impl EtcdTls {
-    /// The client's TLS settings, the files read (and checked) now.
-    pub fn options(&self) -> Result<TlsOptions> {
-        let ca = read_certs_pem(&self.ca)?;
-        let mut options = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
-        if let Some((cert, key)) = &self.identity {
-            options = options.identity(Identity::from_pem(
-                read_certs_pem(cert)?,
-                read_key_pem(key)?,
-            ));
-        }
-        Ok(options)
-    }
-}
-
 /// A client for the etcd members at `endpoints`. It connects lazily: an unreachable etcd is an
-/// error of the requests, retried by their callers, not of the start. With TLS, one request is
-/// made first, and an etcd that refuses the handshake (an unknown CA, no or a wrong client
-/// certificate) stops the start: retrying would not change its mind.
+/// error of the requests, retried by their callers, not of the start. With TLS, an etcd that
+/// refuses the handshake (no or a wrong client certificate, or its own from another CA) stops
+/// the start ([`etcd_tls::check`]): retrying would not change its mind.
 pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
@@ -113,47 +89,12 @@ pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Clie
     if let Some(tls) = tls {
         options = options.with_tls(tls.options()?);
     }
-    let mut client = Client::connect(endpoints, Some(options))
+    if let Some(tls) = tls {
+        etcd_tls::check(tls, endpoints).await?;
+    }
+    Client::connect(endpoints, Some(options))
         .await
-        .map_err(|e| etcd_error("connecting", e))?;
-    if tls.is_some()
-        && let Ok(Err(e)) = tokio::time::timeout(OP_TIMEOUT, client.status()).await
-        && let Some(refused) = tls_failure(&e)
-    {
-        return Err(etcd_error(
-            "connecting",
-            format!("the TLS handshake with etcd failed: {refused}"),
-        ));
-    }
-    Ok(client)
-}
-
-/// What the TLS layer said, if an etcd request failed in it: rustls' own error, or the
-/// `InvalidData` I/O error tokio-rustls hands every TLS failure up in (a refused connection or a
-/// timeout is another kind).
-fn tls_failure(e: &etcd_client::Error) -> Option<String> {
-    let mut next: Option<&(dyn std::error::Error + 'static)> = match e {
-        etcd_client::Error::GRpcStatus(status) => Some(status),
-        etcd_client::Error::TransportError(e) => Some(e),
-        _ => None,
-    };
-    // Bounded: an error chain is short, and this only reads it.
-    for _ in 0..16 {
-        let err = next?;
-        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::InvalidData
-        {
-            return Some(match io.get_ref() {
-                Some(inner) => inner.to_string(),
-                None => io.to_string(),
-            });
-        }
-        next = err.source();
-    }
-    None
+        .map_err(|e| etcd_error("connecting", e))
 }
 
 pub fn etcd_error(what: &str, e: impl std::fmt::Display) -> ControllerError {
