@@ -12,12 +12,12 @@ use vigil_proto::{
     DEFAULT_PRIORITY, HostPort,
     cli::with_default,
     limits::{MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE, MAX_ZONE_LEN, field_problem, valid_name},
-    tls::{Identity, TlsFiles},
+    tls::{Identity, TlsFiles, read_certs_pem, read_key_pem},
     v1,
 };
 
 use crate::{
-    cluster::election::DEFAULT_LEADER_LEASE_SECS,
+    cluster::{election::DEFAULT_LEADER_LEASE_SECS, etcd_tls::EtcdTls},
     error::{ControllerError, Result},
     member::ControllerInfo,
     sentinel::{
@@ -111,6 +111,17 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_ETCD_PREFIX", value_name = "PREFIX",
           help = with_default("Where in etcd this installation keeps its election, state and views", DEFAULT_ETCD_PREFIX))]
     pub etcd_prefix: Option<String>,
+    /// The CA (PEM) that signed etcd's certificates: with it, the controller speaks TLS to etcd,
+    /// whose URLs must then be https://.
+    #[arg(long, env = "VIGIL_ETCD_CA", value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// This controller's client certificate for etcd (PEM), for etcd's --client-cert-auth; with
+    /// --etcd-key and --etcd-ca.
+    #[arg(long, env = "VIGIL_ETCD_CERT", value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, env = "VIGIL_ETCD_KEY", value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
     /// This controller's name among several (unique per installation); the host name by default.
     #[arg(long, env = "VIGIL_NAME", value_name = "NAME")]
     pub name: Option<String>,
@@ -224,6 +235,9 @@ impl ControllerSettings {
             fence_deadline_ms: self.fence_deadline_ms.or(file.fence_deadline_ms),
             etcd: self.etcd.or(file.etcd),
             etcd_prefix: self.etcd_prefix.or(file.etcd_prefix),
+            etcd_ca: self.etcd_ca.or(file.etcd_ca),
+            etcd_cert: self.etcd_cert.or(file.etcd_cert),
+            etcd_key: self.etcd_key.or(file.etcd_key),
             name: self.name.or(file.name),
             leader_lease_secs: self.leader_lease_secs.or(file.leader_lease_secs),
             advertise_grpc: self.advertise_grpc.or(file.advertise_grpc),
@@ -283,6 +297,8 @@ pub struct ClusterConfig {
     pub endpoints: Vec<String>,
     pub prefix: String,
     pub lease_secs: u64,
+    /// Set with --etcd-ca: TLS to etcd.
+    pub tls: Option<EtcdTls>,
 }
 
 /// The host's name, for a controller not given one.
@@ -296,6 +312,19 @@ fn host_name() -> String {
 
 fn cluster(s: &ControllerSettings) -> Result<Option<ClusterConfig>> {
     let Some(urls) = s.etcd.as_deref() else {
+        if let Some(field) = [
+            ("etcd_ca", s.etcd_ca.is_some()),
+            ("etcd_cert", s.etcd_cert.is_some()),
+            ("etcd_key", s.etcd_key.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+        {
+            return Err(bad(
+                field,
+                "is set without etcd: there is no etcd to speak TLS to",
+            ));
+        }
         return Ok(None);
     };
     let endpoints: Vec<String> = urls
@@ -315,6 +344,17 @@ fn cluster(s: &ControllerSettings) -> Result<Option<ClusterConfig>> {
         rest.parse::<HostPort>()
             .map_err(|e| bad("etcd", format!("{u:?}: {e}")))?;
     }
+    let tls = etcd_tls(s)?;
+    let scheme = if tls.is_some() { "https://" } else { "http://" };
+    if let Some(u) = endpoints.iter().find(|u| !u.starts_with(scheme)) {
+        return Err(bad(
+            "etcd",
+            match tls {
+                Some(_) => format!("{u:?} must be an https:// URL: etcd_ca asks for TLS"),
+                None => format!("{u:?} is https://: TLS to etcd needs etcd_ca"),
+            },
+        ));
+    }
     let prefix = s.etcd_prefix.as_deref().unwrap_or(DEFAULT_ETCD_PREFIX);
     if !prefix.starts_with('/') || prefix.len() < 2 || prefix.contains(char::is_whitespace) {
         return Err(bad(
@@ -333,7 +373,36 @@ fn cluster(s: &ControllerSettings) -> Result<Option<ClusterConfig>> {
         endpoints,
         prefix: prefix.to_string(),
         lease_secs,
+        tls,
     }))
+}
+
+/// TLS to etcd: the CA alone (etcd proves who it is), or with a client certificate and its key
+/// (both proving who this controller is too). Each file is read now, so a wrong one is named.
+fn etcd_tls(s: &ControllerSettings) -> Result<Option<EtcdTls>> {
+    let identity = match (&s.etcd_cert, &s.etcd_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => return Err(bad("etcd_key", "is required with etcd_cert")),
+        (None, Some(_)) => return Err(bad("etcd_cert", "is required with etcd_key")),
+    };
+    let Some(ca) = s.etcd_ca.clone() else {
+        return match identity {
+            Some(_) => Err(bad(
+                "etcd_ca",
+                "is required with etcd_cert and etcd_key: it verifies etcd's certificate",
+            )),
+            None => Ok(None),
+        };
+    };
+    read_certs_pem(&ca).map_err(|e| bad("etcd_ca", e.to_string()))?;
+    if let Some((cert, key)) = &identity {
+        read_certs_pem(cert).map_err(|e| bad("etcd_cert", e.to_string()))?;
+        read_key_pem(key).map_err(|e| bad("etcd_key", e.to_string()))?;
+    }
+    let tls = EtcdTls { ca, identity };
+    tls.options().map_err(|e| bad("etcd_ca", e.to_string()))?;
+    Ok(Some(tls))
 }
 
 /// The password in `path`: its first line, without the line end. The file should be readable by
@@ -936,6 +1005,112 @@ mod tests {
         }
     }
 
+    #[test]
+    fn etcd_tls_takes_a_ca_alone_or_with_a_key_pair_and_https_urls_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = cert_naming(dir.path(), "vigil://controller");
+        let https = || Some("https://127.0.0.1:2379".to_string());
+        let server_only = ControllerConfig::try_from(ControllerSettings {
+            etcd: https(),
+            etcd_ca: Some(cert.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = server_only.cluster.and_then(|c| c.tls).unwrap();
+        assert_eq!((tls.ca, tls.identity), (cert.clone(), None));
+        let mutual = ControllerConfig::try_from(ControllerSettings {
+            etcd: https(),
+            etcd_ca: Some(cert.clone()),
+            etcd_cert: Some(cert.clone()),
+            etcd_key: Some(key.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = mutual.cluster.and_then(|c| c.tls).unwrap();
+        assert_eq!(tls.identity, Some((cert.clone(), key.clone())));
+
+        let mutual = || ControllerSettings {
+            etcd: https(),
+            etcd_ca: Some(cert.clone()),
+            etcd_cert: Some(cert.clone()),
+            etcd_key: Some(key.clone()),
+            ..Default::default()
+        };
+        let missing = dir.path().join("missing.pem");
+        let cases: Vec<(ControllerSettings, &str, &str)> = vec![
+            (
+                ControllerSettings {
+                    etcd: None,
+                    ..mutual()
+                },
+                "etcd_ca",
+                "without etcd",
+            ),
+            (
+                ControllerSettings {
+                    etcd_key: None,
+                    ..mutual()
+                },
+                "etcd_key",
+                "required with etcd_cert",
+            ),
+            (
+                ControllerSettings {
+                    etcd_cert: None,
+                    ..mutual()
+                },
+                "etcd_cert",
+                "required with etcd_key",
+            ),
+            (
+                ControllerSettings {
+                    etcd_ca: None,
+                    ..mutual()
+                },
+                "etcd_ca",
+                "required with etcd_cert",
+            ),
+            (
+                ControllerSettings {
+                    etcd: Some("http://127.0.0.1:2379".into()),
+                    ..mutual()
+                },
+                "etcd",
+                "must be an https:// URL",
+            ),
+            (
+                ControllerSettings {
+                    etcd: https(),
+                    ..Default::default()
+                },
+                "etcd",
+                "needs etcd_ca",
+            ),
+            (
+                ControllerSettings {
+                    etcd_ca: Some(missing.clone()),
+                    ..mutual()
+                },
+                "etcd_ca",
+                "missing.pem",
+            ),
+            (
+                ControllerSettings {
+                    etcd_key: Some(cert.clone()),
+                    ..mutual()
+                },
+                "etcd_key",
+                "cert.pem",
+            ),
+        ];
+        for (settings, field, says) in cases {
+            let e = ControllerConfig::try_from(settings)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field) && e.contains(says), "{field}: {e}");
+        }
+    }
+
     /// Every setting's help names its default, and the default named is the constant the code
     /// falls back to; a new setting without one must be listed here on purpose.
     #[test]
@@ -989,6 +1164,9 @@ mod tests {
                 "tls_cert",
                 "tls_key",
                 "tls_client_ca",
+                "etcd_ca",
+                "etcd_cert",
+                "etcd_key",
             ],
         );
         assert_eq!(checked, Ok(()));

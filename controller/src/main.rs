@@ -98,7 +98,7 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
             None,
         ),
         Some(cluster) => {
-            let client = etcd::connect(&cluster.endpoints).await?;
+            let client = etcd::connect(&cluster.endpoints, cluster.tls.as_ref()).await?;
             let keys = Keys::new(&cluster.prefix);
             let states = EtcdStates {
                 client: client.clone(),

@@ -2,9 +2,13 @@
 //! on ports the harness picks, with its data in a temporary directory. Members can be killed
 //! (SIGKILL by the pid the harness started) and started again on the same ports and data, so a
 //! test can take a member away or the whole quorum. Drop kills every member and removes the data.
+//!
+//! [`EtcdCluster::start_tls`] starts one that serves its clients on TLS only and asks each for a
+//! certificate (`--client-cert-auth`), from a CA made for it ([`EtcdTls`]); its peers talk plain
+//! HTTP to each other on loopback.
 use std::{
     fs::File,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -25,6 +29,36 @@ pub const ETCD_TIMINGS: &[&str] = &["--heartbeat-interval", "10", "--election-ti
 /// process in case it hangs while dialing.
 const ETCDCTL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The PEM files of a TLS etcd: its CA, the members' server certificate (for 127.0.0.1) and a
+/// client certificate for the controllers and etcdctl, all from that CA. The suites make them
+/// (the harness library stays free of crypto crates, as xtask builds it).
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl EtcdTls {
+    /// A controller's flags for TLS to this etcd with its client certificate.
+    pub fn controller_args(&self) -> Vec<String> {
+        let mut args = self.ca_only_args();
+        for (flag, path) in [
+            ("--etcd-cert", &self.client_cert),
+            ("--etcd-key", &self.client_key),
+        ] {
+            args.extend([flag.to_string(), path.display().to_string()]);
+        }
+        args
+    }
+
+    /// A controller's flags for TLS to this etcd presenting no certificate of its own.
+    pub fn ca_only_args(&self) -> Vec<String> {
+        vec!["--etcd-ca".to_string(), self.ca.display().to_string()]
+    }
+}
+
 /// One member: its name, ports, data directory and, while it runs, its process.
 struct Member {
     name: String,
@@ -32,11 +66,14 @@ struct Member {
     peer: u16,
     data: PathBuf,
     child: Option<Child>,
+    /// Whether it serves its clients on TLS.
+    tls: bool,
 }
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client)
     }
 
     fn peer_url(&self) -> String {
@@ -51,6 +88,8 @@ pub struct EtcdCluster {
     initial_cluster: String,
     /// A token unique to this cluster, so members of two clusters never take each other in.
     token: String,
+    /// Set by [`EtcdCluster::start_tls`].
+    tls: Option<EtcdTls>,
     // Dropped last: the members are killed (Drop below) before their data goes.
     dir: tempfile::TempDir,
 }
@@ -58,6 +97,21 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `members` members and waits (bounded) until the cluster has a quorum.
     pub fn start(members: usize) -> Result<Self> {
+        Self::start_with(members, None::<fn(&Path) -> Result<EtcdTls>>)
+    }
+
+    /// As [`EtcdCluster::start`], serving clients on TLS only, each asked for a certificate from
+    /// the CA of the files `make` writes into the folder it is given (the cluster's own, removed
+    /// with it).
+    pub fn start_tls(members: usize, make: impl FnOnce(&Path) -> Result<EtcdTls>) -> Result<Self> {
+        Self::start_with(members, Some(make))
+    }
+
+    fn start_with(
+        members: usize,
+        make: Option<impl FnOnce(&Path) -> Result<EtcdTls>>,
+    ) -> Result<Self> {
+        let tls = make.is_some();
         if members == 0 {
             bail!("an etcd cluster needs at least one member");
         }
@@ -70,6 +124,7 @@ impl EtcdCluster {
                 peer: free_port()?,
                 data: dir.path().join(format!("e{i}")),
                 child: None,
+                tls,
             });
         }
         let initial_cluster = all
@@ -83,10 +138,15 @@ impl EtcdCluster {
             .and_then(|n| n.to_str())
             .unwrap_or("vigil-etcd")
             .to_string();
+        let tls = match make {
+            Some(make) => Some(make(dir.path())?),
+            None => None,
+        };
         let mut cluster = Self {
             members: all,
             initial_cluster,
             token,
+            tls,
             dir,
         };
         for i in 0..members {
@@ -102,8 +162,25 @@ impl EtcdCluster {
             .ok_or_else(|| anyhow!("etcd member {i} does not exist"))
     }
 
+    /// The certificates, for a cluster started with [`EtcdCluster::start_tls`].
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
     fn spawn(&mut self, i: usize) -> Result<()> {
         let (initial_cluster, token) = (self.initial_cluster.clone(), self.token.clone());
+        let tls_args: Vec<std::ffi::OsString> = match &self.tls {
+            Some(t) => vec![
+                "--cert-file".into(),
+                t.server_cert.clone().into(),
+                "--key-file".into(),
+                t.server_key.clone().into(),
+                "--trusted-ca-file".into(),
+                t.ca.clone().into(),
+                "--client-cert-auth".into(),
+            ],
+            None => Vec::new(),
+        };
         let log_path = self.dir.path().join(format!("e{i}.log"));
         let m = self
             .members
@@ -128,6 +205,7 @@ impl EtcdCluster {
             // Ignored by a member that restarts on its data: its WAL says who its peers are.
             .args(["--initial-cluster-state", "new"])
             .args(ETCD_TIMINGS)
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -251,9 +329,17 @@ impl EtcdCluster {
     /// killed by its pid).
     fn etcdctl(&self, endpoints: &str, args: &[&str]) -> Result<String> {
         let timeout = format!("{}ms", ETCDCTL_TIMEOUT.as_millis());
+        let mut cmd = Command::new("etcdctl");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client_cert)
+                .arg("--key")
+                .arg(&t.client_key);
+        }
         let out = output_within(
-            Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
+            cmd.env("ETCDCTL_API", "3")
                 .args(["--endpoints", endpoints])
                 .args(["--dial-timeout", &timeout, "--command-timeout", &timeout])
                 .args(args),

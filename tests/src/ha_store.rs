@@ -7,7 +7,9 @@
 use anyhow::{Result, anyhow};
 use serde_json::Value;
 
-use crate::{Agent, Certs, Controller, EtcdCluster, RedisServer, Servers, WAIT, wait_until};
+use crate::{
+    Agent, Certs, Controller, EtcdCluster, EtcdTls, RedisServer, Servers, WAIT, wait_until,
+};
 
 /// Controllers and etcd members in a trio: three, so one of each can be lost with a quorum left.
 pub const TRIO: usize = 3;
@@ -28,14 +30,22 @@ impl ControllerTrio {
 
     /// As [`ControllerTrio::start`], each controller serving mutual TLS with `certs` when given.
     pub fn start_with(certs: Option<&Certs>, extra: &[&str]) -> Result<Self> {
-        let etcd = EtcdCluster::start(TRIO)?;
+        Self::start_on(EtcdCluster::start(TRIO)?, certs, extra)
+    }
+
+    /// As [`ControllerTrio::start_with`], on `etcd`; when it serves TLS, each controller is given
+    /// its CA and client certificate.
+    pub fn start_on(etcd: EtcdCluster, certs: Option<&Certs>, extra: &[&str]) -> Result<Self> {
         let urls = etcd.client_urls();
+        let mut args: Vec<String> = etcd.tls().map(|t| t.controller_args()).unwrap_or_default();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let extra: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut controllers = Vec::new();
         for i in 0..TRIO {
             let name = format!("c{i}");
             controllers.push(match certs {
-                Some(c) => Controller::start_ha_tls(&urls, &name, c, extra)?,
-                None => Controller::start_ha(&urls, &name, extra)?,
+                Some(c) => Controller::start_ha_tls(&urls, &name, c, &extra)?,
+                None => Controller::start_ha(&urls, &name, &extra)?,
             });
         }
         let trio = Self { controllers, etcd };
@@ -149,13 +159,42 @@ impl HaStore {
         Self::start_with(name, Some(certs), controller_args, agent_args)
     }
 
+    /// As [`HaStore::start`], the controllers on an etcd that serves only TLS and asks them for
+    /// client certificates ([`EtcdCluster::start_tls`]).
+    /// `make` writes its certificates, as for [`EtcdCluster::start_tls`].
+    pub fn start_on_tls_etcd(
+        name: &str,
+        make: impl FnOnce(&std::path::Path) -> Result<EtcdTls>,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<Self> {
+        let etcd = EtcdCluster::start_tls(TRIO, make)?;
+        Self::start_on(name, etcd, None, controller_args, agent_args)
+    }
+
     fn start_with(
         name: &str,
         certs: Option<Certs>,
         controller_args: &[&str],
         agent_args: &[&str],
     ) -> Result<Self> {
-        let trio = ControllerTrio::start_with(certs.as_ref(), controller_args)?;
+        Self::start_on(
+            name,
+            EtcdCluster::start(TRIO)?,
+            certs,
+            controller_args,
+            agent_args,
+        )
+    }
+
+    fn start_on(
+        name: &str,
+        etcd: EtcdCluster,
+        certs: Option<Certs>,
+        controller_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<Self> {
+        let trio = ControllerTrio::start_on(etcd, certs.as_ref(), controller_args)?;
         let servers = Servers::start(TRIO - 1)?;
         let ports = servers.ports();
         let agents = servers.join_agents_with(&trio.urls(), name, certs.as_ref(), agent_args)?;

@@ -12,7 +12,8 @@
 //! - `agent`: [`Agent`], a running `vigil-agent run`.
 //! - `controller`: [`Controller`], a running `vigil-controller` (alone on a data directory, or one
 //!   of several on etcd), what it publishes and whether it leads ([`Leadership`]).
-//! - `etcd`: [`EtcdCluster`], a real etcd cluster whose members tests kill and restart.
+//! - `etcd`: [`EtcdCluster`], a real etcd cluster whose members tests kill and restart, on plain
+//!   HTTP or on TLS with client certificates ([`EtcdTls`]).
 //! - `fence`: [`PinnedFence`], the fence an agent pins for a port, and [`RawClient`], which tells
 //!   exactly what a server (or the fence in front of it) sent back.
 //! - `servers`: [`Servers`], a data store's redis-servers by index, killed and started again.
@@ -64,7 +65,7 @@ use nix::{
 pub use agent::Agent;
 pub use certs::Certs;
 pub use controller::{Controller, LEADER_LEASE_SECS, Leadership};
-pub use etcd::{ETCD_TIMINGS, EtcdCluster};
+pub use etcd::{ETCD_TIMINGS, EtcdCluster, EtcdTls};
 pub use fence::{Answer, PinnedFence, RawClient};
 pub use fixture::Fixture;
 pub use ha_store::{ControllerTrio, HaStore};

@@ -4,11 +4,17 @@
 //! each test asserts the order of what followed and the outcome (who leads, who is primary, at
 //! which epoch, what ROLE the servers report), never how fast. One test runs the single
 //! controller without etcd through the same crash. Needs root (the agents load eBPF programs).
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
-use vigil_tests::{HaStore, Leadership, VigilStore, WAIT, require_root, serial, wait_until};
+use vigil_tests::{
+    Controller, EtcdCluster, EtcdTls, HaStore, Leadership, VigilStore, WAIT, require_root, serial,
+    wait_until,
+};
 
 const DS: &str = "cache";
 
@@ -423,5 +429,135 @@ fn a_leader_paused_past_its_lease_steps_down_on_resume_and_acts_on_nothing() -> 
     s.wait_healthy()?;
     assert_unchanged(&s, 0, epoch)?;
     assert_eq!(s.trio.current_leader(), Some(new));
+    Ok(())
+}
+
+/// etcd's CA, its members' certificate (for 127.0.0.1 and localhost) and a client certificate,
+/// written into `dir`.
+fn etcd_certs(dir: &Path) -> Result<EtcdTls> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "vigil test etcd CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let write = |name: &str, text: String| -> Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let issue = |name: &str, usages: Vec<ExtendedKeyUsagePurpose>| -> Result<(PathBuf, PathBuf)> {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = usages;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca)?;
+        Ok((
+            write(&format!("{name}.pem"), cert.pem())?,
+            write(&format!("{name}-key.pem"), key.serialize_pem())?,
+        ))
+    };
+    // etcd 3.4's gateway dials its own client port with the members' certificate, so that one is
+    // a client certificate too.
+    let (server_cert, server_key) = issue(
+        "etcd-server",
+        vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )?;
+    let (client_cert, client_key) =
+        issue("etcd-client", vec![ExtendedKeyUsagePurpose::ClientAuth])?;
+    Ok(EtcdTls {
+        ca: write("etcd-ca.pem", ca.pem())?,
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    })
+}
+
+/// Three controllers whose etcd serves only TLS and asks each for a client certificate elect one
+/// leader, keep the state there, and fail over a kill -9 of the primary.
+#[test]
+fn on_an_etcd_with_client_certificates_a_leader_is_elected_and_fails_over_a_killed_primary()
+-> Result<()> {
+    require_root();
+    let _serial = serial();
+    let mut s = HaStore::start_on_tls_etcd(DS, etcd_certs, CONTROLLER_ARGS, &[])?;
+    assert!(
+        s.trio
+            .etcd
+            .client_urls()
+            .split(',')
+            .all(|u| u.starts_with("https://")),
+        "{}",
+        s.trio.etcd.client_urls()
+    );
+    let (primary, epoch) = s.primary_and_epoch()?;
+    assert_eq!(primary, "n0");
+    s.kill_server(0)?;
+    let new = wait_failed_over(&s, 0, epoch + 1)?;
+    assert_ne!(new, 0);
+    // The leader wrote the new epoch to etcd, through TLS.
+    let stored = s
+        .trio
+        .etcd
+        .get(&format!("/vigil/state/{DS}"))?
+        .ok_or_else(|| anyhow!("no state of {DS} in etcd"))?;
+    let stored: Value = serde_json::from_str(&stored)?;
+    assert_eq!(stored["epoch"], epoch + 1, "{stored}");
+    old_primary_rejoins(&mut s, 0, new, epoch + 1)
+}
+
+/// A controller given etcd's CA but no client certificate, against an etcd that asks for one,
+/// stops at start saying that etcd refused the handshake; so does one given another CA; with the
+/// certificate it starts and leads.
+#[test]
+fn without_a_client_certificate_a_controller_stops_at_start_naming_etcd() -> Result<()> {
+    let _serial = serial();
+    let etcd = EtcdCluster::start_tls(1, etcd_certs)?;
+    let tls = etcd.tls().ok_or_else(|| anyhow!("etcd without TLS"))?;
+    let ca_only = tls.ca_only_args();
+    let ca_only: Vec<&str> = ca_only.iter().map(String::as_str).collect();
+    let e = match Controller::start_ha(&etcd.client_urls(), "c0", &ca_only) {
+        Ok(_) => bail!("a controller without a client certificate started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("etcd") && e.contains("TLS handshake"),
+        "the error does not say etcd refused the handshake: {e}"
+    );
+    // A CA that did not sign etcd's certificate: the controller says so, naming the setting.
+    let other = tempfile::tempdir()?;
+    let other = etcd_certs(other.path())?;
+    let e = match Controller::start_ha(
+        &etcd.client_urls(),
+        "c0",
+        &["--etcd-ca", &other.ca.display().to_string()],
+    ) {
+        Ok(_) => bail!("a controller trusting another CA started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        e.contains("etcd") && e.contains("etcd_ca"),
+        "the error does not say etcd's certificate is not from etcd_ca: {e}"
+    );
+    let full = tls.controller_args();
+    let full: Vec<&str> = full.iter().map(String::as_str).collect();
+    let c = Controller::start_ha(&etcd.client_urls(), "c0", &full)?;
+    wait_until(WAIT, "the controller with a certificate to lead", || {
+        c.leading().then_some(())
+    })?;
     Ok(())
 }

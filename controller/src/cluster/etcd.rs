@@ -10,18 +10,23 @@
 //! The state and the view are written only by the leader, each write a transaction conditioned
 //! on its election key (see [`Keys::held`]).
 //!
+//! With [`EtcdTls`], the connection is TLS (see [`etcd_tls`]).
+//!
 //! [`ControllerInfo`]: crate::member::ControllerInfo
 use std::{future::Future, time::Duration};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions};
 
-use super::leadership::Term;
+use super::{
+    etcd_tls::{self, EtcdTls},
+    leadership::Term,
+};
 use crate::error::{ControllerError, Result};
 
 /// Each etcd request but the campaign (which waits for the leadership) gets this long.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a connection attempt to one etcd member may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The keys of one vigil installation: everything under one prefix.
 #[derive(Clone, Debug)]
@@ -73,12 +78,20 @@ impl Keys {
 }
 
 /// A client for the etcd members at `endpoints`. It connects lazily: an unreachable etcd is an
-/// error of the requests, retried by their callers, not of the start.
-pub async fn connect(endpoints: &[String]) -> Result<Client> {
-    let options = ConnectOptions::new()
+/// error of the requests, retried by their callers, not of the start. With TLS, an etcd that
+/// refuses the handshake (no or a wrong client certificate, or its own from another CA) stops
+/// the start ([`etcd_tls::check`]): retrying would not change its mind.
+pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Client> {
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(CONNECT_TIMEOUT)
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
         .with_keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options()?);
+    }
+    if let Some(tls) = tls {
+        etcd_tls::check(tls, endpoints).await?;
+    }
     Client::connect(endpoints, Some(options))
         .await
         .map_err(|e| etcd_error("connecting", e))

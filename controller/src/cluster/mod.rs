@@ -4,10 +4,12 @@
 //!
 //! - [`leadership`]: whether this controller leads, in which term, and until when.
 //! - [`etcd`]: the connection, the keys under the prefix, bounded requests.
+//! - [`etcd_tls`]: TLS to etcd, its files and the check at start that etcd takes them.
 //! - [`election`]: the lease, its renewals, the campaign, the observed leader, the members.
 //! - [`views`]: the view clients are served, mirrored by the leader and watched by followers.
 pub mod election;
 pub mod etcd;
+pub mod etcd_tls;
 pub mod leadership;
 pub mod views;
 
