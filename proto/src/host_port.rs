@@ -10,8 +10,19 @@ use crate::{
 /// Longest host accepted: a full DNS name (RFC 1035).
 pub const MAX_HOST_LEN: usize = 253;
 
-/// How much of an overlong address its error shows.
+/// How much of a long address its error shows.
 const SHOWN_OF_LONG: usize = 64;
+
+/// An address as its error shows it: whole if short, else its start only, since an address sent
+/// over the network may be long, and the error is logged and sent back.
+fn shown(s: &str) -> String {
+    if s.len() <= SHOWN_OF_LONG {
+        return s.to_string();
+    }
+    let mut start = s[..floor_char_boundary(s, SHOWN_OF_LONG)].to_string();
+    start.push('…');
+    start
+}
 
 /// A host (name, IPv4, or IPv6 written in brackets) and a port from 1 to 65535.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,17 +46,13 @@ impl FromStr for HostPort {
 
     fn from_str(s: &str) -> Result<Self, ProtoError> {
         if s.len() > MAX_ADDRESS_LEN {
-            // Said with its start only: an address sent over the network may be megabytes long,
-            // and the error is logged and sent back.
-            let mut shown = s[..floor_char_boundary(s, SHOWN_OF_LONG)].to_string();
-            shown.push('…');
             return Err(ProtoError::Address {
-                address: shown,
+                address: shown(s),
                 reason: "longer than any HOST:PORT (261 characters)",
             });
         }
         let bad = |reason| ProtoError::Address {
-            address: s.to_string(),
+            address: shown(s),
             reason,
         };
         let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
@@ -128,7 +135,7 @@ mod tests {
         ] {
             let e = text.parse::<HostPort>().unwrap_err();
             assert!(
-                matches!(&e, ProtoError::Address { address, .. } if address == text),
+                matches!(&e, ProtoError::Address { address, .. } if *address == shown(text)),
                 "{text}: {e}"
             );
         }
