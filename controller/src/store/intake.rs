@@ -117,6 +117,10 @@ impl Reconciler {
         let _ = self.save("the adopted primary");
         tracing::info!(datastore = %self.name, node, epoch = self.state.epoch, "adopted the primary");
         self.publish();
+        // Its first lease at once, answering the verdict it was adopted on, not at the next
+        // tick: a primary never granted a lease never fences itself, so one cut off in between
+        // would take writes beside the replica promoted in its place.
+        self.push_desired_to(node);
     }
 
     /// Demotes a node that claims to be primary but is not, and re-points a replica that

@@ -968,6 +968,24 @@ async fn only_the_primary_holds_a_lease_and_not_once_it_is_failed_over() {
     assert_eq!(s.desired["n0"].lease_ms, 0);
 }
 
+/// A primary is granted its first lease by the verdict it is adopted on, before any tick: one
+/// cut off right after would otherwise never have held a lease, and never fence itself.
+#[tokio::test(start_paused = true)]
+async fn an_adopted_primary_is_granted_its_lease_at_once() {
+    let mut s = Store::start(settings(), StoreState::default());
+    s.connect("n0", Flavour::Redis).await;
+    s.verdict("n0", verdict(Health::Healthy, Role::Primary, 100))
+        .await;
+    s.take_in().await;
+    let seq = s.seq.load(Ordering::Relaxed) - 1;
+    let d = &s.desired["n0"];
+    assert_eq!(
+        (d.role(), d.lease_ms, d.lease_seq),
+        (Role::Primary, settings().lease.as_millis() as u32, seq),
+        "the adopting verdict earns the lease, with no heartbeat tick in between"
+    );
+}
+
 /// A live Redis primary hands over with no write lost: fenced with its replicas' links kept,
 /// the target asked until it has the fenced primary's offset, promoted, and then everyone
 /// else, the old primary included, pointed at it (which demotes it).
