@@ -8,6 +8,7 @@
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
 //! - [`accept`]: the accept loop every listener shares, which pauses instead of spinning when
 //!   the process is out of file descriptors.
+//! - [`secret`]: reading a password from a file, the same way for every daemon.
 //! - [`tls`]: the identity a vigil certificate names, and reading PEM files.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
 //! - [`error`]: this crate's one error type.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod host_port;
 pub mod limits;
 pub mod reason;
+pub mod secret;
 pub mod telemetry;
 pub mod tls;
 

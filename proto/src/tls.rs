@@ -211,38 +211,50 @@ impl TlsFiles {
 
 /// The certificates of a PEM file, read at start so a wrong path is an error naming it.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProtoError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ProtoError::Pem(path.display().to_string(), e.to_string()))?;
-    if certs.is_empty() {
-        return Err(ProtoError::Pem(
-            path.display().to_string(),
-            "no CERTIFICATE block in it".into(),
-        ));
-    }
-    Ok(certs)
+    certs_in(path, &read_bytes(path)?)
 }
 
 /// The private key of a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ProtoError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| ProtoError::Pem(path.display().to_string(), e.to_string()))
+    key_in(path, &read_bytes(path)?)
 }
 
 /// A PEM file of certificates, checked, as bytes for the APIs (tonic's) that take PEM.
 pub fn read_certs_pem(path: &Path) -> Result<Vec<u8>, ProtoError> {
-    read_certs(path)?;
-    read_bytes(path)
+    let pem = read_bytes(path)?;
+    certs_in(path, &pem)?;
+    Ok(pem)
 }
 
 /// A PEM file of a private key, checked, as bytes for the APIs (tonic's) that take PEM.
 pub fn read_key_pem(path: &Path) -> Result<Vec<u8>, ProtoError> {
-    read_key(path)?;
-    read_bytes(path)
+    let pem = read_bytes(path)?;
+    key_in(path, &pem)?;
+    Ok(pem)
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, ProtoError> {
-    std::fs::read(path).map_err(|e| ProtoError::Pem(path.display().to_string(), e.to_string()))
+    std::fs::read(path).map_err(|e| pem_error(path, e))
+}
+
+/// The certificates in `pem`, the contents of `path`: at least one.
+fn certs_in(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ProtoError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no CERTIFICATE block in it"));
+    }
+    Ok(certs)
+}
+
+/// The private key in `pem`, the contents of `path`.
+fn key_in(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ProtoError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| pem_error(path, e))
+}
+
+fn pem_error(path: &Path, e: impl std::fmt::Display) -> ProtoError {
+    ProtoError::Pem(path.display().to_string(), e.to_string())
 }
 
 #[cfg(test)]

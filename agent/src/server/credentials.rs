@@ -25,20 +25,12 @@ pub fn from_environment() -> Option<SecretString> {
     std::env::var(PASSWORD_ENV).ok().map(SecretString::from)
 }
 
-/// The password in the file at `path`: read once, one trailing newline (LF or CRLF) dropped.
-/// `field` names the setting in the error of a file that cannot be read or holds nothing.
+/// The password in the file at `path` ([`vigil_proto::secret::read_password_file`]); `field`
+/// names the setting in the error of a file that cannot be read or holds nothing.
 pub fn read_file(field: &'static str, path: &Path) -> Result<SecretString> {
-    let bad = |message: String| AgentError::Config { field, message };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if password.is_empty() {
-        return Err(bad(format!("{} holds no password", path.display())));
-    }
-    Ok(SecretString::from(password))
+    vigil_proto::secret::read_password_file(path)
+        .map(SecretString::from)
+        .map_err(|message| AgentError::Config { field, message })
 }
 
 /// The password from the file at `file` or the one given (`given`: the environment or the TOML
@@ -78,26 +70,10 @@ mod tests {
     }
 
     #[test]
-    fn a_password_file_loses_one_trailing_newline_and_must_hold_something() {
+    fn a_password_file_that_cannot_be_read_names_the_setting() {
         let dir = tempfile::tempdir().unwrap();
-        for (text, want) in [
-            ("s3cret\n", "s3cret"),
-            ("s3cret\r\n", "s3cret"),
-            ("s3cret", "s3cret"),
-            ("two words \n\n", "two words \n"),
-        ] {
-            let path = dir.path().join("p");
-            std::fs::write(&path, text).unwrap();
-            let got = read_file("password_file", &path).unwrap();
-            assert_eq!(got.expose_secret(), want, "{text:?}");
-        }
-        let empty = dir.path().join("empty");
-        std::fs::write(&empty, "\n").unwrap();
-        let (field, message) = field_of(read_file("password_file", &empty).unwrap_err());
-        assert_eq!(field, "password_file");
-        assert!(message.contains("holds no password"), "{message}");
-        let missing = dir.path().join("missing");
-        let (field, message) = field_of(read_file("password_file", &missing).unwrap_err());
+        let (field, message) =
+            field_of(read_file("password_file", &dir.path().join("missing")).unwrap_err());
         assert_eq!(field, "password_file");
         assert!(message.contains("cannot read"), "{message}");
     }

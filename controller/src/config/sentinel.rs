@@ -22,23 +22,12 @@ pub struct SentinelConfig {
     pub tls: Option<EndpointTls>,
 }
 
-/// The password in `path`: its first line, without the line end. The file should be readable by
-/// the controller's user only; a file others may read is used, with a warning.
+/// The Sentinel password in the file at `path` ([`vigil_proto::secret::read_password_file`]),
+/// no longer than a client may send before it authenticates.
 fn password(path: &std::path::Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::PermissionsExt;
     let field = "sentinel_password_file";
-    let mut bytes =
-        std::fs::read(path).map_err(|e| bad(field, format!("reading {}: {e}", path.display())))?;
-    if let Some(end) = bytes.iter().position(|b| *b == b'\n') {
-        bytes.truncate(end);
-    }
-    if bytes.last() == Some(&b'\r') {
-        bytes.pop();
-    }
-    if bytes.is_empty() {
-        return Err(bad(field, format!("{} holds no password", path.display())));
-    }
-    if bytes.len() > MAX_PASSWORD {
+    let password = vigil_proto::secret::read_password_file(path).map_err(|e| bad(field, e))?;
+    if password.len() > MAX_PASSWORD {
         return Err(bad(
             field,
             format!(
@@ -48,12 +37,7 @@ fn password(path: &std::path::Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o004 != 0
-    {
-        tracing::warn!(path = %path.display(), "the Sentinel password file is readable by every user: chmod 600 it");
-    }
-    Ok(bytes)
+    Ok(password.into_bytes())
 }
 
 pub(super) fn from_settings(s: &ControllerSettings) -> Result<SentinelConfig> {
