@@ -9,7 +9,8 @@
 //! epoch rule), [`bounds`] (what is refused even from the leader), [`leadership`] (the rule that no one obeys a deposed controller), [`worker`] (the
 //! controller's commands, one at a time), [`lease`] (the lease the controller grants),
 //! [`fencing`] (when a primary fences itself), [`link_down`] (how long a replica's link has been
-//! down) and [`metrics`] (what Prometheus scrapes). The fence itself is `crate::fence`.
+//! down), [`event_log`] (kernel events logged in full or summarised) and [`metrics`] (what
+//! Prometheus scrapes). The fence itself is `crate::fence`.
 use std::time::Duration;
 
 use tokio::{
@@ -26,6 +27,7 @@ use vigil_proto::{
 pub mod bounds;
 pub mod config;
 pub mod epochs;
+pub mod event_log;
 pub mod fencing;
 mod inbound;
 pub mod leadership;
@@ -39,6 +41,7 @@ use self::{
     bounds::Topology,
     config::RunConfig,
     epochs::EpochGuard,
+    event_log::{EventLog, Seen, Summary},
     leadership::{LeadershipGuard, Throttle},
     lease::Lease,
     link_down::LinkDown,
@@ -112,6 +115,8 @@ struct Daemon {
     /// When the agent last tried to fence itself: a fence that cannot go up is retried now and
     /// then, not on every check.
     self_fenced_at: Option<Instant>,
+    /// Which kernel events are logged in full, and the repeats to summarise.
+    event_log: EventLog,
 }
 
 /// How often a self-fence that failed is tried again.
@@ -245,6 +250,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         self_change: None,
         lease_withheld: false,
         self_fenced_at: None,
+        event_log: EventLog::default(),
     };
     d.on_fence_changed();
     loop {
@@ -295,7 +301,11 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
             Ev::Down(m) => d.on_controller(m),
             Ev::Done(done) => d.on_done(done),
             Ev::Peer(p) => d.peers.record(&p),
-            Ev::Heartbeat => {}
+            Ev::Heartbeat => {
+                for summary in d.event_log.due(Instant::now()) {
+                    log_summary(&summary);
+                }
+            }
             Ev::FenceCheck => d.check_fence(),
             Ev::FenceChanged => d.on_fence_changed(),
             Ev::MetricsEnded(ended) => {
@@ -327,6 +337,27 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
     }
     tracing::info!("vigil-agent stopping");
     Ok(())
+}
+
+/// Says how often a kind of kernel event repeated after the one logged in full.
+fn log_summary(s: &Summary) {
+    let event = s.event.name();
+    let over_secs = s.over.as_secs();
+    if s.event.severity() == tracing::Level::WARN {
+        tracing::warn!(
+            event,
+            repeats = s.repeats,
+            over_secs,
+            "kernel event repeated"
+        );
+    } else {
+        tracing::info!(
+            event,
+            repeats = s.repeats,
+            over_secs,
+            "kernel event repeated"
+        );
+    }
 }
 
 impl Daemon {
@@ -369,12 +400,19 @@ impl Daemon {
         self.metrics.verdicts_sent.inc();
     }
 
-    fn log_line(&self, line: &Line) {
+    fn log_line(&mut self, line: &Line) {
         let event = line.event.name();
         self.metrics
             .kernel_events
             .get_or_create(&EventLabel { event })
             .inc();
+        let (seen, ended) = self.event_log.seen(line.event, Instant::now());
+        if let Some(summary) = ended {
+            log_summary(&summary);
+        }
+        if seen == Seen::Counted {
+            return;
+        }
         let detail = serde_json::to_string(line).unwrap_or_default();
         if line.event.severity() == tracing::Level::WARN {
             tracing::warn!(event, pid = line.pid, %detail, "kernel");
