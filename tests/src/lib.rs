@@ -78,6 +78,17 @@ pub use servers::Servers;
 pub use store::VigilStore;
 pub use watch::Watch;
 
+/// The capabilities the agent's README tells operators to grant (as `setpriv` and systemd name
+/// them, without `CAP_`), spelled out here so that a change to the agent's own table breaks the
+/// suites that run it with these alone, and the deploy files that grant them.
+pub const AGENT_CAPABILITIES: &[&str] = &[
+    "bpf",
+    "perfmon",
+    "sys_ptrace",
+    "dac_read_search",
+    "net_admin",
+];
+
 /// Longest any single wait in the harness may take before it gives up with an error.
 pub const WAIT: Duration = Duration::from_secs(15);
 

@@ -17,21 +17,15 @@ use common::{StubController, assert_unserved};
 use nix::sys::signal::Signal;
 use vigil_proto::v1::{self, command::Action};
 use vigil_tests::{
-    Agent, PinnedFence, RedisServer, output_within, require_root, serial, workspace_bin,
+    AGENT_CAPABILITIES, Agent, PinnedFence, RedisServer, output_within, require_root, serial,
+    workspace_bin,
 };
 
 const DS: &str = "store";
 /// The unprivileged user the agent runs as (nobody).
 const UID: u32 = 65534;
-/// What the agent's README tells operators to grant, spelled out here (as setpriv writes it) so
-/// that a change to the agent's table breaks this suite.
-const NEEDED: &[&str] = &[
-    "bpf",
-    "perfmon",
-    "sys_ptrace",
-    "dac_read_search",
-    "net_admin",
-];
+/// What the agent's README tells operators to grant.
+const NEEDED: &[&str] = AGENT_CAPABILITIES;
 
 /// `setpriv` arguments that exec a program as [`UID`] with exactly `caps` (and no others, not
 /// even in the bounding set).

@@ -138,7 +138,7 @@ pub(crate) fn ms_since(fault: SystemTime, at: SystemTime) -> String {
 }
 
 pub fn run() -> Result<()> {
-    crate::setup::run()?;
+    crate::setup::run(false)?;
     crate::stage::run(
         &heading("building vigil (release)"),
         crate::cargo().args(["build", "--release", "--bins"]),

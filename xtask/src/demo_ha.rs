@@ -40,7 +40,7 @@ fn name(store: &HaStore, i: usize) -> String {
 }
 
 pub fn run() -> Result<()> {
-    crate::setup::run()?;
+    crate::setup::run(false)?;
     crate::stage::run(
         &heading("building vigil (release)"),
         crate::cargo().args(["build", "--release", "--bins"]),

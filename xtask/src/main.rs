@@ -24,8 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing (nightly rust-src, bpf-linker, redis, protoc, etcd) and mount tracefs/bpffs.
-    Setup,
+    /// Install what is missing (nightly rust-src, bpf-linker, redis, protoc, etcd, promtool,
+    /// kubernetes-validate) and mount tracefs/bpffs.
+    Setup {
+        /// Only what building the binaries needs (protoc, nightly with rust-src, bpf-linker),
+        /// without root and with no kernel checks: for a container image's build stage.
+        #[arg(long)]
+        build_only: bool,
+    },
     /// Set up, build, and run the whole test suite (needs root: it loads eBPF programs).
     Test {
         /// Passed to `cargo test` after `--` (e.g. a test name filter).
@@ -55,7 +61,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Setup => setup::run(),
+        Cmd::Setup { build_only } => setup::run(build_only),
         Cmd::Test { args } => test(&args),
         Cmd::Demo { ha: false } => demo::run(),
         Cmd::Demo { ha: true } => demo_ha::run(),
@@ -74,7 +80,7 @@ pub fn cargo() -> Command {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    setup::run()?;
+    setup::run(false)?;
     stage::run(
         "==> building the workspace",
         cargo().args(["build", "--bins"]),

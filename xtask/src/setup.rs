@@ -1,10 +1,15 @@
 //! `cargo xtask setup`: makes a fresh machine of this kind ready, and is quick when it already is.
 //!
 //! Installs what is missing: Debian's redis-server, redis-sentinel, redis-tools,
-//! protobuf-compiler, iproute2, util-linux, etcd-server and etcd-client; the nightly toolchain's rust-src; bpf-linker built against nightly's own
-//! LLVM (into ~/.cargo/bin, so a plain `cargo build` finds it in a new shell). Mounts tracefs and
-//! bpffs when they are not mounted. Says what it did, and fails with a clear message when it
-//! cannot (not root, no BTF, no way to the package registries).
+//! protobuf-compiler, iproute2, util-linux, etcd-server and etcd-client, systemd (for
+//! `systemd-analyze`) and prometheus (for `promtool`); redis-py and kubernetes-validate from PyPI;
+//! the nightly toolchain's rust-src; bpf-linker built against nightly's own LLVM (into
+//! ~/.cargo/bin, so a plain `cargo build` finds it in a new shell). Mounts tracefs and bpffs when
+//! they are not mounted. Says what it did, and fails with a clear message when it cannot (not
+//! root, no BTF, no way to the package registries).
+//!
+//! `--build-only` installs only what building the binaries needs (protoc, nightly with rust-src,
+//! bpf-linker), and checks nothing of the kernel: for a container image's build stage.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -13,11 +18,13 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// What building needs: the protocol's code is generated with protoc.
+const BUILD_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+/// What the suites, demos and benches need besides.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-sentinel", "redis-sentinel"),
     ("redis-cli", "redis-tools"),
-    ("protoc", "protobuf-compiler"),
     // The partition scenarios make network namespaces and veth pairs with `ip`, and one-way cuts
     // with `tc` (both iproute2).
     ("ip", "iproute2"),
@@ -27,9 +34,26 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // (`etcd`, from etcd-server) and read and write it with `etcdctl` (etcd-client).
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
+    // The deploy files are checked as operators would: the systemd units with
+    // `systemd-analyze verify`, the alert rules with `promtool check rules` and `promtool test
+    // rules`.
+    ("systemd-analyze", "systemd"),
+    ("promtool", "prometheus"),
+];
+/// Python modules from PyPI: (module to import, package).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    // The client the Sentinel-compatibility tests drive.
+    ("redis.sentinel", "redis"),
+    // The Kubernetes manifests are validated offline against the OpenAPI schemas it carries.
+    ("kubernetes_validate", "kubernetes-validate"),
 ];
 
-pub fn run() -> Result<()> {
+pub fn run(build_only: bool) -> Result<()> {
+    if build_only {
+        debian_packages(BUILD_PACKAGES)?;
+        nightly()?;
+        return bpf_linker();
+    }
     if !nix::unistd::geteuid().is_root() {
         bail!("setup installs packages, loads eBPF programs and mounts tracefs: run it as root");
     }
@@ -38,8 +62,9 @@ pub fn run() -> Result<()> {
             "this kernel has no BTF (/sys/kernel/btf/vmlinux); vigil needs CONFIG_DEBUG_INFO_BTF=y"
         );
     }
-    debian_packages()?;
-    python_redis()?;
+    debian_packages(BUILD_PACKAGES)?;
+    debian_packages(DEBIAN_PACKAGES)?;
+    python_packages()?;
     nightly()?;
     bpf_linker()?;
     mount_if_missing(
@@ -78,9 +103,12 @@ fn output(cmd: &mut Command) -> Option<String> {
 
 /// The Debian packages whose program `installed` says is not there, each once (two programs may
 /// come from one package).
-fn missing_packages(installed: impl Fn(&str) -> bool) -> Vec<&'static str> {
+fn missing_packages(
+    packages: &[(&str, &'static str)],
+    installed: impl Fn(&str) -> bool,
+) -> Vec<&'static str> {
     let mut missing: Vec<&str> = Vec::new();
-    for &(bin, pkg) in DEBIAN_PACKAGES {
+    for &(bin, pkg) in packages {
         if !installed(bin) && !missing.contains(&pkg) {
             missing.push(pkg);
         }
@@ -88,11 +116,12 @@ fn missing_packages(installed: impl Fn(&str) -> bool) -> Vec<&'static str> {
     missing
 }
 
-fn debian_packages() -> Result<()> {
-    let missing = missing_packages(on_path);
+fn debian_packages(packages: &[(&str, &'static str)]) -> Result<()> {
+    let missing = missing_packages(packages, on_path);
     if missing.is_empty() {
-        let programs: Vec<&str> = DEBIAN_PACKAGES.iter().map(|&(bin, _)| bin).collect();
-        say(&format!("{} are installed", programs.join(", ")));
+        let programs: Vec<&str> = packages.iter().map(|&(bin, _)| bin).collect();
+        let verb = if programs.len() == 1 { "is" } else { "are" };
+        say(&format!("{} {verb} installed", programs.join(", ")));
         return Ok(());
     }
     let apt_failed = "apt-get failed: are Debian's package mirrors reachable from this machine?";
@@ -112,22 +141,27 @@ fn debian_packages() -> Result<()> {
     Ok(())
 }
 
-/// redis-py, the Python client the Sentinel-compatibility tests drive.
-fn python_redis() -> Result<()> {
-    let have = Command::new("python3")
-        .args(["-c", "import redis.sentinel"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if have {
-        say("redis-py is installed");
-        return Ok(());
+/// The Python packages the suites drive, from PyPI.
+fn python_packages() -> Result<()> {
+    for &(module, package) in PYTHON_PACKAGES {
+        let have = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if have {
+            say(&format!("{package} (Python) is installed"));
+            continue;
+        }
+        stage(
+            &format!("installing {package} (pip)"),
+            Command::new("python3").args(["-m", "pip", "install", "--quiet", package]),
+        )
+        .with_context(|| {
+            format!("pip install {package} failed: is PyPI reachable from this machine?")
+        })?;
     }
-    stage(
-        "installing redis-py (pip) for the Sentinel client tests",
-        Command::new("python3").args(["-m", "pip", "install", "--quiet", "redis"]),
-    )
-    .context("pip install redis failed: is PyPI reachable from this machine?")
+    Ok(())
 }
 
 fn nightly() -> Result<()> {
@@ -271,8 +305,11 @@ mod tests {
     #[test]
     fn a_fresh_machine_gets_every_package_once() {
         let empty = tempfile::tempdir().expect("a temporary directory");
-        let missing = missing_packages(|bin| in_dirs(std::iter::once(empty.path().into()), bin));
+        let missing = missing_packages(DEBIAN_PACKAGES, |bin| {
+            in_dirs(std::iter::once(empty.path().into()), bin)
+        });
         assert!(missing.contains(&"etcd-server"), "{missing:?}");
+        assert!(missing.contains(&"prometheus"), "{missing:?}");
         assert!(missing.contains(&"etcd-client"), "{missing:?}");
         assert!(missing.contains(&"redis-server"), "{missing:?}");
         let distinct: std::collections::HashSet<&str> =
@@ -285,7 +322,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("etcd"), "").expect("a stand-in etcd");
         let found = |bin: &str| in_dirs(std::iter::once(dir.path().into()), bin);
-        let missing = missing_packages(found);
+        let missing = missing_packages(DEBIAN_PACKAGES, found);
         assert!(!missing.contains(&"etcd-server"), "{missing:?}");
         assert!(missing.contains(&"etcd-client"), "{missing:?}");
     }

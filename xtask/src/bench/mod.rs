@@ -81,7 +81,7 @@ pub enum Which {
 }
 
 pub fn run(which: Which) -> Result<()> {
-    crate::setup::run()?;
+    crate::setup::run(false)?;
     crate::stage::run(
         "==> building vigil (release)",
         crate::cargo().args(["build", "--release", "--bins"]),
