@@ -316,7 +316,7 @@ fn me(
             return Err(bad(
                 "advertise_grpc",
                 format!(
-                    "is required with --etcd when grpc_listen is {grpc}: other controllers                      send agents to it"
+                    "is required with --etcd when grpc_listen is {grpc}: other controllers send agents to it"
                 ),
             ));
         }
