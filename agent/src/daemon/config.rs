@@ -10,8 +10,8 @@ use vigil_proto::{
 
 use super::settings::{
     DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_PAUSE_SECS,
-    DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
-    DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
+    DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES, DEFAULT_PING_INTERVAL_MS,
+    DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings, derived_metrics_listen,
 };
 use crate::{
     error::{AgentError, Result},
@@ -216,13 +216,12 @@ impl TryFrom<RunSettings> for RunConfig {
             Some(address) => host_port("advertise", address)?,
             None => server.clone(),
         };
-        let metrics_listen = match s
-            .metrics_listen
-            .as_deref()
-            .unwrap_or(DEFAULT_METRICS_LISTEN)
-        {
-            "off" | "" => None,
-            addr => Some(addr.parse().map_err(|_| {
+        let metrics_listen = match s.metrics_listen.as_deref() {
+            None => {
+                Some(derived_metrics_listen(server.port).map_err(|e| bad("metrics_listen", e))?)
+            }
+            Some("off" | "") => None,
+            Some(addr) => Some(addr.parse().map_err(|_| {
                 bad(
                     "metrics_listen",
                     format!("{addr:?} is not IP:PORT or \"off\""),
@@ -384,12 +383,64 @@ mod tests {
         assert_eq!(c.max_pause, Duration::from_secs(DEFAULT_MAX_PAUSE_SECS));
         assert_eq!(DEFAULT_FENCE_METHOD, Method::Kernel.as_str());
         assert_eq!(c.thresholds, Thresholds::default());
-        assert_eq!(
-            c.metrics_listen,
-            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
-        );
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9431".parse().unwrap()));
         // A quarter of the default 100 ms stall threshold, capped at 25 ms.
         assert_eq!(c.tick, Duration::from_millis(25));
+    }
+
+    #[test]
+    fn the_default_metrics_port_follows_the_server_port() {
+        use super::super::settings::{METRICS_PORT_BASE, METRICS_SERVER_PORT_BASE};
+        let on = |port: u16| RunSettings {
+            server: Some(format!("127.0.0.1:{port}")),
+            ..minimal()
+        };
+        for (server, metrics) in [
+            (6379, 9431),
+            (6380, 9432),
+            (6381, 9433),
+            (7000, 10052),
+            (62483, 65535),
+        ] {
+            let want: SocketAddr = ([127, 0, 0, 1], metrics).into();
+            assert_eq!(derived_metrics_listen(server), Ok(want), "{server}");
+            assert_eq!(
+                RunConfig::try_from(on(server)).unwrap().metrics_listen,
+                Some(want)
+            );
+        }
+        assert_eq!(
+            derived_metrics_listen(METRICS_SERVER_PORT_BASE).map(|a| a.port()),
+            Ok(METRICS_PORT_BASE)
+        );
+        // No derived default: a clear start-up error that asks for the flag.
+        for (server, says) in [
+            (6378, "is below 6379"),
+            (1, "is below 6379"),
+            (62484, "past 65535"),
+        ] {
+            let e = RunConfig::try_from(on(server)).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(says) && text.contains("--metrics-listen"),
+                "{server}: {text}"
+            );
+            assert_eq!(field_of(e), "metrics_listen");
+        }
+        // An explicit address always wins, and "off" needs none.
+        let given = RunSettings {
+            metrics_listen: Some("127.0.0.1:5000".into()),
+            ..on(1000)
+        };
+        assert_eq!(
+            RunConfig::try_from(given).unwrap().metrics_listen,
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        let off = RunSettings {
+            metrics_listen: Some("off".into()),
+            ..on(65000)
+        };
+        assert_eq!(RunConfig::try_from(off).unwrap().metrics_listen, None);
     }
 
     #[test]

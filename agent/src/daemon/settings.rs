@@ -5,7 +5,11 @@
 //! The same struct is the clap flag set and the TOML schema, so a setting has one name
 //! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
 //! environment, `ping_interval_ms` in the file.
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
@@ -19,8 +23,16 @@ use crate::{
     },
 };
 
-/// Loopback only: the metrics are for a scraper on the node, not for the network at large.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9431";
+/// Loopback only: the metrics and health endpoints are for a scraper and probes on the node, not
+/// for the network at large.
+pub const DEFAULT_METRICS_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// The metrics port of the agent of a server on [`METRICS_SERVER_PORT_BASE`]. Several servers on
+/// one host is common on bare metal, so the default port follows the server's: the agent of a
+/// server on port P listens on `METRICS_PORT_BASE + (P - METRICS_SERVER_PORT_BASE)` (9431 for
+/// 6379, 9432 for 6380, ...), and agents started with their defaults never collide.
+pub const METRICS_PORT_BASE: u16 = 9431;
+/// The server port the metrics port [`METRICS_PORT_BASE`] goes with: Redis' own default.
+pub const METRICS_SERVER_PORT_BASE: u16 = 6379;
 /// With the default 3 misses, a server that stops answering is UNHEALTHY within 300 ms.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 100;
 /// Several heartbeats fit in the controller's 500 ms silence timeout, so one lost verdict is
@@ -102,7 +114,7 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_SERVER_TLS_KEY", value_name = "FILE")]
     pub server_tls_key: Option<PathBuf>,
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR",
-          help = with_default("Address of the Prometheus /metrics endpoint, or \"off\"", DEFAULT_METRICS_LISTEN))]
+          help = with_default("Address of the HTTP server of Prometheus' /metrics and the health endpoints (/healthz, /readyz, /primary, /replica), or \"off\". The default port follows the server's, so agents of several servers on one host need no setting; a server port below 6379 has no default and needs this", DefaultMetricsListen))]
     pub metrics_listen: Option<String>,
     #[arg(long, env = "VIGIL_PING_INTERVAL_MS", value_name = "MS",
           help = with_default("How often to PING the local server, in ms", DEFAULT_PING_INTERVAL_MS))]
@@ -160,6 +172,38 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_MAX_PAUSE_SECS", value_name = "SECS",
           help = with_default("The longest write pause a controller command may ask for, in seconds (a Dragonfly switchover's REPLTAKEOVER timeout, during which the primary holds writes); a longer one is refused", DEFAULT_MAX_PAUSE_SECS))]
     pub max_pause_secs: Option<u64>,
+}
+
+/// The default of `metrics_listen` as the help shows it: it follows the server's port.
+pub struct DefaultMetricsListen;
+
+impl fmt::Display for DefaultMetricsListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{DEFAULT_METRICS_HOST}:{METRICS_PORT_BASE} + (server port - {METRICS_SERVER_PORT_BASE})"
+        )
+    }
+}
+
+/// The default metrics address of the agent of a server on `server_port` (see
+/// [`METRICS_PORT_BASE`]), or why there is none: a port below [`METRICS_SERVER_PORT_BASE`], or
+/// one whose metrics port would pass 65535.
+pub fn derived_metrics_listen(server_port: u16) -> std::result::Result<SocketAddr, String> {
+    let give = "give --metrics-listen (IP:PORT, or \"off\")";
+    let offset = server_port.checked_sub(METRICS_SERVER_PORT_BASE).ok_or_else(|| {
+        format!(
+            "the server's port {server_port} is below {METRICS_SERVER_PORT_BASE}, so no metrics \
+             port follows from it: {give}"
+        )
+    })?;
+    let port = METRICS_PORT_BASE.checked_add(offset).ok_or_else(|| {
+        format!(
+            "the server's port {server_port} would put the metrics port past 65535 \
+             ({METRICS_PORT_BASE} + {server_port} - {METRICS_SERVER_PORT_BASE}): {give}"
+        )
+    })?;
+    Ok(SocketAddr::from((DEFAULT_METRICS_HOST, port)))
 }
 
 macro_rules! merge_fields {
@@ -284,7 +328,7 @@ mod tests {
         let defaults: Vec<(&str, String)> = vec![
             ("controller", DEFAULT_CONTROLLER_URL.to_string()),
             ("priority", DEFAULT_PRIORITY.to_string()),
-            ("metrics_listen", DEFAULT_METRICS_LISTEN.to_string()),
+            ("metrics_listen", DefaultMetricsListen.to_string()),
             ("ping_interval_ms", DEFAULT_PING_INTERVAL_MS.to_string()),
             ("ping_misses", DEFAULT_PING_MISSES.to_string()),
             ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),
