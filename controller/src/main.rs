@@ -17,6 +17,7 @@ use vigil_controller::{
         views,
     },
     config::{ControllerConfig, ControllerSettings},
+    health::{self, Supervision},
     metrics::Metrics,
     sentinel,
     store::{Registry, data_dir::DataDir, etcd_state::EtcdStates, registry::Backend},
@@ -24,7 +25,8 @@ use vigil_controller::{
 use vigil_proto::{
     accept::Acceptor,
     limits::MAX_AGENT_MESSAGE_BYTES,
-    telemetry::{LogArgs, serve_metrics},
+    notify::Notifier,
+    telemetry::{Component, LogArgs, serve_http},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
 };
 
@@ -85,6 +87,7 @@ async fn stopped(name: &str, task: &mut Option<JoinHandle<std::io::Result<()>>>)
 }
 
 async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
+    let notifier = Arc::new(Notifier::from_env());
     let metrics = Metrics::new();
     // Held until the process ends: a second controller on this folder stops here.
     let _data_dir = match &config.cluster {
@@ -131,12 +134,19 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
                 config.sentinel_listen
             )
         })?;
+    let (reporter, grpc_health) = tonic_health::server::health_reporter();
+    let supervision = Supervision::new(Arc::clone(&registry), reporter).await;
     let mut metrics_task = match config.metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening for /metrics on {addr}"))?;
-            Some(tokio::spawn(serve_metrics(l, metrics.registry())))
+            Some(tokio::spawn(serve_http(
+                l,
+                Component::Controller,
+                metrics.registry(),
+                health::routes(Arc::clone(&supervision)),
+            )))
         }
         None => None,
     };
@@ -186,6 +196,8 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
             "vigil-controller running; campaigning to lead"
         ),
     }
+    // Every listener is bound by now: READY=1 follows once the state is loaded too.
+    tokio::spawn(Arc::clone(&supervision).run(Arc::clone(&notifier)));
     let tls = config.tls.is_some();
     // A message past the bound is refused at its length prefix, before its body is held.
     let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry), tls))
@@ -196,12 +208,14 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     })
     .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
     let mut terminate = signal(SignalKind::terminate())?;
+    let stopping = Arc::clone(&notifier);
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
         tracing::info!("vigil-controller stopping");
+        stopping.stopping("stopping on a signal");
     };
     let mut builder = tonic::transport::Server::builder();
     match &config.tls {
@@ -230,6 +244,8 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION))
         .add_service(agents)
         .add_service(control)
+        // The standard health service, behind the same TLS as the rest of the port.
+        .add_service(grpc_health)
         // Accepted through vigil's acceptor: tonic retries a failed accept at once, which spins
         // while the process is out of file descriptors.
         .serve_with_incoming_shutdown(Acceptor::new(grpc, "gRPC"), shutdown);
