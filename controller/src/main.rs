@@ -2,7 +2,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -26,6 +26,7 @@ use vigil_proto::{
     accept::Acceptor,
     limits::MAX_AGENT_MESSAGE_BYTES,
     notify::Notifier,
+    print_config::{self, File},
     telemetry::{Component, LogArgs, serve_http},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
 };
@@ -46,6 +47,10 @@ struct Cli {
     /// A TOML file with any of the settings below, and [[datastore]] tables listing known nodes.
     #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print the effective configuration (flags over environment over the file over defaults,
+    /// checked as at start) as TOML, each value with where it came from, and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -53,25 +58,59 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli, &matches) {
         eprintln!("vigil-controller: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     cli.log.init()?;
     let file = match &cli.config {
         Some(path) => ControllerSettings::from_file(path)?,
         None => ControllerSettings::default(),
     };
-    let config = ControllerConfig::try_from(cli.settings.over(file))?;
+    let settings = cli.settings.over(file);
+    let config = ControllerConfig::try_from(settings.clone())?;
+    if cli.print_config {
+        print!(
+            "{}",
+            print_controller_config(settings, &config, cli.config.as_deref(), matches)?
+        );
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(serve(config))
+}
+
+/// `vigil-controller --print-config`: `settings` as merged, with their defaults and sources.
+fn print_controller_config(
+    settings: ControllerSettings,
+    config: &ControllerConfig,
+    path: Option<&std::path::Path>,
+    matches: &ArgMatches,
+) -> anyhow::Result<String> {
+    let file = match path {
+        Some(p) => Some(File::read(
+            p,
+            print_config::source_of(&Cli::command(), matches, "config", None),
+        )?),
+        None => None,
+    };
+    let effective = settings.effective(config)?;
+    Ok(print_config::render(
+        "vigil-controller --print-config",
+        &ControllerSettings::augment_args(clap::Command::new("vigil-controller")),
+        matches,
+        &effective,
+        file.as_ref(),
+        &[],
+    ))
 }
 
 /// Waits for a server task that should run forever, and says which stopped and why.

@@ -40,7 +40,9 @@ impl Beat {
 
     /// The loop turned now.
     pub fn beat(&self) {
-        let ms = Instant::now().saturating_duration_since(self.base).as_millis() as u64;
+        let ms = Instant::now()
+            .saturating_duration_since(self.base)
+            .as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
@@ -66,7 +68,11 @@ pub fn answer(ok: bool, body: String) -> Answer {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, [(header::CONTENT_TYPE, "application/json")], body + "\n")
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body + "\n",
+    )
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! - [`secret`]: reading a password from a file, the same way for every daemon.
 //! - [`tls`]: the identity a vigil certificate names, and reading PEM files.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
+//! - [`print_config`]: `--print-config`, the effective configuration with each value's source.
 //! - [`error`]: this crate's one error type.
 pub mod accept;
 pub mod cli;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod host_port;
 pub mod limits;
 pub mod notify;
+pub mod print_config;
 pub mod reason;
 pub mod secret;
 pub mod telemetry;

@@ -98,9 +98,7 @@ impl Notifier {
             return;
         }
         if let Err(e) = sd_notify::notify(states) {
-            let first = !self
-                .warned
-                .swap(true, std::sync::atomic::Ordering::Relaxed);
+            let first = !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed);
             if first {
                 tracing::warn!(error = %e, "could not notify the service manager (NOTIFY_SOCKET)");
             } else {

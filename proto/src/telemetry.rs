@@ -106,7 +106,9 @@ pub fn build_info(component: Component) -> Registry {
 /// The registries one `/metrics` page shows, in order.
 struct Page(Vec<Registry>);
 
-async fn render(State(page): State<Arc<Page>>) -> ([(header::HeaderName, &'static str); 1], String) {
+async fn render(
+    State(page): State<Arc<Page>>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
     let mut text = String::new();
     // Writing into a String cannot fail.
     for registry in &page.0 {

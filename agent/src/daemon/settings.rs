@@ -11,10 +11,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
 
 use crate::{
+    daemon::config::RunConfig,
     error::{AgentError, Result},
     server::credentials::{self, SecretString},
     verdict::rules::{
@@ -59,7 +60,7 @@ pub const DEFAULT_FENCE_METHOD: &str = "kernel";
 pub const DEFAULT_MAX_PAUSE_SECS: u64 = 30;
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
-#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RunSettings {
     /// The data store server this agent watches, as HOST:PORT (required).
@@ -91,7 +92,9 @@ pub struct RunSettings {
     #[serde(skip)]
     pub password_on_command_line: Option<SecretString>,
     /// The server's password: only from the TOML file or VIGIL_SERVER_PASSWORD, never a flag.
+    /// Never written out (`--print-config` shows it redacted).
     #[arg(skip)]
+    #[serde(skip_serializing)]
     pub password: Option<SecretString>,
     /// A file holding the server's password (read once at start; one trailing newline is
     /// dropped). Keep it readable by the agent's user alone. [default: no password, or
@@ -264,6 +267,45 @@ impl RunSettings {
         self
     }
 
+    /// Every setting's default as settings: what a run given nothing would use. `advertise` and
+    /// `metrics_listen` follow from the server in `config`.
+    pub fn defaults(config: &RunConfig) -> Self {
+        RunSettings {
+            controller: Some(DEFAULT_CONTROLLER_URL.to_string()),
+            priority: Some(DEFAULT_PRIORITY),
+            advertise: Some(config.server.address.to_string()),
+            server_tls: Some(false),
+            metrics_listen: derived_metrics_listen(config.server.address.port)
+                .ok()
+                .map(|a| a.to_string()),
+            ping_interval_ms: Some(DEFAULT_PING_INTERVAL_MS),
+            ping_misses: Some(DEFAULT_PING_MISSES),
+            heartbeat_ms: Some(DEFAULT_HEARTBEAT_MS),
+            health_interval_ms: Some(DEFAULT_HEALTH_INTERVAL_MS),
+            stall_ms: Some(DEFAULT_STALL_MS),
+            stopped_ms: Some(DEFAULT_STOPPED_MS),
+            long_stall_ms: Some(DEFAULT_LONG_STALL_MS),
+            runq_threshold_ms: Some(DEFAULT_RUNQ_THRESHOLD_MS),
+            runq_p99_ms: Some(DEFAULT_RUNQ_P99_MS),
+            memory_pct: Some(DEFAULT_MEMORY_PCT),
+            cpu_pct: Some(DEFAULT_CPU_PCT),
+            peer_probes: Some(DEFAULT_PEER_PROBES),
+            peer_interval_ms: Some(DEFAULT_PEER_INTERVAL_MS),
+            fence_method: Some(DEFAULT_FENCE_METHOD.to_string()),
+            max_pause_secs: Some(DEFAULT_MAX_PAUSE_SECS),
+            ..RunSettings::default()
+        }
+    }
+
+    /// The effective settings as TOML values, defaults filled in (the password left out), for
+    /// `--print-config`.
+    pub fn effective(self, config: &RunConfig) -> Result<toml::Table> {
+        toml::Table::try_from(self.over(Self::defaults(config))).map_err(|e| AgentError::Config {
+            field: "print_config",
+            message: e.to_string(),
+        })
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AgentError::io(format!("reading {}", path.display()), e))?;
@@ -281,7 +323,6 @@ mod tests {
     use vigil_proto::HostPort;
 
     use super::*;
-    use crate::daemon::config::RunConfig;
 
     #[test]
     fn flags_win_over_the_file_and_unknown_keys_are_rejected() {
@@ -301,6 +342,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(typo.contains("servr"), "{typo}");
+    }
+
+    #[test]
+    fn every_setting_with_a_default_is_in_the_defaults_print_config_shows() {
+        use clap::Args;
+        let config = RunConfig::try_from(RunSettings {
+            server: Some("127.0.0.1:6380".into()),
+            datastore: Some("d".into()),
+            node_id: Some("n".into()),
+            ..RunSettings::default()
+        })
+        .unwrap();
+        let defaults = toml::Table::try_from(RunSettings::defaults(&config)).unwrap();
+        // Required, or meaningful only when given.
+        let without = [
+            "server",
+            "datastore",
+            "node_id",
+            "zone",
+            "username",
+            "password_on_command_line",
+            "password_file",
+            "server_tls_ca",
+            "server_tls_cert",
+            "server_tls_key",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
+        ];
+        for arg in RunSettings::augment_args(clap::Command::new("run")).get_arguments() {
+            let id = arg.get_id().as_str();
+            assert_eq!(
+                defaults.contains_key(id),
+                !without.contains(&id),
+                "{id}: a default must be listed in RunSettings::defaults, or the setting here"
+            );
+        }
+        assert_eq!(defaults["metrics_listen"].as_str(), Some("127.0.0.1:9432"));
+        assert_eq!(defaults["advertise"].as_str(), Some("127.0.0.1:6380"));
+        // The password is never written out.
+        let with_password = RunSettings {
+            password: Some("hunter2".into()),
+            ..RunSettings::default()
+        };
+        let table = with_password.effective(&config).unwrap();
+        assert!(!table.to_string().contains("hunter2"));
+        assert!(!table.contains_key("password"));
     }
 
     #[test]
