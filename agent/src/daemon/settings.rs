@@ -345,6 +345,71 @@ mod tests {
     }
 
     #[test]
+    fn the_default_metrics_port_follows_the_server_port() {
+        let on = |port: u16| RunSettings {
+            server: Some(format!("127.0.0.1:{port}")),
+            datastore: Some("d".into()),
+            node_id: Some("n".into()),
+            ..RunSettings::default()
+        };
+        for (server, metrics) in [
+            (6379, 9431),
+            (6380, 9432),
+            (6381, 9433),
+            (7000, 10052),
+            (62483, 65535),
+        ] {
+            let want: SocketAddr = ([127, 0, 0, 1], metrics).into();
+            assert_eq!(derived_metrics_listen(server), Ok(want), "{server}");
+            assert_eq!(
+                RunConfig::try_from(on(server)).unwrap().metrics_listen,
+                Some(want)
+            );
+        }
+        assert_eq!(
+            derived_metrics_listen(METRICS_SERVER_PORT_BASE).map(|a| a.port()),
+            Ok(METRICS_PORT_BASE)
+        );
+        // No derived default: a clear start-up error that asks for the flag.
+        for (server, says) in [
+            (6378, "is below 6379"),
+            (1, "is below 6379"),
+            (62484, "past 65535"),
+        ] {
+            let e = RunConfig::try_from(on(server)).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(says) && text.contains("--metrics-listen"),
+                "{server}: {text}"
+            );
+            assert!(
+                matches!(
+                    e,
+                    AgentError::Config {
+                        field: "metrics_listen",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        // An explicit address always wins, and "off" needs none.
+        let given = RunSettings {
+            metrics_listen: Some("127.0.0.1:5000".into()),
+            ..on(1000)
+        };
+        assert_eq!(
+            RunConfig::try_from(given).unwrap().metrics_listen,
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        let off = RunSettings {
+            metrics_listen: Some("off".into()),
+            ..on(65000)
+        };
+        assert_eq!(RunConfig::try_from(off).unwrap().metrics_listen, None);
+    }
+
+    #[test]
     fn every_setting_with_a_default_is_in_the_defaults_print_config_shows() {
         use clap::Args;
         let config = RunConfig::try_from(RunSettings {
