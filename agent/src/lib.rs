@@ -17,7 +17,7 @@
 //!   gate that lets the agent's own connections through, and the rules that lift it.
 //! - [`daemon`]: `vigil-agent run`, which wires all of the above: its settings and their
 //!   defaults, the event loop, the command runner, the epoch rule, the lease and self-fencing,
-//!   and the Prometheus metrics.
+//!   the Prometheus metrics, and the health endpoints and systemd notifications.
 //! - [`watch`]: `vigil-agent watch`, which prints the kernel events and verdicts of one server.
 //! - [`capabilities`]: the Linux capabilities the agent needs, checked once at start.
 //! - [`error`]: the crate's one error type.

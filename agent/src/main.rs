@@ -1,7 +1,8 @@
 //! The `vigil-agent` binary: command-line parsing, logging, and the tokio runtime.
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::Context;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use vigil_agent::{
     capabilities::{self, Plan},
     daemon::{
@@ -14,13 +15,16 @@ use vigil_agent::{
     fence::Method,
     kernel::KernelOptions,
     server::{
-        credentials::{self, SecretString},
+        credentials::{self, PASSWORD_ENV, SecretString},
         tls,
     },
     verdict::rules::Thresholds,
     watch::{self, DEFAULT_HOST, DEFAULT_TICK_US, WatchOptions},
 };
-use vigil_proto::telemetry::LogArgs;
+use vigil_proto::{
+    print_config::{self, File, Secret, Source},
+    telemetry::LogArgs,
+};
 
 /// Priority 10 puts the agent above ordinary tasks and the server, and leaves 11-99 to whatever
 /// the host already runs in real time.
@@ -72,6 +76,11 @@ struct RunArgs {
     /// A TOML file with any of the settings below (keys are the flag names with underscores).
     #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Print the effective configuration (flags over environment over the file over defaults,
+    /// checked as at start) as TOML, each value with where it came from, and exit. The password
+    /// is shown as "<redacted>".
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     settings: RunSettings,
 }
@@ -146,14 +155,15 @@ fn set_realtime(priority: u8) {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli, &matches) {
         eprintln!("vigil-agent: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     cli.log.init()?;
     // Settings first, so that what is checked next is what this run will do.
     let (command, plan) = match cli.command {
@@ -193,8 +203,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(path) => RunSettings::from_file(path)?,
                 None => RunSettings::default(),
             };
-            let settings = args.settings.with_environment_password().over(file);
-            let config = RunConfig::try_from(settings)?;
+            let file_password = file.password.is_some();
+            let given = args.settings.with_environment_password();
+            // Flags cannot give a password: one here came from the environment.
+            let env_password = given.password.is_some();
+            let settings = given.over(file);
+            let config = RunConfig::try_from(settings.clone())?;
+            if args.print_config {
+                let password = if env_password {
+                    Some(Source::Env(PASSWORD_ENV.to_string()))
+                } else {
+                    file_password.then(|| Source::File(path_text(args.config.as_deref())))
+                };
+                let matches = matches
+                    .subcommand_matches("run")
+                    .context("`run` was parsed without its matches")?;
+                let text =
+                    print_run_config(settings, &config, args.config.as_deref(), matches, password)?;
+                print!("{text}");
+                return Ok(());
+            }
             let plan = Plan {
                 daemon: true,
                 kills: config.fence_method == Method::Kill,
@@ -216,6 +244,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Validated::Run(config) => runtime.block_on(daemon::run(*config))?,
     }
     Ok(())
+}
+
+fn path_text(path: Option<&std::path::Path>) -> String {
+    path.map_or_else(String::new, |p| p.display().to_string())
+}
+
+/// `vigil-agent run --print-config`: `settings` as merged, with their defaults and sources.
+fn print_run_config(
+    settings: RunSettings,
+    config: &RunConfig,
+    path: Option<&std::path::Path>,
+    matches: &ArgMatches,
+    password: Option<Source>,
+) -> anyhow::Result<String> {
+    let cli = Cli::command();
+    let run = cli
+        .find_subcommand("run")
+        .context("the command line has no `run`")?;
+    let file = match path {
+        Some(p) => Some(File::read(
+            p,
+            print_config::source_of(run, matches, "config", None),
+        )?),
+        None => None,
+    };
+    let effective = settings.effective(config)?;
+    Ok(print_config::render(
+        "vigil-agent run --print-config",
+        &RunSettings::augment_args(clap::Command::new("run")),
+        matches,
+        &effective,
+        file.as_ref(),
+        &[Secret {
+            key: "password",
+            source: password,
+        }],
+    ))
 }
 
 /// The command, its settings checked.

@@ -9,6 +9,7 @@
 //! - [`cluster`]: several controllers on etcd: the election, and the state and views the leader
 //!   keeps there.
 //! - [`config`]: flags, environment and the TOML file; [`metrics`]: Prometheus;
+//!   [`health`]: `/healthz`, `/readyz`, the gRPC health service and systemd's notifications;
 //!   [`alerts`]: what an operator is told, and how often; [`member`]: who a controller is;
 //!   [`error`]: the one error type.
 pub mod alerts;
@@ -16,6 +17,7 @@ pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod member;
 pub mod metrics;
 pub mod sentinel;

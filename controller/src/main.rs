@@ -2,7 +2,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -17,6 +17,7 @@ use vigil_controller::{
         views,
     },
     config::{ControllerConfig, ControllerSettings},
+    health::{self, Supervision},
     metrics::Metrics,
     sentinel,
     store::{Registry, data_dir::DataDir, etcd_state::EtcdStates, registry::Backend},
@@ -24,7 +25,9 @@ use vigil_controller::{
 use vigil_proto::{
     accept::Acceptor,
     limits::MAX_AGENT_MESSAGE_BYTES,
-    telemetry::{LogArgs, serve_metrics},
+    notify::Notifier,
+    print_config::{self, File},
+    telemetry::{Component, LogArgs, serve_http},
     v1::{agent_link_server::AgentLinkServer, control_server::ControlServer},
 };
 
@@ -44,6 +47,10 @@ struct Cli {
     /// A TOML file with any of the settings below, and [[datastore]] tables listing known nodes.
     #[arg(long, env = "VIGIL_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Print the effective configuration (flags over environment over the file over defaults,
+    /// checked as at start) as TOML, each value with where it came from, and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -51,25 +58,59 @@ struct Cli {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = run(cli, &matches) {
         eprintln!("vigil-controller: error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     cli.log.init()?;
     let file = match &cli.config {
         Some(path) => ControllerSettings::from_file(path)?,
         None => ControllerSettings::default(),
     };
-    let config = ControllerConfig::try_from(cli.settings.over(file))?;
+    let settings = cli.settings.over(file);
+    let config = ControllerConfig::try_from(settings.clone())?;
+    if cli.print_config {
+        print!(
+            "{}",
+            print_controller_config(settings, &config, cli.config.as_deref(), matches)?
+        );
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(serve(config))
+}
+
+/// `vigil-controller --print-config`: `settings` as merged, with their defaults and sources.
+fn print_controller_config(
+    settings: ControllerSettings,
+    config: &ControllerConfig,
+    path: Option<&std::path::Path>,
+    matches: &ArgMatches,
+) -> anyhow::Result<String> {
+    let file = match path {
+        Some(p) => Some(File::read(
+            p,
+            print_config::source_of(&Cli::command(), matches, "config", None),
+        )?),
+        None => None,
+    };
+    let effective = settings.effective(config)?;
+    Ok(print_config::render(
+        "vigil-controller --print-config",
+        &ControllerSettings::augment_args(clap::Command::new("vigil-controller")),
+        matches,
+        &effective,
+        file.as_ref(),
+        &[],
+    ))
 }
 
 /// Waits for a server task that should run forever, and says which stopped and why.
@@ -85,6 +126,7 @@ async fn stopped(name: &str, task: &mut Option<JoinHandle<std::io::Result<()>>>)
 }
 
 async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
+    let notifier = Arc::new(Notifier::from_env());
     let metrics = Metrics::new();
     // Held until the process ends: a second controller on this folder stops here.
     let _data_dir = match &config.cluster {
@@ -131,12 +173,19 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
                 config.sentinel_listen
             )
         })?;
+    let (reporter, grpc_health) = tonic_health::server::health_reporter();
+    let supervision = Supervision::new(Arc::clone(&registry), reporter).await;
     let mut metrics_task = match config.metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening for /metrics on {addr}"))?;
-            Some(tokio::spawn(serve_metrics(l, metrics.registry())))
+            Some(tokio::spawn(serve_http(
+                l,
+                Component::Controller,
+                metrics.registry(),
+                health::routes(Arc::clone(&supervision)),
+            )))
         }
         None => None,
     };
@@ -186,6 +235,8 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
             "vigil-controller running; campaigning to lead"
         ),
     }
+    // Every listener is bound by now: READY=1 follows once the state is loaded too.
+    tokio::spawn(Arc::clone(&supervision).run(Arc::clone(&notifier)));
     let tls = config.tls.is_some();
     // A message past the bound is refused at its length prefix, before its body is held.
     let agents = AgentLinkServer::new(AgentLinkService::new(Arc::clone(&registry), tls))
@@ -196,12 +247,14 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
     })
     .max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES);
     let mut terminate = signal(SignalKind::terminate())?;
+    let stopping = Arc::clone(&notifier);
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
         tracing::info!("vigil-controller stopping");
+        stopping.stopping("stopping on a signal");
     };
     let mut builder = tonic::transport::Server::builder();
     match &config.tls {
@@ -230,6 +283,8 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         .max_concurrent_streams(Some(GRPC_STREAMS_PER_CONNECTION))
         .add_service(agents)
         .add_service(control)
+        // The standard health service, behind the same TLS as the rest of the port.
+        .add_service(grpc_health)
         // Accepted through vigil's acceptor: tonic retries a failed accept at once, which spins
         // while the process is out of file descriptors.
         .serve_with_incoming_shutdown(Acceptor::new(grpc, "gRPC"), shutdown);

@@ -15,4 +15,6 @@ pub enum ProtoError {
     TlsSettings(String),
     #[error("reading {0}: {1}")]
     Pem(String, String),
+    #[error("printing the configuration: {0}")]
+    Config(String),
 }

@@ -5,18 +5,25 @@
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
-//! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
+//! - [`telemetry`]: the logging flags and setup, and the HTTP server of `/metrics` (with
+//!   `vigil_build_info`) and the daemon's health endpoints.
+//! - [`health`]: what the health endpoints share: the main loop's heartbeat, and the answer.
+//! - [`notify`]: systemd's `Type=notify` messages (READY, WATCHDOG, STATUS, STOPPING).
 //! - [`accept`]: the accept loop every listener shares, which pauses instead of spinning when
 //!   the process is out of file descriptors.
 //! - [`secret`]: reading a password from a file, the same way for every daemon.
 //! - [`tls`]: the identity a vigil certificate names, and reading PEM files.
 //! - [`cli`]: what every command line does the same way (defaults shown in help).
+//! - [`print_config`]: `--print-config`, the effective configuration with each value's source.
 //! - [`error`]: this crate's one error type.
 pub mod accept;
 pub mod cli;
 pub mod error;
+pub mod health;
 pub mod host_port;
 pub mod limits;
+pub mod notify;
+pub mod print_config;
 pub mod reason;
 pub mod secret;
 pub mod telemetry;

@@ -1,9 +1,17 @@
 //! Logs and metrics, which both daemons set up the same way: tracing to stderr as readable text
-//! or JSON lines, and Prometheus' `GET /metrics` over HTTP/1.
+//! or JSON lines, and one HTTP/1 server per daemon with Prometheus' `GET /metrics` (the daemon's
+//! registry, and `vigil_build_info`) beside the routes the daemon adds (its health endpoints).
 use std::{io::IsTerminal, sync::Arc, time::Duration};
 
 use axum::{Router, extract::State, http::header, routing::get};
-use prometheus_client::{encoding::text::encode, registry::Registry};
+use prometheus_client::{
+    encoding::{
+        EncodeLabelSet,
+        text::{encode_eof, encode_registry},
+    },
+    metrics::{family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 use hyper_util::{rt::TokioIo, rt::TokioTimer, service::TowerToHyperService};
 
@@ -54,12 +62,59 @@ impl LogArgs {
     }
 }
 
+/// Which daemon serves: the `component` label of `vigil_build_info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Agent,
+    Controller,
+}
+
+impl Component {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Controller => "controller",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    component: &'static str,
+    version: &'static str,
+}
+
+/// A registry holding `vigil_build_info{component,version} 1`, the series dashboards join on to
+/// show which version runs where. It has no prefix, so it sits beside the daemon's own registry
+/// (`vigil_agent_*`, `vigil_controller_*`) on the same page.
+pub fn build_info(component: Component) -> Registry {
+    let info = Family::<BuildLabels, Gauge>::default();
+    info.get_or_create(&BuildLabels {
+        component: component.as_str(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .set(1);
+    let mut r = Registry::default();
+    r.register(
+        "vigil_build_info",
+        "1, labelled with the component and its version",
+        info,
+    );
+    r
+}
+
+/// The registries one `/metrics` page shows, in order.
+struct Page(Vec<Registry>);
+
 async fn render(
-    State(registry): State<Arc<Registry>>,
+    State(page): State<Arc<Page>>,
 ) -> ([(header::HeaderName, &'static str); 1], String) {
     let mut text = String::new();
     // Writing into a String cannot fail.
-    let _ = encode(&mut text, &registry);
+    for registry in &page.0 {
+        let _ = encode_registry(&mut text, registry);
+    }
+    let _ = encode_eof(&mut text);
     (
         [(
             header::CONTENT_TYPE,
@@ -69,18 +124,23 @@ async fn render(
     )
 }
 
-/// Serves `registry` as `GET /metrics` on `listener`, one request per connection; never
-/// returns (the `Result` is for the daemons' uniform handling of their servers).
-pub async fn serve_metrics(
+/// Serves `GET /metrics` on `listener` (`registry`, then `vigil_build_info` for `component`),
+/// and the daemon's own `routes` beside it, one request per connection; never returns (the
+/// `Result` is for the daemons' uniform handling of their servers).
+pub async fn serve_http(
     listener: tokio::net::TcpListener,
+    component: Component,
     registry: Registry,
+    routes: Router,
 ) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving /metrics");
+        tracing::info!(%addr, "serving /metrics and the health endpoints over HTTP");
     }
+    let page = Page(vec![registry, build_info(component)]);
     let app = Router::new()
         .route("/metrics", get(render))
-        .with_state(Arc::new(registry));
+        .with_state(Arc::new(page))
+        .merge(routes);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Scrapes come seconds apart: a connection per scrape costs nothing, and a kept-alive one
     // would be an idle descriptor held between them.
@@ -94,8 +154,33 @@ pub async fn serve_metrics(
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "/metrics connection closed");
+                tracing::debug!(%peer, error = %e, "HTTP connection closed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_names_the_component_and_version_with_no_prefix() {
+        let mut daemon = Registry::with_prefix("vigil_agent");
+        daemon.register("up", "1", Gauge::<i64>::default());
+        let page = Page(vec![daemon, build_info(Component::Controller)]);
+        let mut text = String::new();
+        for r in &page.0 {
+            encode_registry(&mut text, r).unwrap();
+        }
+        encode_eof(&mut text).unwrap();
+        let want = format!(
+            "vigil_build_info{{component=\"controller\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&want), "{text}");
+        assert!(text.contains("vigil_agent_up 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     }
 }

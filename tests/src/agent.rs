@@ -29,7 +29,41 @@ impl Agent {
 
     /// As [`Agent::run`], inside `netns` when given.
     pub fn run_in(netns: Option<&NetNs>, args: &[&str]) -> Result<Self> {
-        Self::spawn(NetNs::command(netns, workspace_bin("vigil-agent")?), args)
+        Self::spawn(
+            NetNs::command(netns, workspace_bin("vigil-agent")?),
+            args,
+            &Spawn::default(),
+        )
+    }
+
+    /// As [`Agent::run`], with `env` added to the agent's environment (NOTIFY_SOCKET, say).
+    pub fn run_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let spawn = Spawn {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Spawn::default()
+        };
+        Self::spawn(
+            std::process::Command::new(workspace_bin("vigil-agent")?),
+            args,
+            &spawn,
+        )
+    }
+
+    /// As [`Agent::run`], the metrics and health endpoints left at the agent's own default (the
+    /// harness otherwise turns them off unless `args` give an address).
+    pub fn run_with_default_metrics(args: &[&str]) -> Result<Self> {
+        let spawn = Spawn {
+            default_metrics: true,
+            ..Spawn::default()
+        };
+        Self::spawn(
+            std::process::Command::new(workspace_bin("vigil-agent")?),
+            args,
+            &spawn,
+        )
     }
 
     /// As [`Agent::run`], the agent binary at `agent` started through `wrapper` (a program and
@@ -41,14 +75,15 @@ impl Agent {
             .ok_or_else(|| anyhow!("an empty wrapper"))?;
         let mut cmd = std::process::Command::new(program);
         cmd.args(before).arg(agent);
-        Self::spawn(cmd, args)
+        Self::spawn(cmd, args, &Spawn::default())
     }
 
-    fn spawn(mut cmd: std::process::Command, args: &[&str]) -> Result<Self> {
+    fn spawn(mut cmd: std::process::Command, args: &[&str], spawn: &Spawn) -> Result<Self> {
         cmd.args(["--log-format", "json", "run"]);
-        if !args.contains(&"--metrics-listen") {
+        if !spawn.default_metrics && !args.contains(&"--metrics-listen") {
             cmd.args(["--metrics-listen", "off"]);
         }
+        cmd.envs(spawn.env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .args(args)
             .stdout(Stdio::null())
@@ -112,6 +147,15 @@ impl Agent {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// How the harness starts an agent beyond its arguments.
+#[derive(Default)]
+struct Spawn {
+    /// Added to the agent's environment.
+    env: Vec<(String, String)>,
+    /// Leave --metrics-listen to the agent's default rather than turning it off.
+    default_metrics: bool,
 }
 
 /// The port of the `--server HOST:PORT` argument, if any.

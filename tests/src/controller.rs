@@ -67,6 +67,8 @@ pub struct Controller {
     pub sentinel: u16,
     state: StateIn,
     extra: Vec<String>,
+    /// Added to its environment.
+    env: Vec<(String, String)>,
     /// With TLS: the `--tls-*` flags of the harness's `vigil` calls (the operator's certificate).
     cli_tls: Option<Vec<String>>,
     /// Stopped with SIGSTOP and not yet continued.
@@ -87,6 +89,23 @@ impl Controller {
     /// 127.0.0.1).
     pub fn start_at(data_dir: &Path, grpc_host: &str, extra: &[&str]) -> Result<Self> {
         Self::start_in(StateIn::Dir(data_dir.to_path_buf()), grpc_host, extra, None)
+    }
+
+    /// As [`Controller::start`], with `env` added to the controller's environment
+    /// (NOTIFY_SOCKET, say).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let mut c = Self::unstarted(
+            StateIn::Dir(data_dir.to_path_buf()),
+            "127.0.0.1",
+            extra,
+            None,
+        )?;
+        c.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c.spawn()?;
+        Ok(c)
     }
 
     /// As [`Controller::start`], serving mutual TLS with `certs`' controller certificate; the
@@ -138,20 +157,30 @@ impl Controller {
         extra: &[&str],
         cli_tls: Option<Vec<String>>,
     ) -> Result<Self> {
-        let mut c = Self {
+        let mut c = Self::unstarted(state, grpc_host, extra, cli_tls)?;
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn unstarted(
+        state: StateIn,
+        grpc_host: &str,
+        extra: &[&str],
+        cli_tls: Option<Vec<String>>,
+    ) -> Result<Self> {
+        Ok(Self {
             child: None,
             grpc_host: grpc_host.to_string(),
             grpc: free_port()?,
             sentinel: free_port()?,
             state,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             cli_tls,
             paused: false,
             log: Log::default(),
             earlier: Vec::new(),
-        };
-        c.spawn()?;
-        Ok(c)
+        })
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -178,6 +207,7 @@ impl Controller {
         }
         let mut child = cmd
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

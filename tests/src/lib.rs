@@ -21,6 +21,7 @@
 //! - `ha_store`: [`ControllerTrio`], three controllers on one [`EtcdCluster`], and [`HaStore`], a
 //!   primary and two replicas with an agent each reporting to the trio.
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
+//! - `http`: [`http_get`], one GET to a daemon's metrics and health port.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
 //! - `public_bin`: [`PublicBin`], a copy of a workspace binary that any user can run.
 //! - `safety`: the safety matrix (faults, writers, role monitor, checker), used as
@@ -37,6 +38,7 @@ mod etcd;
 mod fence;
 mod fixture;
 mod ha_store;
+mod http;
 mod keys;
 mod log;
 mod netns;
@@ -69,6 +71,7 @@ pub use etcd::{ETCD_TIMINGS, EtcdCluster, EtcdTls};
 pub use fence::{Answer, PinnedFence, RawClient};
 pub use fixture::Fixture;
 pub use ha_store::{ControllerTrio, HaStore};
+pub use http::http_get;
 pub use keys::{count_keys, write_keys};
 pub use log::Log;
 pub use netns::NetNs;

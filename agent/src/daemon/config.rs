@@ -10,8 +10,8 @@ use vigil_proto::{
 
 use super::settings::{
     DEFAULT_FENCE_METHOD, DEFAULT_HEALTH_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_PAUSE_SECS,
-    DEFAULT_METRICS_LISTEN, DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES,
-    DEFAULT_PING_INTERVAL_MS, DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings,
+    DEFAULT_PEER_INTERVAL_MS, DEFAULT_PEER_PROBES, DEFAULT_PING_INTERVAL_MS,
+    DEFAULT_RUNQ_THRESHOLD_MS, DEFAULT_STALL_MS, RunSettings, derived_metrics_listen,
 };
 use crate::{
     error::{AgentError, Result},
@@ -216,13 +216,12 @@ impl TryFrom<RunSettings> for RunConfig {
             Some(address) => host_port("advertise", address)?,
             None => server.clone(),
         };
-        let metrics_listen = match s
-            .metrics_listen
-            .as_deref()
-            .unwrap_or(DEFAULT_METRICS_LISTEN)
-        {
-            "off" | "" => None,
-            addr => Some(addr.parse().map_err(|_| {
+        let metrics_listen = match s.metrics_listen.as_deref() {
+            None => {
+                Some(derived_metrics_listen(server.port).map_err(|e| bad("metrics_listen", e))?)
+            }
+            Some("off" | "") => None,
+            Some(addr) => Some(addr.parse().map_err(|_| {
                 bad(
                     "metrics_listen",
                     format!("{addr:?} is not IP:PORT or \"off\""),
@@ -384,10 +383,7 @@ mod tests {
         assert_eq!(c.max_pause, Duration::from_secs(DEFAULT_MAX_PAUSE_SECS));
         assert_eq!(DEFAULT_FENCE_METHOD, Method::Kernel.as_str());
         assert_eq!(c.thresholds, Thresholds::default());
-        assert_eq!(
-            c.metrics_listen,
-            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
-        );
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9431".parse().unwrap()));
         // A quarter of the default 100 ms stall threshold, capped at 25 ms.
         assert_eq!(c.tick, Duration::from_millis(25));
     }

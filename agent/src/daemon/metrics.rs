@@ -1,7 +1,8 @@
 //! The agent's Prometheus metrics: health, reasons, local PING round trips, stall age, run-queue
 //! latency, and counters of kernel events, verdicts, commands, and messages from a controller that
 //! no longer leads. The registry built here is
-//! served on `GET /metrics` by `vigil_proto::telemetry::serve_metrics`.
+//! served on `GET /metrics` by `vigil_proto::telemetry::serve_http`, beside `vigil_build_info`
+//! and the health endpoints.
 use std::net::SocketAddr;
 
 use prometheus_client::{
@@ -11,7 +12,7 @@ use prometheus_client::{
 };
 
 use tokio::task::{JoinError, JoinHandle};
-use vigil_proto::telemetry::serve_metrics;
+use vigil_proto::telemetry::{Component, serve_http};
 
 use crate::{
     error::{AgentError, Result},
@@ -149,13 +150,28 @@ impl Metrics {
     }
 }
 
-/// Serves `metrics` on `GET /metrics` at `addr`. Binds before it returns, so a port in use is a
-/// start-up error and not a log line later.
-pub async fn serve(addr: SocketAddr, metrics: &Metrics) -> Result<MetricsServer> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| AgentError::io(format!("listening for /metrics on {addr}"), e))?;
-    Ok(tokio::spawn(serve_metrics(listener, metrics.registry())))
+/// Serves `metrics` on `GET /metrics` at `addr`, and `routes` (the health endpoints) beside it.
+/// Binds before it returns, so a port in use is a start-up error and not a log line later.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: &Metrics,
+    routes: axum::Router,
+) -> Result<MetricsServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        AgentError::io(
+            format!(
+                "listening for /metrics on {addr} (another agent's? give each agent its own \
+                 --metrics-listen)"
+            ),
+            e,
+        )
+    })?;
+    Ok(tokio::spawn(serve_http(
+        listener,
+        Component::Agent,
+        metrics.registry(),
+        routes,
+    )))
 }
 
 /// The /metrics server's task: it returns only when serving fails.
@@ -198,7 +214,11 @@ mod tests {
         metrics.verdicts_sent.inc();
         let port = vigil_tests::free_port().expect("a free port");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut server = Some(serve(addr, &metrics).await.expect("serving /metrics"));
+        let mut server = Some(
+            serve(addr, &metrics, axum::Router::new())
+                .await
+                .expect("serving /metrics"),
+        );
         let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
         conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
             .await
@@ -207,6 +227,10 @@ mod tests {
         conn.read_to_string(&mut body).await.expect("response");
         assert!(body.starts_with("HTTP/1.0 200"), "{body}");
         assert!(body.contains("vigil_agent_verdicts_sent_total 1"), "{body}");
+        assert!(
+            body.contains("vigil_build_info{component=\"agent\""),
+            "{body}"
+        );
         // Nothing to wait for without a server; a server that ends is noticed.
         let none = tokio::time::timeout(Duration::from_millis(20), ended(&mut None)).await;
         assert!(none.is_err(), "no server, yet it ended");

@@ -9,9 +9,16 @@
 //! epoch rule), [`bounds`] (what is refused even from the leader), [`leadership`] (the rule that no one obeys a deposed controller), [`worker`] (the
 //! controller's commands, one at a time), [`lease`] (the lease the controller grants),
 //! [`fencing`] (when a primary fences itself), [`link_down`] (how long a replica's link has been
-//! down), [`event_log`] (kernel events logged in full or summarised) and [`metrics`] (what
-//! Prometheus scrapes). The fence itself is `crate::fence`.
-use std::time::Duration;
+//! down), [`event_log`] (kernel events logged in full or summarised), [`metrics`] (what
+//! Prometheus scrapes) and [`health`] (the health endpoints and the status systemd shows). The
+//! fence itself is `crate::fence`.
+//!
+//! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set), the daemon sends READY=1 once its event
+//! loop runs: the eBPF programs are attached to the server (or failed to load, which the log and
+//! STATUS say) and its first verdict is out. While no server listens on the port yet it reports
+//! DOWN, says so in STATUS and extends the start timeout. WATCHDOG=1 comes from the event loop
+//! itself, so a loop that is stuck stops the pings; STOPPING=1 on SIGINT or SIGTERM.
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -21,6 +28,7 @@ use tokio::{
 };
 use vigil_proto::{
     PROTOCOL_VERSION,
+    notify::Notifier,
     v1::{self, controller_message::Msg as Down},
 };
 
@@ -29,6 +37,7 @@ pub mod config;
 pub mod epochs;
 pub mod event_log;
 pub mod fencing;
+pub mod health;
 mod inbound;
 pub mod leadership;
 pub mod lease;
@@ -42,6 +51,7 @@ use self::{
     config::RunConfig,
     epochs::EpochGuard,
     event_log::{EventLog, Seen, Summary},
+    health::{HealthState, View},
     leadership::{LeadershipGuard, Throttle},
     lease::Lease,
     link_down::LinkDown,
@@ -77,6 +87,7 @@ enum Ev {
     Done(Done),
     Peer(PeerProbe),
     Heartbeat,
+    Watchdog,
     FenceCheck,
     FenceChanged,
     MetricsEnded(MetricsEnd),
@@ -122,11 +133,22 @@ struct Daemon {
 /// How often a self-fence that failed is tried again.
 const SELF_FENCE_RETRY: Duration = Duration::from_secs(1);
 
+/// While no server listens yet, each extension of systemd's start timeout asks for this much
+/// more; one is sent every 10 s, so the agent is never given up on while it waits.
+const START_EXTENSION: Duration = Duration::from_secs(30);
+
+/// The STATUS= line of an agent on its way out.
+const STOPPING: &str = "stopping on a signal";
+
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(mut cfg: RunConfig) -> Result<()> {
+    let notifier = Notifier::from_env();
     let metrics = Metrics::new();
+    let health = Arc::new(HealthState::default());
     let mut metrics_server = match cfg.metrics_listen {
-        Some(addr) => Some(metrics::serve(addr, &metrics).await?),
+        Some(addr) => {
+            Some(metrics::serve(addr, &metrics, health::routes(Arc::clone(&health))).await?)
+        }
         None => None,
     };
     let mut interrupt = signal(SignalKind::interrupt())
@@ -168,7 +190,9 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
 
     // The server may start after the agent (or be down): report DOWN until it listens.
     let mut seq = 0;
+    let mut watchdog = notifier.watchdog_timer();
     let pid = loop {
+        health.beat.beat();
         if let Ok(Some(pid)) = target::listener_owner(cfg.server.address.port) {
             break pid;
         }
@@ -185,10 +209,24 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
                 port = cfg.server.address.port,
                 "no server is listening on the port yet; reporting DOWN and waiting"
             );
+            notifier.extend_start(
+                START_EXTENSION,
+                &format!(
+                    "no server listening on port {} yet; reporting DOWN",
+                    cfg.server.address.port
+                ),
+            );
         }
         tokio::select! {
-            _ = interrupt.recv() => return Ok(()),
-            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => {
+                notifier.stopping(STOPPING);
+                return Ok(());
+            }
+            _ = terminate.recv() => {
+                notifier.stopping(STOPPING);
+                return Ok(());
+            }
+            _ = watchdog.tick() => notifier.watchdog(),
             ended = metrics::ended(&mut metrics_server) => {
                 metrics_server = None;
                 metrics::log_end(ended);
@@ -222,7 +260,9 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
     let (commands, runner) = worker::spawn(cfg.server.clone(), fence.clone(), done_tx);
     tracing::info!(
         datastore = %cfg.datastore, node = %cfg.node_id, server = %cfg.server.address, pid,
-        controllers = %cfg.controllers.join(","), fence_method = cfg.fence_method.as_str(), "vigil-agent running"
+        controllers = %cfg.controllers.join(","), fence_method = cfg.fence_method.as_str(),
+        metrics = %cfg.metrics_listen.map_or("off".to_string(), |a| a.to_string()),
+        "vigil-agent running"
     );
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -253,11 +293,14 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         event_log: EventLog::default(),
     };
     d.on_fence_changed();
+    let mut ready = false;
     loop {
         let ev = tokio::select! {
             biased;
             _ = interrupt.recv() => Ev::Quit,
             _ = terminate.recv() => Ev::Quit,
+            // Early, so a loop kept busy by the server's events still pings.
+            _ = watchdog.tick() => Ev::Watchdog,
             w = d.monitor.next() => Ev::Monitor(w?),
             Some(m) = d.link.inbound.recv() => Ev::Down(m),
             Some(done) = done_rx.recv() => Ev::Done(done),
@@ -306,6 +349,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
                     log_summary(&summary);
                 }
             }
+            Ev::Watchdog => notifier.watchdog(),
             Ev::FenceCheck => d.check_fence(),
             Ev::FenceChanged => d.on_fence_changed(),
             Ev::MetricsEnded(ended) => {
@@ -329,7 +373,19 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         } else if heartbeat_due {
             d.publish();
         }
+        // The endpoints and systemd hear of it after the verdict is out: READY=1 comes once the
+        // first one is.
+        health.beat.beat();
+        let view = d.view();
+        if health.update(&view) && ready {
+            notifier.status(&view.status_line());
+        }
+        if !ready {
+            ready = true;
+            notifier.ready(&view.status_line());
+        }
     }
+    notifier.stopping(STOPPING);
     prober.abort();
     runner.abort();
     if let Some(server) = metrics_server {
@@ -361,6 +417,17 @@ fn log_summary(s: &Summary) {
 }
 
 impl Daemon {
+    /// What the health endpoints answer from, now.
+    fn view(&self) -> View {
+        View {
+            attached: self.monitor.kernel().is_some(),
+            controller: self.link.linked.borrow().clone(),
+            role: self.monitor.replication().map(|r| r.role),
+            health: Some(self.monitor.health()),
+            fenced: self.fence.record().is_some(),
+        }
+    }
+
     fn publish(&mut self) {
         self.seq += 1;
         let now = Instant::now();

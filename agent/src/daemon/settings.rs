@@ -5,12 +5,17 @@
 //! The same struct is the clap flag set and the TOML schema, so a setting has one name
 //! everywhere: `--ping-interval-ms` on the command line, `VIGIL_PING_INTERVAL_MS` in the
 //! environment, `ping_interval_ms` in the file.
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_proto::{DEFAULT_CONTROLLER_URL, DEFAULT_PRIORITY, cli::with_default};
 
 use crate::{
+    daemon::config::RunConfig,
     error::{AgentError, Result},
     server::credentials::{self, SecretString},
     verdict::rules::{
@@ -19,8 +24,16 @@ use crate::{
     },
 };
 
-/// Loopback only: the metrics are for a scraper on the node, not for the network at large.
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9431";
+/// Loopback only: the metrics and health endpoints are for a scraper and probes on the node, not
+/// for the network at large.
+pub const DEFAULT_METRICS_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+/// The metrics port of the agent of a server on [`METRICS_SERVER_PORT_BASE`]. Several servers on
+/// one host is common on bare metal, so the default port follows the server's: the agent of a
+/// server on port P listens on `METRICS_PORT_BASE + (P - METRICS_SERVER_PORT_BASE)` (9431 for
+/// 6379, 9432 for 6380, ...), and agents started with their defaults never collide.
+pub const METRICS_PORT_BASE: u16 = 9431;
+/// The server port the metrics port [`METRICS_PORT_BASE`] goes with: Redis' own default.
+pub const METRICS_SERVER_PORT_BASE: u16 = 6379;
 /// With the default 3 misses, a server that stops answering is UNHEALTHY within 300 ms.
 pub const DEFAULT_PING_INTERVAL_MS: u64 = 100;
 /// Several heartbeats fit in the controller's 500 ms silence timeout, so one lost verdict is
@@ -47,7 +60,7 @@ pub const DEFAULT_FENCE_METHOD: &str = "kernel";
 pub const DEFAULT_MAX_PAUSE_SECS: u64 = 30;
 
 /// Every setting of `vigil-agent run`; unset ones fall back to the file, then to the default.
-#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RunSettings {
     /// The data store server this agent watches, as HOST:PORT (required).
@@ -79,7 +92,9 @@ pub struct RunSettings {
     #[serde(skip)]
     pub password_on_command_line: Option<SecretString>,
     /// The server's password: only from the TOML file or VIGIL_SERVER_PASSWORD, never a flag.
+    /// Never written out (`--print-config` shows it redacted).
     #[arg(skip)]
+    #[serde(skip_serializing)]
     pub password: Option<SecretString>,
     /// A file holding the server's password (read once at start; one trailing newline is
     /// dropped). Keep it readable by the agent's user alone. [default: no password, or
@@ -102,7 +117,7 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_SERVER_TLS_KEY", value_name = "FILE")]
     pub server_tls_key: Option<PathBuf>,
     #[arg(long, env = "VIGIL_METRICS_LISTEN", value_name = "ADDR",
-          help = with_default("Address of the Prometheus /metrics endpoint, or \"off\"", DEFAULT_METRICS_LISTEN))]
+          help = with_default("Address of the HTTP server of Prometheus' /metrics and the health endpoints (/healthz, /readyz, /primary, /replica), or \"off\". The default port follows the server's, so agents of several servers on one host need no setting; a server port below 6379 has no default and needs this", DefaultMetricsListen))]
     pub metrics_listen: Option<String>,
     #[arg(long, env = "VIGIL_PING_INTERVAL_MS", value_name = "MS",
           help = with_default("How often to PING the local server, in ms", DEFAULT_PING_INTERVAL_MS))]
@@ -160,6 +175,38 @@ pub struct RunSettings {
     #[arg(long, env = "VIGIL_MAX_PAUSE_SECS", value_name = "SECS",
           help = with_default("The longest write pause a controller command may ask for, in seconds (a Dragonfly switchover's REPLTAKEOVER timeout, during which the primary holds writes); a longer one is refused", DEFAULT_MAX_PAUSE_SECS))]
     pub max_pause_secs: Option<u64>,
+}
+
+/// The default of `metrics_listen` as the help shows it: it follows the server's port.
+pub struct DefaultMetricsListen;
+
+impl fmt::Display for DefaultMetricsListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{DEFAULT_METRICS_HOST}:{METRICS_PORT_BASE} + (server port - {METRICS_SERVER_PORT_BASE})"
+        )
+    }
+}
+
+/// The default metrics address of the agent of a server on `server_port` (see
+/// [`METRICS_PORT_BASE`]), or why there is none: a port below [`METRICS_SERVER_PORT_BASE`], or
+/// one whose metrics port would pass 65535.
+pub fn derived_metrics_listen(server_port: u16) -> std::result::Result<SocketAddr, String> {
+    let give = "give --metrics-listen (IP:PORT, or \"off\")";
+    let offset = server_port.checked_sub(METRICS_SERVER_PORT_BASE).ok_or_else(|| {
+        format!(
+            "the server's port {server_port} is below {METRICS_SERVER_PORT_BASE}, so no metrics \
+             port follows from it: {give}"
+        )
+    })?;
+    let port = METRICS_PORT_BASE.checked_add(offset).ok_or_else(|| {
+        format!(
+            "the server's port {server_port} would put the metrics port past 65535 \
+             ({METRICS_PORT_BASE} + {server_port} - {METRICS_SERVER_PORT_BASE}): {give}"
+        )
+    })?;
+    Ok(SocketAddr::from((DEFAULT_METRICS_HOST, port)))
 }
 
 macro_rules! merge_fields {
@@ -220,6 +267,45 @@ impl RunSettings {
         self
     }
 
+    /// Every setting's default as settings: what a run given nothing would use. `advertise` and
+    /// `metrics_listen` follow from the server in `config`.
+    pub fn defaults(config: &RunConfig) -> Self {
+        RunSettings {
+            controller: Some(DEFAULT_CONTROLLER_URL.to_string()),
+            priority: Some(DEFAULT_PRIORITY),
+            advertise: Some(config.server.address.to_string()),
+            server_tls: Some(false),
+            metrics_listen: derived_metrics_listen(config.server.address.port)
+                .ok()
+                .map(|a| a.to_string()),
+            ping_interval_ms: Some(DEFAULT_PING_INTERVAL_MS),
+            ping_misses: Some(DEFAULT_PING_MISSES),
+            heartbeat_ms: Some(DEFAULT_HEARTBEAT_MS),
+            health_interval_ms: Some(DEFAULT_HEALTH_INTERVAL_MS),
+            stall_ms: Some(DEFAULT_STALL_MS),
+            stopped_ms: Some(DEFAULT_STOPPED_MS),
+            long_stall_ms: Some(DEFAULT_LONG_STALL_MS),
+            runq_threshold_ms: Some(DEFAULT_RUNQ_THRESHOLD_MS),
+            runq_p99_ms: Some(DEFAULT_RUNQ_P99_MS),
+            memory_pct: Some(DEFAULT_MEMORY_PCT),
+            cpu_pct: Some(DEFAULT_CPU_PCT),
+            peer_probes: Some(DEFAULT_PEER_PROBES),
+            peer_interval_ms: Some(DEFAULT_PEER_INTERVAL_MS),
+            fence_method: Some(DEFAULT_FENCE_METHOD.to_string()),
+            max_pause_secs: Some(DEFAULT_MAX_PAUSE_SECS),
+            ..RunSettings::default()
+        }
+    }
+
+    /// The effective settings as TOML values, defaults filled in (the password left out), for
+    /// `--print-config`.
+    pub fn effective(self, config: &RunConfig) -> Result<toml::Table> {
+        toml::Table::try_from(self.over(Self::defaults(config))).map_err(|e| AgentError::Config {
+            field: "print_config",
+            message: e.to_string(),
+        })
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AgentError::io(format!("reading {}", path.display()), e))?;
@@ -237,7 +323,6 @@ mod tests {
     use vigil_proto::HostPort;
 
     use super::*;
-    use crate::daemon::config::RunConfig;
 
     #[test]
     fn flags_win_over_the_file_and_unknown_keys_are_rejected() {
@@ -257,6 +342,118 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(typo.contains("servr"), "{typo}");
+    }
+
+    #[test]
+    fn the_default_metrics_port_follows_the_server_port() {
+        let on = |port: u16| RunSettings {
+            server: Some(format!("127.0.0.1:{port}")),
+            datastore: Some("d".into()),
+            node_id: Some("n".into()),
+            ..RunSettings::default()
+        };
+        for (server, metrics) in [
+            (6379, 9431),
+            (6380, 9432),
+            (6381, 9433),
+            (7000, 10052),
+            (62483, 65535),
+        ] {
+            let want: SocketAddr = ([127, 0, 0, 1], metrics).into();
+            assert_eq!(derived_metrics_listen(server), Ok(want), "{server}");
+            assert_eq!(
+                RunConfig::try_from(on(server)).unwrap().metrics_listen,
+                Some(want)
+            );
+        }
+        assert_eq!(
+            derived_metrics_listen(METRICS_SERVER_PORT_BASE).map(|a| a.port()),
+            Ok(METRICS_PORT_BASE)
+        );
+        // No derived default: a clear start-up error that asks for the flag.
+        for (server, says) in [
+            (6378, "is below 6379"),
+            (1, "is below 6379"),
+            (62484, "past 65535"),
+        ] {
+            let e = RunConfig::try_from(on(server)).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(says) && text.contains("--metrics-listen"),
+                "{server}: {text}"
+            );
+            assert!(
+                matches!(
+                    e,
+                    AgentError::Config {
+                        field: "metrics_listen",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+        }
+        // An explicit address always wins, and "off" needs none.
+        let given = RunSettings {
+            metrics_listen: Some("127.0.0.1:5000".into()),
+            ..on(1000)
+        };
+        assert_eq!(
+            RunConfig::try_from(given).unwrap().metrics_listen,
+            Some("127.0.0.1:5000".parse().unwrap())
+        );
+        let off = RunSettings {
+            metrics_listen: Some("off".into()),
+            ..on(65000)
+        };
+        assert_eq!(RunConfig::try_from(off).unwrap().metrics_listen, None);
+    }
+
+    #[test]
+    fn every_setting_with_a_default_is_in_the_defaults_print_config_shows() {
+        use clap::Args;
+        let config = RunConfig::try_from(RunSettings {
+            server: Some("127.0.0.1:6380".into()),
+            datastore: Some("d".into()),
+            node_id: Some("n".into()),
+            ..RunSettings::default()
+        })
+        .unwrap();
+        let defaults = toml::Table::try_from(RunSettings::defaults(&config)).unwrap();
+        // Required, or meaningful only when given.
+        let without = [
+            "server",
+            "datastore",
+            "node_id",
+            "zone",
+            "username",
+            "password_on_command_line",
+            "password_file",
+            "server_tls_ca",
+            "server_tls_cert",
+            "server_tls_key",
+            "tls_ca",
+            "tls_cert",
+            "tls_key",
+        ];
+        for arg in RunSettings::augment_args(clap::Command::new("run")).get_arguments() {
+            let id = arg.get_id().as_str();
+            assert_eq!(
+                defaults.contains_key(id),
+                !without.contains(&id),
+                "{id}: a default must be listed in RunSettings::defaults, or the setting here"
+            );
+        }
+        assert_eq!(defaults["metrics_listen"].as_str(), Some("127.0.0.1:9432"));
+        assert_eq!(defaults["advertise"].as_str(), Some("127.0.0.1:6380"));
+        // The password is never written out.
+        let with_password = RunSettings {
+            password: Some("hunter2".into()),
+            ..RunSettings::default()
+        };
+        let table = with_password.effective(&config).unwrap();
+        assert!(!table.to_string().contains("hunter2"));
+        assert!(!table.contains_key("password"));
     }
 
     #[test]
@@ -284,7 +481,7 @@ mod tests {
         let defaults: Vec<(&str, String)> = vec![
             ("controller", DEFAULT_CONTROLLER_URL.to_string()),
             ("priority", DEFAULT_PRIORITY.to_string()),
-            ("metrics_listen", DEFAULT_METRICS_LISTEN.to_string()),
+            ("metrics_listen", DefaultMetricsListen.to_string()),
             ("ping_interval_ms", DEFAULT_PING_INTERVAL_MS.to_string()),
             ("ping_misses", DEFAULT_PING_MISSES.to_string()),
             ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),

@@ -72,6 +72,9 @@ pub struct Link {
     pub inbound: mpsc::Receiver<Down>,
     /// When the controller was last heard from (None: never).
     pub last_heard: watch::Receiver<Option<Instant>>,
+    /// The leading controller's URL while a session with it is open (it welcomed the agent as
+    /// the leader); None between sessions.
+    pub linked: watch::Receiver<Option<String>>,
     /// The highest leadership the daemon has admitted: a controller that welcomes the agent with
     /// a lower one no longer leads, and the link moves on.
     pub leadership: watch::Sender<u64>,
@@ -99,6 +102,7 @@ struct Shared {
     acks: mpsc::Receiver<v1::CommandAck>,
     inbound: mpsc::Sender<Down>,
     last_heard: watch::Sender<Option<Instant>>,
+    linked: watch::Sender<Option<String>>,
     leadership: watch::Receiver<u64>,
     /// Mutual TLS for every controller, redirects included.
     tls: Option<ClientTlsConfig>,
@@ -115,6 +119,7 @@ pub fn spawn(mut urls: Vec<String>, hello: v1::Hello, tls: Option<ClientTlsConfi
     let (acks, acks_rx) = mpsc::channel(64);
     let (inbound_tx, inbound) = mpsc::channel(64);
     let (heard_tx, last_heard) = watch::channel(None);
+    let (linked_tx, linked) = watch::channel(None);
     let (leadership, leadership_rx) = watch::channel(0);
     let shared = Shared {
         urls,
@@ -123,6 +128,7 @@ pub fn spawn(mut urls: Vec<String>, hello: v1::Hello, tls: Option<ClientTlsConfi
         acks: acks_rx,
         inbound: inbound_tx,
         last_heard: heard_tx,
+        linked: linked_tx,
         leadership: leadership_rx,
         tls,
     };
@@ -132,6 +138,7 @@ pub fn spawn(mut urls: Vec<String>, hello: v1::Hello, tls: Option<ClientTlsConfi
         acks,
         inbound,
         last_heard,
+        linked,
         leadership,
         task,
     }
@@ -258,6 +265,7 @@ async fn run(mut shared: Shared) {
             Ok(Welcomed::Open { welcome, tx, down }) => {
                 let began = Instant::now();
                 let served = serve(&mut shared, &url, welcome, tx, down, &mut watch).await;
+                shared.linked.send_replace(None);
                 if shared.inbound.is_closed() {
                     return; // the daemon is gone
                 }
@@ -396,6 +404,7 @@ async fn serve(
     if !lead(shared, url, welcome, watch).await {
         return Ok(()); // the daemon is gone
     }
+    shared.linked.send_replace(Some(url.to_string()));
     // Whatever is newest goes first: a leader may wait for a verdict before it says anything.
     shared.verdicts.mark_changed();
     loop {

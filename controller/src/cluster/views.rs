@@ -189,6 +189,7 @@ pub async fn follow(client: Client, keys: Keys, published: Arc<Published>) -> Re
             Err(e) => tracing::warn!(error = %e, "a view in etcd is unreadable; skipped"),
         }
     }
+    published.mark_synced();
     let from = got.header().map_or(0, |h| h.revision()) + 1;
     let options = WatchOptions::new().with_prefix().with_start_revision(from);
     let mut stream = bounded("watching the views", c.watch(prefix, Some(options))).await?;

@@ -6,11 +6,12 @@
 //! everywhere: `--silence-ms`, `VIGIL_SILENCE_MS`, `silence_ms`. Each default is one constant,
 //! shown in `--help` through that constant.
 mod cluster;
+mod effective;
 mod sentinel;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_proto::{
     DEFAULT_PRIORITY, HostPort,
     cli::with_default,
@@ -69,7 +70,7 @@ pub const DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS: u64 = DEFAULT_IDLE_TIMEOUT_SECS;
 /// Longest idle timeout accepted (a day); 0 turns it off.
 const MAX_IDLE_TIMEOUT_SECS: u64 = 86_400;
 
-#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_GRPC_LISTEN", value_name = "ADDR",
@@ -184,11 +185,11 @@ pub struct ControllerSettings {
     #[serde(default)]
     pub refuse_unknown: bool,
     #[arg(skip)]
-    #[serde(default, rename = "datastore")]
+    #[serde(default, rename = "datastore", skip_serializing_if = "Vec::is_empty")]
     pub datastores: Vec<DatastoreConfig>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatastoreConfig {
     pub name: String,
@@ -196,7 +197,7 @@ pub struct DatastoreConfig {
     pub nodes: Vec<NodeConfig>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub id: String,

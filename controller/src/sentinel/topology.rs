@@ -4,7 +4,10 @@
 //! Sentinel endpoint and the `vigil watch` stream.
 use std::{
     collections::BTreeMap,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tokio::sync::{broadcast, watch};
@@ -133,6 +136,9 @@ pub struct Published {
     changes: watch::Sender<u64>,
     /// The other controllers' Sentinel endpoints.
     others: RwLock<Vec<OtherSentinel>>,
+    /// A follower has read the leader's views from etcd at least once: what it serves is the
+    /// leader's, not what it happened to hold.
+    synced: AtomicBool,
 }
 
 impl Published {
@@ -142,7 +148,18 @@ impl Published {
             events: broadcast::channel(EVENT_BACKLOG).0,
             changes: watch::channel(0).0,
             others: RwLock::new(Vec::new()),
+            synced: AtomicBool::new(false),
         })
+    }
+
+    /// The leader's views were read from etcd (a follower's readiness).
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Whether the leader's views were ever read from etcd.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
     }
 
     pub fn set(&self, view: StoreView) {

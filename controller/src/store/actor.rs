@@ -85,6 +85,10 @@ pub enum Input {
     },
     /// A failover task ended.
     Done(Finished),
+    /// The health prober asks whether the reconciler answers; it replies at once.
+    Ping {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// The failover under way in this process.
@@ -258,6 +262,9 @@ impl Reconciler {
             Input::Chosen { from, to, cause } => self.on_chosen(from, to, cause),
             Input::Promoted { epoch, to } => self.on_promoted(epoch, &to),
             Input::Done(finished) => self.finish(finished),
+            Input::Ping { reply } => {
+                let _ = reply.send(());
+            }
         }
     }
 

@@ -5,7 +5,14 @@
 //! elected (each with its state as the backend has it) and forgets them when it steps down
 //! (each reconciler also ends by itself when its term does). A single controller without etcd
 //! is elected forever, at start.
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use tokio::sync::{Mutex, mpsc};
 use vigil_proto::{DEFAULT_PRIORITY, limits::valid_name, v1};
@@ -65,6 +72,9 @@ pub struct Registry {
     pub leadership: Arc<Leadership>,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
+    /// 1 + the token of the last term whose data stores were all loaded (0: none yet): the
+    /// leader's readiness.
+    loaded: AtomicU64,
 }
 
 impl Registry {
@@ -85,7 +95,13 @@ impl Registry {
             leadership,
             published: Published::new(),
             metrics,
+            loaded: AtomicU64::new(0),
         })
+    }
+
+    /// Whether every data store of the term `token` was loaded (or failed to, which was logged).
+    pub fn loaded(&self, token: u64) -> bool {
+        self.loaded.load(Ordering::Acquire) == token.saturating_add(1)
     }
 
     /// One of several controllers (on etcd), rather than the only one.
@@ -199,6 +215,8 @@ impl Registry {
                 }
             }
         }
+        self.loaded
+            .store(term.token.saturating_add(1), Ordering::Release);
     }
 
     /// Follows this controller's terms: reconcilers for each new one, none between them.
