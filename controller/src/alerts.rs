@@ -33,6 +33,8 @@ pub enum Alert {
     EtcdUnavailable,
     /// A hello named a node more than a data store may have: refused.
     TooManyNodes,
+    /// The primary failed, and the data store is paused (`vigil pause`): no failover.
+    Paused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,6 +59,7 @@ impl Alert {
             Self::ReplicaDown => "replica_down",
             Self::EtcdUnavailable => "etcd_unavailable",
             Self::TooManyNodes => "too_many_nodes",
+            Self::Paused => "paused",
         }
     }
 
@@ -67,7 +70,8 @@ impl Alert {
             | Self::NoPromotableReplica
             | Self::FailoverStuck
             | Self::FailoverFailed
-            | Self::EtcdUnavailable => Severity::Error,
+            | Self::EtcdUnavailable
+            | Self::Paused => Severity::Error,
             _ => Severity::Warning,
         }
     }
@@ -114,6 +118,8 @@ mod tests {
             Alert::FailoverFailed,
             Alert::ReplicaDown,
             Alert::EtcdUnavailable,
+            Alert::TooManyNodes,
+            Alert::Paused,
         ];
         let mut names: Vec<&str> = all.iter().map(|a| a.name()).collect();
         names.sort_unstable();
@@ -121,6 +127,8 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert_eq!(Alert::PrimaryDown.severity(), Severity::Error);
         assert_eq!(Alert::ReplicaDown.severity(), Severity::Warning);
+        // Paused with a failed primary: clients have no primary, and nobody acts on it.
+        assert_eq!(Alert::Paused.severity(), Severity::Error);
     }
 
     #[tokio::test(start_paused = true)]

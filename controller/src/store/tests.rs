@@ -693,7 +693,7 @@ async fn a_failover_in_flight_when_the_controller_stopped_is_finished() {
             cause: Cause::Down,
             started_unix_ms: 1,
         }),
-        history: Vec::new(),
+        ..StoreState::default()
     };
     let started = tokio::time::Instant::now();
     let mut s = Store::start(settings(), state);
