@@ -33,7 +33,8 @@ pub enum Alert {
     EtcdUnavailable,
     /// A hello named a node more than a data store may have: refused.
     TooManyNodes,
-    /// The primary failed, and the data store is paused (`vigil pause`): no failover.
+    /// The primary failed, and the data store is paused (`vigil pause`): no failover. A warning:
+    /// `primary_down`, raised with it, is the error; this says why nothing follows.
     Paused,
 }
 
@@ -70,8 +71,7 @@ impl Alert {
             | Self::NoPromotableReplica
             | Self::FailoverStuck
             | Self::FailoverFailed
-            | Self::EtcdUnavailable
-            | Self::Paused => Severity::Error,
+            | Self::EtcdUnavailable => Severity::Error,
             _ => Severity::Warning,
         }
     }
@@ -127,8 +127,8 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert_eq!(Alert::PrimaryDown.severity(), Severity::Error);
         assert_eq!(Alert::ReplicaDown.severity(), Severity::Warning);
-        // Paused with a failed primary: clients have no primary, and nobody acts on it.
-        assert_eq!(Alert::Paused.severity(), Severity::Error);
+        // Paused with a failed primary: primary_down is the error; this says why nothing follows.
+        assert_eq!(Alert::Paused.severity(), Severity::Warning);
     }
 
     #[tokio::test(start_paused = true)]

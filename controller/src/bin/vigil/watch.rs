@@ -188,7 +188,9 @@ pub async fn run(endpoint: Endpoint, url: &str, args: WatchArgs) -> anyhow::Resu
     let mut said_unreachable = false;
     loop {
         let on_connect = || {
-            if ever_connected {
+            if !ever_connected {
+                eprintln!("vigil watch: watching the controller at {url}");
+            } else {
                 let gap = down_since.elapsed();
                 eprintln!(
                     "vigil watch: reconnected to {url} after {} ms; events in between may have been missed",
