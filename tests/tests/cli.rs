@@ -13,8 +13,8 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use vigil_tests::{
-    Controller, VigilStore, WAIT, free_port, output_within, require_root, serial, wait_until,
-    workspace_bin,
+    Controller, HaStore, VigilStore, WAIT, free_port, output_within, require_root, serial,
+    wait_until, workspace_bin,
 };
 
 const DS: &str = "cache";
@@ -206,6 +206,126 @@ fn a_paused_store_keeps_its_dead_primary_until_resumed_then_fails_over() -> Resu
     assert_eq!(failovers.len(), 1, "{failovers:?}");
     assert_kill_9_failover(&failovers[0], 2, &to);
     assert_eq!(s.controller.status(DS)?["paused"], false);
+    Ok(())
+}
+
+/// `vigil ARGS` against `store`'s controller over TLS, presenting the certificate `who` of its
+/// installation: its exit code, stdout and stderr.
+fn vigil_as(store: &VigilStore, who: &str, args: &[&str]) -> Result<(i32, String, String)> {
+    let certs = store.certs.as_ref().ok_or_else(|| anyhow!("no TLS"))?;
+    let out = output_within(
+        Command::new(workspace_bin("vigil")?)
+            .args(["--controller", &store.controller.url()])
+            .args(certs.client_args(who))
+            .args(args),
+        CLI_LIMIT,
+    )?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn over_tls_pause_and_resume_need_an_operator_and_any_certificate_reads_the_history() -> Result<()>
+{
+    require_root();
+    let _serial = serial();
+    let s = VigilStore::start_tls(DS, 1, CONTROLLER_ARGS, &[])?;
+    for verb in ["pause", "resume"] {
+        let (code, _, err) = vigil_as(&s, "n1", &[verb, DS])?;
+        assert_eq!(code, 1, "a node's certificate may {verb}: {err}");
+        assert!(err.contains("needs an operator's certificate"), "{err}");
+    }
+    assert_eq!(
+        s.controller.status(DS)?["paused"],
+        false,
+        "a refused pause paused"
+    );
+    let (code, out, err) = vigil_as(&s, "n1", &["history", DS, "--json"])?;
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out)?;
+    assert_eq!(v[0]["name"], DS, "{v}");
+    let (code, out, err) = vigil_as(&s, "cli", &["pause", DS])?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("paused"), "{out}");
+    assert_eq!(s.controller.status(DS)?["paused"], true);
+    let (code, _, err) = vigil_as(&s, "cli", &["resume", DS])?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.controller.status(DS)?["paused"], false);
+    Ok(())
+}
+
+#[test]
+fn a_pause_holds_across_a_change_of_leader_and_followers_show_it_and_the_history() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    // A grace after a change of leader long enough for every agent to find the new leader.
+    let mut s = HaStore::start(
+        DS,
+        &["--grace-ms", "2000", "--min-failover-interval-ms", "1000"],
+        &[],
+    )?;
+    s.wait_healthy()?;
+    let old = s.leader()?;
+    vigil_ok(s.controller(old)?, &["pause", DS])?;
+    // The followers tell it from the view the leader shares through etcd, and read the
+    // history the leader persisted there.
+    for i in s.trio.live().into_iter().filter(|&i| i != old) {
+        let follower = s.controller(i)?;
+        wait_until(WAIT, "a follower to show the pause", || {
+            let st = follower.status(DS).ok()?;
+            (st["leading"] == false && st["paused"] == true).then_some(())
+        })?;
+        let (code, out, err) = vigil(follower, &["status", DS])?;
+        assert!(out.contains("PAUSED"), "{out}");
+        assert_eq!(code, 1, "paused is degraded on a follower too: {out}{err}");
+        assert!(history(follower)?.is_empty());
+    }
+    s.trio.kill(old)?;
+    let new = s.leader()?;
+    assert_ne!(new, old);
+    s.wait_healthy()?;
+    assert_eq!(
+        s.status()?["paused"],
+        true,
+        "the new leader forgot the pause"
+    );
+    s.kill_server(0)?;
+    let leader = s.controller(new)?;
+    leader.log.wait_for(&event_line("paused"))?;
+    let until = Instant::now() + PAUSED_WINDOW;
+    while Instant::now() < until {
+        assert_eq!(leader.controller_primary(DS)?, Some(s.ports[0]));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        s.trio.events("failover_started").is_empty(),
+        "failed over while paused"
+    );
+    vigil_ok(leader, &["resume", DS])?;
+    let moved = wait_until(WAIT, "a replica published as primary", || {
+        leader
+            .controller_primary(DS)
+            .ok()
+            .flatten()
+            .filter(|p| *p != s.ports[0])
+    })?;
+    let to = format!("n{}", s.index_of(moved)?);
+    // The remaining follower reads the failover from etcd.
+    let follower = s
+        .trio
+        .live()
+        .into_iter()
+        .find(|&i| i != new)
+        .ok_or_else(|| anyhow!("no follower left"))?;
+    let failovers = wait_until(WAIT, "the failover in a follower's history", || {
+        let h = history(s.controller(follower).ok()?).ok()?;
+        (!h.is_empty()).then_some(h)
+    })?;
+    assert_eq!(failovers.len(), 1, "{failovers:?}");
+    assert_kill_9_failover(&failovers[0], 2, &to);
     Ok(())
 }
 
