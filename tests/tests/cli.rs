@@ -342,7 +342,7 @@ fn metrics_with(port: u16, metric: &str) -> Result<String> {
 }
 
 #[test]
-fn a_pause_survives_a_controller_restart() -> Result<()> {
+fn a_pause_survives_a_controller_restart_and_an_operators_failover_still_runs() -> Result<()> {
     require_root();
     let _serial = serial();
     let metrics = free_port()?;
@@ -383,12 +383,28 @@ fn a_pause_survives_a_controller_restart() -> Result<()> {
             .any(|l| l.contains("failover_started")),
         "failed over while paused"
     );
+    // An operator's failover still runs while paused, and leaves the store paused.
+    let out = vigil_ok(&s.controller, &["failover", DS])?;
+    assert!(out.contains("primary is now n"), "{out}");
+    let new = wait_failed_over(&s)?;
+    let failovers = history(&s.controller)?;
+    assert_eq!(failovers.len(), 1, "{failovers:?}");
+    let f = &failovers[0];
+    assert_eq!(f["cause"], "manual", "{f}");
+    assert_eq!(f["timeline_from"], "request", "{f}");
+    assert_eq!(f["to"], node_of(&s, new)?, "{f}");
+    let stages: Vec<&str> = f["timeline"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["stage"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(stages.first(), Some(&"decided"), "{f}");
+    assert_eq!(stages.last(), Some(&"done"), "{f}");
+    assert_eq!(s.controller.status(DS)?["paused"], true);
     vigil_ok(&s.controller, &["resume", DS])?;
     metrics_with(
         metrics,
         "vigil_controller_datastore_paused{datastore=\"cache\"} 0",
     )?;
-    wait_failed_over(&s)?;
     Ok(())
 }
 
