@@ -33,6 +33,9 @@ pub enum Alert {
     EtcdUnavailable,
     /// A hello named a node more than a data store may have: refused.
     TooManyNodes,
+    /// The primary failed, and the data store is paused (`vigil pause`): no failover. A warning:
+    /// `primary_down`, raised with it, is the error; this says why nothing follows.
+    Paused,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,6 +60,7 @@ impl Alert {
             Self::ReplicaDown => "replica_down",
             Self::EtcdUnavailable => "etcd_unavailable",
             Self::TooManyNodes => "too_many_nodes",
+            Self::Paused => "paused",
         }
     }
 
@@ -114,6 +118,8 @@ mod tests {
             Alert::FailoverFailed,
             Alert::ReplicaDown,
             Alert::EtcdUnavailable,
+            Alert::TooManyNodes,
+            Alert::Paused,
         ];
         let mut names: Vec<&str> = all.iter().map(|a| a.name()).collect();
         names.sort_unstable();
@@ -121,6 +127,8 @@ mod tests {
         assert_eq!(names.len(), all.len());
         assert_eq!(Alert::PrimaryDown.severity(), Severity::Error);
         assert_eq!(Alert::ReplicaDown.severity(), Severity::Warning);
+        // Paused with a failed primary: primary_down is the error; this says why nothing follows.
+        assert_eq!(Alert::Paused.severity(), Severity::Warning);
     }
 
     #[tokio::test(start_paused = true)]

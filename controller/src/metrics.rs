@@ -20,6 +20,12 @@ pub struct NodeLabel {
     pub node: String,
 }
 
+/// A data store's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatastoreLabel {
+    pub datastore: String,
+}
+
 pub struct Metrics {
     pub failovers: Family<CauseLabel, Counter>,
     pub decision_latency: Histogram,
@@ -29,6 +35,8 @@ pub struct Metrics {
     pub alerts: Family<CauseLabel, Counter>,
     /// Seconds since each node's last verdict.
     pub verdict_age: Family<NodeLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 while a data store is paused (`vigil pause`), 0 otherwise.
+    pub paused: Family<DatastoreLabel, Gauge>,
 }
 
 impl Metrics {
@@ -43,6 +51,7 @@ impl Metrics {
             connected_agents: Gauge::default(),
             alerts: Family::default(),
             verdict_age: Family::default(),
+            paused: Family::default(),
         })
     }
 
@@ -87,6 +96,14 @@ impl Metrics {
             .set(seconds);
     }
 
+    pub fn paused(&self, datastore: &str, paused: bool) {
+        self.paused
+            .get_or_create(&DatastoreLabel {
+                datastore: datastore.to_string(),
+            })
+            .set(i64::from(paused));
+    }
+
     /// Everything registered for `/metrics`.
     pub fn registry(&self) -> Registry {
         let mut r = Registry::with_prefix("vigil_controller");
@@ -114,6 +131,11 @@ impl Metrics {
             "alerts",
             "Alerts raised, by event name",
             self.alerts.clone(),
+        );
+        r.register(
+            "datastore_paused",
+            "1 while the data store is paused: no automatic failover",
+            self.paused.clone(),
         );
         r
     }

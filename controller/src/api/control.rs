@@ -1,6 +1,7 @@
 //! The `Control` gRPC service: what the `vigil` CLI asks of the controller: status, failover,
-//! and a stream of topology events. With TLS, what changes state (a failover) needs an operator's
-//! certificate; status and events are read by any client the CA certified.
+//! the failover history, pause and resume, and a stream of topology events. With TLS, what
+//! changes state (a failover, a pause, a resume) needs an operator's certificate; status, history
+//! and events are read by any client the CA certified.
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{broadcast::error::RecvError, mpsc, oneshot};
@@ -11,7 +12,7 @@ use super::{agent_link::Boxed, peer::Peer};
 use crate::{
     error::ControllerError,
     sentinel::topology::{Member, StoreView},
-    store::{Input, Registry},
+    store::{Input, Registry, state::Failover},
 };
 
 /// The longest a CLI request waits for a reconciler (a switchover takes a few seconds).
@@ -79,6 +80,58 @@ fn follower_status(v: &StoreView) -> v1::DatastoreStatus {
             .map(|p| p.node.clone())
             .unwrap_or_default(),
         nodes,
+        paused: v.paused,
+        failover_in_flight: v.failing_over,
+    }
+}
+
+/// A failover of the history as the CLI is told it.
+fn failover_record(f: &Failover) -> v1::FailoverRecord {
+    let (timeline_from, timeline) = match &f.timeline {
+        Some(t) => (
+            t.from.name().to_string(),
+            t.stages
+                .iter()
+                .map(|m| v1::FailoverStage {
+                    stage: m.stage.name().to_string(),
+                    ms: m.ms,
+                })
+                .collect(),
+        ),
+        None => (String::new(), Vec::new()),
+    };
+    v1::FailoverRecord {
+        epoch: f.epoch,
+        from_node: f.from.clone().unwrap_or_default(),
+        to_node: f.to.clone(),
+        cause: f.cause.name().to_string(),
+        started_unix_ms: f.started_unix_ms,
+        duration_ms: f.duration_ms,
+        outcome: f.outcome.to_string(),
+        timeline_from,
+        timeline,
+    }
+}
+
+fn datastore_history(name: String, failovers: &[Failover]) -> v1::DatastoreHistory {
+    v1::DatastoreHistory {
+        name,
+        failovers: failovers.iter().map(failover_record).collect(),
+    }
+}
+
+impl ControlService {
+    /// `vigil pause` (`paused`) or `vigil resume`: an operator's, sent to the store's reconciler.
+    async fn set_paused(
+        &self,
+        request: Request<v1::MaintenanceRequest>,
+        paused: bool,
+    ) -> Result<Response<v1::MaintenanceReply>, Status> {
+        Peer::of(&request, self.tls)?.may_operate(if paused { "pause" } else { "resume" })?;
+        let name = request.into_inner().datastore;
+        let tx = self.registry.get(&name).await.map_err(status_of)?;
+        let result = ask(&tx, |reply| Input::Pause { paused, reply }).await?;
+        result.map(Response::new).map_err(status_of)
     }
 }
 
@@ -143,6 +196,64 @@ impl Control for ControlService {
         let to = (!r.to_node.is_empty()).then_some(r.to_node);
         let result = ask(&tx, |reply| Input::Failover { to, reply }).await?;
         result.map(Response::new).map_err(status_of)
+    }
+
+    async fn history(
+        &self,
+        request: Request<v1::HistoryRequest>,
+    ) -> Result<Response<v1::HistoryReply>, Status> {
+        let name = request.into_inner().datastore;
+        let mut datastores = Vec::new();
+        match self.registry.all().await {
+            Ok(stores) => {
+                let stores: Vec<_> = stores
+                    .into_iter()
+                    .filter(|(n, _)| name.is_empty() || *n == name)
+                    .collect();
+                if !name.is_empty() && stores.is_empty() {
+                    return Err(status_of(ControllerError::NoSuchDatastore(name)));
+                }
+                for (n, tx) in stores {
+                    let history = ask(&tx, |reply| Input::History { reply }).await?;
+                    datastores.push(datastore_history(n, &history));
+                }
+            }
+            // A follower reads the history the leader persisted, for the stores it publishes.
+            Err(ControllerError::NotLeader { .. }) => {
+                let mut names: Vec<String> = self
+                    .registry
+                    .published
+                    .all()
+                    .into_iter()
+                    .map(|v| v.name)
+                    .filter(|n| name.is_empty() || *n == name)
+                    .collect();
+                names.sort();
+                if !name.is_empty() && names.is_empty() {
+                    return Err(status_of(ControllerError::NoSuchDatastore(name)));
+                }
+                for n in names {
+                    let state = self.registry.stored_state(&n).await.map_err(status_of)?;
+                    datastores.push(datastore_history(n, &state.history));
+                }
+            }
+            Err(e) => return Err(status_of(e)),
+        }
+        Ok(Response::new(v1::HistoryReply { datastores }))
+    }
+
+    async fn pause(
+        &self,
+        request: Request<v1::MaintenanceRequest>,
+    ) -> Result<Response<v1::MaintenanceReply>, Status> {
+        self.set_paused(request, true).await
+    }
+
+    async fn resume(
+        &self,
+        request: Request<v1::MaintenanceRequest>,
+    ) -> Result<Response<v1::MaintenanceReply>, Status> {
+        self.set_paused(request, false).await
     }
 
     type WatchStream = Boxed<v1::TopologyEvent>;

@@ -29,6 +29,11 @@ struct ViewRecord {
     primary: Option<MemberRecord>,
     replicas: Vec<MemberRecord>,
     primary_down: bool,
+    /// Absent in views written before maintenance mode.
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    failing_over: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -71,6 +76,8 @@ impl From<&StoreView> for ViewRecord {
             primary: v.primary.as_ref().map(MemberRecord::from),
             replicas: v.replicas.iter().map(MemberRecord::from).collect(),
             primary_down: v.primary_down,
+            paused: v.paused,
+            failing_over: v.failing_over,
         }
     }
 }
@@ -89,6 +96,8 @@ impl TryFrom<ViewRecord> for StoreView {
                 .map(Member::try_from)
                 .collect::<Result<_>>()?,
             primary_down: v.primary_down,
+            paused: v.paused,
+            failing_over: v.failing_over,
         })
     }
 }
@@ -275,9 +284,16 @@ mod tests {
             primary: Some(member("a", 7000)),
             replicas: vec![member("b", 7001), member("c", 7002)],
             primary_down: true,
+            paused: true,
+            failing_over: true,
         };
         assert_eq!(decode(&encode(&v)).unwrap(), v);
         assert!(decode(b"{}").is_err());
+        // A view written before maintenance mode: not paused, no failover.
+        let old =
+            br#"{"name":"cache","epoch":1,"primary":null,"replicas":[],"primary_down":false}"#;
+        let v = decode(old).unwrap();
+        assert!(!v.paused && !v.failing_over);
     }
 
     #[tokio::test]
@@ -289,7 +305,7 @@ mod tests {
             epoch: 1,
             primary: Some(member("a", 7000)),
             replicas: vec![member("b", 7001)],
-            primary_down: false,
+            ..StoreView::default()
         };
         install(&published, first.clone());
         assert!(events.try_recv().is_err(), "a first view moves nothing");

@@ -183,6 +183,7 @@ pub(crate) mod tests {
                 disconnected: false,
             }],
             primary_down: false,
+            ..StoreView::default()
         });
         p
     }

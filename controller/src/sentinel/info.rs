@@ -232,6 +232,7 @@ mod tests {
                 member("c", 7002, true, false),
             ],
             primary_down,
+            ..StoreView::default()
         }
     }
 

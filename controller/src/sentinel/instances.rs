@@ -159,6 +159,7 @@ pub(crate) mod tests {
             primary: Some(primary.clone()),
             replicas: vec![],
             primary_down,
+            ..StoreView::default()
         }
     }
 

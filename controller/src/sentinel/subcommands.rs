@@ -239,6 +239,7 @@ mod tests {
                 member("n3", 7003, false, true),
             ],
             primary_down: false,
+            ..StoreView::default()
         });
         let e = endpoint(&p);
         for sub in ["REPLICAS", "slaves"] {

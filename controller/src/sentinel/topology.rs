@@ -110,6 +110,10 @@ pub struct StoreView {
     /// The primary is judged failed right now (Sentinel's objective down: the decision to fail
     /// over). The endpoint names no primary meanwhile.
     pub primary_down: bool,
+    /// Maintenance mode: no automatic failover (`vigil status` on any controller shows it).
+    pub paused: bool,
+    /// A failover has begun and not finished.
+    pub failing_over: bool,
 }
 
 /// One announcement on a Sentinel `channel`, with its text.

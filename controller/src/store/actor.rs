@@ -17,7 +17,8 @@ use vigil_proto::v1;
 use super::{
     nodes::{NodeInfo, Nodes, Outbox},
     settings::{Settings, TICK},
-    state::{Cause, Persist, StoreState},
+    state::{Cause, Failover, Persist, StoreState},
+    timeline::{Clock, Stage},
 };
 use crate::{
     alerts::{Alert, Alerts, Severity},
@@ -64,6 +65,15 @@ pub enum Input {
         to: Option<String>,
         reply: Reply<v1::FailoverReply>,
     },
+    /// `vigil history`: the failovers the state keeps, oldest first.
+    History {
+        reply: oneshot::Sender<Vec<Failover>>,
+    },
+    /// `vigil pause` (true) or `vigil resume` (false).
+    Pause {
+        paused: bool,
+        reply: Reply<v1::MaintenanceReply>,
+    },
     /// From a failover task: send `action` to `node` and answer with its ack.
     Send {
         node: String,
@@ -83,6 +93,12 @@ pub enum Input {
         epoch: u64,
         to: String,
     },
+    /// A failover task reached `stage` (the fence, the catch-up), for the timeline.
+    Reached {
+        epoch: u64,
+        to: String,
+        stage: Stage,
+    },
     /// A failover task ended.
     Done(Finished),
     /// The health prober asks whether the reconciler answers; it replies at once.
@@ -101,6 +117,8 @@ pub(super) struct Active {
     pub started_unix_ms: u64,
     /// The promotion succeeded: the endpoint names `to`.
     pub promoted: bool,
+    /// The stages it reached so far, for the history.
+    pub clock: Clock,
 }
 
 /// How a failover's task ended: the nodes not re-pointed (each with why) after a promotion, or
@@ -196,6 +214,7 @@ pub fn spawn(
             tracing::warn!(datastore = %r.name, error = %e, "known node not taken");
         }
     }
+    r.metrics.paused(&r.name, r.state.paused);
     r.publish();
     tokio::spawn(r.run(rx));
     me
@@ -253,6 +272,12 @@ impl Reconciler {
                 let _ = reply.send(self.status());
             }
             Input::Failover { to, reply } => self.manual_failover(to, reply),
+            Input::History { reply } => {
+                let _ = reply.send(self.state.history.clone());
+            }
+            Input::Pause { paused, reply } => {
+                let _ = reply.send(self.set_paused(paused));
+            }
             Input::Send {
                 node,
                 action,
@@ -261,6 +286,7 @@ impl Reconciler {
             } => self.send_command(&node, action, epoch, reply),
             Input::Chosen { from, to, cause } => self.on_chosen(from, to, cause),
             Input::Promoted { epoch, to } => self.on_promoted(epoch, &to),
+            Input::Reached { epoch, to, stage } => self.on_reached(epoch, &to, stage),
             Input::Done(finished) => self.finish(finished),
             Input::Ping { reply } => {
                 let _ = reply.send(());

@@ -13,6 +13,7 @@ use super::{
     settings::{PROBE_DEADLINE, REPLICATION_BROKEN_AFTER},
     state::{Cause, Failover, InFlight, Outcome},
     steps::{self, Fencing, Handover, Plan},
+    timeline::{Clock, Origin, Stage},
 };
 use crate::{alerts::Alert, error::ControllerError, sentinel::topology::Channel};
 
@@ -74,6 +75,13 @@ impl Reconciler {
                     let words = self.master_words(&primary);
                     self.announce(Channel::Sdown, &primary, words.clone());
                     self.announce(Channel::Odown, &primary, format!("{words} #quorum 1/1"));
+                }
+                if self.state.paused {
+                    self.alert(Alert::Paused, &format!(
+                        "primary {primary} failed ({cause}), but the data store is paused: not failing over (`vigil resume {}` lets it, `vigil failover {}` does it now)",
+                        self.name, self.name
+                    ));
+                    return;
                 }
                 if let Some(last) = self.last_failover
                     && last.elapsed() < self.settings.min_failover_interval
@@ -149,8 +157,10 @@ impl Reconciler {
     /// The candidates were probed: fail over to `to`, unless things moved on meanwhile.
     pub(super) fn on_chosen(&mut self, from: String, to: String, cause: Cause) {
         self.choosing = false;
+        // Paused while the candidates were asked: the next tick raises the alert.
         if self.active.is_some()
             || self.state.in_flight.is_some()
+            || self.state.paused
             || self.state.primary.as_deref() != Some(from.as_str())
         {
             return;
@@ -160,16 +170,25 @@ impl Reconciler {
                 .decision_latency
                 .observe(since.elapsed().as_secs_f64());
         }
-        self.start_failover(Some(from), to, cause, None);
+        let since = self.failing_since.unwrap_or_else(Instant::now);
+        self.start_failover(
+            Some(from),
+            to,
+            cause,
+            Clock::new(Origin::Failure, since),
+            None,
+        );
     }
 
     /// Persists the new epoch and the failover in flight, before any command depends on them;
-    /// on success the failover becomes active. On failure the state is as it was.
+    /// on success the failover becomes active, its timeline kept on `clock`. On failure the
+    /// state is as it was.
     pub(super) fn begin(
         &mut self,
         from: Option<String>,
         to: &str,
         cause: Cause,
+        mut clock: Clock,
     ) -> Result<u64, ControllerError> {
         let epoch = self.state.epoch + 1;
         let started_unix_ms = unix_ms();
@@ -192,15 +211,20 @@ impl Reconciler {
             self.announce(Channel::TryFailover, old, self.master_words(old));
             self.announce(Channel::SelectedSlave, to, self.replica_words(to, old));
         }
+        let started = Instant::now();
+        clock.mark(Stage::Decided, started);
         self.active = Some(Active {
             epoch,
             from,
             to: to.to_string(),
             cause,
-            started: Instant::now(),
+            started,
             started_unix_ms,
             promoted: false,
+            clock,
         });
+        // Status and the views shared with other controllers say a failover is under way.
+        self.publish();
         Ok(epoch)
     }
 
@@ -210,9 +234,10 @@ impl Reconciler {
         from: Option<String>,
         to: String,
         cause: Cause,
+        clock: Clock,
         reply: Option<Reply<v1::FailoverReply>>,
     ) {
-        let epoch = match self.begin(from.clone(), &to, cause) {
+        let epoch = match self.begin(from.clone(), &to, cause, clock) {
             Ok(epoch) => epoch,
             Err(e) => {
                 self.alert(Alert::FailoverFailed, &e.to_string());
@@ -287,7 +312,18 @@ impl Reconciler {
             && active.to == to
         {
             active.promoted = true;
+            active.clock.mark(Stage::Promoted, Instant::now());
             self.publish();
+        }
+    }
+
+    /// The failover's task reached `stage`: noted on its timeline.
+    pub(super) fn on_reached(&mut self, epoch: u64, to: &str, stage: Stage) {
+        if let Some(active) = self.active.as_mut()
+            && active.epoch == epoch
+            && active.to == to
+        {
+            active.clock.mark(stage, Instant::now());
         }
     }
 
@@ -301,6 +337,8 @@ impl Reconciler {
             return;
         }
         let duration = active.started.elapsed();
+        let mut clock = active.clock.clone();
+        clock.mark(Stage::Done, Instant::now());
         let mut record = Failover {
             epoch: active.epoch,
             from: active.from.clone(),
@@ -309,6 +347,7 @@ impl Reconciler {
             started_unix_ms: active.started_unix_ms,
             duration_ms: duration.as_millis() as u64,
             outcome: Outcome::Ok,
+            timeline: Some(clock.timeline().clone()),
         };
         self.state.in_flight = None;
         self.last_failover = Some(Instant::now());
@@ -348,6 +387,7 @@ impl Reconciler {
                 record.outcome = Outcome::Failed(e.to_string());
                 self.state.record(record);
                 let _ = self.save("the failed failover");
+                self.publish();
                 tracing::error!(event = "failover_failed", datastore = %self.name, epoch = active.epoch, error = %e, "failover failed");
                 if let Some(r) = finished.reply {
                     let _ = r.send(Err(e));
@@ -407,6 +447,7 @@ impl Reconciler {
             started: Instant::now(),
             started_unix_ms: f.started_unix_ms,
             promoted: false,
+            clock: Clock::new(Origin::Resumed, Instant::now()),
         });
         steps::spawn(self.me.clone(), &self.settings, plan, None);
     }

@@ -10,10 +10,13 @@
 //! - [`failover`]: judge, probe the candidates, bump the epoch, finish, resume.
 //! - [`steps`]: a failover's steps: fence the old primary, hand over, re-point.
 //! - [`switchover`]: an operator's planned switchover or forced promotion.
+//! - [`maintenance`]: pause and resume: no automatic failover while paused.
 //! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
 //! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
 //! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
-//! - [`state`]: the persisted state (epoch, primary, failover in flight, history) and its file.
+//! - [`state`]: the persisted state (epoch, primary, failover in flight, history, paused) and its
+//!   file.
+//! - [`timeline`]: a failover's stages, in ms from the failure or the request, for the history.
 //! - [`data_dir`]: the data folder the state files live in: private, and locked by one
 //!   controller at a time.
 //! - [`etcd_state`]: the same state in etcd, for several controllers.
@@ -26,6 +29,7 @@ mod desired;
 pub mod etcd_state;
 pub mod failover;
 mod intake;
+mod maintenance;
 pub mod nodes;
 mod publish;
 pub mod registry;
@@ -35,6 +39,7 @@ mod steps;
 mod switchover;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 
 pub use actor::Input;
 pub use nodes::NodeInfo;

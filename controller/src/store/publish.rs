@@ -84,6 +84,8 @@ impl Reconciler {
             primary,
             replicas,
             primary_down,
+            paused: self.state.paused,
+            failing_over: self.active.is_some() || self.state.in_flight.is_some(),
         });
     }
 
@@ -114,6 +116,10 @@ impl Reconciler {
             epoch: self.state.epoch,
             primary: self.state.primary.clone().unwrap_or_default(),
             nodes,
+            paused: self.state.paused,
+            failover_in_flight: self.active.is_some()
+                || self.state.in_flight.is_some()
+                || self.choosing,
         }
     }
 }

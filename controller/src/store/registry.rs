@@ -279,6 +279,18 @@ impl Registry {
             .ok_or_else(|| ControllerError::NoSuchDatastore(name.to_string()))
     }
 
+    /// The state of `name` as the backend keeps it, read without a reconciler: how a controller
+    /// that does not lead answers `vigil history` (from etcd; a lone controller always leads).
+    pub async fn stored_state(&self, name: &str) -> Result<StoreState> {
+        if !valid_name(name) {
+            return Err(ControllerError::BadName(name.to_string()));
+        }
+        match &self.backend {
+            Backend::Files(dir) => StateFile::new(dir, name)?.load(),
+            Backend::Etcd(states) => states.load(name).await,
+        }
+    }
+
     /// Every reconciler, while this controller leads.
     pub async fn all(&self) -> Result<Vec<(String, mpsc::Sender<Input>)>> {
         let term = self.term()?;

@@ -1,5 +1,5 @@
-//! A data store's persisted state: the epoch, the current primary, a failover in flight, and the
-//! failover history; and where it is kept. The embedded default is one JSON file per data store
+//! A data store's persisted state: the epoch, the current primary, a failover in flight, the
+//! failover history, and whether it is paused; and where it is kept. The embedded default is one JSON file per data store
 //! in the data folder, written atomically (write a temporary file, fsync it, rename it over the
 //! old one, fsync the folder) before any command that depends on it is sent.
 use std::{
@@ -13,6 +13,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::timeline::Timeline;
 use crate::error::{ControllerError, Result};
 
 /// At most this many failovers are remembered per data store.
@@ -26,6 +27,10 @@ pub struct StoreState {
     /// A failover that began and has not finished: resumed after a restart.
     pub in_flight: Option<InFlight>,
     pub history: Vec<Failover>,
+    /// Maintenance mode (`vigil pause`): no automatic failover until `vigil resume`. Kept here so
+    /// that it holds across a controller's restart and a change of leader.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// Why a failover began. Persisted by name, so the names never change.
@@ -137,6 +142,9 @@ pub struct Failover {
     pub started_unix_ms: u64,
     pub duration_ms: u64,
     pub outcome: Outcome,
+    /// The stages it reached; None for failovers recorded before timelines were kept.
+    #[serde(default)]
+    pub timeline: Option<Timeline>,
 }
 
 impl StoreState {
@@ -224,6 +232,7 @@ impl Persist for StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::timeline::{Clock, Origin, Stage};
     use vigil_proto::limits::valid_name;
 
     fn failover(epoch: u64, outcome: Outcome) -> Failover {
@@ -235,6 +244,7 @@ mod tests {
             started_unix_ms: 1,
             duration_ms: 2,
             outcome,
+            timeline: None,
         }
     }
 
@@ -256,6 +266,13 @@ mod tests {
             started_unix_ms: 1,
         });
         s.record(failover(6, Outcome::NotRepointed(vec!["c: gone".into()])));
+        s.paused = true;
+        let mut clock = Clock::new(Origin::Failure, tokio::time::Instant::now());
+        clock.mark(Stage::Decided, tokio::time::Instant::now());
+        s.record(Failover {
+            timeline: Some(clock.timeline().clone()),
+            ..failover(7, Outcome::Ok)
+        });
         file.save(&s).unwrap();
         assert_eq!(file.load().unwrap(), s);
         assert!(!file.path().with_extension("json.tmp").exists());
@@ -293,6 +310,9 @@ mod tests {
         let again: StoreState = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(again, s);
         assert!(serde_json::from_str::<Outcome>(r#""maybe""#).is_err());
+        // Written before pause and timelines: not paused, no timeline.
+        assert!(!s.paused);
+        assert!(s.history.iter().all(|f| f.timeline.is_none()));
         assert!(serde_json::from_str::<Cause>(r#""bored""#).is_err());
     }
 

@@ -16,6 +16,7 @@ use super::{
     actor::{Finished, Input, Reply},
     commands::step,
     settings::{CATCH_UP_POLL, CATCH_UP_WITHIN, Settings},
+    timeline::Stage,
 };
 use crate::error::ControllerError;
 
@@ -107,6 +108,17 @@ async fn run(
     Ok(repoint(me, s, plan).await)
 }
 
+/// Tells the reconciler that the failover of `plan` reached `stage`, for its timeline.
+async fn reached(me: &mpsc::Sender<Input>, plan: &Plan, stage: Stage) {
+    let _ = me
+        .send(Input::Reached {
+            epoch: plan.epoch,
+            to: plan.to.clone(),
+            stage,
+        })
+        .await;
+}
+
 /// Makes the old primary unable to acknowledge writes. Returns its replication offset once
 /// fenced when its agent confirmed, None when its lease was waited out instead.
 async fn fence(
@@ -126,7 +138,10 @@ async fn fence(
         keep_replicas: *keep_replicas,
     });
     match step(me, node, action, plan.epoch, s.fence_deadline, 1).await {
-        Ok(ack) => Ok(Some(ack.repl_offset)),
+        Ok(ack) => {
+            reached(me, plan, Stage::Fenced).await;
+            Ok(Some(ack.repl_offset))
+        }
         // The agent is there and says it cannot fence: promoting could make two primaries.
         Err(e @ ControllerError::Refused { .. }) => Err(ControllerError::NotFenced {
             node: node.clone(),
@@ -139,6 +154,7 @@ async fn fence(
         Err(e) => {
             tracing::warn!(node = %node, error = %e, "the old primary's agent did not confirm its fence; waiting out its lease");
             sleep_until(*lease_over).await;
+            reached(me, plan, Stage::LeaseExpired).await;
             Ok(None)
         }
     }
@@ -155,6 +171,7 @@ async fn hand_over(
         Handover::Promote => (promote(), s.step_attempts),
         Handover::CatchUpThenPromote => {
             catch_up(me, plan, fenced_offset.unwrap_or(0)).await?;
+            reached(me, plan, Stage::CaughtUp).await;
             (promote(), s.step_attempts)
         }
         Handover::Run(action) => (action.clone(), 1),

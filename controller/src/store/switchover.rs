@@ -11,6 +11,7 @@ use super::{
     settings::CATCH_UP_WITHIN,
     state::Cause,
     steps::{self, Fencing, Handover, Plan},
+    timeline::{Clock, Origin},
 };
 use crate::error::ControllerError;
 
@@ -24,13 +25,16 @@ enum Manual {
 
 impl Reconciler {
     pub(super) fn manual_failover(&mut self, to: Option<String>, reply: Reply<v1::FailoverReply>) {
+        // The timeline counts from the request, whatever the primary did before.
+        let clock = Clock::new(Origin::Request, tokio::time::Instant::now());
         match self.plan_manual(to) {
             Ok(Manual::Forced { primary, target }) => {
-                self.start_failover(Some(primary), target, Cause::Manual, Some(reply));
+                let cause = Cause::Manual;
+                self.start_failover(Some(primary), target, cause, clock, Some(reply));
             }
             Ok(Manual::Switchover(mut plan)) => {
                 let (from, to) = (plan.from.clone(), plan.to.clone());
-                plan.epoch = match self.begin(from.clone(), &to, Cause::Switchover) {
+                plan.epoch = match self.begin(from.clone(), &to, Cause::Switchover, clock) {
                     Ok(epoch) => epoch,
                     Err(e) => {
                         let _ = reply.send(Err(e));

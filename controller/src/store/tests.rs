@@ -21,6 +21,7 @@ use super::{
     Input, NodeInfo, Settings,
     actor::{self, INBOX},
     state::{Cause, InFlight, Outcome, Persist, StoreState},
+    timeline::{Origin, Stage},
 };
 use crate::{
     alerts::Alert,
@@ -493,6 +494,13 @@ impl Store {
         rx
     }
 
+    /// `vigil pause` (`paused`) or `vigil resume`.
+    async fn pause(&self, paused: bool) -> v1::MaintenanceReply {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::Pause { paused, reply }).await;
+        rx.await.expect("an answer").expect("paused or resumed")
+    }
+
     fn published_primary(&self) -> Option<String> {
         self.published
             .get("cache")
@@ -534,6 +542,17 @@ async fn fails_over_on(health: Health, cause: Cause) {
         (f.from.as_deref(), f.to.as_str(), f.cause, &f.outcome),
         (Some("n0"), "n1", cause, &Outcome::Ok)
     );
+    // Its timeline runs from the failing verdict through each stage; the fence was confirmed
+    // 100 ms (of the paused clock) after the failover was decided.
+    let t = f.timeline.as_ref().expect("a timeline");
+    assert_eq!(t.from, Origin::Failure);
+    let stages: Vec<Stage> = t.stages.iter().map(|m| m.stage).collect();
+    assert_eq!(
+        stages,
+        [Stage::Decided, Stage::Fenced, Stage::Promoted, Stage::Done]
+    );
+    assert!(t.stages[1].ms >= t.stages[0].ms + 100, "{t:?}");
+    assert!(t.stages.windows(2).all(|w| w[0].ms <= w[1].ms), "{t:?}");
     assert!(
         s.commands_after("n0", Duration::ZERO).await.is_empty(),
         "the failed primary is sent nothing more: it is demoted when its agent reports it"
@@ -693,7 +712,7 @@ async fn a_failover_in_flight_when_the_controller_stopped_is_finished() {
             cause: Cause::Down,
             started_unix_ms: 1,
         }),
-        history: Vec::new(),
+        ..StoreState::default()
     };
     let started = tokio::time::Instant::now();
     let mut s = Store::start(settings(), state);
@@ -1249,4 +1268,63 @@ async fn the_largest_desired_state_is_far_below_the_agents_decoder_limit() {
     );
     assert_eq!(s.status().await.nodes.len(), MAX_NODES_PER_DATASTORE);
     assert_eq!(s.alerts(Alert::TooManyNodes), 1);
+}
+
+/// Paused, a DOWN primary is judged failed (primary_down) but not failed over: no candidate is
+/// probed, no fence sent, no epoch bumped, and the `paused` alert says why; resumed, the same
+/// failure is failed over.
+#[tokio::test(start_paused = true)]
+async fn a_paused_store_does_not_fail_over_until_resumed() {
+    let mut s = Store::three_nodes(Flavour::Redis).await;
+    let r = s.pause(true).await;
+    assert!(r.paused && r.changed, "{r:?}");
+    assert!(s.last_saved().await.paused, "the pause was not persisted");
+    let again = s.pause(true).await;
+    assert!(again.paused && !again.changed, "{again:?}");
+    assert!(s.status().await.paused);
+    assert_eq!(s.published.get("cache").map(|v| v.paused), Some(true));
+    // A second of a dead primary's verdicts, twenty decision ticks.
+    for _ in 0..10 {
+        s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+            .await;
+        for id in ["n1", "n2"] {
+            s.verdict(id, verdict(Health::Healthy, Role::Replica, 100))
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in ["n0", "n1", "n2"] {
+        let sent = s.commands_after(id, Duration::ZERO).await;
+        assert!(sent.is_empty(), "{id} was sent {sent:?} while paused");
+    }
+    assert_eq!(s.alerts(Alert::PrimaryDown), 1);
+    assert_eq!(s.alerts(Alert::Paused), 1, "raised once, not on every tick");
+    let state = s.last_saved().await;
+    assert_eq!((state.epoch, state.history.len()), (1, 0));
+
+    let r = s.pause(false).await;
+    assert!(!r.paused && r.changed, "{r:?}");
+    s.verdict("n0", verdict(Health::Down, Role::Primary, 100))
+        .await;
+    s.answer_probes(&[("n1", 100), ("n2", 100)]).await;
+    s.confirm_fence("n0", 2, false, 100).await;
+    s.promote_and_repoint("n1", &["n2"], 2).await;
+    let state = s.wait_primary("n1").await;
+    assert!(!state.paused);
+    assert_eq!(state.history[0].cause, Cause::Down);
+}
+
+/// A pause is persisted state: a reconciler started on it is paused.
+#[tokio::test(start_paused = true)]
+async fn a_reconciler_started_on_a_paused_state_is_paused() {
+    let state = StoreState {
+        epoch: 1,
+        primary: Some("n0".into()),
+        paused: true,
+        ..StoreState::default()
+    };
+    let s = Store::start(settings(), state);
+    assert!(s.status().await.paused);
+    let r = s.pause(false).await;
+    assert!(r.changed && !r.paused);
 }
