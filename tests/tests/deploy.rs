@@ -342,3 +342,133 @@ fn the_containerfile_builds_the_workspaces_binaries_with_its_toolchain() -> Resu
     }
     Ok(())
 }
+
+/// Writes `text` with every `/etc/vigil/tls/` path pointed at `certs`, a folder `vigil certs`
+/// filled, and returns the file: the settings are checked with real certificates in place.
+fn with_certs(text: &str, certs: &Path, dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let tls = format!("{}/", certs.display());
+    std::fs::write(&path, text.replace("/etc/vigil/tls/", &tls))?;
+    Ok(path)
+}
+
+/// Runs `bin args --print-config` with `env`, and checks every key of the file is taken from it.
+fn prints_config(bin: &str, args: &[&str], file: &Path, env: &[(&str, &str)]) -> Result<()> {
+    let mut cmd = Command::new(workspace_bin(bin)?);
+    cmd.args(args)
+        .arg("--config")
+        .arg(file)
+        .arg("--print-config");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let printed = succeeds(&mut cmd)?;
+    let text = read(file)?;
+    let source = format!("# file {}", file.display());
+    // The top-level settings: tables ([[datastore]]) come after them.
+    for line in text.lines().take_while(|l| !l.starts_with('[')) {
+        let Some((key, _)) = line.split_once(" = ") else {
+            continue;
+        };
+        let key = key.trim();
+        if key.starts_with('#')
+            || line.starts_with(' ')
+            || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            continue;
+        }
+        assert!(
+            printed
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} = ")) && l.ends_with(&source)),
+            "{bin}: {key} is not taken from {}:\n{printed}",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn the_example_settings_are_accepted_by_the_daemons() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let certs = dir.path().join("tls");
+    succeeds(
+        Command::new(workspace_bin("vigil")?)
+            .args(["certs", "--datastore", "cache", "--nodes", "node-1"])
+            .arg("--out")
+            .arg(&certs),
+    )?;
+    // The controller's example also speaks TLS to etcd, with files of etcd's own CA.
+    for (from, to) in [
+        ("ca.pem", "etcd-ca.pem"),
+        ("controller.pem", "etcd-client.pem"),
+        ("controller-key.pem", "etcd-client-key.pem"),
+    ] {
+        std::fs::copy(certs.join(from), certs.join(to))?;
+    }
+    // The settings files the systemd units read.
+    let agent = read(&deploy().join("config/agent.toml"))?;
+    let file = with_certs(&agent, &certs, dir.path(), "agent.toml")?;
+    prints_config("vigil-agent", &["run"], &file, &[])?;
+    let controller = read(&deploy().join("config/controller.toml"))?;
+    let file = with_certs(&controller, &certs, dir.path(), "controller.toml")?;
+    prints_config("vigil-controller", &[], &file, &[])?;
+
+    // The ConfigMaps of the manifests, with what the pods' environment adds.
+    let configmap = |name: &str, key: &str| -> Result<String> {
+        let docs = yaml_docs(&deploy().join("kubernetes").join(name))?;
+        docs[0]["data"][key]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{name} has no {key}"))
+    };
+    let file = with_certs(
+        &configmap("agent-config.yaml", "agent.toml")?,
+        &certs,
+        dir.path(),
+        "k8s-agent.toml",
+    )?;
+    prints_config(
+        "vigil-agent",
+        &["run"],
+        &file,
+        &[
+            ("VIGIL_NODE_ID", "node-1"),
+            ("VIGIL_ADVERTISE", "10.0.0.1:6379"),
+            ("VIGIL_METRICS_LISTEN", "10.0.0.1:9431"),
+            (
+                "VIGIL_TLS_CERT",
+                &certs.join("node-1.pem").to_string_lossy(),
+            ),
+            (
+                "VIGIL_TLS_KEY",
+                &certs.join("node-1-key.pem").to_string_lossy(),
+            ),
+        ],
+    )?;
+    let file = with_certs(
+        &configmap("controller-config.yaml", "controller.toml")?,
+        &certs,
+        dir.path(),
+        "k8s-controller.toml",
+    )?;
+    prints_config(
+        "vigil-controller",
+        &[],
+        &file,
+        &[
+            ("VIGIL_NAME", "vigil-controller-0"),
+            (
+                "VIGIL_ADVERTISE_GRPC",
+                "https://vigil-controller-0.vigil-controller:7420",
+            ),
+            (
+                "VIGIL_ADVERTISE_SENTINEL",
+                "vigil-controller-0.vigil-controller:26379",
+            ),
+        ],
+    )?;
+    Ok(())
+}
