@@ -6,6 +6,7 @@
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
 //! - [`telemetry`]: the logging flags and setup, and the `/metrics` server.
+//! - [`health_state`]: a health as Prometheus' `state` label, the same on both daemons.
 //! - [`accept`]: the accept loop every listener shares, which pauses instead of spinning when
 //!   the process is out of file descriptors.
 //! - [`secret`]: reading a password from a file, the same way for every daemon.
@@ -15,6 +16,7 @@
 pub mod accept;
 pub mod cli;
 pub mod error;
+pub mod health_state;
 pub mod host_port;
 pub mod limits;
 pub mod reason;
