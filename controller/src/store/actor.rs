@@ -12,7 +12,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::{Instant, MissedTickBehavior},
 };
-use vigil_proto::v1;
+use vigil_proto::v1::{self, Health};
 
 use super::{
     nodes::{NodeInfo, Nodes, Outbox},
@@ -117,6 +117,8 @@ pub struct Reconciler {
     pub(super) started: Instant,
     pub(super) published: Arc<Published>,
     pub(super) metrics: Arc<Metrics>,
+    /// The primary whose `datastore_primary` series is set, so a new one's replaces it.
+    pub(super) exported_primary: Option<String>,
     /// The reconciler's own inbox, for the tasks it spawns.
     pub(super) me: mpsc::Sender<Input>,
     /// Commands sent and not yet acknowledged, by command id. Pruned of abandoned waiters on
@@ -172,6 +174,7 @@ pub fn spawn(
         started: Instant::now(),
         published,
         metrics,
+        exported_primary: None,
         me: me.clone(),
         pending: HashMap::new(),
         next_command: 1,
@@ -192,6 +195,10 @@ pub fn spawn(
             tracing::warn!(datastore = %r.name, error = %e, "known node not taken");
         }
     }
+    for id in r.nodes.ids() {
+        r.export_health(id, Health::Unspecified);
+    }
+    r.export_state();
     r.publish();
     tokio::spawn(r.run(rx));
     me
@@ -215,12 +222,12 @@ impl Reconciler {
                     if changed.is_err() || !same {
                         // Its sessions close with it, and their agents look for the new leader.
                         tracing::info!(datastore = %self.name, leadership = self.term.token, "term over: this data store's reconciler stops here");
-                        return;
+                        break;
                     }
                 }
                 input = rx.recv() => match input {
                     Some(i) => self.handle(i),
-                    None => return,
+                    None => break,
                 },
                 _ = tick.tick() => {
                     self.resume_in_flight();
@@ -229,6 +236,7 @@ impl Reconciler {
                 _ = desired.tick() => self.push_desired(),
             }
         }
+        self.unexport();
     }
 
     fn handle(&mut self, input: Input) {
@@ -265,7 +273,9 @@ impl Reconciler {
     pub(super) fn save(&mut self, what: &str) -> Result<(), ControllerError> {
         self.persist.save(&self.state).inspect_err(|e| {
             tracing::error!(datastore = %self.name, error = %e, "could not persist {what}");
-        })
+        })?;
+        self.export_state();
+        Ok(())
     }
 
     /// Logs an alert with its stable event name, at most once a minute per kind while the

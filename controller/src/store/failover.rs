@@ -109,7 +109,6 @@ impl Reconciler {
                     }
                     return;
                 }
-                self.metrics.failover(cause.name());
                 self.choosing = true;
                 self.spawn_choice(primary, ranked, cause);
             }
@@ -155,16 +154,23 @@ impl Reconciler {
         {
             return;
         }
-        if let Some(since) = self.failing_since {
+        let failing_since = self.failing_since;
+        self.start_failover(Some(from), to, cause, None);
+        // Observed once the failover began (its epoch persisted), as it is counted: a choice
+        // that came to nothing is no decision.
+        if self.active.is_some()
+            && let Some(since) = failing_since
+        {
             self.metrics
                 .decision_latency
                 .observe(since.elapsed().as_secs_f64());
         }
-        self.start_failover(Some(from), to, cause, None);
     }
 
     /// Persists the new epoch and the failover in flight, before any command depends on them;
-    /// on success the failover becomes active. On failure the state is as it was.
+    /// on success the failover becomes active, and is counted. On failure the state is as it
+    /// was, and nothing is counted: a failover is counted once, here, whatever led to it (a
+    /// choice of replica, `vigil failover`), and never again when it is resumed.
     pub(super) fn begin(
         &mut self,
         from: Option<String>,
@@ -187,6 +193,7 @@ impl Reconciler {
             self.state.in_flight = None;
             return Err(ControllerError::EpochNotPersisted(Box::new(e)));
         }
+        self.metrics.failover(&self.name, cause.name());
         self.announce(Channel::NewEpoch, to, epoch.to_string());
         if let Some(old) = &from {
             self.announce(Channel::TryFailover, old, self.master_words(old));

@@ -13,6 +13,8 @@
 //! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
 //! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
 //! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
+//! - [`exported`]: what Prometheus is told: each node's health, connection and verdict age, the
+//!   epoch and the primary.
 //! - [`state`]: the persisted state (epoch, primary, failover in flight, history) and its file.
 //! - [`data_dir`]: the data folder the state files live in: private, and locked by one
 //!   controller at a time.
@@ -24,6 +26,7 @@ pub mod data_dir;
 pub mod decision;
 mod desired;
 pub mod etcd_state;
+mod exported;
 pub mod failover;
 mod intake;
 pub mod nodes;

@@ -206,6 +206,7 @@ impl Registry {
         let mut terms = self.leadership.subscribe();
         loop {
             let term = terms.borrow_and_update().clone();
+            self.metrics.leading.set(i64::from(term.is_some()));
             match term {
                 Some(term) => self.lead(term).await,
                 None => self.stores.lock().await.clear(),

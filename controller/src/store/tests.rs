@@ -278,8 +278,8 @@ impl Store {
     fn alerts(&self, alert: Alert) -> u64 {
         self.metrics
             .alerts
-            .get_or_create(&crate::metrics::CauseLabel {
-                cause: alert.name().to_string(),
+            .get_or_create(&crate::metrics::EventLabel {
+                event: alert.name(),
             })
             .get()
     }
@@ -1250,3 +1250,5 @@ async fn the_largest_desired_state_is_far_below_the_agents_decoder_limit() {
     assert_eq!(s.status().await.nodes.len(), MAX_NODES_PER_DATASTORE);
     assert_eq!(s.alerts(Alert::TooManyNodes), 1);
 }
+
+mod metrics;
