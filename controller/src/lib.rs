@@ -9,13 +9,15 @@
 //! - [`cluster`]: several controllers on etcd: the election, and the state and views the leader
 //!   keeps there.
 //! - [`config`]: flags, environment and the TOML file; [`metrics`]: Prometheus;
-//!   [`alerts`]: what an operator is told, and how often; [`member`]: who a controller is;
+//!   [`alerts`]: what an operator is told, and how often; [`hooks`]: the commands run on
+//!   alerts and failovers, as Sentinel's scripts; [`member`]: who a controller is;
 //!   [`error`]: the one error type.
 pub mod alerts;
 pub mod api;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod member;
 pub mod metrics;
 pub mod sentinel;

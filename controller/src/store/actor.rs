@@ -23,6 +23,7 @@ use crate::{
     alerts::{Alert, Alerts, Severity},
     cluster::{Leadership, Term},
     error::ControllerError,
+    hooks::{Event, Hooks},
     metrics::Metrics,
     sentinel::topology::Published,
 };
@@ -119,6 +120,7 @@ pub struct Reconciler {
     pub(super) metrics: Arc<Metrics>,
     /// The primary whose `datastore_primary` series is set, so a new one's replaces it.
     pub(super) exported_primary: Option<String>,
+    pub(super) hooks: Hooks,
     /// The reconciler's own inbox, for the tasks it spawns.
     pub(super) me: mpsc::Sender<Input>,
     /// Commands sent and not yet acknowledged, by command id. Pruned of abandoned waiters on
@@ -161,6 +163,7 @@ pub fn spawn(
     known_nodes: Vec<NodeInfo>,
     published: Arc<Published>,
     metrics: Arc<Metrics>,
+    hooks: Hooks,
     leadership: Arc<Leadership>,
     term: Arc<Term>,
 ) -> mpsc::Sender<Input> {
@@ -175,6 +178,7 @@ pub fn spawn(
         published,
         metrics,
         exported_primary: None,
+        hooks,
         me: me.clone(),
         pending: HashMap::new(),
         next_command: 1,
@@ -279,7 +283,7 @@ impl Reconciler {
     }
 
     /// Logs an alert with its stable event name, at most once a minute per kind while the
-    /// condition lasts, and counts it.
+    /// condition lasts, counts it, and runs the notify hook on it.
     pub(super) fn alert(&mut self, alert: Alert, message: &str) {
         if !self.alerts.due(alert) {
             return;
@@ -290,5 +294,6 @@ impl Reconciler {
             Severity::Error => tracing::error!(event, datastore = %self.name, "{message}"),
             Severity::Warning => tracing::warn!(event, datastore = %self.name, "{message}"),
         }
+        self.hooks.notify(&self.name, Event::Alert(alert), message);
     }
 }

@@ -14,7 +14,7 @@ use super::{
     state::{Cause, Failover, InFlight, Outcome},
     steps::{self, Fencing, Handover, Plan},
 };
-use crate::{alerts::Alert, error::ControllerError, sentinel::topology::Channel};
+use crate::{alerts::Alert, error::ControllerError, hooks::Event, sentinel::topology::Channel};
 
 impl Reconciler {
     pub(super) fn policy(&self) -> Policy {
@@ -230,6 +230,14 @@ impl Reconciler {
             }
         };
         tracing::warn!(event = "failover_started", datastore = %self.name, epoch, from = ?from, to = %to, cause = %cause, "failing over");
+        self.hooks.notify(
+            &self.name,
+            Event::FailoverStarted,
+            &format!(
+                "epoch {epoch}: failing over from {} to {to} ({cause})",
+                from.as_deref().unwrap_or("none")
+            ),
+        );
         match self.failover_plan(epoch, from, to) {
             Some(plan) => steps::spawn(self.me.clone(), &self.settings, plan, reply),
             None => {
@@ -294,7 +302,15 @@ impl Reconciler {
             && active.to == to
         {
             active.promoted = true;
+            let from = active.from.clone();
             self.publish();
+            // As Sentinel runs its client-reconfig-script once the replica is promoted.
+            if let (Some(from), Some(to)) = (
+                from.and_then(|f| self.nodes.address(&f)),
+                self.nodes.address(to),
+            ) {
+                self.hooks.client_reconfig(&self.name, &from, &to);
+            }
         }
     }
 
@@ -337,6 +353,17 @@ impl Reconciler {
                     event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
                     to = %finished.to, duration_ms = duration.as_millis() as u64, not_repointed = failed.len(), "failover finished"
                 );
+                self.hooks.notify(
+                    &self.name,
+                    Event::FailoverFinished,
+                    &format!(
+                        "epoch {}: {} is the primary (was {}), after {} ms",
+                        active.epoch,
+                        finished.to,
+                        active.from.as_deref().unwrap_or("none"),
+                        duration.as_millis()
+                    ),
+                );
                 if !failed.is_empty() {
                     self.alert(
                         Alert::ReplicationBroken,
@@ -356,6 +383,14 @@ impl Reconciler {
                 self.state.record(record);
                 let _ = self.save("the failed failover");
                 tracing::error!(event = "failover_failed", datastore = %self.name, epoch = active.epoch, error = %e, "failover failed");
+                self.hooks.notify(
+                    &self.name,
+                    Event::Alert(Alert::FailoverFailed),
+                    &format!(
+                        "epoch {}: the failover to {} failed: {e}",
+                        active.epoch, finished.to
+                    ),
+                );
                 if let Some(r) = finished.reply {
                     let _ = r.send(Err(e));
                 }

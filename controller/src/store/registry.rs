@@ -20,6 +20,7 @@ use super::{
 use crate::{
     cluster::{Leadership, Term},
     error::{ControllerError, Result},
+    hooks::Hooks,
     metrics::Metrics,
     sentinel::topology::Published,
 };
@@ -65,6 +66,8 @@ pub struct Registry {
     pub leadership: Arc<Leadership>,
     pub published: Arc<Published>,
     pub metrics: Arc<Metrics>,
+    /// The notify and client-reconfig hooks every reconciler raises.
+    hooks: Hooks,
 }
 
 impl Registry {
@@ -75,6 +78,7 @@ impl Registry {
         configured: Vec<(String, Vec<NodeInfo>)>,
         leadership: Arc<Leadership>,
         metrics: Arc<Metrics>,
+        hooks: Hooks,
     ) -> Arc<Self> {
         Arc::new(Self {
             stores: Mutex::new(BTreeMap::new()),
@@ -85,6 +89,7 @@ impl Registry {
             leadership,
             published: Published::new(),
             metrics,
+            hooks,
         })
     }
 
@@ -135,6 +140,7 @@ impl Registry {
             known_nodes,
             Arc::clone(&self.published),
             Arc::clone(&self.metrics),
+            self.hooks.clone(),
             Arc::clone(&self.leadership),
             term,
         ))
@@ -292,6 +298,7 @@ mod tests {
             Vec::new(),
             leadership,
             Metrics::new(),
+            Hooks::none(Metrics::new()),
         )
     }
 

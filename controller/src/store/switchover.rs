@@ -12,7 +12,7 @@ use super::{
     state::Cause,
     steps::{self, Fencing, Handover, Plan},
 };
-use crate::error::ControllerError;
+use crate::{error::ControllerError, hooks::Event};
 
 /// What `vigil failover [--to]` does now.
 enum Manual {
@@ -38,6 +38,15 @@ impl Reconciler {
                     }
                 };
                 tracing::warn!(event = "switchover_started", datastore = %self.name, epoch = plan.epoch, from = ?from, to = %to, handover = ?plan.handover, "planned switchover");
+                self.hooks.notify(
+                    &self.name,
+                    Event::SwitchoverStarted,
+                    &format!(
+                        "epoch {}: switching over from {} to {to}",
+                        plan.epoch,
+                        from.as_deref().unwrap_or("none")
+                    ),
+                );
                 steps::spawn(self.me.clone(), &self.settings, plan, Some(reply));
             }
             Err(e) => {

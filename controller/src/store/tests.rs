@@ -26,6 +26,7 @@ use crate::{
     alerts::Alert,
     cluster::{Leadership, Term},
     error::{ControllerError, Result},
+    hooks::Hooks,
     member::ControllerInfo,
     metrics::Metrics,
     sentinel::topology::Published,
@@ -151,6 +152,7 @@ impl Store {
             Vec::new(),
             Arc::clone(&published),
             Arc::clone(&metrics),
+            Hooks::none(Arc::clone(&metrics)),
             leadership,
             term,
         );
