@@ -21,6 +21,7 @@
 //! - `ha_store`: [`ControllerTrio`], three controllers on one [`EtcdCluster`], and [`HaStore`], a
 //!   primary and two replicas with an agent each reporting to the trio.
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
+//! - `scrape`: [`MetricsPage`], one scrape of a daemon's `/metrics`, parsed into series.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
 //! - `public_bin`: [`PublicBin`], a copy of a workspace binary that any user can run.
 //! - `safety`: the safety matrix (faults, writers, role monitor, checker), used as
@@ -43,6 +44,7 @@ mod netns;
 mod public_bin;
 mod redis_server;
 pub mod safety;
+mod scrape;
 mod servers;
 mod store;
 mod watch;
@@ -74,6 +76,7 @@ pub use log::Log;
 pub use netns::NetNs;
 pub use public_bin::PublicBin;
 pub use redis_server::RedisServer;
+pub use scrape::{MetricsPage, Series};
 pub use servers::Servers;
 pub use store::VigilStore;
 pub use watch::Watch;
