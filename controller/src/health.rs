@@ -272,6 +272,7 @@ mod tests {
             Vec::new(),
             leadership,
             Metrics::new(),
+            crate::hooks::Hooks::none(Metrics::new()),
         )
     }
 

@@ -10,7 +10,8 @@
 //!   keeps there.
 //! - [`config`]: flags, environment and the TOML file; [`metrics`]: Prometheus;
 //!   [`health`]: `/healthz`, `/readyz`, the gRPC health service and systemd's notifications;
-//!   [`alerts`]: what an operator is told, and how often; [`member`]: who a controller is;
+//!   [`alerts`]: what an operator is told, and how often; [`hooks`]: the commands run on
+//!   alerts and failovers, as Sentinel's scripts; [`member`]: who a controller is;
 //!   [`error`]: the one error type.
 pub mod alerts;
 pub mod api;
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod hooks;
 pub mod member;
 pub mod metrics;
 pub mod sentinel;

@@ -18,6 +18,7 @@ use vigil_controller::{
     },
     config::{ControllerConfig, ControllerSettings},
     health::{self, Supervision},
+    hooks::Hooks,
     metrics::Metrics,
     sentinel,
     store::{Registry, data_dir::DataDir, etcd_state::EtcdStates, registry::Backend},
@@ -153,6 +154,8 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
             )
         }
     };
+    // Started before any reconciler, which raises them; each runs while this controller leads.
+    let hooks = Hooks::start(&config.hooks, Arc::clone(&leadership), Arc::clone(&metrics));
     let registry = Registry::new(
         backend,
         config.settings.clone(),
@@ -160,6 +163,7 @@ async fn serve(config: ControllerConfig) -> anyhow::Result<()> {
         config.datastores.clone(),
         Arc::clone(&leadership),
         Arc::clone(&metrics),
+        hooks,
     );
     // Bind everything first: a port in use is a start-up error, not a log line later.
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen)

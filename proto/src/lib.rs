@@ -8,6 +8,7 @@
 //! - [`telemetry`]: the logging flags and setup, and the HTTP server of `/metrics` (with
 //!   `vigil_build_info`) and the daemon's health endpoints.
 //! - [`health`]: what the health endpoints share: the main loop's heartbeat, and the answer.
+//! - [`health_state`]: a health as Prometheus' `state` label, the same on both daemons.
 //! - [`notify`]: systemd's `Type=notify` messages (READY, WATCHDOG, STATUS, STOPPING).
 //! - [`accept`]: the accept loop every listener shares, which pauses instead of spinning when
 //!   the process is out of file descriptors.
@@ -20,6 +21,7 @@ pub mod accept;
 pub mod cli;
 pub mod error;
 pub mod health;
+pub mod health_state;
 pub mod host_port;
 pub mod limits;
 pub mod notify;

@@ -22,6 +22,7 @@
 //!   primary and two replicas with an agent each reporting to the trio.
 //! - `netns`: [`NetNs`], a network namespace joined to the host by a veth pair.
 //! - `http`: [`http_get`], one GET to a daemon's metrics and health port.
+//! - `scrape`: [`MetricsPage`], one scrape of a daemon's `/metrics`, parsed into series.
 //! - `keys`: [`write_keys`] and [`count_keys`], the writes the scenarios count.
 //! - `public_bin`: [`PublicBin`], a copy of a workspace binary that any user can run.
 //! - `safety`: the safety matrix (faults, writers, role monitor, checker), used as
@@ -45,6 +46,7 @@ mod netns;
 mod public_bin;
 mod redis_server;
 pub mod safety;
+mod scrape;
 mod servers;
 mod store;
 mod watch;
@@ -77,6 +79,7 @@ pub use log::Log;
 pub use netns::NetNs;
 pub use public_bin::PublicBin;
 pub use redis_server::RedisServer;
+pub use scrape::{MetricsPage, Series};
 pub use servers::Servers;
 pub use store::VigilStore;
 pub use watch::Watch;

@@ -532,7 +532,9 @@ fn metrics_are_served_for_prometheus() -> Result<()> {
         "{body}"
     );
     for metric in [
-        "vigil_agent_health 0",
+        "vigil_agent_health{state=\"healthy\"} 1",
+        "vigil_agent_health{state=\"down\"} 0",
+        "vigil_agent_health{state=\"unknown\"} 0",
         "vigil_agent_runq_p99_seconds",
         "vigil_agent_reason{reason=\"stopped\"} 0",
         "vigil_agent_verdicts_sent_total",

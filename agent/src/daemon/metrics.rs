@@ -12,16 +12,25 @@ use prometheus_client::{
 };
 
 use tokio::task::{JoinError, JoinHandle};
-use vigil_proto::telemetry::{Component, serve_http};
+use vigil_proto::{
+    health_state,
+    telemetry::{Component, serve_http},
+    v1,
+};
 
 use crate::{
     error::{AgentError, Result},
-    verdict::rules::{Health, Reason, Severity},
+    verdict::rules::{Reason, Severity},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,8 +40,8 @@ pub struct EventLabel {
 
 /// Every metric the agent exports.
 pub struct Metrics {
-    /// 0 healthy, 1 degraded, 2 unhealthy, 3 down.
-    pub health: Gauge,
+    /// 1 for the current verdict's health state, 0 for the others; `unknown` until the first.
+    pub health: Family<StateLabel, Gauge>,
     pub reasons: Family<ReasonLabel, Gauge>,
     pub ping_rtt_seconds: Histogram,
     pub ping_misses: Counter,
@@ -55,8 +64,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        Self {
-            health: Gauge::default(),
+        let m = Self {
+            health: Family::default(),
             reasons: Family::default(),
             // 50 us .. ~1.6 s in powers of two.
             ping_rtt_seconds: Histogram::new(
@@ -70,16 +79,19 @@ impl Metrics {
             commands: Family::default(),
             fenced: Gauge::default(),
             stale_leadership: Counter::default(),
+        };
+        m.set_health(v1::Health::Unspecified);
+        m
+    }
+
+    fn set_health(&self, health: v1::Health) {
+        for (state, value) in health_state::values(health) {
+            self.health.get_or_create(&StateLabel { state }).set(value);
         }
     }
 
     pub fn set_verdict(&self, reasons: Reason) {
-        self.health.set(match reasons.health() {
-            Health::Healthy => 0,
-            Health::Degraded => 1,
-            Health::Unhealthy => 2,
-            Health::Down => 3,
-        });
+        self.set_health(v1::Health::from(reasons.health()));
         for &(reason, name) in vigil_proto::reason::NAMES {
             self.reasons
                 .get_or_create(&ReasonLabel { reason: name })
@@ -93,7 +105,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("vigil_agent");
         r.register(
             "health",
-            "Verdict health: 0 healthy, 1 degraded, 2 unhealthy, 3 down",
+            "Verdict health: 1 for its state (healthy, degraded, unhealthy, down; unknown before the first verdict), 0 for the others",
             self.health.clone(),
         );
         r.register(
@@ -204,9 +216,33 @@ pub fn log_end(ended: MetricsEnd) {
 mod tests {
     use std::time::Duration;
 
+    use prometheus_client::encoding::text::encode;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    #[test]
+    fn health_is_a_state_label_with_exactly_the_current_state_at_one() {
+        let metrics = Metrics::new();
+        let state =
+            |m: &Metrics, s: &'static str| m.health.get_or_create(&StateLabel { state: s }).get();
+        metrics.set_verdict(Reason::STOPPED);
+        assert_eq!(state(&metrics, "unhealthy"), 1);
+        for other in ["healthy", "degraded", "down", "unknown"] {
+            assert_eq!(state(&metrics, other), 0, "{other}");
+        }
+        metrics.set_verdict(Reason::empty());
+        let mut text = String::new();
+        encode(&mut text, &metrics.registry()).unwrap();
+        assert!(
+            text.contains("vigil_agent_health{state=\"healthy\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vigil_agent_health{state=\"unhealthy\"} 0"),
+            "{text}"
+        );
+    }
 
     #[tokio::test]
     async fn the_metrics_are_served_and_a_server_that_ends_is_noticed() {
@@ -229,6 +265,19 @@ mod tests {
         assert!(body.contains("vigil_agent_verdicts_sent_total 1"), "{body}");
         assert!(
             body.contains("vigil_build_info{component=\"agent\""),
+            "{body}"
+        );
+        // No verdict yet: the health is unknown, and only that state is 1.
+        assert!(
+            body.contains("vigil_agent_health{state=\"unknown\"} 1"),
+            "{body}"
+        );
+        assert_eq!(body.matches("vigil_agent_health{").count(), 5, "{body}");
+        assert_eq!(
+            body.lines()
+                .filter(|l| l.starts_with("vigil_agent_health{") && l.ends_with(" 1"))
+                .count(),
+            1,
             "{body}"
         );
         // Nothing to wait for without a server; a server that ends is noticed.

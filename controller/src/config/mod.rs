@@ -7,6 +7,7 @@
 //! shown in `--help` through that constant.
 mod cluster;
 mod effective;
+mod hooks;
 mod sentinel;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -23,6 +24,7 @@ use vigil_proto::{
 use crate::{
     cluster::election::DEFAULT_LEADER_LEASE_SECS,
     error::{ControllerError, Result},
+    hooks::{DEFAULT_HOOK_TIMEOUT_SECS, HookConfig},
     member::ControllerInfo,
     sentinel::{
         auth::DEFAULT_USER,
@@ -180,6 +182,18 @@ pub struct ControllerSettings {
     /// The CA (PEM) that signs the agents' and operators' certificates.
     #[arg(long, env = "VIGIL_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// A command run on each alert and when a failover or switchover starts and ends, as
+    /// Sentinel's notification-script: `<event> <description>` (the description starts with the
+    /// data store's name). Run by the leading controller only, off the failover's path.
+    #[arg(long, env = "VIGIL_NOTIFY_COMMAND", value_name = "FILE")]
+    pub notify_command: Option<PathBuf>,
+    /// A command run when a failover or switchover has promoted a new primary, as Sentinel's
+    /// client-reconfig-script: `<datastore> leader start <from-ip> <from-port> <to-ip> <to-port>`.
+    #[arg(long, env = "VIGIL_CLIENT_RECONFIG_COMMAND", value_name = "FILE")]
+    pub client_reconfig_command: Option<PathBuf>,
+    #[arg(long, env = "VIGIL_HOOK_TIMEOUT_SECS", value_name = "SECS",
+          help = with_default("A hook (notify or client-reconfig command) still running after this long is killed, with what it started, in seconds", DEFAULT_HOOK_TIMEOUT_SECS))]
+    pub hook_timeout_secs: Option<u64>,
     /// Refuse agents of data stores not listed in the configuration file.
     #[arg(long, env = "VIGIL_REFUSE_UNKNOWN")]
     #[serde(default)]
@@ -261,6 +275,11 @@ impl ControllerSettings {
             tls_cert: self.tls_cert.or(file.tls_cert),
             tls_key: self.tls_key.or(file.tls_key),
             tls_client_ca: self.tls_client_ca.or(file.tls_client_ca),
+            notify_command: self.notify_command.or(file.notify_command),
+            client_reconfig_command: self
+                .client_reconfig_command
+                .or(file.client_reconfig_command),
+            hook_timeout_secs: self.hook_timeout_secs.or(file.hook_timeout_secs),
             refuse_unknown: self.refuse_unknown || file.refuse_unknown,
             datastores: if self.datastores.is_empty() {
                 file.datastores
@@ -289,6 +308,8 @@ pub struct ControllerConfig {
     pub sentinel: SentinelConfig,
     /// Set with --tls-cert, --tls-key and --tls-client-ca: mutual TLS on the gRPC port.
     pub tls: Option<TlsFiles>,
+    /// The notify and client-reconfig commands, checked to be executable files.
+    pub hooks: HookConfig,
 }
 
 fn me(
@@ -480,8 +501,10 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
             tls.is_some(),
         )?;
         let sentinel = sentinel::from_settings(&s)?;
+        let hooks = hooks::from_settings(&s)?;
         Ok(Self {
             sentinel,
+            hooks,
             grpc_listen,
             sentinel_listen,
             me,

@@ -50,6 +50,66 @@ fn unset_settings_take_the_defaults_the_help_shows() {
         c.settings.silence,
         Duration::from_millis(DEFAULT_SILENCE_MS)
     );
+    assert_eq!(c.hooks, HookConfig::default());
+    assert_eq!(
+        c.hooks.timeout,
+        Duration::from_secs(DEFAULT_HOOK_TIMEOUT_SECS)
+    );
+}
+
+/// A hook's command is checked at start: a missing or non-executable file is refused with an
+/// error naming the setting and the file, and the timeout must be within its bounds.
+#[test]
+fn hook_commands_must_be_executable_files_and_their_timeout_bounded() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let runnable = dir.path().join("notify.sh");
+    std::fs::write(&runnable, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&runnable, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let plain = dir.path().join("reconfig.sh");
+    std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file: ControllerSettings = toml::from_str(&format!(
+        "notify_command = {:?}\nhook_timeout_secs = 3\n",
+        runnable.display().to_string()
+    ))
+    .unwrap();
+    let c = ControllerConfig::try_from(file).unwrap();
+    assert_eq!(c.hooks.notify.as_deref(), Some(runnable.as_path()));
+    assert_eq!(c.hooks.client_reconfig, None);
+    assert_eq!(c.hooks.timeout, Duration::from_secs(3));
+    let cases = [
+        (
+            ControllerSettings {
+                client_reconfig_command: Some(plain.clone()),
+                ..Default::default()
+            },
+            "client_reconfig_command",
+            "reconfig.sh is not executable",
+        ),
+        (
+            ControllerSettings {
+                notify_command: Some(dir.path().join("missing.sh")),
+                ..Default::default()
+            },
+            "notify_command",
+            "missing.sh",
+        ),
+        (
+            ControllerSettings {
+                hook_timeout_secs: Some(0),
+                ..Default::default()
+            },
+            "hook_timeout_secs",
+            "outside",
+        ),
+    ];
+    for (settings, field, says) in cases {
+        let e = ControllerConfig::try_from(settings)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains(says), "{field}: {e}");
+    }
 }
 
 /// A self-signed certificate naming `uri`, and its key, written into `dir`.
@@ -365,7 +425,7 @@ fn etcd_tls_takes_a_ca_alone_or_with_a_key_pair_and_https_urls_only() {
 #[test]
 fn the_help_shows_each_default_from_its_constant() {
     let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-    let defaults: [(&str, String); 18] = [
+    let defaults: [(&str, String); 19] = [
         ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
         ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
         ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -393,6 +453,7 @@ fn the_help_shows_each_default_from_its_constant() {
             "sentinel_idle_timeout_secs",
             DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS.to_string(),
         ),
+        ("hook_timeout_secs", DEFAULT_HOOK_TIMEOUT_SECS.to_string()),
     ];
     // A switch needs no default; etcd is off unless given; the others default to what the
     // host and the listen addresses are, which their help says.
@@ -416,6 +477,9 @@ fn the_help_shows_each_default_from_its_constant() {
             "etcd_ca",
             "etcd_cert",
             "etcd_key",
+            // Off unless given: no hooks.
+            "notify_command",
+            "client_reconfig_command",
         ],
     );
     assert_eq!(checked, Ok(()));

@@ -12,7 +12,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::{Instant, MissedTickBehavior},
 };
-use vigil_proto::v1;
+use vigil_proto::v1::{self, Health};
 
 use super::{
     nodes::{NodeInfo, Nodes, Outbox},
@@ -24,6 +24,7 @@ use crate::{
     alerts::{Alert, Alerts, Severity},
     cluster::{Leadership, Term},
     error::ControllerError,
+    hooks::{Event, Hooks},
     metrics::Metrics,
     sentinel::topology::Published,
 };
@@ -139,6 +140,9 @@ pub struct Reconciler {
     pub(super) started: Instant,
     pub(super) published: Arc<Published>,
     pub(super) metrics: Arc<Metrics>,
+    /// The primary whose `datastore_primary` series is set, so a new one's replaces it.
+    pub(super) exported_primary: Option<String>,
+    pub(super) hooks: Hooks,
     /// The reconciler's own inbox, for the tasks it spawns.
     pub(super) me: mpsc::Sender<Input>,
     /// Commands sent and not yet acknowledged, by command id. Pruned of abandoned waiters on
@@ -181,6 +185,7 @@ pub fn spawn(
     known_nodes: Vec<NodeInfo>,
     published: Arc<Published>,
     metrics: Arc<Metrics>,
+    hooks: Hooks,
     leadership: Arc<Leadership>,
     term: Arc<Term>,
 ) -> mpsc::Sender<Input> {
@@ -194,6 +199,8 @@ pub fn spawn(
         started: Instant::now(),
         published,
         metrics,
+        exported_primary: None,
+        hooks,
         me: me.clone(),
         pending: HashMap::new(),
         next_command: 1,
@@ -215,6 +222,10 @@ pub fn spawn(
         }
     }
     r.metrics.paused(&r.name, r.state.paused);
+    for id in r.nodes.ids() {
+        r.export_health(id, Health::Unspecified);
+    }
+    r.export_state();
     r.publish();
     tokio::spawn(r.run(rx));
     me
@@ -238,12 +249,12 @@ impl Reconciler {
                     if changed.is_err() || !same {
                         // Its sessions close with it, and their agents look for the new leader.
                         tracing::info!(datastore = %self.name, leadership = self.term.token, "term over: this data store's reconciler stops here");
-                        return;
+                        break;
                     }
                 }
                 input = rx.recv() => match input {
                     Some(i) => self.handle(i),
-                    None => return,
+                    None => break,
                 },
                 _ = tick.tick() => {
                     self.resume_in_flight();
@@ -252,6 +263,7 @@ impl Reconciler {
                 _ = desired.tick() => self.push_desired(),
             }
         }
+        self.unexport();
     }
 
     fn handle(&mut self, input: Input) {
@@ -298,11 +310,13 @@ impl Reconciler {
     pub(super) fn save(&mut self, what: &str) -> Result<(), ControllerError> {
         self.persist.save(&self.state).inspect_err(|e| {
             tracing::error!(datastore = %self.name, error = %e, "could not persist {what}");
-        })
+        })?;
+        self.export_state();
+        Ok(())
     }
 
     /// Logs an alert with its stable event name, at most once a minute per kind while the
-    /// condition lasts, and counts it.
+    /// condition lasts, counts it, and runs the notify hook on it.
     pub(super) fn alert(&mut self, alert: Alert, message: &str) {
         if !self.alerts.due(alert) {
             return;
@@ -313,5 +327,6 @@ impl Reconciler {
             Severity::Error => tracing::error!(event, datastore = %self.name, "{message}"),
             Severity::Warning => tracing::warn!(event, datastore = %self.name, "{message}"),
         }
+        self.hooks.notify(&self.name, Event::Alert(alert), message);
     }
 }

@@ -12,12 +12,7 @@ use super::actor::Reconciler;
 
 impl Reconciler {
     pub(super) fn push_desired(&mut self) {
-        for n in self.nodes.iter() {
-            if let Some(t) = n.heard {
-                self.metrics
-                    .verdict_age(&self.name, &n.info.id, t.elapsed().as_secs_f64());
-            }
-        }
+        self.export_verdict_ages();
         let ids: Vec<String> = self.nodes.ids().cloned().collect();
         for id in ids {
             self.push_desired_to(&id);

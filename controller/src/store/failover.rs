@@ -15,7 +15,7 @@ use super::{
     steps::{self, Fencing, Handover, Plan},
     timeline::{Clock, Origin, Stage},
 };
-use crate::{alerts::Alert, error::ControllerError, sentinel::topology::Channel};
+use crate::{alerts::Alert, error::ControllerError, hooks::Event, sentinel::topology::Channel};
 
 impl Reconciler {
     pub(super) fn policy(&self) -> Policy {
@@ -117,7 +117,6 @@ impl Reconciler {
                     }
                     return;
                 }
-                self.metrics.failover(cause.name());
                 self.choosing = true;
                 self.spawn_choice(primary, ranked, cause);
             }
@@ -165,12 +164,8 @@ impl Reconciler {
         {
             return;
         }
-        if let Some(since) = self.failing_since {
-            self.metrics
-                .decision_latency
-                .observe(since.elapsed().as_secs_f64());
-        }
-        let since = self.failing_since.unwrap_or_else(Instant::now);
+        let failing_since = self.failing_since;
+        let since = failing_since.unwrap_or_else(Instant::now);
         self.start_failover(
             Some(from),
             to,
@@ -178,11 +173,22 @@ impl Reconciler {
             Clock::new(Origin::Failure, since),
             None,
         );
+        // Observed once the failover began (its epoch persisted), as it is counted: a choice
+        // that came to nothing is no decision.
+        if self.active.is_some()
+            && let Some(since) = failing_since
+        {
+            self.metrics
+                .decision_latency
+                .observe(since.elapsed().as_secs_f64());
+        }
     }
 
     /// Persists the new epoch and the failover in flight, before any command depends on them;
-    /// on success the failover becomes active, its timeline kept on `clock`. On failure the
-    /// state is as it was.
+    /// on success the failover becomes active, its timeline kept on `clock`, and is counted. On
+    /// failure the state is as it was, and nothing is counted: a failover is counted once, here,
+    /// whatever led to it (a choice of replica, `vigil failover`), and never again when it is
+    /// resumed.
     pub(super) fn begin(
         &mut self,
         from: Option<String>,
@@ -206,6 +212,7 @@ impl Reconciler {
             self.state.in_flight = None;
             return Err(ControllerError::EpochNotPersisted(Box::new(e)));
         }
+        self.metrics.failover(&self.name, cause.name());
         self.announce(Channel::NewEpoch, to, epoch.to_string());
         if let Some(old) = &from {
             self.announce(Channel::TryFailover, old, self.master_words(old));
@@ -248,6 +255,14 @@ impl Reconciler {
             }
         };
         tracing::warn!(event = "failover_started", datastore = %self.name, epoch, from = ?from, to = %to, cause = %cause, "failing over");
+        self.hooks.notify(
+            &self.name,
+            Event::FailoverStarted,
+            &format!(
+                "epoch {epoch}: failing over from {} to {to} ({cause})",
+                from.as_deref().unwrap_or("none")
+            ),
+        );
         match self.failover_plan(epoch, from, to) {
             Some(plan) => steps::spawn(self.me.clone(), &self.settings, plan, reply),
             None => {
@@ -313,7 +328,15 @@ impl Reconciler {
         {
             active.promoted = true;
             active.clock.mark(Stage::Promoted, Instant::now());
+            let from = active.from.clone();
             self.publish();
+            // As Sentinel runs its client-reconfig-script once the replica is promoted.
+            if let (Some(from), Some(to)) = (
+                from.and_then(|f| self.nodes.address(&f)),
+                self.nodes.address(to),
+            ) {
+                self.hooks.client_reconfig(&self.name, &from, &to);
+            }
         }
     }
 
@@ -369,6 +392,17 @@ impl Reconciler {
                     event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
                     to = %finished.to, duration_ms = duration.as_millis() as u64, not_repointed = failed.len(), "failover finished"
                 );
+                self.hooks.notify(
+                    &self.name,
+                    Event::FailoverFinished,
+                    &format!(
+                        "epoch {}: {} is the primary (was {}), after {} ms",
+                        active.epoch,
+                        finished.to,
+                        active.from.as_deref().unwrap_or("none"),
+                        duration.as_millis()
+                    ),
+                );
                 if !failed.is_empty() {
                     self.alert(
                         Alert::ReplicationBroken,
@@ -389,6 +423,14 @@ impl Reconciler {
                 let _ = self.save("the failed failover");
                 self.publish();
                 tracing::error!(event = "failover_failed", datastore = %self.name, epoch = active.epoch, error = %e, "failover failed");
+                self.hooks.notify(
+                    &self.name,
+                    Event::Alert(Alert::FailoverFailed),
+                    &format!(
+                        "epoch {}: the failover to {} failed: {e}",
+                        active.epoch, finished.to
+                    ),
+                );
                 if let Some(r) = finished.reply {
                     let _ = r.send(Err(e));
                 }

@@ -28,15 +28,20 @@ impl Reconciler {
             return;
         }
         tracing::info!(datastore = %self.name, node = %id, address = %address, "agent connected");
-        if let Some(n) = self.nodes.get_mut(&id) {
-            n.session = Some(Session {
-                id: session,
-                outbox,
-            });
-            // A new session numbers its verdicts anew: no lease until it has sent one.
-            n.last_seq = 0;
-        }
-        self.metrics.connected_agents.inc();
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        // A session that replaces one whose close has not arrived yet (a reconnect) is the same
+        // agent: the node stays connected, and the old session's close is then ignored.
+        n.session = Some(Session {
+            id: session,
+            outbox,
+        });
+        // A new session numbers its verdicts anew: no lease until it has sent one.
+        n.last_seq = 0;
+        let health = n.health();
+        self.export_connected(&id, true);
+        self.export_health(&id, health);
         // The node's address may be new to this controller (after a restart): republish.
         self.publish();
         self.push_desired_to(&id);
@@ -47,7 +52,7 @@ impl Reconciler {
             && n.session.as_ref().is_some_and(|s| s.id == session)
         {
             n.session = None;
-            self.metrics.connected_agents.dec();
+            self.export_connected(node, false);
             tracing::info!(datastore = %self.name, node = %node, "agent disconnected");
             self.publish();
         }
@@ -61,6 +66,7 @@ impl Reconciler {
         let health = verdict.health();
         let reasons = Reason::from_bits_truncate(verdict.reasons);
         let was_down = n.is_down();
+        let health_before = n.health();
         let first_of_session = n.last_seq == 0;
         n.take_verdict(verdict, received);
 
@@ -69,7 +75,9 @@ impl Reconciler {
             // The primary's lease waits for this verdict (see `push_desired_to`): at once.
             self.push_desired_to(node);
         }
-        self.metrics.node_health(&self.name, node, health);
+        if health != health_before {
+            self.export_health(node, health);
+        }
         if down_changed {
             // Sentinel clients filter replicas by their s_down flag; some refresh on the event.
             self.publish();

@@ -14,6 +14,8 @@
 //! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
 //! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
 //! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
+//! - [`exported`]: what Prometheus is told: each node's health, connection and verdict age, the
+//!   epoch and the primary.
 //! - [`state`]: the persisted state (epoch, primary, failover in flight, history, paused) and its
 //!   file.
 //! - [`timeline`]: a failover's stages, in ms from the failure or the request, for the history.
@@ -27,6 +29,7 @@ pub mod data_dir;
 pub mod decision;
 mod desired;
 pub mod etcd_state;
+mod exported;
 pub mod failover;
 mod intake;
 mod maintenance;

@@ -27,6 +27,7 @@ use super::{
 use crate::{
     cluster::{Leadership, Term},
     error::{ControllerError, Result},
+    hooks::Hooks,
     metrics::Metrics,
     sentinel::topology::Published,
 };
@@ -75,6 +76,8 @@ pub struct Registry {
     /// 1 + the token of the last term whose data stores were all loaded (0: none yet): the
     /// leader's readiness.
     loaded: AtomicU64,
+    /// The notify and client-reconfig hooks every reconciler raises.
+    hooks: Hooks,
 }
 
 impl Registry {
@@ -85,6 +88,7 @@ impl Registry {
         configured: Vec<(String, Vec<NodeInfo>)>,
         leadership: Arc<Leadership>,
         metrics: Arc<Metrics>,
+        hooks: Hooks,
     ) -> Arc<Self> {
         Arc::new(Self {
             stores: Mutex::new(BTreeMap::new()),
@@ -96,6 +100,7 @@ impl Registry {
             published: Published::new(),
             metrics,
             loaded: AtomicU64::new(0),
+            hooks,
         })
     }
 
@@ -151,6 +156,7 @@ impl Registry {
             known_nodes,
             Arc::clone(&self.published),
             Arc::clone(&self.metrics),
+            self.hooks.clone(),
             Arc::clone(&self.leadership),
             term,
         ))
@@ -224,6 +230,7 @@ impl Registry {
         let mut terms = self.leadership.subscribe();
         loop {
             let term = terms.borrow_and_update().clone();
+            self.metrics.leading.set(i64::from(term.is_some()));
             match term {
                 Some(term) => self.lead(term).await,
                 None => self.stores.lock().await.clear(),
@@ -321,6 +328,7 @@ mod tests {
             Vec::new(),
             leadership,
             Metrics::new(),
+            Hooks::none(Metrics::new()),
         )
     }
 

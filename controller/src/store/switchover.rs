@@ -13,7 +13,7 @@ use super::{
     steps::{self, Fencing, Handover, Plan},
     timeline::{Clock, Origin},
 };
-use crate::error::ControllerError;
+use crate::{error::ControllerError, hooks::Event};
 
 /// What `vigil failover [--to]` does now.
 enum Manual {
@@ -42,6 +42,15 @@ impl Reconciler {
                     }
                 };
                 tracing::warn!(event = "switchover_started", datastore = %self.name, epoch = plan.epoch, from = ?from, to = %to, handover = ?plan.handover, "planned switchover");
+                self.hooks.notify(
+                    &self.name,
+                    Event::SwitchoverStarted,
+                    &format!(
+                        "epoch {}: switching over from {} to {to}",
+                        plan.epoch,
+                        from.as_deref().unwrap_or("none")
+                    ),
+                );
                 steps::spawn(self.me.clone(), &self.settings, plan, Some(reply));
             }
             Err(e) => {

@@ -27,6 +27,7 @@ use crate::{
     alerts::Alert,
     cluster::{Leadership, Term},
     error::{ControllerError, Result},
+    hooks::Hooks,
     member::ControllerInfo,
     metrics::Metrics,
     sentinel::topology::Published,
@@ -152,6 +153,7 @@ impl Store {
             Vec::new(),
             Arc::clone(&published),
             Arc::clone(&metrics),
+            Hooks::none(Arc::clone(&metrics)),
             leadership,
             term,
         );
@@ -279,8 +281,8 @@ impl Store {
     fn alerts(&self, alert: Alert) -> u64 {
         self.metrics
             .alerts
-            .get_or_create(&crate::metrics::CauseLabel {
-                cause: alert.name().to_string(),
+            .get_or_create(&crate::metrics::EventLabel {
+                event: alert.name(),
             })
             .get()
     }
@@ -1328,3 +1330,4 @@ async fn a_reconciler_started_on_a_paused_state_is_paused() {
     let r = s.pause(false).await;
     assert!(r.changed && !r.paused);
 }
+mod metrics;
