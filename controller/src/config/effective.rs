@@ -44,6 +44,7 @@ impl ControllerSettings {
             sentinel_user: Some(DEFAULT_SENTINEL_USER.to_string()),
             sentinel_max_clients: Some(DEFAULT_SENTINEL_MAX_CLIENTS),
             sentinel_idle_timeout_secs: Some(DEFAULT_SENTINEL_IDLE_TIMEOUT_SECS),
+            hook_timeout_secs: Some(crate::hooks::DEFAULT_HOOK_TIMEOUT_SECS),
             ..Self::default()
         }
     }
@@ -82,6 +83,8 @@ mod tests {
             "tls_cert",
             "tls_key",
             "tls_client_ca",
+            "notify_command",
+            "client_reconfig_command",
         ];
         let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
         for arg in command.get_arguments() {
