@@ -472,3 +472,124 @@ fn the_example_settings_are_accepted_by_the_daemons() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// The metric names `expr` reads (PromQL): `vigil_*` and Prometheus' own `up`.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut rest = expr;
+    while let Some(at) = rest.find("vigil_") {
+        let before = rest[..at].chars().last();
+        let name: String = rest[at..].chars().take_while(|&c| ident(c)).collect();
+        rest = &rest[at + name.len()..];
+        // Part of a longer identifier, or a recording rule's name: not a metric read.
+        if before.is_some_and(ident) || name.contains(':') {
+            continue;
+        }
+        out.insert(name);
+    }
+    out
+}
+
+/// The metric families a `/metrics` page declares (`# TYPE name kind`).
+fn families(page: &str) -> BTreeSet<String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether sample name `name` belongs to one of `families` (a counter's `_total`, a histogram's
+/// `_bucket`, `_sum` and `_count`).
+fn served(name: &str, families: &BTreeSet<String>) -> bool {
+    ["", "_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .filter_map(|suffix| name.strip_suffix(suffix))
+        .any(|family| families.contains(family))
+}
+
+#[test]
+fn every_metric_the_alerts_and_the_dashboard_read_is_served() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    vigil_tests::require_root();
+    let _serial = vigil_tests::serial();
+    // A series appears once there is something to count: a hook that runs, a failover, an
+    // alert, a kernel event. So this controller has a notification hook, and its primary is
+    // killed.
+    let dir = tempfile::tempdir()?;
+    let hook = dir.path().join("notify.sh");
+    std::fs::write(&hook, "#!/bin/sh\nexit 0\n")?;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
+    let hook = hook.to_string_lossy().into_owned();
+    let controller_port = vigil_tests::free_port()?;
+    let listen = format!("127.0.0.1:{controller_port}");
+    let mut store = vigil_tests::VigilStore::start(
+        "cache",
+        1,
+        &[
+            "--metrics-listen",
+            &listen,
+            "--notify-command",
+            &hook,
+            "--grace-ms",
+            "300",
+        ],
+        &[],
+    )?;
+    // One more agent, of its own server, serving its /metrics; its server is killed too.
+    let mut server = vigil_tests::RedisServer::start()?;
+    let agent_port = vigil_tests::free_port()?;
+    let agent_listen = format!("127.0.0.1:{agent_port}");
+    let _agent = vigil_tests::Agent::join(
+        None,
+        &store.controller,
+        "other",
+        "a0",
+        &format!("127.0.0.1:{}", server.port),
+        &["--metrics-listen", &agent_listen],
+    )?;
+    let page = |port: u16, wanted: &str| -> Result<String> {
+        vigil_tests::wait_until(vigil_tests::WAIT, wanted, || {
+            let (code, body) = vigil_tests::http_get(port, "/metrics").ok()?;
+            (code == 200 && body.contains(wanted)).then_some(body)
+        })
+    };
+    page(agent_port, "vigil_agent_ready 1")?;
+    store.wait_healthy()?;
+    let primary = store.primary()?;
+    store.kill(primary)?;
+    server.signal(nix::sys::signal::Signal::SIGKILL)?;
+    server.wait_exit()?;
+    let mut all = families(&page(
+        controller_port,
+        "vigil_controller_hook_runs_total{hook=\"notify\",outcome=\"ok\"}",
+    )?);
+    all.extend(families(&page(
+        controller_port,
+        "vigil_controller_failovers_total{",
+    )?));
+    all.extend(families(&page(
+        agent_port,
+        "vigil_agent_kernel_events_total{",
+    )?));
+    all.insert("up".into());
+
+    let mut read = BTreeSet::new();
+    let rules = &yaml_docs(&deploy().join("prometheus/alerts.yaml"))?[0]["groups"][0]["rules"];
+    for rule in rules.as_vec().context("rules")? {
+        read.extend(metric_names(
+            rule["expr"].as_str().context("a rule's expr")?,
+        ));
+    }
+    for query in dashboard_queries()? {
+        read.extend(metric_names(&query));
+    }
+    assert!(read.len() >= 15, "{read:?}");
+    let missing: Vec<&String> = read.iter().filter(|n| !served(n, &all)).collect();
+    assert!(
+        missing.is_empty(),
+        "read by the rules or the dashboard, served by neither daemon: {missing:?}\nserved: {all:?}"
+    );
+    Ok(())
+}

@@ -116,6 +116,9 @@ fn an_agent_is_ready_only_while_linked_to_the_leading_controller() -> Result<()>
     );
     let (code, body) = http_get(metrics, "/healthz")?;
     assert_eq!(code, 200, "its loop turns all the same: {body}");
+    // The alert rules read readiness from the metrics.
+    let (_, page) = http_get(metrics, "/metrics")?;
+    assert!(page.contains("\nvigil_agent_ready 0\n"), "{page}");
 
     controller.restart()?;
     let body = wait_code(metrics, "/readyz", 200)?;
@@ -124,6 +127,8 @@ fn an_agent_is_ready_only_while_linked_to_the_leading_controller() -> Result<()>
         controller.url().as_str(),
         "{body}"
     );
+    let (_, page) = http_get(metrics, "/metrics")?;
+    assert!(page.contains("\nvigil_agent_ready 1\n"), "{page}");
 
     controller.kill();
     let body = wait_code(metrics, "/readyz", 503)?;

@@ -54,6 +54,8 @@ pub struct Metrics {
     /// Desired state, commands and Welcomes from a lower leadership than the highest seen: a
     /// deposed controller still talking to this agent.
     pub stale_leadership: Counter,
+    /// 1 while `/readyz` says ready: the eBPF programs attached and a session with the leader.
+    pub ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -79,6 +81,7 @@ impl Metrics {
             commands: Family::default(),
             fenced: Gauge::default(),
             stale_leadership: Counter::default(),
+            ready: Gauge::default(),
         };
         m.set_health(v1::Health::Unspecified);
         m
@@ -157,6 +160,11 @@ impl Metrics {
             "stale_leadership",
             "Messages from a controller that no longer leads, refused or ignored",
             self.stale_leadership.clone(),
+        );
+        r.register(
+            "ready",
+            "1 while the agent is ready: its eBPF programs attached and a session with the leading controller",
+            self.ready.clone(),
         );
         r
     }

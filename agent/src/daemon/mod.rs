@@ -377,6 +377,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         // first one is.
         health.beat.beat();
         let view = d.view();
+        d.metrics.ready.set(i64::from(view.ready()));
         if health.update(&view) && ready {
             notifier.status(&view.status_line());
         }
