@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use tokio::time::{Duration, Instant};
 
-use crate::kernel::event::KernelEvent;
+use crate::kernel::event::{KernelEvent, Line};
 
 /// How long the repeats of one kind of event are counted before they are summarised.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -28,6 +28,29 @@ pub struct Summary {
     pub repeats: u64,
     /// How long the interval ran.
     pub over: Duration,
+}
+
+impl Summary {
+    /// Says how often its kind repeated after the one logged in full.
+    fn log(&self) {
+        let event = self.event.name();
+        let over_secs = self.over.as_secs();
+        if self.event.severity() == tracing::Level::WARN {
+            tracing::warn!(
+                event,
+                repeats = self.repeats,
+                over_secs,
+                "kernel event repeated"
+            );
+        } else {
+            tracing::info!(
+                event,
+                repeats = self.repeats,
+                over_secs,
+                "kernel event repeated"
+            );
+        }
+    }
 }
 
 struct Window {
@@ -77,6 +100,32 @@ impl EventLog {
             },
         );
         (Seen::Log, ended)
+    }
+
+    /// Logs `line`, seen at `now`: in full if it is the first of its kind in its interval, else
+    /// only counted; with the summary of its kind's interval if that ended.
+    pub fn log(&mut self, line: &Line, now: Instant) {
+        let (seen, ended) = self.seen(line.event, now);
+        if let Some(summary) = ended {
+            summary.log();
+        }
+        if seen == Seen::Counted {
+            return;
+        }
+        let event = line.event.name();
+        let detail = serde_json::to_string(line).unwrap_or_default();
+        if line.event.severity() == tracing::Level::WARN {
+            tracing::warn!(event, pid = line.pid, %detail, "kernel");
+        } else {
+            tracing::info!(event, pid = line.pid, %detail, "kernel");
+        }
+    }
+
+    /// Logs the summaries of the intervals that ended by `now`.
+    pub fn log_due(&mut self, now: Instant) {
+        for summary in self.due(now) {
+            summary.log();
+        }
     }
 
     /// The summaries of the intervals that ended by `now`; the next event of those kinds is

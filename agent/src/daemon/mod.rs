@@ -50,7 +50,7 @@ use self::{
     bounds::Topology,
     config::RunConfig,
     epochs::EpochGuard,
-    event_log::{EventLog, Seen, Summary},
+    event_log::EventLog,
     health::{HealthState, View},
     leadership::{LeadershipGuard, Throttle},
     lease::Lease,
@@ -345,9 +345,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
             Ev::Done(done) => d.on_done(done),
             Ev::Peer(p) => d.peers.record(&p),
             Ev::Heartbeat => {
-                for summary in d.event_log.due(Instant::now()) {
-                    log_summary(&summary);
-                }
+                d.event_log.log_due(Instant::now());
             }
             Ev::Watchdog => notifier.watchdog(),
             Ev::FenceCheck => d.check_fence(),
@@ -394,27 +392,6 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
     }
     tracing::info!("vigil-agent stopping");
     Ok(())
-}
-
-/// Says how often a kind of kernel event repeated after the one logged in full.
-fn log_summary(s: &Summary) {
-    let event = s.event.name();
-    let over_secs = s.over.as_secs();
-    if s.event.severity() == tracing::Level::WARN {
-        tracing::warn!(
-            event,
-            repeats = s.repeats,
-            over_secs,
-            "kernel event repeated"
-        );
-    } else {
-        tracing::info!(
-            event,
-            repeats = s.repeats,
-            over_secs,
-            "kernel event repeated"
-        );
-    }
 }
 
 impl Daemon {
@@ -469,24 +446,13 @@ impl Daemon {
     }
 
     fn log_line(&mut self, line: &Line) {
-        let event = line.event.name();
         self.metrics
             .kernel_events
-            .get_or_create(&EventLabel { event })
+            .get_or_create(&EventLabel {
+                event: line.event.name(),
+            })
             .inc();
-        let (seen, ended) = self.event_log.seen(line.event, Instant::now());
-        if let Some(summary) = ended {
-            log_summary(&summary);
-        }
-        if seen == Seen::Counted {
-            return;
-        }
-        let detail = serde_json::to_string(line).unwrap_or_default();
-        if line.event.severity() == tracing::Level::WARN {
-            tracing::warn!(event, pid = line.pid, %detail, "kernel");
-        } else {
-            tracing::info!(event, pid = line.pid, %detail, "kernel");
-        }
+        self.event_log.log(line, Instant::now());
     }
 
     /// What the command runner and the fence should know of the server now.
