@@ -555,7 +555,8 @@ fn every_metric_the_alerts_and_the_dashboard_read_is_served() -> Result<()> {
             (code == 200 && body.contains(wanted)).then_some(body)
         })
     };
-    page(agent_port, "vigil_agent_ready 1")?;
+    // The sample, not the HELP line ("1 while the agent is ready ...").
+    page(agent_port, "\nvigil_agent_ready 1\n")?;
     store.wait_healthy()?;
     let primary = store.primary()?;
     store.kill(primary)?;
