@@ -48,7 +48,9 @@ pub const DEFAULT_PRIORITY: u32 = 100;
 /// flavour, and a switchover names the command the agent runs. Version 3: the kernel fence, and
 /// the lease desired state grants. Version 4: several controllers (a follower redirects, every
 /// command carries its sender's leadership), and replicas say how long their link has been down.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5: desired state goes out when it changes (and every few seconds), and the primary's
+/// lease is renewed on the heartbeat by a LeaseGrant.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// `Verdict.link_down_ms` of a replica whose link was not seen up since its agent started.
 pub const LINK_NEVER_UP: u32 = u32::MAX;
