@@ -1,7 +1,8 @@
 //! What vigil's parts share: the vigil.v1 protocol between agents, the controller and the `vigil`
 //! CLI, and the few types and services every daemon speaks the same way.
 //!
-//! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`.
+//! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`;
+//!   [`codec`]: the protobuf codec they use, with buffers sized for a fleet of sessions.
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
@@ -18,6 +19,7 @@
 //! - [`error`]: this crate's one error type.
 pub mod accept;
 pub mod cli;
+pub mod codec;
 pub mod error;
 pub mod health;
 pub mod host_port;
