@@ -105,6 +105,7 @@ const CONTROLLER_KEYS: &[&str] = &[
     "min_failover_interval_ms",
     "link_bound_ms",
     "heartbeat_ms",
+    "desired_refresh_ms",
     "lease_ms",
     "lease_margin_ms",
     "fence_deadline_ms",

@@ -1,7 +1,8 @@
 //! What vigil's parts share: the vigil.v1 protocol between agents, the controller and the `vigil`
 //! CLI, and the few types and services every daemon speaks the same way.
 //!
-//! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`.
+//! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`;
+//!   [`codec`]: the protobuf codec they use, with buffers sized for a fleet of sessions.
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
@@ -19,6 +20,7 @@
 //! - [`error`]: this crate's one error type.
 pub mod accept;
 pub mod cli;
+pub mod codec;
 pub mod error;
 pub mod health;
 pub mod health_state;
@@ -50,7 +52,9 @@ pub const DEFAULT_PRIORITY: u32 = 100;
 /// flavour, and a switchover names the command the agent runs. Version 3: the kernel fence, and
 /// the lease desired state grants. Version 4: several controllers (a follower redirects, every
 /// command carries its sender's leadership), and replicas say how long their link has been down.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5: desired state goes out when it changes (and every few seconds), and the primary's
+/// lease is renewed on the heartbeat by a LeaseGrant.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// `Verdict.link_down_ms` of a replica whose link was not seen up since its agent started.
 pub const LINK_NEVER_UP: u32 = u32::MAX;

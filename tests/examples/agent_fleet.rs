@@ -11,15 +11,19 @@
 //!   opens;
 //! - `{"event":"faults_start","failovers":N}`: after 5 s of steady load, primaries start failing;
 //! - `{"event":"steady_end"}`: every failover promoted a replica, the window closes;
-//! - `{"event":"result","decision_us":{"count","p50","p90","p99","max"},"cpu_pct":C}`: the
-//!   decision latencies, and this program's own CPU over the window (% of one core).
+//! - `{"event":"result","decision_us":{"count","p50","p90","p99","max"},"cpu_pct":C,
+//!   "messages":{...}}`: the decision latencies, this program's own CPU over the window (% of one
+//!   core), and the messages per second each way, counted here: `up` agent->controller
+//!   (verdicts and acks), `down` controller->agent (desired state, lease grants, commands, each
+//!   also on its own), over the whole window and over its first 5 s (`steady_*`, before any
+//!   fault).
 //!
 //! Errors go to stderr, with a non-zero exit status.
 use std::{
     process::ExitCode,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -28,7 +32,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::{
+    sync::{Semaphore, mpsc, watch},
+    time::MissedTickBehavior,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use vigil_proto::{
@@ -42,7 +49,14 @@ use vigil_proto::{
 const NODES_PER_STORE: u32 = 3;
 const HEARTBEAT: Duration = Duration::from_millis(100);
 /// Every bounded wait in the bench: connecting, warming up, a failover finishing.
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(90);
+/// Sessions being opened at once: thousands of handshakes at the same instant would starve
+/// both processes, and a session whose keep-alive pings go unanswered for a second is closed.
+const OPENING: usize = 128;
+/// Tries to open a session before the window: a real agent retries too.
+const OPEN_TRIES: u32 = 5;
+/// Steady load before the first fault.
+const STEADY: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +82,60 @@ struct Shared {
     decisions: Mutex<Histogram<u64>>,
     promoted: AtomicUsize,
     welcomed: AtomicUsize,
+    /// Permits to open a session (see [`OPENING`]).
+    opening: Semaphore,
+    count: Counts,
+}
+
+/// Messages each way, counted as they are sent and received.
+#[derive(Default)]
+struct Counts {
+    up: AtomicU64,
+    desired: AtomicU64,
+    lease: AtomicU64,
+    command: AtomicU64,
+}
+
+/// The counts at one instant.
+#[derive(Clone, Copy, Default)]
+struct Snapshot {
+    at: Option<Instant>,
+    up: u64,
+    desired: u64,
+    lease: u64,
+    command: u64,
+}
+
+impl Counts {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            at: Some(Instant::now()),
+            up: self.up.load(Ordering::Relaxed),
+            desired: self.desired.load(Ordering::Relaxed),
+            lease: self.lease.load(Ordering::Relaxed),
+            command: self.command.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Snapshot {
+    /// Messages per second from `self` to `later`, by kind.
+    fn rates(&self, later: &Snapshot) -> Value {
+        let secs = match (self.at, later.at) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64().max(1e-3),
+            _ => return json!({}),
+        };
+        let rate = |a: u64, b: u64| ((b - a) as f64 / secs).round();
+        let down = (later.desired + later.lease + later.command)
+            - (self.desired + self.lease + self.command);
+        json!({
+            "up": rate(self.up, later.up),
+            "down": (down as f64 / secs).round(),
+            "desired": rate(self.desired, later.desired),
+            "lease": rate(self.lease, later.lease),
+            "command": rate(self.command, later.command),
+        })
+    }
 }
 
 #[tokio::main]
@@ -94,6 +162,8 @@ async fn run(args: Args) -> Result<()> {
         decisions: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         promoted: AtomicUsize::new(0),
         welcomed: AtomicUsize::new(0),
+        opening: Semaphore::new(OPENING),
+        count: Counts::default(),
     });
     emit(json!({
         "event": "fleet",
@@ -101,7 +171,8 @@ async fn run(args: Args) -> Result<()> {
         "agents": agents,
         "heartbeat_ms": HEARTBEAT.as_millis() as u64,
     }));
-    let cpu_pct = drive(controller, stores, failovers.min(stores), shared.clone()).await?;
+    let (cpu_pct, messages) =
+        drive(controller, stores, failovers.min(stores), shared.clone()).await?;
     let h = shared
         .decisions
         .lock()
@@ -117,6 +188,7 @@ async fn run(args: Args) -> Result<()> {
             "max": h.max(),
         },
         "cpu_pct": cpu_pct,
+        "messages": messages,
     }));
     Ok(())
 }
@@ -145,8 +217,13 @@ fn own_cpu_s() -> Result<f64> {
 }
 
 /// Connects every node, runs the steady window with its faults, and returns this process's CPU
-/// over the window, in % of one core.
-async fn drive(url: String, stores: u32, failovers: u32, shared: Arc<Shared>) -> Result<f64> {
+/// over the window, in % of one core, and the messages per second each way.
+async fn drive(
+    url: String,
+    stores: u32,
+    failovers: u32,
+    shared: Arc<Shared>,
+) -> Result<(f64, Value)> {
     let mut faults = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for store in 0..stores {
@@ -179,9 +256,11 @@ async fn drive(url: String, stores: u32, failovers: u32, shared: Arc<Shared>) ->
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu0 = own_cpu_s()?;
     let t0 = Instant::now();
+    let start = shared.count.snapshot();
     emit(json!({"event": "steady_start"}));
     // Steady load first, then faults spread over the rest of the window.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(STEADY).await;
+    let steady = shared.count.snapshot();
     emit(json!({"event": "faults_start", "failovers": failovers}));
     for (store, fault) in faults.iter().enumerate().take(failovers as usize) {
         if let Ok(mut at) = shared.faulted_at.lock() {
@@ -199,9 +278,14 @@ async fn drive(url: String, stores: u32, failovers: u32, shared: Arc<Shared>) ->
     .await?;
     let wall = t0.elapsed().as_secs_f64();
     let cpu_pct = 100.0 * (own_cpu_s()? - cpu0) / wall;
+    let end = shared.count.snapshot();
     emit(json!({"event": "steady_end"}));
     tasks.abort_all();
-    Ok(cpu_pct)
+    let messages = json!({
+        "window": start.rates(&end),
+        "steady": start.rates(&steady),
+    });
+    Ok((cpu_pct, messages))
 }
 
 /// Polls `done` every 10 ms for at most [`WAIT`]; a simulated node failing ends the wait early.
@@ -231,15 +315,41 @@ struct Node {
     shared: Arc<Shared>,
 }
 
+/// A session, open and welcomed.
+struct Session {
+    tx: mpsc::Sender<v1::AgentMessage>,
+    inbound: tonic::Streaming<v1::ControllerMessage>,
+}
+
 impl Node {
-    async fn run(mut self, mut fault: Option<watch::Receiver<bool>>) -> Result<()> {
+    /// Opens the node's session and waits for its Welcome, a few times if it fails (as a real
+    /// agent retries), while at most [`OPENING`] are being opened at once.
+    async fn open(&self) -> Result<Session> {
+        let _permit = self.shared.opening.acquire().await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_open().await {
+                Ok(session) => {
+                    self.shared.welcomed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(session);
+                }
+                Err(e) if tries >= OPEN_TRIES => {
+                    return Err(e.context(format!(
+                        "opening the session of simulated agent s{}-n{} ({tries} tries)",
+                        self.store, self.node
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250) * tries).await,
+            }
+        }
+    }
+
+    async fn try_open(&self) -> Result<Session> {
         let channel = Endpoint::from_shared(self.url.clone())?
             .connect_timeout(Duration::from_secs(10))
             .connect()
-            .await
-            .with_context(|| {
-                format!("connecting simulated agent s{}-n{}", self.store, self.node)
-            })?;
+            .await?;
         let (tx, rx) = mpsc::channel(64);
         // Addresses nobody dials: the controller only publishes them.
         let port = 20_000 + self.store * NODES_PER_STORE + self.node;
@@ -258,8 +368,22 @@ impl Node {
             .session(ReceiverStream::new(rx))
             .await?
             .into_inner();
+        match inbound.message().await? {
+            Some(v1::ControllerMessage {
+                msg: Some(controller_message::Msg::Welcome(_)),
+            }) => Ok(Session { tx, inbound }),
+            other => bail!("the first message was not a Welcome: {other:?}"),
+        }
+    }
+
+    async fn run(mut self, mut fault: Option<watch::Receiver<bool>>) -> Result<()> {
+        let Session { tx, mut inbound } = self.open().await?;
+        // As a real agent's heartbeat: a late tick is not made up for with a burst.
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let (mut seq, mut health, offset) = (0u64, Health::Healthy, 1_000_000u64);
+        let shared = Arc::clone(&self.shared);
+        let count = &shared.count;
         loop {
             let send_verdict = tokio::select! {
                 _ = heartbeat.tick() => true,
@@ -277,12 +401,18 @@ impl Node {
                 msg = inbound.message() => {
                     let Some(msg) = msg? else { return Ok(()) };
                     match msg.msg {
-                        Some(controller_message::Msg::Welcome(_)) => {
-                            self.shared.welcomed.fetch_add(1, Ordering::Relaxed);
+                        Some(controller_message::Msg::Desired(_)) => {
+                            count.desired.fetch_add(1, Ordering::Relaxed);
+                            false
+                        }
+                        Some(controller_message::Msg::Lease(_)) => {
+                            count.lease.fetch_add(1, Ordering::Relaxed);
                             false
                         }
                         Some(controller_message::Msg::Command(c)) => {
+                            count.command.fetch_add(1, Ordering::Relaxed);
                             let ack = self.obey(&c);
+                            count.up.fetch_add(1, Ordering::Relaxed);
                             tx.send(message(Msg::Ack(v1::CommandAck {
                                 command_id: c.id,
                                 ok: true,
@@ -308,6 +438,7 @@ impl Node {
                     link_up: self.role == Role::Replica,
                     ..Default::default()
                 };
+                count.up.fetch_add(1, Ordering::Relaxed);
                 tx.send(message(Msg::Verdict(verdict))).await?;
             }
         }

@@ -1,7 +1,8 @@
 //! What the controller sends the daemon, and what goes back: the leader's Welcome (its
 //! leadership), desired state (the role and peers it expects, the lease it grants, and the
-//! self-fence it may lift), commands (checked, admitted under the leadership and epoch rules, and
-//! handed to the command runner in order), and their acks.
+//! self-fence it may lift), lease grants (the last desired state again, with a new lease),
+//! commands (checked, admitted under the leadership and epoch rules, and handed to the command
+//! runner in order), and their acks.
 //!
 //! The leadership rule comes before everything else: desired state from a deposed controller
 //! renews no lease and changes nothing, and its commands move no epoch.
@@ -13,6 +14,7 @@ use vigil_proto::v1::{self, controller_message::Msg as Down};
 use super::{
     Daemon,
     bounds::{self, Topology},
+    lease,
     metrics::EventLabel,
     worker::Done,
 };
@@ -34,7 +36,29 @@ impl Daemon {
                 let _ = self.admit_leadership(w.leadership, "a welcome");
             }
             Down::Desired(d) => self.on_desired(d),
+            Down::Lease(g) => self.on_lease(g),
             Down::Command(c) => self.on_command(c),
+        }
+    }
+
+    /// A lease grant on the controller's heartbeat: the desired state this agent last took in,
+    /// sent again with this lease, so it renews the lease (and may lift a self-fence) exactly as
+    /// that desired state would. One that does not match it (another epoch or leadership: a
+    /// desired state it has not seen yet) renews nothing.
+    fn on_lease(&mut self, g: v1::LeaseGrant) {
+        if self
+            .admit_leadership(g.leadership, "a lease grant")
+            .is_err()
+        {
+            return;
+        }
+        match lease::renewed(self.last_desired.as_ref(), &g) {
+            Some(d) => self.on_desired(d),
+            None => tracing::debug!(
+                epoch = g.epoch,
+                leadership = g.leadership,
+                "ignoring a lease grant for desired state this agent has not taken in"
+            ),
         }
     }
 
@@ -82,6 +106,7 @@ impl Daemon {
             return;
         }
         self.epochs.observe(d.epoch);
+        self.last_desired = Some(d.clone());
         self.topology = Topology::new(
             d.peers.iter().map(|p| p.address.as_str()),
             &d.primary_address,

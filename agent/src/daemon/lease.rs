@@ -5,9 +5,13 @@
 //! after its last grant), that primary has fenced itself. The agent also counts its lease as run
 //! out a quarter of the lease early ([`LEAD`]), so that a fence slow to go up on a loaded host
 //! (hundreds of milliseconds have been seen) is still up by the controller's reckoning.
+//!
+//! The controller renews a primary's lease on its heartbeat with a [`v1::LeaseGrant`], which
+//! stands for the last desired state sent again with a new lease ([`renewed`]).
 use std::{collections::VecDeque, time::Duration};
 
 use tokio::time::Instant;
+use vigil_proto::v1;
 
 /// Verdicts remembered, newest last. A grant names a verdict at most a few heartbeats old (the
 /// controller grants on its own heartbeat, for the newest verdict it has); 256 at 100 ms
@@ -78,6 +82,22 @@ impl Lease {
     }
 }
 
+/// The desired state a lease grant stands for: `last`, the latest desired state taken in, with
+/// the grant's lease. None when the grant speaks of another epoch or leadership than `last`:
+/// the controller sends a new desired state before any grant whenever what it says changes, so
+/// such a grant answers desired state this agent has not taken in, and renews nothing.
+pub fn renewed(
+    last: Option<&v1::DesiredState>,
+    grant: &v1::LeaseGrant,
+) -> Option<v1::DesiredState> {
+    let last = last.filter(|d| d.epoch == grant.epoch && d.leadership == grant.leadership)?;
+    Some(v1::DesiredState {
+        lease_ms: grant.lease_ms,
+        lease_seq: grant.lease_seq,
+        ..last.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +150,66 @@ mod tests {
         }
         assert!(!lease.grant(3, 500 * MS), "forgotten: renews nothing");
         assert!(lease.grant(REMEMBERED as u64 + 9, 500 * MS));
+    }
+
+    fn desired(epoch: u64, leadership: u64) -> v1::DesiredState {
+        v1::DesiredState {
+            epoch,
+            role: v1::Role::Primary as i32,
+            peers: vec![v1::Peer {
+                node_id: "n1".into(),
+                address: "10.0.0.2:6379".into(),
+            }],
+            peers_version: 3,
+            lease_ms: 1000,
+            lease_seq: 7,
+            leadership,
+            ..Default::default()
+        }
+    }
+
+    fn grant(epoch: u64, leadership: u64, lease_ms: u32, lease_seq: u64) -> v1::LeaseGrant {
+        v1::LeaseGrant {
+            epoch,
+            lease_ms,
+            lease_seq,
+            leadership,
+        }
+    }
+
+    #[test]
+    fn a_grant_is_the_last_desired_state_with_a_new_lease() {
+        let last = desired(4, 9);
+        let d = renewed(Some(&last), &grant(4, 9, 800, 12)).expect("it matches");
+        assert_eq!((d.lease_ms, d.lease_seq), (800, 12));
+        assert_eq!(
+            v1::DesiredState {
+                lease_ms: last.lease_ms,
+                lease_seq: last.lease_seq,
+                ..d
+            },
+            last,
+            "nothing but the lease moves"
+        );
+        // A grant of no lease is the desired state withholding it.
+        let withheld = renewed(Some(&last), &grant(4, 9, 0, 0)).expect("it matches");
+        assert_eq!((withheld.lease_ms, withheld.lease_seq), (0, 0));
+    }
+
+    #[test]
+    fn a_grant_for_desired_state_not_taken_in_renews_nothing() {
+        assert_eq!(renewed(None, &grant(4, 9, 800, 12)), None, "none yet");
+        let last = desired(4, 9);
+        assert_eq!(
+            renewed(Some(&last), &grant(5, 9, 800, 12)),
+            None,
+            "a newer epoch: its desired state is still on its way"
+        );
+        assert_eq!(renewed(Some(&last), &grant(3, 9, 800, 12)), None);
+        assert_eq!(
+            renewed(Some(&last), &grant(4, 10, 800, 12)),
+            None,
+            "another leader's"
+        );
     }
 }

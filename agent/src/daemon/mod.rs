@@ -123,6 +123,8 @@ struct Daemon {
     /// The controller's latest desired state names this node the primary and grants it no
     /// lease: a failover from it is under way.
     lease_withheld: bool,
+    /// The latest desired state taken in: a lease grant stands for it, sent again with a lease.
+    last_desired: Option<v1::DesiredState>,
     /// When the agent last tried to fence itself: a fence that cannot go up is retried now and
     /// then, not on every check.
     self_fenced_at: Option<Instant>,
@@ -289,6 +291,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         lease_end: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         self_change: None,
         lease_withheld: false,
+        last_desired: None,
         self_fenced_at: None,
         event_log: EventLog::default(),
     };

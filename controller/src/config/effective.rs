@@ -12,9 +12,9 @@ use crate::{
     cluster::election::DEFAULT_LEADER_LEASE_SECS,
     error::Result,
     store::settings::{
-        DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MARGIN_MS,
-        DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS, DEFAULT_MIN_FAILOVER_INTERVAL_MS,
-        DEFAULT_SILENCE_MS,
+        DEFAULT_DESIRED_REFRESH_MS, DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS,
+        DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
+        DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_SILENCE_MS,
     },
 };
 
@@ -32,6 +32,7 @@ impl ControllerSettings {
             min_failover_interval_ms: Some(DEFAULT_MIN_FAILOVER_INTERVAL_MS),
             link_bound_ms: Some(DEFAULT_LINK_BOUND_MS),
             heartbeat_ms: Some(DEFAULT_HEARTBEAT_MS),
+            desired_refresh_ms: Some(DEFAULT_DESIRED_REFRESH_MS),
             lease_ms: Some(DEFAULT_LEASE_MS),
             lease_margin_ms: Some(DEFAULT_LEASE_MARGIN_MS),
             fence_deadline_ms: Some(DEFAULT_FENCE_DEADLINE_MS),

@@ -34,8 +34,8 @@ use crate::{
         NodeInfo, Settings,
         registry::Admission,
         settings::{
-            DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS, DEFAULT_HEARTBEAT_MS,
-            DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
+            DEFAULT_DESIRED_REFRESH_MS, DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS,
+            DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
             DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_SILENCE_MS,
         },
     },
@@ -100,8 +100,11 @@ pub struct ControllerSettings {
           help = with_default("A replica whose replication link was last up longer ago is never promoted, in ms", DEFAULT_LINK_BOUND_MS))]
     pub link_bound_ms: Option<u64>,
     #[arg(long, env = "VIGIL_HEARTBEAT_MS", value_name = "MS",
-          help = with_default("How often every agent is sent its desired state, which renews the primary's lease, in ms", DEFAULT_HEARTBEAT_MS))]
+          help = with_default("How often the primary's lease is renewed, in ms", DEFAULT_HEARTBEAT_MS))]
     pub heartbeat_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_DESIRED_REFRESH_MS", value_name = "MS",
+          help = with_default("Desired state goes to an agent as soon as it changes, and again this often, in ms", DEFAULT_DESIRED_REFRESH_MS))]
+    pub desired_refresh_ms: Option<u64>,
     #[arg(long, env = "VIGIL_LEASE_MS", value_name = "MS",
           help = with_default("The lease on the primary role each heartbeat grants: a primary whose lease ran out fences itself when it cannot reach most of its data store, or when the controller is failing it over, in ms", DEFAULT_LEASE_MS))]
     pub lease_ms: Option<u64>,
@@ -250,6 +253,7 @@ impl ControllerSettings {
                 .or(file.min_failover_interval_ms),
             link_bound_ms: self.link_bound_ms.or(file.link_bound_ms),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            desired_refresh_ms: self.desired_refresh_ms.or(file.desired_refresh_ms),
             lease_ms: self.lease_ms.or(file.lease_ms),
             lease_margin_ms: self.lease_margin_ms.or(file.lease_margin_ms),
             fence_deadline_ms: self.fence_deadline_ms.or(file.fence_deadline_ms),
@@ -485,6 +489,22 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 ),
             ));
         }
+        let desired_refresh = ms(
+            "desired_refresh_ms",
+            s.desired_refresh_ms,
+            DEFAULT_DESIRED_REFRESH_MS,
+        )?;
+        if desired_refresh < heartbeat {
+            return Err(bad(
+                "desired_refresh_ms",
+                format!(
+                    "{} ms must be at least heartbeat_ms ({} ms): desired state is looked at on \
+                     the heartbeat",
+                    desired_refresh.as_millis(),
+                    heartbeat.as_millis()
+                ),
+            ));
+        }
         let grpc_listen = addr("grpc_listen", s.grpc_listen.clone(), DEFAULT_GRPC_LISTEN)?;
         let sentinel_listen = addr(
             "sentinel_listen",
@@ -524,6 +544,7 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 )?,
                 link_bound: ms("link_bound_ms", s.link_bound_ms, DEFAULT_LINK_BOUND_MS)?,
                 heartbeat,
+                desired_refresh,
                 lease,
                 lease_margin: ms(
                     "lease_margin_ms",

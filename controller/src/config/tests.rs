@@ -248,6 +248,34 @@ fn a_lease_that_runs_out_between_heartbeats_is_refused_naming_both() {
 }
 
 #[test]
+fn a_desired_state_refresh_shorter_than_the_heartbeat_is_refused_naming_both() {
+    let e = ControllerConfig::try_from(ControllerSettings {
+        heartbeat_ms: Some(300),
+        desired_refresh_ms: Some(200),
+        ..Default::default()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("desired_refresh_ms") && e.contains("heartbeat_ms"),
+        "{e}"
+    );
+    let ok = ControllerConfig::try_from(ControllerSettings {
+        desired_refresh_ms: Some(60_000),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(ok.settings.desired_refresh, Duration::from_secs(60));
+    assert_eq!(
+        ControllerConfig::try_from(ControllerSettings::default())
+            .unwrap()
+            .settings
+            .desired_refresh,
+        Duration::from_millis(DEFAULT_DESIRED_REFRESH_MS)
+    );
+}
+
+#[test]
 fn sentinel_security_settings_parse_and_each_mistake_names_its_field() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("password");
@@ -425,7 +453,7 @@ fn etcd_tls_takes_a_ca_alone_or_with_a_key_pair_and_https_urls_only() {
 #[test]
 fn the_help_shows_each_default_from_its_constant() {
     let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-    let defaults: [(&str, String); 19] = [
+    let defaults: [(&str, String); 20] = [
         ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
         ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
         ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -438,6 +466,7 @@ fn the_help_shows_each_default_from_its_constant() {
         ),
         ("link_bound_ms", DEFAULT_LINK_BOUND_MS.to_string()),
         ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),
+        ("desired_refresh_ms", DEFAULT_DESIRED_REFRESH_MS.to_string()),
         ("lease_ms", DEFAULT_LEASE_MS.to_string()),
         ("lease_margin_ms", DEFAULT_LEASE_MARGIN_MS.to_string()),
         ("fence_deadline_ms", DEFAULT_FENCE_DEADLINE_MS.to_string()),

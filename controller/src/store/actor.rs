@@ -10,11 +10,12 @@ use std::{
 
 use tokio::{
     sync::{mpsc, oneshot},
-    time::{Instant, MissedTickBehavior},
+    time::Instant,
 };
 use vigil_proto::v1::{self, Health};
 
 use super::{
+    desired::DesiredInputs,
     nodes::{NodeInfo, Nodes, Outbox},
     settings::{Settings, TICK},
     state::{Cause, Failover, Persist, StoreState},
@@ -31,6 +32,9 @@ use crate::{
 
 /// Inputs a reconciler takes. Bounded by its channel.
 pub const INBOX: usize = 4096;
+/// Inputs handled in one wake-up at most, beyond the first, before the term and the timer are
+/// looked at again.
+const BATCH: usize = 64;
 
 /// Where a request's answer goes.
 pub type Reply<T> = oneshot::Sender<Result<T, ControllerError>>;
@@ -166,6 +170,12 @@ pub struct Reconciler {
     /// The term this reconciler runs in: its token goes with every command and desired state,
     /// and the reconciler ends when the term does.
     pub(super) term: Arc<Term>,
+    /// What desired state follows from, as last sent, and its generation.
+    pub(super) desired_inputs: DesiredInputs,
+    pub(super) desired_generation: u64,
+    /// When the next heartbeat is due, and when the primary was last judged on a timer.
+    pub(super) next_beat: Instant,
+    pub(super) judged_at: Instant,
 }
 
 pub(super) fn unix_ms() -> u64 {
@@ -213,6 +223,10 @@ pub fn spawn(
         abort_announced: false,
         leadership,
         term,
+        desired_inputs: DesiredInputs::default(),
+        desired_generation: 0,
+        next_beat: Instant::now(),
+        judged_at: Instant::now(),
     };
     for info in known_nodes {
         // Configured nodes are bounded by the configuration's check, and a view's by the
@@ -237,33 +251,88 @@ impl Reconciler {
             tracing::warn!(event = "failover_resumed", datastore = %self.name, epoch = f.epoch, to = %f.to,
                 "a failover was in flight when the controller stopped; resuming it");
         }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut desired = tokio::time::interval(self.settings.heartbeat);
-        desired.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // One timer per data store, set to whatever is due next (see `next_wake`).
+        let wake = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(wake);
+        // Made once, not on every input: a reconciler wakes on every verdict of its store.
         let mut terms = self.leadership.subscribe();
+        let token = self.term.token;
+        let term_over = async move {
+            loop {
+                let changed = terms.changed().await;
+                let same = terms
+                    .borrow_and_update()
+                    .as_ref()
+                    .is_some_and(|t| t.token == token);
+                if changed.is_err() || !same {
+                    return;
+                }
+            }
+        };
+        tokio::pin!(term_over);
         loop {
             tokio::select! {
-                changed = terms.changed() => {
-                    let same = terms.borrow_and_update().as_ref().is_some_and(|t| t.token == self.term.token);
-                    if changed.is_err() || !same {
-                        // Its sessions close with it, and their agents look for the new leader.
-                        tracing::info!(datastore = %self.name, leadership = self.term.token, "term over: this data store's reconciler stops here");
-                        break;
-                    }
+                () = &mut term_over => {
+                    // Its sessions close with it, and their agents look for the new leader.
+                    tracing::info!(datastore = %self.name, leadership = self.term.token, "term over: this data store's reconciler stops here");
+                    break;
                 }
                 input = rx.recv() => match input {
-                    Some(i) => self.handle(i),
+                    Some(i) => {
+                        self.handle(i);
+                        // What else is waiting, in the same wake-up.
+                        for _ in 0..BATCH {
+                            match rx.try_recv() {
+                                Ok(i) => self.handle(i),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
-                _ = tick.tick() => {
-                    self.resume_in_flight();
-                    self.evaluate(None);
-                }
-                _ = desired.tick() => self.push_desired(),
+                () = &mut wake => self.on_wake(),
+            }
+            self.desired_follow();
+            let next = self.next_wake();
+            if next != wake.deadline() {
+                wake.as_mut().reset(next);
             }
         }
         self.unexport();
+    }
+
+    /// The timer: the heartbeat when it is due, and the primary judged again.
+    fn on_wake(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_beat {
+            // A late heartbeat is not made up for: the next one comes a heartbeat after it.
+            self.next_beat = now + self.settings.heartbeat;
+            self.beat();
+            if self.steady() {
+                self.check_replication();
+            }
+        }
+        self.judged_at = now;
+        self.resume_in_flight();
+        self.evaluate(None);
+    }
+
+    /// When the timer should fire next: the heartbeat, or sooner when the primary must be judged
+    /// without a verdict. That is every [`TICK`] while something is wrong with it or a failover
+    /// waits to be resumed, and, while it serves, only the moment it would turn silent: a
+    /// data store whose primary is well costs a wake-up per heartbeat and nothing per verdict.
+    fn next_wake(&self) -> Instant {
+        let judge = if self.state.in_flight.is_some() && self.active.is_none() {
+            Some(self.judged_at + TICK)
+        } else if self.state.primary.is_none() || self.active.is_some() || self.choosing {
+            // Nothing to judge, or a failover's task reports back as an input.
+            None
+        } else if self.steady() {
+            self.primary_silent_at()
+        } else {
+            Some(self.judged_at + TICK)
+        };
+        judge.map_or(self.next_beat, |j| j.min(self.next_beat))
     }
 
     fn handle(&mut self, input: Input) {

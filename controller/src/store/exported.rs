@@ -20,19 +20,6 @@ impl Reconciler {
             .node_connected(&node(&self.name, id), connected);
     }
 
-    /// Each heard node's verdict age, as of now: refreshed on the heartbeat, so a scrape reads
-    /// an age at most one heartbeat old, and a silent agent's age keeps growing.
-    pub(super) fn export_verdict_ages(&self) {
-        for n in self.nodes.iter() {
-            if let Some(t) = n.heard {
-                self.metrics
-                    .verdict_age
-                    .get_or_create(&node(&self.name, &n.info.id))
-                    .set(t.elapsed().as_secs_f64());
-            }
-        }
-    }
-
     /// The epoch and primary as persisted; a former primary's series is removed.
     pub(super) fn export_state(&mut self) {
         let epoch = i64::try_from(self.state.epoch).unwrap_or(i64::MAX);

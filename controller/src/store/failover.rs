@@ -26,10 +26,75 @@ impl Reconciler {
         }
     }
 
+    /// The primary's agent is connected and heard from within the silence bound, and says it
+    /// serves (neither DOWN nor UNHEALTHY): what [`decision::assess_primary`] finds healthy, read
+    /// from the node itself, without the views.
+    fn primary_serves(&self) -> bool {
+        self.state
+            .primary
+            .as_deref()
+            .and_then(|p| self.nodes.get(p))
+            .is_some_and(|n| {
+                n.session.is_some()
+                    && n.heard
+                        .is_some_and(|t| t.elapsed() <= self.settings.silence)
+                    && !n.is_down()
+            })
+    }
+
+    /// Nothing is wrong with the primary, nor was at the last judgement: judging it again would
+    /// change nothing, so a verdict from it or a timer is done with in O(1).
+    pub(super) fn steady(&self) -> bool {
+        !self.primary_down
+            && self.failing_since.is_none()
+            && !self.abort_announced
+            && self.primary_serves()
+    }
+
+    /// When the primary turns silent if it sends nothing more.
+    pub(super) fn primary_silent_at(&self) -> Option<Instant> {
+        let heard = self.nodes.get(self.state.primary.as_deref()?)?.heard?;
+        // Silent is past the bound, not at it.
+        Some(heard + self.settings.silence + std::time::Duration::from_millis(1))
+    }
+
+    /// Raises `replication_broken` when replicas heard from have had no link for too long,
+    /// though the primary serves.
+    pub(super) fn check_replication(&mut self) {
+        let Some(primary) = self.state.primary.as_deref() else {
+            return;
+        };
+        // Usually none is: nothing is built.
+        if !self
+            .nodes
+            .any_unlinked(primary, self.settings.silence, REPLICATION_BROKEN_AFTER)
+        {
+            return;
+        }
+        let primary = primary.to_string();
+        let (_, replicas) = self.nodes.views(&primary);
+        self.alert_unlinked(&primary, &replicas);
+    }
+
+    fn alert_unlinked(&mut self, primary: &str, replicas: &[decision::NodeView]) {
+        let unlinked = decision::unlinked_replicas(replicas, &self.policy());
+        if !unlinked.is_empty() {
+            self.alert(Alert::ReplicationBroken, &format!(
+                "primary {primary} serves its clients, but its replicas {} have had no replication link for over {:?}: not failing over, acknowledged writes there are not replicated",
+                unlinked.join(", "), REPLICATION_BROKEN_AFTER
+            ));
+        }
+    }
+
     /// Judges the primary; starts choosing a replica when it failed. `received` is when the
     /// verdict that triggered this evaluation arrived (for the decision latency).
     pub(super) fn evaluate(&mut self, received: Option<Instant>) {
         if self.active.is_some() || self.state.in_flight.is_some() || self.choosing {
+            return;
+        }
+        // The usual case, on every verdict of a well primary: nothing to do. Its replicas'
+        // links are looked at on the heartbeat instead.
+        if self.steady() {
             return;
         }
         let Some(primary) = self.state.primary.clone() else {
@@ -49,13 +114,7 @@ impl Reconciler {
                     self.announce(Channel::SdownEnded, &primary, words.clone());
                     self.announce(Channel::OdownEnded, &primary, words);
                 }
-                let unlinked = decision::unlinked_replicas(&replicas, &policy);
-                if !unlinked.is_empty() {
-                    self.alert(Alert::ReplicationBroken, &format!(
-                        "primary {primary} serves its clients, but its replicas {} have had no replication link for over {:?}: not failing over, acknowledged writes there are not replicated",
-                        unlinked.join(", "), REPLICATION_BROKEN_AFTER
-                    ));
-                }
+                self.alert_unlinked(&primary, &replicas);
             }
             PrimaryState::Partitioned => {
                 self.alert(Alert::ControllerPartitioned, &format!(
@@ -386,8 +445,9 @@ impl Reconciler {
                 self.failing_since = None;
                 self.abort_announced = false;
                 self.publish();
+                // Every agent is sent its new desired state once this input is handled (see
+                // `desired_follow`).
                 self.announce_switch(old.as_deref(), &finished.to);
-                self.push_desired();
                 tracing::warn!(
                     event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
                     to = %finished.to, duration_ms = duration.as_millis() as u64, not_repointed = failed.len(), "failover finished"

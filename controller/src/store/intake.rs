@@ -39,12 +39,17 @@ impl Reconciler {
         });
         // A new session numbers its verdicts anew: no lease until it has sent one.
         n.last_seq = 0;
+        // And has been sent no desired state yet.
+        n.desired_sent = None;
         let health = n.health();
         self.export_connected(&id, true);
         self.export_health(&id, health);
         // The node's address may be new to this controller (after a restart): republish.
         self.publish();
-        self.push_desired_to(&id);
+        // A node new to the data store (or moved) is news to every agent; this one is sent
+        // its desired state either way.
+        self.desired_follow();
+        self.push_desired_if_stale(&id);
     }
 
     pub(super) fn on_closed(&mut self, node: &str, session: u64) {
@@ -134,7 +139,10 @@ impl Reconciler {
     /// Demotes a node that claims to be primary but is not, and re-points a replica that
     /// follows the wrong primary; at most once per [`CORRECT_EVERY`] per node.
     fn correct_role(&mut self, node: &str, role: Role, reasons: Reason) {
-        if self.active.is_some() {
+        let wrong = role == Role::Primary
+            || (role == Role::Replica && reasons.contains(Reason::WRONG_PRIMARY));
+        // The usual verdict: a node in its role, nothing to look up.
+        if !wrong || self.active.is_some() {
             return;
         }
         let Some(primary) = self.state.primary.clone() else {
@@ -143,17 +151,14 @@ impl Reconciler {
         if node == primary {
             return;
         }
-        let wrong = role == Role::Primary
-            || (role == Role::Replica && reasons.contains(Reason::WRONG_PRIMARY));
         let Some(address) = self.nodes.address(&primary) else {
             return;
         };
         let Some(n) = self.nodes.get_mut(node) else {
             return;
         };
-        if !wrong
-            || n.last_corrected
-                .is_some_and(|t| t.elapsed() < CORRECT_EVERY)
+        if n.last_corrected
+            .is_some_and(|t| t.elapsed() < CORRECT_EVERY)
         {
             return;
         }

@@ -12,7 +12,8 @@
 //! - [`switchover`]: an operator's planned switchover or forced promotion.
 //! - [`maintenance`]: pause and resume: no automatic failover while paused.
 //! - [`commands`]: sending a command to an agent and awaiting its acknowledgement.
-//! - [`desired`]: the desired state each agent is sent (also the controller's heartbeat).
+//! - [`desired`]: the desired state each agent is sent when it changes, and the heartbeat that
+//!   renews the primary's lease.
 //! - [`publish`]: what clients and operators are told: the Sentinel view, its events, status.
 //! - [`exported`]: what Prometheus is told: each node's health, connection and verdict age, the
 //!   epoch and the primary.

@@ -1,7 +1,9 @@
 //! The nodes of one data store as its reconciler knows them: who each is (from its agent's hello
 //! or the configuration), its agent's session, its last verdict, and when its replication link
 //! was last seen up; and the [`NodeView`] of each that the decisions take.
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::atomic::AtomicU64, time::Duration};
+
+use prometheus_client::metrics::gauge::Gauge;
 
 use tokio::{sync::mpsc, time::Instant};
 use vigil_proto::{
@@ -105,6 +107,10 @@ pub struct Node {
     pub last_seq: u64,
     /// When this process last sent this node a lease (only a primary gets one).
     pub lease_granted_at: Option<Instant>,
+    /// The generation of desired state this session was last sent, and when (None: none yet).
+    pub desired_sent: Option<(u64, Instant)>,
+    /// Its `verdict_age_seconds` series, kept so the heartbeat sets it without a lookup.
+    pub age_series: Option<Gauge<f64, AtomicU64>>,
 }
 
 impl Node {
@@ -119,6 +125,8 @@ impl Node {
             last_corrected: None,
             last_seq: 0,
             lease_granted_at: None,
+            desired_sent: None,
+            age_series: None,
         }
     }
 
@@ -215,6 +223,10 @@ impl Nodes {
         self.by_id.values()
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Node> {
+        self.by_id.values_mut()
+    }
+
     pub fn ids(&self) -> impl Iterator<Item = &String> {
         self.by_id.keys()
     }
@@ -233,6 +245,26 @@ impl Nodes {
     /// The peers of `id`, in the order its peer bits refer to: every other node, by id.
     pub fn peers_of<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
         self.by_id.values().filter(move |n| n.info.id != id)
+    }
+
+    /// Whether a replica other than `primary`, heard from within `silence`, has had no
+    /// replication link (or, never seen linked, has been heard from) for over `bound`: what
+    /// [`super::decision::unlinked_replicas`] looks for, asked without building the views.
+    pub fn any_unlinked(&self, primary: &str, silence: Duration, bound: Duration) -> bool {
+        let now = Instant::now();
+        self.iter()
+            .filter(|n| n.info.id != primary && n.session.is_some())
+            .filter(|n| n.heard.is_some_and(|t| now.duration_since(t) <= silence))
+            .filter(|n| {
+                n.verdict
+                    .as_ref()
+                    .is_some_and(|v| v.role() == Role::Replica)
+            })
+            .any(|n| {
+                n.link_up_at
+                    .or(n.first_heard)
+                    .is_some_and(|t| now.duration_since(t) > bound)
+            })
     }
 
     /// The decisions' view of `primary` and of every other node, as of now.

@@ -10,9 +10,13 @@ pub const DEFAULT_GRACE_MS: u64 = 5_000;
 pub const DEFAULT_MIN_FAILOVER_INTERVAL_MS: u64 = 30_000;
 /// A replica whose replication link was last up longer ago may lack acknowledged writes.
 pub const DEFAULT_LINK_BOUND_MS: u64 = 10_000;
-/// Desired state goes to every agent this often. It is the controller's heartbeat, and each one
-/// renews the primary's lease.
+/// The controller's heartbeat: each one renews the primary's lease (a small grant, not its whole
+/// desired state).
 pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
+/// Desired state goes to an agent when it changes, and again this often: a refresh, not the way
+/// changes travel, so it can be slow. Every agent of a fleet hears from the controller this often
+/// at least, and no more when nothing changes.
+pub const DEFAULT_DESIRED_REFRESH_MS: u64 = 5_000;
 /// The lease each heartbeat grants the primary: five heartbeats, so a lost one or two do not let
 /// a healthy primary fence itself; short, because an unreachable primary is failed over only
 /// once it has run out.
@@ -35,7 +39,9 @@ pub const PROBE_DEADLINE: Duration = Duration::from_millis(100);
 pub const CATCH_UP_WITHIN: Duration = Duration::from_secs(5);
 /// How often the target of a planned switchover is asked how far it has caught up.
 pub const CATCH_UP_POLL: Duration = Duration::from_millis(5);
-/// How often the reconciler judges the primary without a new verdict (silence is no event).
+/// How often the reconciler judges the primary without a new verdict while something is wrong
+/// with it (silent, failing, a failover to resume). A primary that serves is judged on its own
+/// verdicts, and once more when it would turn silent.
 pub const TICK: Duration = Duration::from_millis(50);
 /// A replica of a live primary without a replication link for this long raises
 /// `replication_broken`: longer than a resync after a failover takes on a small data set.
@@ -56,8 +62,10 @@ pub struct Settings {
     /// Each failover step's deadline, and how often a step is tried.
     pub step_deadline: Duration,
     pub step_attempts: u32,
-    /// How often desired state (and with it the primary's lease) goes to every agent.
+    /// How often the primary's lease is renewed.
     pub heartbeat: Duration,
+    /// How often an agent is sent its desired state again when it has not changed.
+    pub desired_refresh: Duration,
     /// The lease each heartbeat grants the primary.
     pub lease: Duration,
     /// Waited beyond the lease before promoting past a primary that did not confirm its fence.
@@ -76,6 +84,7 @@ impl Default for Settings {
             step_deadline: STEP_DEADLINE,
             step_attempts: STEP_ATTEMPTS,
             heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
+            desired_refresh: Duration::from_millis(DEFAULT_DESIRED_REFRESH_MS),
             lease: Duration::from_millis(DEFAULT_LEASE_MS),
             lease_margin: Duration::from_millis(DEFAULT_LEASE_MARGIN_MS),
             fence_deadline: Duration::from_millis(DEFAULT_FENCE_DEADLINE_MS),

@@ -204,7 +204,22 @@ impl StateFile {
 
 impl Persist for StateFile {
     /// Writes `state` so that a crash leaves either the old or the new file, never a torn one.
+    /// Blocks this reconciler until the file is durable (two fsyncs): nothing that depends on
+    /// the state may be sent before. On the multi-threaded runtime the other tasks of this
+    /// thread move to another meanwhile, so no other data store waits on this one's disk.
     fn save(&mut self, state: &StoreState) -> Result<()> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.write(state))
+        } else {
+            self.write(state)
+        }
+    }
+}
+
+impl StateFile {
+    fn write(&self, state: &StoreState) -> Result<()> {
         let err = |e: std::io::Error| self.error(e);
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(err)?;

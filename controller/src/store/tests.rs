@@ -273,6 +273,23 @@ impl Store {
                 }
                 self.desired.insert(id, d);
             }
+            // A grant renews the desired state the agent has, as an agent takes it.
+            Some(Down::Lease(g)) => {
+                let d = self
+                    .desired
+                    .get_mut(&id)
+                    .expect("a lease grant comes after desired state");
+                assert_eq!(
+                    (g.epoch, g.leadership),
+                    (d.epoch, d.leadership),
+                    "a lease grant for desired state {id} was not sent"
+                );
+                d.lease_ms = g.lease_ms;
+                d.lease_seq = g.lease_seq;
+                if g.lease_ms > 0 {
+                    self.granted.insert(id, at);
+                }
+            }
             _ => {}
         }
     }

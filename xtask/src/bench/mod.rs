@@ -27,11 +27,13 @@ pub enum Which {
         #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1000..=100_000_000))]
         requests: u32,
     },
-    /// One controller, many data stores and simulated agents: decision latency, CPU and RSS.
+    /// One controller, many data stores and simulated agents: decision latency, CPU, RSS and
+    /// messages each way, for each fleet size in turn.
     Controller {
-        /// Data stores (three simulated agents each).
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
-        stores: u32,
+        /// Fleet sizes in data stores (three simulated agents each), run in turn, each against a
+        /// controller of its own.
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 1000, 3000], value_parser = clap::value_parser!(u32).range(1..=20_000))]
+        stores: Vec<u32>,
         /// Primaries that fail, one every 20 ms (at most one per store).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
         failovers: u32,
@@ -89,7 +91,7 @@ pub fn run(which: Which) -> Result<()> {
     match which {
         Which::Overhead { rounds, requests } => overhead::run(rounds, requests),
         Which::Failover { runs } => failover::run(runs),
-        Which::Controller { stores, failovers } => controller::run(stores, failovers),
+        Which::Controller { stores, failovers } => controller::run(&stores, failovers),
         Which::ControllerHa { rounds, kills } => controller_ha::run(rounds, kills),
         Which::Safety { runs, fault } => safety::run(runs, &fault),
         Which::Probes {
