@@ -307,6 +307,9 @@ impl Reconciler {
             active.clock.mark(Stage::Promoted, Instant::now());
             let from = active.from.clone();
             self.publish();
+            // Sentinel-mode clients that listen (Jedis, Lettuce) move now, not once the others
+            // are re-pointed.
+            self.announce_promoted(from.as_deref(), to);
             tracing::info!(event = "failover_promoted", datastore = %self.name, epoch, to = %to,
                 "promoted: the Sentinel endpoint names the new primary");
             // As Sentinel runs its client-reconfig-script once the replica is promoted.
@@ -366,7 +369,10 @@ impl Reconciler {
                 self.failing_since = None;
                 self.abort_announced = false;
                 self.publish();
-                self.announce_switch(old.as_deref(), &finished.to);
+                if !active.promoted {
+                    self.announce_promoted(old.as_deref(), &finished.to);
+                }
+                self.announce_topology(old.as_deref(), &finished.to);
                 self.push_desired();
                 tracing::warn!(
                     event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
@@ -418,15 +424,19 @@ impl Reconciler {
         }
     }
 
-    /// Sentinel's announcements of a finished failover from `old` to `new`, in its order:
-    /// `+promoted-slave`, `+failover-end`, `+switch-master`, then `+slave` for every other node
-    /// (the old primary among them), and `+sdown` for the old primary while it is down.
-    fn announce_switch(&self, old: Option<&str>, new: &str) {
+    /// Sentinel's announcements of a failover from `old` to `new`, in its order, once `new` is
+    /// promoted: `+promoted-slave`, `+failover-end`, `+switch-master`.
+    fn announce_promoted(&self, old: Option<&str>, new: &str) {
         if let Some(old) = old {
             self.announce(Channel::PromotedSlave, new, self.replica_words(new, old));
             self.announce(Channel::FailoverEnd, old, self.master_words(old));
         }
         self.announce(Channel::SwitchMaster, new, self.switch_words(old, new));
+    }
+
+    /// Then, once the failover finished: `+slave` for every other node (the old primary among
+    /// them), and `+sdown` for the old primary while it is down.
+    fn announce_topology(&self, old: Option<&str>, new: &str) {
         for id in self.nodes.ids().filter(|id| id.as_str() != new) {
             self.announce(Channel::Slave, id, self.replica_words(id, new));
         }
