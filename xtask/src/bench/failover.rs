@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 use nix::sys::signal::Signal;
 use vigil_tests::{RedisServer, VigilStore, WAIT};
 
+use crate::kill_path;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
     Kill,
@@ -100,6 +102,9 @@ pub fn run(runs: u32) -> Result<()> {
     let ff = |system: &str| {
         find(system, "slow").map_or("?".into(), |r| format!("{}/{}", r.false_failovers, r.runs))
     };
+    if let Some(path) = find("vigil", "kill").and_then(|r| r.path.as_ref()) {
+        path.print("vigil's kill path, stage by stage, ms from the kill (from the logs; first write from the client):");
+    }
     let speedup = p50("sentinel100", "kill") / p50("vigil", "kill").max(0.001);
     println!(
         "failover: vigil kill p50={:.1}ms p99={:.1}ms stop p50={:.1}ms; sentinel100 kill p50={:.1}ms; speedup={:.0}x; false failovers vigil={} sentinel100={}",
@@ -129,6 +134,8 @@ struct Rounds {
     /// shown, not recorded in `write`, and the bench goes on.
     missed: u32,
     runs: u32,
+    /// vigil's kill rounds, stage by stage.
+    path: Option<kill_path::Percentiles>,
 }
 
 impl Rounds {
@@ -140,6 +147,7 @@ impl Rounds {
             false_failovers: 0,
             missed: 0,
             runs,
+            path: None,
         })
     }
 
@@ -262,11 +270,9 @@ fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
                 continue;
             }
         }
-        r.record_write(
-            first_write(store.controller.sentinel, port, start),
-            &format!("vigil {}", fault.name()),
-            round,
-        )?;
+        let write = first_write(store.controller.sentinel, port, start);
+        let written = write.as_ref().ok().copied();
+        r.record_write(write, &format!("vigil {}", fault.name()), round)?;
         let decided = store
             .controller
             .log
@@ -288,6 +294,24 @@ fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
             _ => store.server(i)?.signal(Signal::SIGCONT)?,
         }
         store.wait_healthy()?;
+        if fault == Fault::Kill {
+            // The failover is over by now: every stage's line is in the logs.
+            let agents: Vec<Vec<String>> = store.agents.iter().map(|a| a.log.lines()).collect();
+            let logs = kill_path::Logs {
+                controller: &store.controller.log.lines(),
+                old_agent: &agents[i],
+                agents: &agents,
+            };
+            let stages = kill_path::stages(&logs, wall, written);
+            match r.path.as_mut() {
+                Some(p) => p.record(&stages)?,
+                None => {
+                    let mut p = kill_path::Percentiles::new()?;
+                    p.record(&stages)?;
+                    r.path = Some(p);
+                }
+            }
+        }
         eprint!("\r  vigil {} round {}/{runs}   ", fault.name(), round + 1);
     }
     eprintln!();
