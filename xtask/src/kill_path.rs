@@ -15,8 +15,10 @@ pub enum Stage {
     Verdict,
     /// The controller judged the primary failed and began choosing the replica to promote.
     Judged,
-    /// A candidate's agent got the controller's offset probe (none when the verdicts sufficed).
+    /// A candidate's agent got the controller's offset probe.
     ProbeReceived,
+    /// Every candidate's agent answered it (its ack on its way).
+    ProbeDone,
     /// The controller chose the replica, bumped the epoch and persisted it.
     Decided,
     /// The old primary's agent got its Fence command.
@@ -25,6 +27,8 @@ pub enum Stage {
     FenceUp,
     /// The old primary's agent finished its Fence command (its ack on its way).
     FenceDone,
+    /// The controller settled the target on the candidates' answers.
+    Chosen,
     /// The chosen replica's agent got its Promote command.
     PromoteReceived,
     /// REPLICAOF NO ONE done on the chosen replica (its ack on its way).
@@ -38,14 +42,16 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 14] = [
         Stage::Verdict,
         Stage::Judged,
         Stage::ProbeReceived,
+        Stage::ProbeDone,
         Stage::Decided,
         Stage::FenceReceived,
         Stage::FenceUp,
         Stage::FenceDone,
+        Stage::Chosen,
         Stage::PromoteReceived,
         Stage::PromoteDone,
         Stage::Published,
@@ -58,10 +64,12 @@ impl Stage {
             Self::Verdict => "verdict: the old primary's agent reported DOWN",
             Self::Judged => "judged: the controller found the primary failed",
             Self::ProbeReceived => "probe: a candidate's agent was asked for its offset",
+            Self::ProbeDone => "probe: every candidate's agent answered",
             Self::Decided => "decided: replica chosen, epoch bumped and persisted",
             Self::FenceReceived => "fence: the old primary's agent got the Fence command",
             Self::FenceUp => "fence: the kernel filter attached",
             Self::FenceDone => "fence: done, ack sent",
+            Self::Chosen => "chosen: the target settled on the candidates' offsets",
             Self::PromoteReceived => "promote: the replica's agent got the Promote command",
             Self::PromoteDone => "promote: REPLICAOF NO ONE done, ack sent",
             Self::Published => "published: the Sentinel endpoint names the new primary",
@@ -75,10 +83,12 @@ impl Stage {
             Self::Verdict => "verdict",
             Self::Judged => "judged",
             Self::ProbeReceived => "probe received",
+            Self::ProbeDone => "probes answered",
             Self::Decided => "decided",
             Self::FenceReceived => "fence received",
             Self::FenceUp => "fence up",
             Self::FenceDone => "fence done",
+            Self::Chosen => "target chosen",
             Self::PromoteReceived => "promote received",
             Self::PromoteDone => "promote done",
             Self::Published => "published",
@@ -125,11 +135,19 @@ pub fn stages(
         .and_then(|i| logs.agents.get(i))
         .map(|l| after(entries(l), fault))
         .unwrap_or_default();
-    let probed = logs
+    let probes: Vec<_> = logs
         .agents
         .iter()
-        .filter_map(|l| command(&after(entries(l), fault), "Probe").0)
-        .min();
+        .map(|l| command(&after(entries(l), fault), "Probe"))
+        .filter(|(received, _)| received.is_some())
+        .collect();
+    let probed = probes.iter().filter_map(|p| p.0).min();
+    // Every probe answered: the last answer, once each has one.
+    let answered = if probes.iter().all(|p| p.1.is_some()) {
+        probes.iter().filter_map(|p| p.1).max()
+    } else {
+        None
+    };
     let (fence_received, fence_done) = command(&old, "Fence");
     let (promote_received, promote_done) = command(&new, "Promote");
     let since = |t: Option<SystemTime>| t.and_then(|t| t.duration_since(fault).ok());
@@ -146,6 +164,7 @@ pub fn stages(
                     &is("the primary failed: choosing the replica to promote"),
                 ),
                 Stage::ProbeReceived => probed,
+                Stage::ProbeDone => answered,
                 Stage::Decided => decided.map(|(t, _)| *t),
                 Stage::FenceReceived => fence_received,
                 Stage::FenceUp => find(
@@ -153,6 +172,7 @@ pub fn stages(
                     &is("fence up: the server's clients are cut off in the kernel"),
                 ),
                 Stage::FenceDone => fence_done,
+                Stage::Chosen => find(&controller, &|v| v["fields"]["event"] == "failover_target"),
                 Stage::PromoteReceived => promote_received,
                 Stage::PromoteDone => promote_done,
                 Stage::Published => find(&controller, &|v| {
