@@ -74,6 +74,10 @@ pub enum ControllerError {
     },
     #[error("could not persist the new epoch: {0}")]
     EpochNotPersisted(#[source] Box<ControllerError>),
+    #[error("could not persist the failover's new target: {0}")]
+    TargetNotPersisted(#[source] Box<ControllerError>),
+    #[error("the failover at epoch {0} is no longer under way")]
+    NotUnderWay(u64),
 
     // Several controllers on etcd.
     #[error("etcd: {what}: {message}")]

@@ -19,14 +19,21 @@ pub struct Certs {
 impl Certs {
     /// Runs `vigil certs --datastore DATASTORE --nodes NODES` into a fresh temporary folder.
     pub fn make(datastore: &str, nodes: &[&str]) -> Result<Self> {
+        Self::make_for(datastore, nodes, &[])
+    }
+
+    /// As [`Certs::make`], the controllers' certificate also naming `controller_hosts` (the
+    /// addresses agents on other hosts, or in network namespaces, reach it at).
+    pub fn make_for(datastore: &str, nodes: &[&str], controller_hosts: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-certs-").tempdir()?;
-        let out = output_within(
-            Command::new(workspace_bin("vigil")?)
-                .args(["certs", "--out"])
-                .arg(dir.path().join("pki"))
-                .args(["--datastore", datastore, "--nodes", &nodes.join(",")]),
-            WAIT,
-        )?;
+        let mut cmd = Command::new(workspace_bin("vigil")?);
+        cmd.args(["certs", "--out"])
+            .arg(dir.path().join("pki"))
+            .args(["--datastore", datastore, "--nodes", &nodes.join(",")]);
+        if !controller_hosts.is_empty() {
+            cmd.args(["--controller-hosts", &controller_hosts.join(",")]);
+        }
+        let out = output_within(&mut cmd, WAIT)?;
         if !out.status.success() {
             bail!(
                 "vigil certs failed: {}",

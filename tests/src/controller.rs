@@ -122,6 +122,25 @@ impl Controller {
         )
     }
 
+    /// As [`Controller::start_tls`], with the gRPC port on `grpc_host` (which `certs` must name,
+    /// see [`Certs::make_for`]); the Sentinel port stays on 127.0.0.1.
+    pub fn start_tls_at(
+        data_dir: &Path,
+        grpc_host: &str,
+        certs: &Certs,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut args = certs.controller_args();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::start_in(
+            StateIn::Dir(data_dir.to_path_buf()),
+            grpc_host,
+            &args,
+            Some(certs.client_args("cli")),
+        )
+    }
+
     /// Starts controller `name`, one of several sharing their state and an election in etcd at
     /// `etcd_urls` (comma-separated), with a [`LEADER_LEASE_SECS`] leader lease and `extra`
     /// flags. Returns once it listens, leading or not (see [`Controller::leadership`]).

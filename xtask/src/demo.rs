@@ -15,6 +15,8 @@ use nix::sys::signal::{SigHandler, Signal, signal};
 use serde_json::Value;
 use vigil_tests::VigilStore;
 
+use crate::kill_path;
+
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_interrupt(_: nix::libc::c_int) {
@@ -243,17 +245,19 @@ pub fn run() -> Result<()> {
         fault_wall,
         fault_mono,
     );
-    controller_timeline(
-        &store.controller.log.lines(),
-        fault_wall,
-        "the controller",
-        "new primary published",
-        "",
-    );
+    let agents: Vec<Vec<String>> = store.agents.iter().map(|a| a.log.lines()).collect();
+    let logs = kill_path::Logs {
+        controller: &store.controller.log.lines(),
+        old_agent: &agents[primary],
+        agents: &agents,
+    };
+    let mut stages = kill_path::stages(&logs, fault_wall, first_write);
+    // The verdict's line is the agent timeline's last.
+    stages.retain(|(stage, _)| *stage != kill_path::Stage::Verdict);
+    kill_path::print(&stages);
     match first_write {
-        Some(d) => println!(
-            "  {:>8.1} ms  first write accepted on the new primary 127.0.0.1:{new_port}, found through the Sentinel endpoint",
-            d.as_secs_f64() * 1000.0
+        Some(_) => println!(
+            "  (the new primary: 127.0.0.1:{new_port}, found through the Sentinel endpoint)"
         ),
         None => println!("  no write was accepted within 15 s"),
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod demo_ha;
+mod kill_path;
 mod setup;
 mod stage;
 

@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: makes a fresh machine of this kind ready, and is quick when it already is.
 //!
 //! Installs what is missing: Debian's redis-server, redis-sentinel, redis-tools,
-//! protobuf-compiler, iproute2, util-linux, etcd-server and etcd-client, systemd (for
+//! protobuf-compiler, iproute2, util-linux, iptables, etcd-server and etcd-client, systemd (for
 //! `systemd-analyze`) and prometheus (for `promtool`); redis-py and kubernetes-validate from PyPI;
 //! the nightly toolchain's rust-src; bpf-linker built against nightly's own LLVM (into
 //! ~/.cargo/bin, so a plain `cargo build` finds it in a new shell). Mounts tracefs and bpffs when
@@ -30,6 +30,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     // The starvation scenario pins the primary and a hog with `taskset` and `chrt`.
     ("taskset", "util-linux"),
+    // `bench failover --netns` delays its links through netfilter's queue where the kernel has
+    // no netem: the rules are `iptables`'.
+    ("iptables", "iptables"),
     // Controller high availability: the suites, bench and demo run a real three-member etcd
     // (`etcd`, from etcd-server) and read and write it with `etcdctl` (etcd-client).
     ("etcd", "etcd-server"),

@@ -6,7 +6,11 @@
 //!
 //! - **Fence**: the replicas' addresses if they are kept (read just before), the fence up (or
 //!   kept), then the primary's offset read through the agent's connection (0 when the server
-//!   cannot answer, a stopped one say: the fence itself is what matters).
+//!   cannot answer, a stopped one say: the fence itself is what matters). A failover's fence
+//!   (replicas not kept) is reported done once its filter is up, which already keeps every reply
+//!   in, and its connections are destroyed right after, before the next command is taken: the
+//!   controller promotes that much sooner. A planned switchover's keeps the order
+//!   filter, destroy, offset, so that offset is the last the fenced primary can reach.
 //! - **ReplicateOf** on a primary or a fenced node is its demotion: REPLICAOF, its clients
 //!   disconnected, then the fence lifted. On a plain replica it only re-points it.
 //! - **Unfence** lifts the fence of a node that stays primary.
@@ -20,7 +24,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use crate::{
     error::{AgentError, Result},
     fence::{
-        Context, Fence,
+        Context, Fence, Unsettled,
         rules::{Event, Step},
     },
     server::{
@@ -63,6 +67,7 @@ pub fn spawn(
         server,
         fence,
         conn: None,
+        unsettled: None,
     };
     let task = tokio::spawn(async move {
         while let Some((command, hints)) = rx.recv().await {
@@ -70,6 +75,9 @@ pub fn spawn(
             if done.send(Done { command, result }).await.is_err() {
                 return;
             }
+            // Reported: now what the command left to do, before the next one may change the
+            // fence.
+            worker.settle().await;
         }
     });
     (tx, task)
@@ -80,6 +88,8 @@ struct Worker {
     fence: Fence,
     /// Kept between commands; dropped after a failure, so the next command starts afresh.
     conn: Option<MultiplexedConnection>,
+    /// What the last command's fence left to do once it was reported.
+    unsettled: Option<Unsettled>,
 }
 
 impl Worker {
@@ -113,6 +123,17 @@ impl Worker {
 
     fn fenced(&self) -> bool {
         self.fence.record().is_some()
+    }
+
+    /// Destroys the connections a fence that was reported up found on the port.
+    async fn settle(&mut self) {
+        let Some(unsettled) = self.unsettled.take() else {
+            return;
+        };
+        if let Err(e) = unsettled.finish().await {
+            // The filter is up and keeps every reply in; the connections stay, unanswered.
+            tracing::error!(error = %e.chain(), "the fence could not destroy the server's connections");
+        }
     }
 
     async fn run(&mut self, command: &Command, hints: Hints) -> Result<Outcome> {
@@ -151,16 +172,17 @@ impl Worker {
             pid: hints.pid,
             replicas,
         };
-        let applied = self
-            .fence
-            .apply(
-                Event::Ordered {
-                    epoch,
-                    keep_replicas,
-                },
-                context,
-            )
-            .await?;
+        let event = Event::Ordered {
+            epoch,
+            keep_replicas,
+        };
+        let applied = if keep_replicas {
+            self.fence.apply(event, context).await?
+        } else {
+            let (applied, rest) = self.fence.apply_filter_first(event, context).await?;
+            self.unsettled = Some(rest);
+            applied
+        };
         let replication = if hints.unresponsive {
             None
         } else {

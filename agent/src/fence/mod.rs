@@ -12,7 +12,11 @@
 //!    be retransmitted once the fence lifts).
 //!
 //! Filter first, destroy second: what arrives after the filter is dropped, what came before is
-//! destroyed. The fence is pinned on bpffs ([`mounts`]) and outlives the agent; a restarted agent
+//! destroyed. The filter alone already keeps every reply in, so the controller's Fence may be
+//! acknowledged between the two ([`Fence::apply_filter_first`]): the destroying then follows at
+//! once, before the agent takes its next command (the only way an ordered fence comes down), so
+//! no reply the filter held back is ever let out. The fence is pinned on bpffs ([`mounts`]) and
+//! outlives the agent; a restarted agent
 //! finds it, keeps it, and lifts it by the same [`rules`] (its record is pinned beside it).
 //! With the `kill` method the server is also killed, and the filter holds the server a
 //! supervisor restarts until the node is demoted.
@@ -195,14 +199,71 @@ impl Fence {
     /// Applies `event` by the [`rules`]: decided and carried out under one lock, so two changes
     /// never interleave, and on a blocking thread (bpf and netlink system calls).
     pub async fn apply(&self, event: Event, context: Context) -> Result<Applied> {
+        let (applied, rest) = self.apply_filter_first(event, context).await?;
+        let destroyed = rest.finish().await?;
+        Ok(Applied {
+            destroyed,
+            ..applied
+        })
+    }
+
+    /// As [`Fence::apply`], but returns once the filter is up: the connections it found are
+    /// destroyed (and with the `kill` method the server killed) by [`Unsettled::finish`], which
+    /// the caller runs next, before it changes the fence again. The controller's Fence is
+    /// acknowledged in between: the filter already keeps every reply in.
+    pub async fn apply_filter_first(
+        &self,
+        event: Event,
+        context: Context,
+    ) -> Result<(Applied, Unsettled)> {
         let inner = Arc::clone(&self.inner);
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || {
+        let pid = context.pid;
+        let applied = tokio::task::spawn_blocking(move || {
             let mut fencer = lock(&inner);
             let result = fencer.apply(event, &context);
             // Published under the lock, so the watchers see the changes in order.
             state.send_if_modified(|s| std::mem::replace(s, fencer.record) != fencer.record);
             result
+        })
+        .await
+        .map_err(|e| AgentError::io("the fence's thread", std::io::Error::other(e)))??;
+        let settle = matches!(applied.step, Step::PutUp(_) | Step::Amend(_));
+        let rest = Unsettled {
+            fence: settle.then(|| self.clone()),
+            pid,
+        };
+        Ok((applied, rest))
+    }
+}
+
+/// What a fence put up or amended by [`Fence::apply_filter_first`] still has to do.
+#[must_use = "the connections the filter found are destroyed only by `finish`"]
+pub struct Unsettled {
+    /// The fence whose connections are to go; None when the step put up nothing.
+    fence: Option<Fence>,
+    pid: Option<u32>,
+}
+
+impl Unsettled {
+    /// Destroys every connection on the port the fence does not let through (and kills the
+    /// server with the `kill` method), if the fence is still up.
+    pub async fn finish(self) -> Result<Destroyed> {
+        let Some(fence) = self.fence else {
+            return Ok(Destroyed::default());
+        };
+        let pid = self.pid;
+        let inner = Arc::clone(&fence.inner);
+        tokio::task::spawn_blocking(move || {
+            let fencer = lock(&inner);
+            if fencer.record.is_none() {
+                return Ok(Destroyed::default());
+            }
+            let destroyed = fencer.destroy()?;
+            if fencer.method == Method::Kill {
+                fencer.kill(pid);
+            }
+            Ok(destroyed)
         })
         .await
         .map_err(|e| AgentError::io("the fence's thread", std::io::Error::other(e)))?
@@ -255,17 +316,16 @@ impl Fencer {
 
     fn apply(&mut self, event: Event, context: &Context) -> Result<Applied> {
         let step = rules::next(self.record, event);
-        let mut destroyed = Destroyed::default();
         match step {
             Step::Stay => {}
-            Step::PutUp(record) => destroyed = self.put_up(record, context)?,
-            Step::Amend(record) => destroyed = self.amend(record, context)?,
+            Step::PutUp(record) => self.put_up(record, context)?,
+            Step::Amend(record) => self.amend(record, context)?,
             Step::Lift => self.lift()?,
         }
         Ok(Applied {
             step,
             record: self.record,
-            destroyed,
+            destroyed: Destroyed::default(),
         })
     }
 
@@ -288,7 +348,8 @@ impl Fencer {
         }
     }
 
-    fn put_up(&mut self, record: Record, context: &Context) -> Result<Destroyed> {
+    /// The filter up; its connections are destroyed after (see [`Unsettled`]).
+    fn put_up(&mut self, record: Record, context: &Context) -> Result<()> {
         let cgroup = cgroup_for(&self.cgroup_root, self.port, context.pid)?;
         let replicas = if record.keep_replicas {
             context.replicas.as_slice()
@@ -324,14 +385,11 @@ impl Fencer {
         );
         self.filter = Some(filter);
         self.record = Some(record);
-        let destroyed = self.destroy()?;
-        if self.method == Method::Kill {
-            self.kill(context.pid);
-        }
-        Ok(destroyed)
+        Ok(())
     }
 
-    fn amend(&mut self, record: Record, context: &Context) -> Result<Destroyed> {
+    /// The filter's policy changed; its connections are destroyed after (see [`Unsettled`]).
+    fn amend(&mut self, record: Record, context: &Context) -> Result<()> {
         let config = self.config(record);
         let Some(filter) = self.filter.as_mut() else {
             // A record without its filter cannot happen; were it to, the fence goes up afresh.
@@ -345,7 +403,7 @@ impl Fencer {
         };
         self.gate.set_replicas(replicas);
         self.record = Some(record);
-        self.destroy()
+        Ok(())
     }
 
     /// Destroys every connection on the port the fence does not let through.

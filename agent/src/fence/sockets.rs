@@ -6,6 +6,10 @@
 //! and an RST goes to the client, which fails over at once. This needs no help from the server,
 //! so it works on a stopped one. Needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY.
 //!
+//! The same dump, asked for listeners only, names the sockets listening on a port
+//! ([`listener_inodes`]): the kernel looks only at its listening sockets, where reading
+//! /proc/net/tcp walks every TCP socket of the host, milliseconds on a busy one.
+//!
 //! The messages are laid out by hand from include/uapi/linux/{netlink,sock_diag,inet_diag}.h:
 //! the rust-netlink crates send every sock_diag message as `SOCK_DIAG_BY_FAMILY` and cannot
 //! say `SOCK_DESTROY`.
@@ -61,6 +65,9 @@ const STATES: u32 = (1 << 1) // ESTABLISHED
     | (1 << 9) // LAST_ACK
     | (1 << 11); // CLOSING
 
+/// The LISTEN state (include/net/tcp_states.h), alone: a dump of listeners.
+const LISTENING: u32 = 1 << 10;
+
 /// No dump or destroy waits longer than this for the kernel.
 const NETLINK_LIMIT: Duration = Duration::from_secs(1);
 
@@ -72,6 +79,8 @@ pub struct ServerSocket {
     /// The kernel's id of the socket, echoed back to destroy exactly this one.
     id: [u8; SOCKID_LEN],
     pub peer: SocketAddr,
+    /// The socket's inode, as a process's file descriptors name it (`socket:[inode]`).
+    pub inode: u64,
 }
 
 /// What [`destroy_unlisted`] did.
@@ -89,7 +98,7 @@ pub fn destroy_unlisted(port: u16, keep: impl Fn(SocketAddr) -> bool) -> Result<
     let link = Netlink::open()?;
     let mut done = Destroyed::default();
     for family in [AF_INET, AF_INET6] {
-        for socket in link.dump(family, port)? {
+        for socket in link.dump(&dump_request(family, port))? {
             if keep(socket.peer) {
                 done.kept += 1;
                 continue;
@@ -108,9 +117,21 @@ pub fn destroy_unlisted(port: u16, keep: impl Fn(SocketAddr) -> bool) -> Result<
 /// The TCP sockets on local port `port`, of both families.
 pub fn server_sockets(port: u16) -> Result<Vec<ServerSocket>> {
     let link = Netlink::open()?;
-    let mut all = link.dump(AF_INET, port)?;
-    all.extend(link.dump(AF_INET6, port)?);
+    let mut all = link.dump(&dump_request(AF_INET, port))?;
+    all.extend(link.dump(&dump_request(AF_INET6, port))?);
     Ok(all)
+}
+
+/// The inodes of the TCP sockets listening on local port `port`, of both families. A dump needs
+/// no capability.
+pub fn listener_inodes(port: u16) -> Result<Vec<u64>> {
+    let link = Netlink::open()?;
+    let mut inodes = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        let request = request(family, port, LISTENING);
+        inodes.extend(link.dump(&request)?.into_iter().map(|s| s.inode));
+    }
+    Ok(inodes)
 }
 
 fn sock_diag_error(what: &str, e: nix::errno::Errno) -> AgentError {
@@ -149,9 +170,8 @@ impl Netlink {
         .map(|_| ())
     }
 
-    fn dump(&self, family: u8, port: u16) -> Result<Vec<ServerSocket>> {
-        self.send(&dump_request(family, port))
-            .map_err(|e| sock_diag_error("dump", e))?;
+    fn dump(&self, request: &[u8]) -> Result<Vec<ServerSocket>> {
+        self.send(request).map_err(|e| sock_diag_error("dump", e))?;
         let mut sockets = Vec::new();
         let mut buf = vec![0u8; 32 * 1024];
         loop {
@@ -203,10 +223,15 @@ fn header(kind: u16, flags: u16, body_len: usize) -> Vec<u8> {
     m
 }
 
-/// A dump of `family`'s TCP sockets in [`STATES`] whose local port is `port`. The port filter is
+/// A dump of `family`'s TCP sockets in [`STATES`] whose local port is `port`.
+fn dump_request(family: u8, port: u16) -> Vec<u8> {
+    request(family, port, STATES)
+}
+
+/// A dump of `family`'s TCP sockets in `states` whose local port is `port`. The port filter is
 /// inet_diag bytecode, as `ss sport = :PORT` sends: one comparison, whose "yes" jumps to the end
 /// of the program (accept) and whose "no" jumps past it (reject).
-fn dump_request(family: u8, port: u16) -> Vec<u8> {
+fn request(family: u8, port: u16, states: u32) -> Vec<u8> {
     let bytecode: [u8; 8] = {
         let mut b = [0u8; 8];
         b[0] = INET_DIAG_BC_S_EQ;
@@ -223,7 +248,7 @@ fn dump_request(family: u8, port: u16) -> Vec<u8> {
         REQ_LEN + attr_len,
     );
     m.extend_from_slice(&[family, IPPROTO_TCP, 0, 0]);
-    m.extend_from_slice(&STATES.to_ne_bytes());
+    m.extend_from_slice(&states.to_ne_bytes());
     m.extend_from_slice(&[0u8; SOCKID_LEN]);
     m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
     m.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
@@ -267,7 +292,7 @@ fn error_code(payload: &[u8]) -> i32 {
         .map_or(nix::libc::EPROTO, |b| -i32::from_ne_bytes(b))
 }
 
-/// One `inet_diag_msg`.
+/// One `inet_diag_msg`: its id, then expires, rqueue, wqueue, uid and inode (u32 each).
 fn parse_socket(payload: &[u8]) -> Option<ServerSocket> {
     if payload.len() < MSG_LEN {
         return None;
@@ -281,11 +306,13 @@ fn parse_socket(payload: &[u8]) -> Option<ServerSocket> {
         AF_INET6 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(dst).ok()?)),
         _ => return None,
     };
+    let inode = payload.get(MSG_LEN - 4..MSG_LEN)?.try_into().ok()?;
     Some(ServerSocket {
         family,
         state,
         id,
         peer: SocketAddr::new(ip, dport),
+        inode: u64::from(u32::from_ne_bytes(inode)),
     })
 }
 
@@ -305,7 +332,8 @@ mod tests {
         m.extend_from_slice(&[0; 12]);
         m.extend_from_slice(&0u32.to_ne_bytes()); // if
         m.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]); // cookie
-        m.extend_from_slice(&[0; 20]);
+        m.extend_from_slice(&[0; 16]); // expires, rqueue, wqueue, uid
+        m.extend_from_slice(&4242u32.to_ne_bytes()); // inode
         m
     }
 
@@ -314,6 +342,7 @@ mod tests {
         let socket = parse_socket(&message()).expect("a socket");
         assert_eq!(socket.peer, "127.0.0.1:40000".parse().unwrap());
         assert_eq!(socket.state, 1);
+        assert_eq!(socket.inode, 4242);
         let destroy = destroy_request(&socket);
         let (kind, body) = messages(&destroy).next().expect("one message");
         assert_eq!(kind, SOCK_DESTROY);
@@ -337,6 +366,16 @@ mod tests {
         let bytecode = &body[REQ_LEN + 4..];
         assert_eq!(bytecode[0], INET_DIAG_BC_S_EQ);
         assert_eq!(u16::from_ne_bytes([bytecode[6], bytecode[7]]), 6379);
+    }
+
+    #[test]
+    fn the_listener_dump_asks_for_one_local_port_and_listeners_only() {
+        let m = request(AF_INET, 6380, LISTENING);
+        let (kind, body) = messages(&m).next().expect("one message");
+        assert_eq!(kind, SOCK_DIAG_BY_FAMILY);
+        assert_eq!(u32::from_ne_bytes(body[4..8].try_into().unwrap()), 1 << 10);
+        let bytecode = &body[REQ_LEN + 4..];
+        assert_eq!(u16::from_ne_bytes([bytecode[6], bytecode[7]]), 6380);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Finding the server process through procfs: by pid, or as the owner of the TCP listener on a
-//! port (as `ss -ltnp` does), and reading its threads.
+//! port (as `ss -ltnp` does: the listener's inode from netlink sock_diag, then the process whose
+//! file descriptors hold it), and reading its threads.
 use std::collections::HashSet;
 
 use procfs::{
@@ -66,13 +67,21 @@ pub fn listening_ports(pid: u32) -> Result<Vec<u16>> {
     Ok(ports)
 }
 
-/// The process that owns a listening socket on `port`, if any.
+/// The process that owns a listening socket on `port`, if any. With nothing listening (a server
+/// that exited), this answers at once: only a listener's inode sends it through every process's
+/// file descriptors.
 pub fn listener_owner(port: u16) -> Result<Option<u32>> {
-    let wanted: HashSet<u64> = listeners()?
-        .into_iter()
-        .filter(|e| e.local_address.port() == port)
-        .map(|e| e.inode)
-        .collect();
+    let wanted: HashSet<u64> = match crate::fence::sockets::listener_inodes(port) {
+        Ok(inodes) => inodes.into_iter().collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "sock_diag named no listeners; reading /proc/net/tcp");
+            listeners()?
+                .into_iter()
+                .filter(|e| e.local_address.port() == port)
+                .map(|e| e.inode)
+                .collect()
+        }
+    };
     if wanted.is_empty() {
         return Ok(None);
     }

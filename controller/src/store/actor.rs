@@ -12,7 +12,10 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
-use vigil_proto::v1::{self, Health};
+use vigil_proto::{
+    HostPort,
+    v1::{self, Health},
+};
 
 use super::{
     desired::DesiredInputs,
@@ -86,11 +89,12 @@ pub enum Input {
         epoch: u64,
         reply: Reply<v1::CommandAck>,
     },
-    /// The candidates were probed: promote `to` (if `from` is still the failed primary).
+    /// A failover task settled its target on `to` (its candidates answered): persisted if it
+    /// changed, announced; the reply is `to`'s address.
     Chosen {
-        from: String,
+        epoch: u64,
         to: String,
-        cause: Cause,
+        reply: Reply<HostPort>,
     },
     /// A failover task's promotion succeeded: clients may be sent to `to` now, before the others
     /// are re-pointed (as Sentinel names the promoted replica once it has taken the role).
@@ -161,8 +165,6 @@ pub struct Reconciler {
     pub(super) alerts: Alerts,
     /// The primary is judged failed now (Sentinel's subjective down).
     pub(super) primary_down: bool,
-    /// Candidates are being asked for their offsets before a failover.
-    pub(super) choosing: bool,
     /// `-failover-abort-no-good-slave` was announced in this episode of the primary's failure.
     pub(super) abort_announced: bool,
     /// Whether this controller leads, checked before anything is sent.
@@ -219,7 +221,6 @@ pub fn spawn(
         failing_since: None,
         alerts: Alerts::default(),
         primary_down: false,
-        choosing: false,
         abort_announced: false,
         leadership,
         term,
@@ -324,7 +325,7 @@ impl Reconciler {
     fn next_wake(&self) -> Instant {
         let judge = if self.state.in_flight.is_some() && self.active.is_none() {
             Some(self.judged_at + TICK)
-        } else if self.state.primary.is_none() || self.active.is_some() || self.choosing {
+        } else if self.state.primary.is_none() || self.active.is_some() {
             // Nothing to judge, or a failover's task reports back as an input.
             None
         } else if self.steady() {
@@ -365,7 +366,7 @@ impl Reconciler {
                 epoch,
                 reply,
             } => self.send_command(&node, action, epoch, reply),
-            Input::Chosen { from, to, cause } => self.on_chosen(from, to, cause),
+            Input::Chosen { epoch, to, reply } => self.on_chosen(epoch, to, reply),
             Input::Promoted { epoch, to } => self.on_promoted(epoch, &to),
             Input::Reached { epoch, to, stage } => self.on_reached(epoch, &to, stage),
             Input::Done(finished) => self.finish(finished),

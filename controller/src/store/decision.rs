@@ -169,6 +169,33 @@ pub fn pick_freshest(ranked: &[String], fresh: &[(String, u64)]) -> Option<Strin
         .or_else(|| ranked.first().cloned())
 }
 
+/// The target of a failover whose candidates were just asked for their offsets. `ranked` is best
+/// first by the verdicts, the target the failover was persisted with first; `answers` holds each
+/// answer's node, role and offset. A fresh failover takes the highest offset among the replicas
+/// that answered ([`pick_freshest`]). A resumed one may have promoted its persisted target before
+/// the controller stopped, so it keeps that target when it answers as a primary or does not
+/// answer (nothing shows it was not promoted); only a target that answers as a replica gives way
+/// to a candidate with more data.
+pub fn settle_target(
+    ranked: &[String],
+    answers: &[(String, Role, u64)],
+    resumed: bool,
+) -> Option<String> {
+    let persisted = ranked.first()?;
+    if resumed {
+        let answer = answers.iter().find(|(n, _, _)| n == persisted);
+        if answer.is_none_or(|(_, role, _)| *role != Role::Replica) {
+            return Some(persisted.clone());
+        }
+    }
+    let replicas: Vec<(String, u64)> = answers
+        .iter()
+        .filter(|(_, role, _)| *role == Role::Replica)
+        .map(|(n, _, offset)| (n.clone(), *offset))
+        .collect();
+    pick_freshest(ranked, &replicas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +416,50 @@ mod tests {
         // Nobody answered: the ranking decides.
         assert_eq!(pick_freshest(&ranked, &[]), Some("a".into()));
         assert_eq!(pick_freshest(&[], &[]), None);
+    }
+
+    #[test]
+    fn a_fresh_failover_settles_on_the_replica_with_the_most_data_now() {
+        let ranked: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let answer = |n: &str, role, offset| (n.to_string(), role, offset);
+        // The verdicts put a first; asked now, b has more.
+        let answers = [
+            answer("a", Role::Replica, 5),
+            answer("b", Role::Replica, 9),
+            answer("c", Role::Replica, 1),
+        ];
+        assert_eq!(settle_target(&ranked, &answers, false), Some("b".into()));
+        // Equal offsets keep the verdicts' order: the persisted target.
+        let tie = [answer("a", Role::Replica, 5), answer("b", Role::Replica, 5)];
+        assert_eq!(settle_target(&ranked, &tie, false), Some("a".into()));
+        // A candidate that answers as a primary is no replica to compare.
+        let primary = [
+            answer("a", Role::Replica, 5),
+            answer("b", Role::Primary, 99),
+        ];
+        assert_eq!(settle_target(&ranked, &primary, false), Some("a".into()));
+        // A silent target loses to one that answered; nobody answering keeps the ranking.
+        let silent = [answer("c", Role::Replica, 1)];
+        assert_eq!(settle_target(&ranked, &silent, false), Some("c".into()));
+        assert_eq!(settle_target(&ranked, &[], false), Some("a".into()));
+        assert_eq!(settle_target(&[], &[], false), None);
+    }
+
+    #[test]
+    fn a_resumed_failover_keeps_a_target_that_may_have_been_promoted() {
+        let ranked: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+        let answer = |n: &str, role, offset| (n.to_string(), role, offset);
+        // Promoted before the restart: a primary now, with less than b's stale offset or not.
+        let promoted = [answer("a", Role::Primary, 5), answer("b", Role::Replica, 9)];
+        assert_eq!(settle_target(&ranked, &promoted, true), Some("a".into()));
+        // Silent: nothing shows it was not promoted.
+        let silent = [answer("b", Role::Replica, 9)];
+        assert_eq!(settle_target(&ranked, &silent, true), Some("a".into()));
+        // Still a replica: it was not promoted, and b has more data.
+        let replica = [answer("a", Role::Replica, 5), answer("b", Role::Replica, 9)];
+        assert_eq!(settle_target(&ranked, &replica, true), Some("b".into()));
+        let tie = [answer("a", Role::Replica, 9), answer("b", Role::Replica, 9)];
+        assert_eq!(settle_target(&ranked, &tie, true), Some("a".into()));
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! Failover, in its order: judge the primary (on its verdicts and on every tick), ask the ranked
 //! candidates for their offsets now, bump and persist the epoch, then the [`steps`] (fence the
-//! old primary, promote the chosen replica, re-point the others), then finish: publish the new
-//! primary, persist, record the history. A failover persisted as in flight (the controller
-//! stopped mid-way) is resumed, its old primary fenced again first.
+//! old primary while the candidates answer, settle the target on the one with the most data
+//! ([`choice`]), promote it, re-point the others), then finish: publish the new primary,
+//! persist, record the history. A failover persisted as in flight (the controller stopped
+//! mid-way) is resumed, its old primary fenced again first.
 use tokio::time::Instant;
-use vigil_proto::v1::{self, Role, command::Action};
+use vigil_proto::v1;
 
 use super::{
-    actor::{Active, Finished, Input, Reconciler, Reply, unix_ms},
-    commands::step,
+    actor::{Active, Finished, Reconciler, Reply, unix_ms},
+    choice::Choice,
     decision::{self, Policy, PrimaryState},
-    settings::{PROBE_DEADLINE, REPLICATION_BROKEN_AFTER},
+    settings::REPLICATION_BROKEN_AFTER,
     state::{Cause, Failover, InFlight, Outcome},
     steps::{self, Fencing, Handover, Plan},
     timeline::{Clock, Origin, Stage},
@@ -89,7 +90,7 @@ impl Reconciler {
     /// Judges the primary; starts choosing a replica when it failed. `received` is when the
     /// verdict that triggered this evaluation arrived (for the decision latency).
     pub(super) fn evaluate(&mut self, received: Option<Instant>) {
-        if self.active.is_some() || self.state.in_flight.is_some() || self.choosing {
+        if self.active.is_some() || self.state.in_flight.is_some() {
             return;
         }
         // The usual case, on every verdict of a well primary: nothing to do. Its replicas'
@@ -176,87 +177,51 @@ impl Reconciler {
                     }
                     return;
                 }
-                self.choosing = true;
-                self.spawn_choice(primary, ranked, cause);
-            }
-        }
-    }
-
-    /// Asks the ranked candidates for their offsets now (each bounded by [`PROBE_DEADLINE`]),
-    /// then reports the pick. A few milliseconds spent here keep a replica that was never fed
-    /// from winning on a verdict's stale offset.
-    fn spawn_choice(&self, from: String, ranked: Vec<String>, cause: Cause) {
-        let me = self.me.clone();
-        let epoch = self.state.epoch;
-        tokio::spawn(async move {
-            let mut asks = Vec::new();
-            for node in ranked.clone() {
-                let me = me.clone();
-                asks.push(tokio::spawn(async move {
-                    let probe = Action::Probe(v1::Probe {});
-                    let ack = step(&me, &node, probe, epoch, PROBE_DEADLINE, 1).await;
-                    ack.ok()
-                        .filter(|a| a.role() == Role::Replica)
-                        .map(|a| (node, a.repl_offset))
-                }));
-            }
-            let mut fresh = Vec::new();
-            for a in asks {
-                if let Ok(Some(answer)) = a.await {
-                    fresh.push(answer);
+                tracing::info!(datastore = %self.name, primary = %primary, cause = %cause, candidates = %ranked.join(","),
+                    "the primary failed: choosing the replica to promote");
+                // Asked first, so that they answer while the epoch is persisted and the old
+                // primary fenced: the best by the verdicts is the target until they have.
+                let answers = self.ask_offsets(&ranked);
+                let to = ranked[0].clone();
+                let failing_since = self.failing_since;
+                let since = failing_since.unwrap_or_else(Instant::now);
+                self.start_failover(
+                    Some(primary),
+                    to,
+                    cause,
+                    Clock::new(Origin::Failure, since),
+                    None,
+                    Some(Choice { ranked, answers }),
+                );
+                // Observed once the failover began (its epoch persisted), as it is counted: a
+                // failover that could not begin is no decision.
+                if self.active.is_some()
+                    && let Some(since) = failing_since
+                {
+                    self.metrics
+                        .decision_latency
+                        .observe(since.elapsed().as_secs_f64());
                 }
             }
-            if let Some(to) = decision::pick_freshest(&ranked, &fresh) {
-                let _ = me.send(Input::Chosen { from, to, cause }).await;
-            }
-        });
-    }
-
-    /// The candidates were probed: fail over to `to`, unless things moved on meanwhile.
-    pub(super) fn on_chosen(&mut self, from: String, to: String, cause: Cause) {
-        self.choosing = false;
-        // Paused while the candidates were asked: the next tick raises the alert.
-        if self.active.is_some()
-            || self.state.in_flight.is_some()
-            || self.state.paused
-            || self.state.primary.as_deref() != Some(from.as_str())
-        {
-            return;
-        }
-        let failing_since = self.failing_since;
-        let since = failing_since.unwrap_or_else(Instant::now);
-        self.start_failover(
-            Some(from),
-            to,
-            cause,
-            Clock::new(Origin::Failure, since),
-            None,
-        );
-        // Observed once the failover began (its epoch persisted), as it is counted: a choice
-        // that came to nothing is no decision.
-        if self.active.is_some()
-            && let Some(since) = failing_since
-        {
-            self.metrics
-                .decision_latency
-                .observe(since.elapsed().as_secs_f64());
         }
     }
 
-    /// Persists the new epoch and the failover in flight, before any command depends on them;
-    /// on success the failover becomes active, its timeline kept on `clock`, and is counted. On
-    /// failure the state is as it was, and nothing is counted: a failover is counted once, here,
-    /// whatever led to it (a choice of replica, `vigil failover`), and never again when it is
-    /// resumed.
+    /// Persists the new epoch and the failover in flight (with `candidates` when its target `to`
+    /// is not settled yet), before any command depends on them; on success the failover becomes
+    /// active, its timeline kept on `clock`, and is counted. On failure the state is as it was,
+    /// and nothing is counted: a failover is counted once, here, whatever led to it (a choice of
+    /// replica, `vigil failover`), and never again when it is resumed.
     pub(super) fn begin(
         &mut self,
         from: Option<String>,
         to: &str,
         cause: Cause,
         mut clock: Clock,
+        candidates: Vec<String>,
     ) -> Result<u64, ControllerError> {
         let epoch = self.state.epoch + 1;
         let started_unix_ms = unix_ms();
+        let settled = candidates.is_empty();
         self.state.epoch = epoch;
         self.state.in_flight = Some(InFlight {
             epoch,
@@ -265,17 +230,22 @@ impl Reconciler {
             cause,
             started_unix_ms,
         });
+        self.state.candidates = candidates;
         if let Err(e) = self.save("the new epoch") {
             // Without a durable epoch a restart could reuse it: refuse to go on.
             self.state.epoch -= 1;
             self.state.in_flight = None;
+            self.state.candidates.clear();
             return Err(ControllerError::EpochNotPersisted(Box::new(e)));
         }
         self.metrics.failover(&self.name, cause.name());
         self.announce(Channel::NewEpoch, to, epoch.to_string());
         if let Some(old) = &from {
             self.announce(Channel::TryFailover, old, self.master_words(old));
-            self.announce(Channel::SelectedSlave, to, self.replica_words(to, old));
+            // A target not settled yet is announced once it is (`choice`).
+            if settled {
+                self.announce(Channel::SelectedSlave, to, self.replica_words(to, old));
+            }
         }
         let started = Instant::now();
         clock.mark(Stage::Decided, started);
@@ -294,7 +264,8 @@ impl Reconciler {
         Ok(epoch)
     }
 
-    /// Step 1 (bump and persist the epoch), then promote and re-point in a task.
+    /// Step 1 (bump and persist the epoch), then fence, promote and re-point in a task; with
+    /// `choice`, `to` is the best candidate by the verdicts, and the task settles the target.
     pub(super) fn start_failover(
         &mut self,
         from: Option<String>,
@@ -302,8 +273,10 @@ impl Reconciler {
         cause: Cause,
         clock: Clock,
         reply: Option<Reply<v1::FailoverReply>>,
+        choice: Option<Choice>,
     ) {
-        let epoch = match self.begin(from.clone(), &to, cause, clock) {
+        let candidates = choice.as_ref().map_or_else(Vec::new, |c| c.ranked.clone());
+        let epoch = match self.begin(from.clone(), &to, cause, clock, candidates) {
             Ok(epoch) => epoch,
             Err(e) => {
                 self.alert(Alert::FailoverFailed, &e.to_string());
@@ -314,16 +287,20 @@ impl Reconciler {
             }
         };
         tracing::warn!(event = "failover_started", datastore = %self.name, epoch, from = ?from, to = %to, cause = %cause, "failing over");
+        let target = match &choice {
+            Some(c) => format!("the one of {} with the most data", c.ranked.join(", ")),
+            None => to.clone(),
+        };
         self.hooks.notify(
             &self.name,
             Event::FailoverStarted,
             &format!(
-                "epoch {epoch}: failing over from {} to {to} ({cause})",
+                "epoch {epoch}: failing over from {} to {target} ({cause})",
                 from.as_deref().unwrap_or("none")
             ),
         );
         match self.failover_plan(epoch, from, to) {
-            Some(plan) => steps::spawn(self.me.clone(), &self.settings, plan, reply),
+            Some(plan) => steps::spawn(self.me.clone(), &self.settings, plan, reply, choice),
             None => {
                 tracing::error!(datastore = %self.name, epoch, "the target of the failover is unknown")
             }
@@ -389,6 +366,11 @@ impl Reconciler {
             active.clock.mark(Stage::Promoted, Instant::now());
             let from = active.from.clone();
             self.publish();
+            // Sentinel-mode clients that listen (Jedis, Lettuce) move now, not once the others
+            // are re-pointed.
+            self.announce_promoted(from.as_deref(), to);
+            tracing::info!(event = "failover_promoted", datastore = %self.name, epoch, to = %to,
+                "promoted: the Sentinel endpoint names the new primary");
             // As Sentinel runs its client-reconfig-script once the replica is promoted.
             if let (Some(from), Some(to)) = (
                 from.and_then(|f| self.nodes.address(&f)),
@@ -432,6 +414,7 @@ impl Reconciler {
             timeline: Some(clock.timeline().clone()),
         };
         self.state.in_flight = None;
+        self.state.candidates.clear();
         self.last_failover = Some(Instant::now());
         match finished.result {
             Ok(failed) => {
@@ -445,9 +428,12 @@ impl Reconciler {
                 self.failing_since = None;
                 self.abort_announced = false;
                 self.publish();
+                if !active.promoted {
+                    self.announce_promoted(old.as_deref(), &finished.to);
+                }
+                self.announce_topology(old.as_deref(), &finished.to);
                 // Every agent is sent its new desired state once this input is handled (see
                 // `desired_follow`).
-                self.announce_switch(old.as_deref(), &finished.to);
                 tracing::warn!(
                     event = "failover_finished", datastore = %self.name, epoch = active.epoch, from = ?active.from,
                     to = %finished.to, duration_ms = duration.as_millis() as u64, not_repointed = failed.len(), "failover finished"
@@ -498,15 +484,19 @@ impl Reconciler {
         }
     }
 
-    /// Sentinel's announcements of a finished failover from `old` to `new`, in its order:
-    /// `+promoted-slave`, `+failover-end`, `+switch-master`, then `+slave` for every other node
-    /// (the old primary among them), and `+sdown` for the old primary while it is down.
-    fn announce_switch(&self, old: Option<&str>, new: &str) {
+    /// Sentinel's announcements of a failover from `old` to `new`, in its order, once `new` is
+    /// promoted: `+promoted-slave`, `+failover-end`, `+switch-master`.
+    fn announce_promoted(&self, old: Option<&str>, new: &str) {
         if let Some(old) = old {
             self.announce(Channel::PromotedSlave, new, self.replica_words(new, old));
             self.announce(Channel::FailoverEnd, old, self.master_words(old));
         }
         self.announce(Channel::SwitchMaster, new, self.switch_words(old, new));
+    }
+
+    /// Then, once the failover finished: `+slave` for every other node (the old primary among
+    /// them), and `+sdown` for the old primary while it is down.
+    fn announce_topology(&self, old: Option<&str>, new: &str) {
         for id in self.nodes.ids().filter(|id| id.as_str() != new) {
             self.announce(Channel::Slave, id, self.replica_words(id, new));
         }
@@ -526,7 +516,7 @@ impl Reconciler {
         let Some(f) = self.state.in_flight.clone() else {
             return;
         };
-        if self.nodes.outbox(&f.to).is_none() {
+        if self.nodes.outbox(&f.to).is_none() || !self.candidates_back() {
             if self.started.elapsed() > self.settings.grace {
                 self.alert(
                     Alert::FailoverStuck,
@@ -541,6 +531,7 @@ impl Reconciler {
         let Some(plan) = self.failover_plan(f.epoch, f.from.clone(), f.to.clone()) else {
             return;
         };
+        let choice = self.resumed_choice(&f.to);
         self.active = Some(Active {
             epoch: f.epoch,
             from: f.from.clone(),
@@ -551,6 +542,6 @@ impl Reconciler {
             promoted: false,
             clock: Clock::new(Origin::Resumed, Instant::now()),
         });
-        steps::spawn(self.me.clone(), &self.settings, plan, None);
+        steps::spawn(self.me.clone(), &self.settings, plan, None, choice);
     }
 }

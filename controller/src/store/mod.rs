@@ -8,6 +8,8 @@
 //! - [`nodes`]: each node as the reconciler knows it, and the view of it the decisions take.
 //! - [`decision`]: has the primary failed, which replica is best (pure).
 //! - [`failover`]: judge, probe the candidates, bump the epoch, finish, resume.
+//! - [`choice`]: a failover's target, settled on the candidates' offsets while the old primary
+//!   is fenced.
 //! - [`steps`]: a failover's steps: fence the old primary, hand over, re-point.
 //! - [`switchover`]: an operator's planned switchover or forced promotion.
 //! - [`maintenance`]: pause and resume: no automatic failover while paused.
@@ -25,6 +27,7 @@
 //! - [`etcd_state`]: the same state in etcd, for several controllers.
 //! - [`settings`]: the bounds a reconciler works within, with their defaults.
 pub mod actor;
+mod choice;
 mod commands;
 pub mod data_dir;
 pub mod decision;

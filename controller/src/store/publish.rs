@@ -117,9 +117,7 @@ impl Reconciler {
             primary: self.state.primary.clone().unwrap_or_default(),
             nodes,
             paused: self.state.paused,
-            failover_in_flight: self.active.is_some()
-                || self.state.in_flight.is_some()
-                || self.choosing,
+            failover_in_flight: self.active.is_some() || self.state.in_flight.is_some(),
         }
     }
 }

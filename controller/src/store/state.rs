@@ -26,6 +26,11 @@ pub struct StoreState {
     pub primary: Option<String>,
     /// A failover that began and has not finished: resumed after a restart.
     pub in_flight: Option<InFlight>,
+    /// While the target of the failover in flight is not settled: its candidates, asked for
+    /// their offsets while the failover goes on. A failover resumed with them asks them again
+    /// before it promotes (see `store::choice`). Empty when the target is settled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
     pub history: Vec<Failover>,
     /// Maintenance mode (`vigil pause`): no automatic failover until `vigil resume`. Kept here so
     /// that it holds across a controller's restart and a change of leader.

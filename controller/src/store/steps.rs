@@ -1,6 +1,7 @@
 //! A failover's steps, run in a task once its epoch is persisted, in the order that keeps a
 //! deposed primary from acknowledging a write: **fence** the old primary (its agent confirms, or
-//! its lease is waited out), **hand over** (promote the target; a planned switchover first waits
+//! its lease is waited out), while a target not settled yet is chosen from its candidates'
+//! answers ([`choice`]), **hand over** (promote the target; a planned switchover first waits
 //! for the target to catch up with the fenced primary), then **re-point** the other nodes. The
 //! reconciler finishes (publishes, persists) when the task reports [`Finished`].
 use tokio::{
@@ -14,6 +15,7 @@ use vigil_proto::{
 
 use super::{
     actor::{Finished, Input, Reply},
+    choice::{self, Choice},
     commands::step,
     settings::{CATCH_UP_POLL, CATCH_UP_WITHIN, Settings},
     timeline::Stage,
@@ -63,16 +65,18 @@ pub struct Plan {
     pub repoint: Vec<String>,
 }
 
-/// Runs `plan` in a task; the reconciler gets [`Input::Done`] when it ends.
+/// Runs `plan` in a task (settling its target by `choice` when given); the reconciler gets
+/// [`Input::Done`] when it ends.
 pub fn spawn(
     me: mpsc::Sender<Input>,
     settings: &Settings,
-    plan: Plan,
+    mut plan: Plan,
     reply: Option<Reply<v1::FailoverReply>>,
+    choice: Option<Choice>,
 ) {
     let settings = settings.clone();
     tokio::spawn(async move {
-        let result = run(&me, &settings, &plan).await;
+        let result = run(&me, &settings, &mut plan, choice).await;
         let _ = me
             .send(Input::Done(Finished {
                 epoch: plan.epoch,
@@ -87,10 +91,32 @@ pub fn spawn(
 async fn run(
     me: &mpsc::Sender<Input>,
     s: &Settings,
-    plan: &Plan,
+    plan: &mut Plan,
+    choice: Option<Choice>,
 ) -> Result<Vec<String>, ControllerError> {
-    let fenced = fence(me, s, plan).await?;
-    if let Err(e) = hand_over(me, s, plan, fenced).await {
+    // A fresh failover's candidates answer while the old primary is fenced; a resumed one's are
+    // asked once it is (their agents are back by then), since its target may have been promoted.
+    let resumed = matches!(&choice, Some(c) if matches!(c.answers, choice::Answers::Resumed));
+    let (fenced, chosen) = if resumed {
+        let fenced = fence(me, s, plan).await;
+        let chosen = match &fenced {
+            Ok(_) => choice::choose(me, plan, choice).await,
+            Err(_) => None,
+        };
+        (fenced, chosen)
+    } else {
+        tokio::join!(fence(me, s, plan), choice::choose(me, plan, choice))
+    };
+    let fenced = fenced?;
+    let settled = match chosen {
+        Some(to) => choice::settle(me, plan, to).await,
+        None => Ok(()),
+    };
+    let handed = match settled {
+        Ok(()) => hand_over(me, s, plan, fenced).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = handed {
         // The old primary stays the primary: lift the fence this failover put up.
         if let (Fencing::Fence { node, .. }, Some(_)) = (&plan.fencing, fenced) {
             let unfence = Action::Unfence(v1::Unfence {});

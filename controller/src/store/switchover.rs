@@ -30,17 +30,18 @@ impl Reconciler {
         match self.plan_manual(to) {
             Ok(Manual::Forced { primary, target }) => {
                 let cause = Cause::Manual;
-                self.start_failover(Some(primary), target, cause, clock, Some(reply));
+                self.start_failover(Some(primary), target, cause, clock, Some(reply), None);
             }
             Ok(Manual::Switchover(mut plan)) => {
                 let (from, to) = (plan.from.clone(), plan.to.clone());
-                plan.epoch = match self.begin(from.clone(), &to, Cause::Switchover, clock) {
-                    Ok(epoch) => epoch,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                };
+                plan.epoch =
+                    match self.begin(from.clone(), &to, Cause::Switchover, clock, Vec::new()) {
+                        Ok(epoch) => epoch,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return;
+                        }
+                    };
                 tracing::warn!(event = "switchover_started", datastore = %self.name, epoch = plan.epoch, from = ?from, to = %to, handover = ?plan.handover, "planned switchover");
                 self.hooks.notify(
                     &self.name,
@@ -51,7 +52,7 @@ impl Reconciler {
                         from.as_deref().unwrap_or("none")
                     ),
                 );
-                steps::spawn(self.me.clone(), &self.settings, plan, Some(reply));
+                steps::spawn(self.me.clone(), &self.settings, plan, Some(reply), None);
             }
             Err(e) => {
                 let _ = reply.send(Err(e));

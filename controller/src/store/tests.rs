@@ -1347,4 +1347,5 @@ async fn a_reconciler_started_on_a_paused_state_is_paused() {
     let r = s.pause(false).await;
     assert!(r.changed && !r.paused);
 }
+mod choice;
 mod metrics;

@@ -1,16 +1,24 @@
 //! `cargo xtask bench failover`: vigil and Redis Sentinel side by side, in one run, on the same
-//! topology (a primary and two replicas of redis-server on 127.0.0.1). For each fault (kill -9,
-//! SIGSTOP, a 500 ms Lua script) it measures, from the fault: detection (vigil's failover decision,
-//! Sentinel's +sdown), and the first write accepted on a new primary found through each system's
-//! Sentinel endpoint by a client polling every millisecond; slow-script rounds count false
-//! failovers instead. Prints p50/p99/max from hdrhistogram and ends with one summary line.
+//! topology (a primary and two replicas of redis-server on 127.0.0.1, or with `--netns` each node
+//! in a network namespace of its own, see [`Lab`]). For each fault (kill -9, SIGSTOP, a 500 ms
+//! Lua script) it measures, from the fault: detection (vigil's failover decision, Sentinel's
+//! +sdown), and the first write accepted on a new primary found through each system's Sentinel
+//! endpoint by a client polling every millisecond; slow-script rounds count false failovers
+//! instead. Prints p50/p99/max from hdrhistogram, vigil's kill path stage by stage, and ends with
+//! one summary line.
 use std::time::{Duration, Instant, SystemTime};
 
-use super::sentinel::{NAME, SentinelStore};
+use super::{
+    lab::{DELAY, JITTER, Lab},
+    lab_store::{LabVigil, Place, VigilNodes},
+    sentinel::{NAME, SentinelStore},
+};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use nix::sys::signal::Signal;
-use vigil_tests::{RedisServer, VigilStore, WAIT};
+use vigil_tests::{VigilStore, WAIT};
+
+use crate::kill_path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
@@ -29,21 +37,39 @@ impl Fault {
     }
 }
 
-pub fn run(runs: u32) -> Result<()> {
+pub fn run(runs: u32, netns: bool) -> Result<()> {
     vigil_tests::use_bin_dir(crate::root().join("target/release"));
     vigil_tests::quiet();
+    if !netns {
+        return measure(runs, Place::Loopback, "failover");
+    }
+    let lab = Lab::create(3)?;
+    println!(
+        "==> network namespaces: {} nodes and the controller's, on a bridge; every node's link delayed {} us ± {} us each way ({})",
+        lab.nodes.len(),
+        DELAY.as_micros(),
+        JITTER.as_micros(),
+        lab.delay.name()
+    );
+    // The controller, the Sentinels and the client run where this thread is.
+    let _in = lab.enter(&lab.controller.netns)?;
+    measure(runs, Place::Lab(&lab), "failover --netns")
+}
+
+/// Every fault against every system, at `place`; `label` starts the summary line.
+fn measure(runs: u32, place: Place<'_>, label: &str) -> Result<()> {
     let faults = [Fault::Kill, Fault::Stop, Fault::Slow];
     let mut results: Vec<(String, &str, Rounds)> = Vec::new();
     for fault in faults {
         let name = fault.name();
         println!("==> vigil, {name}, {runs} rounds");
-        results.push(("vigil".into(), name, vigil(fault, runs)?));
+        results.push(("vigil".into(), name, vigil(place, fault, runs)?));
         for down_after in [100, 1000] {
             println!("==> sentinel (down-after {down_after} ms), {name}, {runs} rounds");
             results.push((
                 format!("sentinel{down_after}"),
                 name,
-                sentinel(down_after, fault, runs)?,
+                sentinel(place, down_after, fault, runs)?,
             ));
         }
     }
@@ -100,9 +126,12 @@ pub fn run(runs: u32) -> Result<()> {
     let ff = |system: &str| {
         find(system, "slow").map_or("?".into(), |r| format!("{}/{}", r.false_failovers, r.runs))
     };
+    if let Some(path) = find("vigil", "kill").and_then(|r| r.path.as_ref()) {
+        path.print("vigil's kill path, stage by stage, ms from the kill (from the logs; first write from the client):");
+    }
     let speedup = p50("sentinel100", "kill") / p50("vigil", "kill").max(0.001);
     println!(
-        "failover: vigil kill p50={:.1}ms p99={:.1}ms stop p50={:.1}ms; sentinel100 kill p50={:.1}ms; speedup={:.0}x; false failovers vigil={} sentinel100={}",
+        "{label}: vigil kill p50={:.1}ms p99={:.1}ms stop p50={:.1}ms; sentinel100 kill p50={:.1}ms; speedup={:.0}x; false failovers vigil={} sentinel100={}",
         p50("vigil", "kill"),
         p99("vigil", "kill"),
         p50("vigil", "stop"),
@@ -129,6 +158,8 @@ struct Rounds {
     /// shown, not recorded in `write`, and the bench goes on.
     missed: u32,
     runs: u32,
+    /// vigil's kill rounds, stage by stage.
+    path: Option<kill_path::Percentiles>,
 }
 
 impl Rounds {
@@ -140,6 +171,7 @@ impl Rounds {
             false_failovers: 0,
             missed: 0,
             runs,
+            path: None,
         })
     }
 
@@ -197,8 +229,8 @@ pub(crate) fn first_write_of(
         if addr.is_none() {
             conn = None;
         }
-        if let Some((_, port)) = addr.filter(|(_, p)| *p != old_port)
-            && let Ok(c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        if let Some((host, port)) = addr.filter(|(_, p)| *p != old_port)
+            && let Ok(c) = redis::Client::open(format!("redis://{host}:{port}/"))
             && let Ok(mut primary) = c.get_connection_with_timeout(Duration::from_millis(100))
             && primary
                 .set_read_timeout(Some(Duration::from_millis(100)))
@@ -219,9 +251,9 @@ pub(crate) fn first_write_of(
     )
 }
 
-/// Runs a 500 ms script on the primary at `port` and waits until it is over.
-fn slow_command(port: u16) -> Result<()> {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()?;
+/// Runs a 500 ms script on the primary at `host`:`port` and waits until it is over.
+fn slow_command(host: &str, port: u16) -> Result<()> {
+    let mut c = redis::Client::open(format!("redis://{host}:{port}/"))?.get_connection()?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
     // The script's reply may be lost if the server was failed over meanwhile; that is the point.
     let _ = redis::cmd("EVAL")
@@ -231,44 +263,84 @@ fn slow_command(port: u16) -> Result<()> {
     Ok(())
 }
 
-fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
-    let mut r = Rounds::new(runs)?;
+fn vigil(place: Place<'_>, fault: Fault, runs: u32) -> Result<Rounds> {
     // As deployed: every gRPC link on mutual TLS.
-    let mut store = VigilStore::start_tls(
-        NAME,
-        2,
-        &["--grace-ms", "300", "--min-failover-interval-ms", "1"],
-        &[],
-    )?;
+    let args = ["--grace-ms", "300", "--min-failover-interval-ms", "1"];
+    match place {
+        Place::Loopback => vigil_rounds(
+            &mut VigilStore::start_tls(NAME, 2, &args, &[])?,
+            fault,
+            runs,
+        ),
+        Place::Lab(lab) => {
+            let mut store = LabVigil::start(lab, NAME, 2, &args)?;
+            if fault == Fault::Kill {
+                // What the links' delay makes of a round trip, as the bench's client sees it.
+                let rtt = ping_rtt(&store.host(0), store.port(0))?;
+                println!(
+                    "  PING from the controller's namespace to n0's server: p50 {:.2} ms",
+                    rtt.as_secs_f64() * 1000.0
+                );
+            }
+            vigil_rounds(&mut store, fault, runs)
+        }
+    }
+}
+
+/// The median round trip of a PING to the server at `host`:`port` on one connection.
+fn ping_rtt(host: &str, port: u16) -> Result<Duration> {
+    let mut c = redis::Client::open(format!("redis://{host}:{port}/"))?
+        .get_connection_with_timeout(Duration::from_secs(1))?;
+    let mut rtts = Vec::new();
+    for _ in 0..51 {
+        let at = Instant::now();
+        let _: String = redis::cmd("PING").query(&mut c)?;
+        rtts.push(at.elapsed());
+    }
+    rtts.sort();
+    Ok(rtts[rtts.len() / 2])
+}
+
+/// Failovers the controller has started so far, by its log.
+fn failovers_started(store: &impl VigilNodes) -> usize {
+    store
+        .controller()
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("\"failing over\""))
+        .count()
+}
+
+fn vigil_rounds(store: &mut impl VigilNodes, fault: Fault, runs: u32) -> Result<Rounds> {
+    let mut r = Rounds::new(runs)?;
     let mut seen_failovers = 0;
     for round in 0..runs {
         let i = store.primary()?;
-        let port = store.ports[i];
+        let port = store.port(i);
         let wall = SystemTime::now();
         let start = Instant::now();
         match fault {
             Fault::Kill => store.kill(i)?,
-            Fault::Stop => store.server(i)?.signal(Signal::SIGSTOP)?,
+            Fault::Stop => store.signal(i, Signal::SIGSTOP)?,
             Fault::Slow => {
-                slow_command(port)?;
+                slow_command(&store.host(i), port)?;
                 // Watch for a while after the slow command: any failover it set off counts.
                 std::thread::sleep(SLOW_WINDOW);
-                let failovers = store.failovers_started();
+                let failovers = failovers_started(store);
                 if failovers > seen_failovers || store.primary()? != i {
                     r.false_failovers += 1;
                     store.wait_healthy()?;
                 }
-                seen_failovers = store.failovers_started();
+                seen_failovers = failovers_started(store);
                 continue;
             }
         }
-        r.record_write(
-            first_write(store.controller.sentinel, port, start),
-            &format!("vigil {}", fault.name()),
-            round,
-        )?;
+        let write = first_write(store.controller().sentinel, port, start);
+        let written = write.as_ref().ok().copied();
+        r.record_write(write, &format!("vigil {}", fault.name()), round)?;
         let decided = store
-            .controller
+            .controller()
             .log
             .lines()
             .iter()
@@ -285,18 +357,36 @@ fn vigil(fault: Fault, runs: u32) -> Result<Rounds> {
         }
         match fault {
             Fault::Kill => store.restart(i)?,
-            _ => store.server(i)?.signal(Signal::SIGCONT)?,
+            _ => store.signal(i, Signal::SIGCONT)?,
         }
         store.wait_healthy()?;
+        if fault == Fault::Kill {
+            // The failover is over by now: every stage's line is in the logs.
+            let agents = store.agent_logs();
+            let logs = kill_path::Logs {
+                controller: &store.controller().log.lines(),
+                old_agent: &agents[i],
+                agents: &agents,
+            };
+            let stages = kill_path::stages(&logs, wall, written);
+            match r.path.as_mut() {
+                Some(p) => p.record(&stages)?,
+                None => {
+                    let mut p = kill_path::Percentiles::new()?;
+                    p.record(&stages)?;
+                    r.path = Some(p);
+                }
+            }
+        }
         eprint!("\r  vigil {} round {}/{runs}   ", fault.name(), round + 1);
     }
     eprintln!();
     Ok(r)
 }
 
-fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
+fn sentinel(place: Place<'_>, down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
     let mut r = Rounds::new(runs)?;
-    let mut s = SentinelStore::start(down_after_ms)?;
+    let mut s = SentinelStore::start(place, down_after_ms)?;
     for round in 0..runs {
         let port = s.master()?;
         let i = s
@@ -319,7 +409,7 @@ fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
                 .signal(Signal::SIGSTOP)?,
             Fault::Slow => {
                 let switches = s.switches.lock().unwrap_or_else(|p| p.into_inner()).len();
-                slow_command(port)?;
+                slow_command(&place.host(i), port)?;
                 std::thread::sleep(SLOW_WINDOW);
                 if s.switches.lock().unwrap_or_else(|p| p.into_inner()).len() > switches
                     || s.master()? != port
@@ -356,15 +446,21 @@ fn sentinel(down_after_ms: u64, fault: Fault, runs: u32) -> Result<Rounds> {
         // Restoring the topology is not measured: the old master is pointed at the new one here
         // (as a supervisor would) instead of waiting on Sentinel's own, slower conversion.
         let new = s.master()?;
-        let replicaof = ["--replicaof", "127.0.0.1", &new.to_string()];
+        let j = s
+            .ports
+            .iter()
+            .position(|p| *p == new)
+            .context("unknown master")?;
+        let new_host = place.host(j);
+        let replicaof = ["--replicaof", &new_host, &new.to_string()];
         match fault {
-            Fault::Kill => s.servers[i] = Some(RedisServer::start_with(port, &replicaof)?),
+            Fault::Kill => s.servers[i] = Some(place.server(i, port, &replicaof)?),
             _ => {
                 let srv = s.servers[i].as_ref().context("no server")?;
                 srv.signal(Signal::SIGCONT)?;
                 let mut c = srv.connect()?;
                 let _: () = redis::cmd("REPLICAOF")
-                    .arg("127.0.0.1")
+                    .arg(&new_host)
                     .arg(new)
                     .query(&mut c)?;
             }

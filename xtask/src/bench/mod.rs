@@ -1,11 +1,15 @@
 //! `cargo xtask bench ...`: measurements printed from hdrhistogram, each ending in one summary line.
 //! One bench per module (`overhead`, `probes`, `failover`, `controller`, `controller_ha`, `safety`,
-//! with Redis Sentinel as the other system in `sentinel` and `sentinel_system`); this one holds the
+//! with Redis Sentinel as the other system in `sentinel` and `sentinel_system`, and the network
+//! namespaces of `failover --netns` in `lab`, `lab_store` and `delay_line`); this one holds the
 //! subcommands, builds what they need, and keeps the helpers they share: CPU time and peak RSS of
 //! a process from procfs, and the nanosecond histogram.
 mod controller;
 pub(crate) mod controller_ha;
+mod delay_line;
 pub(crate) mod failover;
+mod lab;
+mod lab_store;
 mod overhead;
 mod probes;
 mod safety;
@@ -53,6 +57,11 @@ pub enum Which {
         /// Rounds per fault and per system.
         #[arg(long, default_value_t = 5)]
         runs: u32,
+        /// Each node (server and agent) in a network namespace of its own, the controller and the
+        /// Sentinels in another, joined by veth pairs to a bridge, every node's link delayed 0.2 ms
+        /// ± 0.05 ms each way (netem, or netfilter's queue where the kernel has no netem).
+        #[arg(long)]
+        netns: bool,
     },
     /// The safety matrix (every fault, vigil and Redis Sentinel at down-after 100 ms, same run):
     /// acknowledged writes lost, writes a deposed primary acknowledged, time with two primaries.
@@ -90,7 +99,7 @@ pub fn run(which: Which) -> Result<()> {
     )?;
     match which {
         Which::Overhead { rounds, requests } => overhead::run(rounds, requests),
-        Which::Failover { runs } => failover::run(runs),
+        Which::Failover { runs, netns } => failover::run(runs, netns),
         Which::Controller { stores, failovers } => controller::run(&stores, failovers),
         Which::ControllerHa { rounds, kills } => controller_ha::run(rounds, kills),
         Which::Safety { runs, fault } => safety::run(runs, &fault),

@@ -1,5 +1,6 @@
 //! Redis Sentinel, measured beside vigil: a primary and two replicas of redis-server watched by
-//! three redis-sentinel processes (quorum 2) on 127.0.0.1, with the `+sdown` and
+//! three redis-sentinel processes (quorum 2) on 127.0.0.1 (or the servers each in their node's
+//! namespace of the lab, the sentinels in the controller's), with the `+sdown` and
 //! `+switch-master` events they announce, timed as they arrive.
 use std::{
     path::{Path, PathBuf},
@@ -11,45 +12,47 @@ use std::{
 use anyhow::{Context, Result};
 use vigil_tests::{RedisServer, WAIT, free_port, wait_until};
 
+use super::lab_store::Place;
+
 /// The data store's name, in vigil and in Sentinel.
 pub(super) const NAME: &str = "bench";
 
 /// A primary and two replicas watched by three redis-sentinel processes (quorum 2).
-pub(super) struct SentinelStore {
+pub(super) struct SentinelStore<'a> {
     pub(super) sentinels: Vec<Child>,
     pub(super) sentinel_ports: Vec<u16>,
     pub(super) servers: Vec<Option<RedisServer>>,
     pub(super) ports: Vec<u16>,
     pub(super) sdown: Arc<Mutex<Vec<Instant>>>,
     pub(super) switches: Arc<Mutex<Vec<Instant>>>,
+    place: Place<'a>,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for SentinelStore {
+impl Drop for SentinelStore<'_> {
     fn drop(&mut self) {
         self.stop_sentinels();
     }
 }
 
-impl SentinelStore {
-    pub(super) fn start(down_after_ms: u64) -> Result<Self> {
+impl<'a> SentinelStore<'a> {
+    pub(super) fn start(place: Place<'a>, down_after_ms: u64) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("vigil-bench-sentinel-")
             .tempdir()?;
-        let primary = RedisServer::start()?;
+        let primary = place.server(0, free_port()?, &[])?;
         let p = primary.port.to_string();
         let mut servers = vec![Some(primary)];
-        for _ in 0..2 {
-            servers.push(Some(RedisServer::start_with(
-                free_port()?,
-                &["--replicaof", "127.0.0.1", &p],
-            )?));
+        for i in 1..3 {
+            let replicaof = ["--replicaof", &primary_host(place), &p];
+            servers.push(Some(place.server(i, free_port()?, &replicaof)?));
         }
         let ports: Vec<u16> = servers.iter().flatten().map(|s| s.port).collect();
         let mut sentinels = Vec::new();
         let mut sentinel_ports = Vec::new();
         for n in 0..3 {
-            let (conf, port) = write_conf(dir.path(), n, "127.0.0.1", ports[0], down_after_ms)?;
+            let host = primary_host(place);
+            let (conf, port) = write_conf(dir.path(), n, &host, ports[0], down_after_ms)?;
             sentinels.push(spawn_sentinel(&conf)?);
             sentinel_ports.push(port);
         }
@@ -62,6 +65,7 @@ impl SentinelStore {
             ports,
             sdown,
             switches,
+            place,
             _dir: dir,
         };
         store.watch_sdown()?;
@@ -111,7 +115,7 @@ impl SentinelStore {
         self.stop_sentinels();
         // Dropping a server stops it.
         self.servers.clear();
-        *self = Self::start(down_after_ms)?;
+        *self = Self::start(self.place, down_after_ms)?;
         Ok(())
     }
 
@@ -168,6 +172,11 @@ impl SentinelStore {
             (linked == 2).then_some(())
         })
     }
+}
+
+/// Where the first primary is reached.
+fn primary_host(place: Place<'_>) -> String {
+    place.host(0)
 }
 
 /// Writes sentinel `n`'s configuration in `dir`: on a free port of 127.0.0.1, monitoring the
