@@ -394,6 +394,52 @@ fn a_primary_fences_itself_when_its_lease_runs_out_without_a_quorum() -> Result<
     Ok(())
 }
 
+/// A controller renews a primary's lease on its heartbeat with a lease grant, not its whole
+/// desired state: the grants keep a primary without a quorum serving, and once they stop it
+/// fences itself. A grant for an epoch the agent has not been sent desired state for renews
+/// nothing.
+#[test]
+fn lease_grants_alone_renew_the_lease_of_the_desired_state_the_agent_has() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let Leased {
+        primary,
+        replica,
+        pin,
+        mut ctl,
+        agent,
+    } = leased_primary()?;
+    ctl.grant_compactly("p");
+    replica.signal(Signal::SIGSTOP)?;
+    ctl.wait_verdict("p", "the peer unreachable", |v| {
+        v.peers_unreachable & 1 == 1
+    })?;
+    std::thread::sleep(Duration::from_millis(3 * 600));
+    assert!(
+        !agent.log.contains("SELF-FENCING"),
+        "fenced while lease grants renewed its lease"
+    );
+    let mut c = primary.connect()?;
+    let _: () = redis::cmd("SET").arg("granted").arg("1").query(&mut c)?;
+
+    // Grants for an epoch whose desired state never came renew nothing: the lease runs out.
+    let next = v1::DesiredState {
+        epoch: 2,
+        role: v1::Role::Primary as i32,
+        peers: vec![v1::Peer {
+            node_id: "r".into(),
+            address: format!("127.0.0.1:{}", replica.port),
+        }],
+        peers_version: 1,
+        ..Default::default()
+    };
+    ctl.set_desired_quietly("p", next);
+    agent.log.wait_for("SELF-FENCING")?;
+    wait_until(WAIT, "the fence up", || pin.is_up().then_some(()))?;
+    replica.signal(Signal::SIGCONT)?;
+    Ok(())
+}
+
 #[test]
 fn a_primary_whose_lease_the_controller_withholds_fences_itself_though_it_reaches_its_peer()
 -> Result<()> {

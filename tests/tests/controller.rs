@@ -7,7 +7,8 @@ use std::{path::Path, process::Command, time::Duration};
 use anyhow::{Result, bail};
 use nix::sys::signal::Signal;
 use vigil_tests::{
-    Agent, Controller, RedisServer, WAIT, free_port, require_root, serial, signal, wait_until,
+    Agent, Controller, PinnedFence, RedisServer, WAIT, free_port, require_root, serial, signal,
+    wait_until,
 };
 
 const DS: &str = "cache";
@@ -117,6 +118,147 @@ fn kill_9_of_the_primary_promotes_a_replica_and_the_old_primary_rejoins_as_its_r
     assert_eq!(st["epoch"], 2, "{st}");
     let promoted = if new == s.ports[1] { "n1" } else { "n2" };
     assert_eq!(st["primary"], promoted, "{st}");
+    Ok(())
+}
+
+/// Longer than any test: desired state is sent again this seldom, so what an agent learns within
+/// a test it learns from the desired state sent when something changed, or from a lease grant.
+const NO_REFRESH_MS: &str = "600000";
+
+fn controller_without_refresh(dir: &Path) -> Result<Controller> {
+    Controller::start(
+        dir,
+        &[
+            "--grace-ms",
+            "300",
+            "--min-failover-interval-ms",
+            "1000",
+            "--desired-refresh-ms",
+            NO_REFRESH_MS,
+        ],
+    )
+}
+
+/// A node as `vigil status` shows it.
+#[derive(Clone, Debug)]
+struct Shown {
+    node: String,
+    health: String,
+    role: String,
+    reasons: Vec<String>,
+}
+
+/// Each node as `vigil status` shows it.
+fn nodes(ctl: &Controller) -> Option<Vec<Shown>> {
+    let st = ctl.status(DS).ok()?;
+    let nodes = st["nodes"].as_array()?;
+    Some(
+        nodes
+            .iter()
+            .map(|n| {
+                let text = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+                let reasons = n["reasons"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Shown {
+                    node: text("node"),
+                    health: text("health"),
+                    role: text("role"),
+                    reasons,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Desired state travels when it changes, not with the refresh: with the refresh set past the
+/// end of the test, both surviving agents still learn the new roles right after the failover.
+/// Until they do, the replica left would report that it follows the wrong primary (the agent
+/// compares its server's primary with the one the controller named) and the promoted one that
+/// its role is not the one the controller expects.
+#[test]
+fn after_a_failover_every_agent_learns_the_new_primary_without_waiting_for_the_refresh()
+-> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let ctl = controller_without_refresh(dir.path())?;
+    let mut s = store(&ctl)?;
+    if let Some(p) = s.servers[0].as_mut() {
+        p.signal(Signal::SIGKILL)?;
+        p.wait_exit()?;
+    }
+    let new = wait_until(WAIT, "the Sentinel endpoint to name a replica", || {
+        ctl.sentinel_primary(DS)
+            .ok()
+            .flatten()
+            .filter(|p| *p != s.ports[0])
+    })?;
+    let (promoted, other, other_port) = if new == s.ports[1] {
+        ("n1", "n2", s.ports[2])
+    } else {
+        ("n2", "n1", s.ports[1])
+    };
+    ctl.log.wait_for("failover_finished")?;
+    let (p, o) = wait_until(WAIT, "both survivors healthy in their new roles", || {
+        let all = nodes(&ctl)?;
+        let find = |id: &str| all.iter().find(|n| n.node == id).cloned();
+        let (p, o) = (find(promoted)?, find(other)?);
+        let well = |n: &Shown| n.health == "HEALTHY" && n.reasons.is_empty();
+        (well(&p) && well(&o)).then_some((p, o))
+    })?;
+    assert_eq!(p.role, "primary", "{p:?}");
+    assert_eq!(o.role, "replica", "{o:?}");
+    assert_eq!(role(other_port)?, ("slave".into(), Some(new)));
+    Ok(())
+}
+
+/// The primary's lease is renewed by the controller's lease grants alone (its desired state is
+/// not sent again within the test): with both replicas' servers stopped it reaches no quorum,
+/// and still serves while the controller renews its lease; once the controller stops, the lease
+/// runs out and the primary fences itself.
+#[test]
+fn a_primary_without_a_quorum_serves_while_lease_grants_renew_its_lease() -> Result<()> {
+    require_root();
+    let _serial = serial();
+    let dir = data_dir()?;
+    let mut ctl = controller_without_refresh(dir.path())?;
+    let s = store(&ctl)?;
+    let primary_port = s.ports[0];
+    let pin = PinnedFence::of_port(primary_port)?;
+    let primary_agent = s.agents[0].as_ref().expect("the primary's agent");
+    for r in [&s.servers[1], &s.servers[2]].into_iter().flatten() {
+        r.signal(Signal::SIGSTOP)?;
+    }
+    // Several leases long: its agent has found both peers unreachable, and only renewals keep
+    // its lease.
+    std::thread::sleep(Duration::from_secs(3));
+    let served = (|| -> Result<()> {
+        let mut c = s.servers[0].as_ref().expect("the primary").connect()?;
+        let _: () = redis::cmd("SET").arg("leased").arg("1").query(&mut c)?;
+        Ok(())
+    })();
+    let fenced_early = primary_agent.log.contains("SELF-FENCING");
+    // The controller stops renewing it: without a quorum, the primary fences itself.
+    ctl.pause()?;
+    let fenced = primary_agent.log.wait_for("SELF-FENCING");
+    ctl.resume()?;
+    for r in [&s.servers[1], &s.servers[2]].into_iter().flatten() {
+        r.signal(Signal::SIGCONT)?;
+    }
+    assert!(
+        !fenced_early,
+        "fenced while the controller renewed its lease"
+    );
+    served?;
+    fenced?;
+    assert!(pin.is_up(), "the self-fence is not up");
+    assert_eq!(ctl.status(DS)?["epoch"], 1, "no failover happened");
     Ok(())
 }
 

@@ -87,6 +87,11 @@ impl AgentLinkService {
     }
 }
 
+/// The session's stream of messages to its agent, from its outbox.
+fn unboxed(rx: mpsc::Receiver<Result<Box<ControllerMessage>, Status>>) -> Boxed<ControllerMessage> {
+    Box::pin(ReceiverStream::new(rx).map(|m| m.map(|m| *m)))
+}
+
 /// The gRPC status an agent gets for a refused hello.
 fn refused(e: ControllerError) -> Status {
     match e {
@@ -146,11 +151,11 @@ impl AgentLink for AgentLinkService {
                     redirect: leader.map(|l| l.grpc).unwrap_or_default(),
                 };
                 let _ = outbox
-                    .send(Ok(ControllerMessage {
+                    .send(Ok(Box::new(ControllerMessage {
                         msg: Some(Down::Welcome(welcome)),
-                    }))
+                    })))
                     .await;
-                return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+                return Ok(Response::new(unboxed(rx)));
             }
             Err(e) => return Err(refused(e)),
         };
@@ -162,9 +167,9 @@ impl AgentLink for AgentLinkService {
             redirect: String::new(),
         };
         let _ = outbox
-            .send(Ok(ControllerMessage {
+            .send(Ok(Box::new(ControllerMessage {
                 msg: Some(Down::Welcome(welcome)),
-            }))
+            })))
             .await;
         let node = info.id.clone();
         reconciler
@@ -200,6 +205,6 @@ impl AgentLink for AgentLinkService {
             }
             let _ = reconciler.send(Input::Closed { node, session }).await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(unboxed(rx)))
     }
 }

@@ -43,7 +43,7 @@ impl Reconciler {
                 leadership: self.term.token,
             })),
         };
-        if outbox.try_send(Ok(msg)).is_err() {
+        if outbox.try_send(Ok(Box::new(msg))).is_err() {
             let _ = reply.send(Err(ControllerError::SessionFull(node.to_string())));
             return;
         }

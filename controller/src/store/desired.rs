@@ -123,9 +123,9 @@ impl Reconciler {
         // A lease counts as granted once it is on its way, never before.
         let sent = session
             .outbox
-            .try_send(Ok(v1::ControllerMessage {
+            .try_send(Ok(Box::new(v1::ControllerMessage {
                 msg: Some(Down::Lease(grant)),
-            }))
+            })))
             .is_ok();
         if sent {
             n.lease_granted_at = Some(now);
@@ -184,9 +184,9 @@ impl Reconciler {
         // is on its way, never before.
         let sent = session
             .outbox
-            .try_send(Ok(v1::ControllerMessage {
+            .try_send(Ok(Box::new(v1::ControllerMessage {
                 msg: Some(Down::Desired(desired)),
-            }))
+            })))
             .is_ok();
         if sent {
             let now = Instant::now();

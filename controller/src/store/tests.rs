@@ -199,11 +199,12 @@ impl Store {
         let id = info.id.as_str();
         self.last_session += 1;
         self.sessions.insert(id.to_string(), self.last_session);
-        let (outbox, mut rx) = mpsc::channel::<Result<v1::ControllerMessage, tonic::Status>>(INBOX);
+        let (outbox, mut rx) =
+            mpsc::channel::<Result<Box<v1::ControllerMessage>, tonic::Status>>(INBOX);
         let (node, inbox) = (id.to_string(), self.inbox_tx.clone());
         let agent = tokio::spawn(async move {
             while let Some(Ok(msg)) = rx.recv().await {
-                let _ = inbox.send((node.clone(), tokio::time::Instant::now(), msg));
+                let _ = inbox.send((node.clone(), tokio::time::Instant::now(), *msg));
             }
         });
         if let Some(old) = self.agents.insert(id.to_string(), agent) {

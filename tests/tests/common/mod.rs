@@ -1,8 +1,8 @@
 //! A stand-in controller for the agent suites: a real tonic gRPC server on 127.0.0.1 speaking
 //! vigil.v1 over a real socket. It records every message agents send and lets a test send desired
-//! state and commands to one agent. It repeats each agent's last desired state every 200 ms, as
-//! the protocol asks of a controller, granting a lease on it for the newest verdict it has from
-//! that agent when the test asked for leases; a test can also make it fall silent toward an
+//! state and commands to one agent. It repeats each agent's last desired state every 200 ms
+//! (whole, or as a lease grant when a test asks), granting a lease on it for the newest verdict
+//! it has from that agent when the test asked for leases; a test can also make it fall silent toward an
 //! agent while the session stays up. Its Welcome carries the leadership a test sets (0 unless
 //! told); started as a follower, it answers every Hello with a Welcome redirecting to a leader
 //! and ends the session. (The real controller is the controller issue's.)
@@ -50,6 +50,9 @@ struct Shared {
     silent: HashSet<String>,
     /// Desired states sent with a lease, by node.
     grants: HashMap<String, u64>,
+    /// Nodes whose repeats go as lease grants (the desired state itself only when it is set),
+    /// as the controller renews a primary's lease.
+    compact: HashSet<String>,
     /// The leadership its Welcome claims.
     leadership: u64,
 }
@@ -138,12 +141,25 @@ impl AgentLink for Service {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                let desired = lock(&shared).desired_now(&node);
-                if let Some(d) = desired
+                let repeat = {
+                    let mut shared = lock(&shared);
+                    let compact = shared.compact.contains(&node);
+                    shared.desired_now(&node).map(|d| {
+                        if compact {
+                            Down::Lease(v1::LeaseGrant {
+                                epoch: d.epoch,
+                                lease_ms: d.lease_ms,
+                                lease_seq: d.lease_seq,
+                                leadership: d.leadership,
+                            })
+                        } else {
+                            Down::Desired(d)
+                        }
+                    })
+                };
+                if let Some(m) = repeat
                     && tx
-                        .send(Ok(ControllerMessage {
-                            msg: Some(Down::Desired(d)),
-                        }))
+                        .send(Ok(ControllerMessage { msg: Some(m) }))
                         .await
                         .is_err()
                 {
@@ -329,6 +345,13 @@ impl StubController {
         }
     }
 
+    /// Makes `d` the desired state repeated to `node` without sending it now: its lease grants
+    /// then name a desired state the agent has not been sent.
+    #[allow(dead_code)] // the agent suite's; the fence suite shares this stub
+    pub fn set_desired_quietly(&self, node: &str, d: v1::DesiredState) {
+        lock(&self.shared).desired.insert(node.to_string(), d);
+    }
+
     /// Adds `address` to the peers of `node`'s desired state (made if there is none yet, at the
     /// stub's leadership) and sends it now, as a controller describes a data store to its agents
     /// before it names one of its servers in a command: an agent replicates only from a server
@@ -384,6 +407,13 @@ impl StubController {
     /// controller failing the node over sends).
     pub fn grant_leases(&self, node: &str, lease_ms: u32) {
         lock(&self.shared).leases.insert(node.to_string(), lease_ms);
+    }
+
+    /// Repeats `node`'s desired state every 200 ms as a lease grant only, as the controller
+    /// renews a primary's lease; [`StubController::desire`] still sends the whole of it.
+    #[allow(dead_code)] // the agent suite's; the fence suite shares this stub
+    pub fn grant_compactly(&self, node: &str) {
+        lock(&self.shared).compact.insert(node.to_string());
     }
 
     /// Waits until `node` holds a lease: two more grants sent from now (the first is surely
