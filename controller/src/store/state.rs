@@ -209,7 +209,22 @@ impl StateFile {
 
 impl Persist for StateFile {
     /// Writes `state` so that a crash leaves either the old or the new file, never a torn one.
+    /// On the multi-threaded runtime the two fsyncs run with this thread handed over to the
+    /// blocking pool: the tasks it would have run next (the sessions carrying the commands sent
+    /// just before, say) go on on another thread meanwhile, however long the disk takes.
     fn save(&mut self, state: &StoreState) -> Result<()> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| self.write(state))
+        } else {
+            self.write(state)
+        }
+    }
+}
+
+impl StateFile {
+    fn write(&self, state: &StoreState) -> Result<()> {
         let err = |e: std::io::Error| self.error(e);
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(err)?;
