@@ -8,9 +8,9 @@
 //!   kept), then the primary's offset read through the agent's connection (0 when the server
 //!   cannot answer, a stopped one say: the fence itself is what matters). A failover's fence
 //!   (replicas not kept) is reported done once its filter is up, which already keeps every reply
-//!   in, and its connections are destroyed right after, before the next command is taken: the
-//!   controller promotes that much sooner. A planned switchover's keeps the order
-//!   filter, destroy, offset, so that offset is the last the fenced primary can reach.
+//!   in, and its connections are destroyed shortly after (or as soon as the next command comes,
+//!   before it runs): the controller promotes that much sooner. A planned switchover's keeps the
+//!   order filter, destroy, offset, so that offset is the last the fenced primary can reach.
 //! - **ReplicateOf** on a primary or a fenced node is its demotion: REPLICAOF, its clients
 //!   disconnected, then the fence lifted. On a plain replica it only re-points it.
 //! - **Unfence** lifts the fence of a node that stays primary.
@@ -38,6 +38,9 @@ use crate::{
 /// How long the steps around a fence may wait for the server: they are there for the
 /// controller's information, and a stopped server must not hold the fence's ack back long.
 const FENCE_QUERY_LIMIT: Duration = Duration::from_millis(500);
+
+/// How long after a failover's fence was reported up its connections are destroyed, at most.
+const SETTLE_AFTER: Duration = Duration::from_millis(10);
 
 /// What the daemon knows of the server when it hands over a command.
 #[derive(Clone, Copy, Debug, Default)]
@@ -70,14 +73,30 @@ pub fn spawn(
         unsettled: None,
     };
     let task = tokio::spawn(async move {
-        while let Some((command, hints)) = rx.recv().await {
+        let mut next = rx.recv().await;
+        while let Some((command, hints)) = next.take() {
             let result = worker.run(&command, hints).await;
             if done.send(Done { command, result }).await.is_err() {
                 return;
             }
-            // Reported: now what the command left to do, before the next one may change the
-            // fence.
+            if worker.unsettled.is_none() {
+                next = rx.recv().await;
+                continue;
+            }
+            // What the command left to do (a walk of the host's sockets that keeps a CPU busy
+            // for milliseconds) waits until its acknowledgement is well on its way and the
+            // promotion it allows has likely happened, unless another command comes first: it
+            // is always done before the next command may change the fence.
+            let came = tokio::select! {
+                biased;
+                came = rx.recv() => Some(came),
+                () = tokio::time::sleep(SETTLE_AFTER) => None,
+            };
             worker.settle().await;
+            next = match came {
+                Some(came) => came,
+                None => rx.recv().await,
+            };
         }
     });
     (tx, task)

@@ -90,11 +90,11 @@ pub enum Input {
         reply: Reply<v1::CommandAck>,
     },
     /// A failover task settled its target on `to` (its candidates answered): persisted if it
-    /// changed, announced; the reply is `to`'s address.
+    /// changed, announced; the reply, when asked for, is `to`'s address.
     Chosen {
         epoch: u64,
         to: String,
-        reply: Reply<HostPort>,
+        reply: Option<Reply<HostPort>>,
     },
     /// A failover task's promotion succeeded: clients may be sent to `to` now, before the others
     /// are re-pointed (as Sentinel names the promoted replica once it has taken the role).

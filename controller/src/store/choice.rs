@@ -76,44 +76,56 @@ impl Reconciler {
     }
 
     /// The failover at `epoch` settled its target on `to`: persisted first when it is not the
-    /// target persisted with it, then announced (`+selected-slave`). The reply is `to`'s address.
-    pub(super) fn on_chosen(&mut self, epoch: u64, to: String, reply: Reply<HostPort>) {
-        let Some(active) = self.active.as_ref().filter(|a| a.epoch == epoch) else {
-            let _ = reply.send(Err(ControllerError::NotUnderWay(epoch)));
-            return;
-        };
+    /// target persisted with it, then announced (`+selected-slave`). The reply, when one is
+    /// asked for, is `to`'s address.
+    pub(super) fn on_chosen(&mut self, epoch: u64, to: String, reply: Option<Reply<HostPort>>) {
+        let answer = self.settle_target(epoch, &to);
+        if let Err(e) = &answer {
+            tracing::error!(datastore = %self.name, epoch, to = %to, error = %e, "the failover's target could not be settled");
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn settle_target(&mut self, epoch: u64, to: &str) -> Result<HostPort, ControllerError> {
+        let active = self
+            .active
+            .as_ref()
+            .filter(|a| a.epoch == epoch)
+            .ok_or(ControllerError::NotUnderWay(epoch))?;
         let from = active.from.clone();
-        let Some(address) = self.nodes.address(&to) else {
-            let _ = reply.send(Err(ControllerError::NotAReplica {
-                node: to,
+        let address = self
+            .nodes
+            .address(to)
+            .ok_or_else(|| ControllerError::NotAReplica {
+                node: to.to_string(),
                 datastore: self.name.clone(),
-            }));
-            return;
-        };
+            })?;
         if active.to != to {
-            let Some(in_flight) = self.state.in_flight.as_mut() else {
-                let _ = reply.send(Err(ControllerError::NotUnderWay(epoch)));
-                return;
-            };
-            let persisted = std::mem::replace(&mut in_flight.to, to.clone());
+            let in_flight = self
+                .state
+                .in_flight
+                .as_mut()
+                .ok_or(ControllerError::NotUnderWay(epoch))?;
+            let persisted = std::mem::replace(&mut in_flight.to, to.to_string());
             if let Err(e) = self.save("the failover's target") {
                 // The target persisted stays the only one this failover may promote.
                 if let Some(f) = self.state.in_flight.as_mut() {
                     f.to = persisted;
                 }
-                let _ = reply.send(Err(ControllerError::TargetNotPersisted(Box::new(e))));
-                return;
+                return Err(ControllerError::TargetNotPersisted(Box::new(e)));
             }
             if let Some(a) = self.active.as_mut() {
-                a.to = to.clone();
+                a.to = to.to_string();
             }
         }
         tracing::info!(event = "failover_target", datastore = %self.name, epoch, to = %to,
             "the candidates answered: promoting the one with the most data");
         if let Some(old) = &from {
-            self.announce(Channel::SelectedSlave, &to, self.replica_words(&to, old));
+            self.announce(Channel::SelectedSlave, to, self.replica_words(to, old));
         }
-        let _ = reply.send(Ok(address));
+        Ok(address)
     }
 
     /// The choice a failover resumed with its target not settled makes again, or None when its
@@ -180,18 +192,30 @@ pub(super) async fn choose(
     decision::settle_target(&choice.ranked, &answers, resumed)
 }
 
-/// Tells the reconciler the target `chose` settled on (persisted first if it changed) and makes
-/// `plan` promote it.
+/// Tells the reconciler the target `choose` settled on and makes `plan` promote it. The
+/// persisted target is told and not waited for: the promote sent next reaches the reconciler
+/// after it. Another is persisted first, and waited for.
 pub(super) async fn settle(
     me: &mpsc::Sender<Input>,
     plan: &mut Plan,
     to: String,
 ) -> Result<(), ControllerError> {
+    if to == plan.to {
+        let chosen = Input::Chosen {
+            epoch: plan.epoch,
+            to,
+            reply: None,
+        };
+        return me
+            .send(chosen)
+            .await
+            .map_err(|_| ControllerError::ReconcilerStopped);
+    }
     let (reply, answer) = oneshot::channel();
     let chosen = Input::Chosen {
         epoch: plan.epoch,
         to: to.clone(),
-        reply,
+        reply: Some(reply),
     };
     me.send(chosen)
         .await
@@ -199,11 +223,9 @@ pub(super) async fn settle(
     let address = answer
         .await
         .map_err(|_| ControllerError::ReconcilerStopped)??;
-    if to != plan.to {
-        let old = std::mem::replace(&mut plan.to, to.clone());
-        plan.to_address = address;
-        plan.repoint.retain(|n| *n != to);
-        plan.repoint.push(old);
-    }
+    let old = std::mem::replace(&mut plan.to, to.clone());
+    plan.to_address = address;
+    plan.repoint.retain(|n| *n != to);
+    plan.repoint.push(old);
     Ok(())
 }

@@ -210,8 +210,10 @@ impl StateFile {
 impl Persist for StateFile {
     /// Writes `state` so that a crash leaves either the old or the new file, never a torn one.
     /// Blocks this reconciler until the file is durable (two fsyncs): nothing that depends on
-    /// the state may be sent before. On the multi-threaded runtime the other tasks of this
-    /// thread move to another meanwhile, so no other data store waits on this one's disk.
+    /// the state may be sent before. On the multi-threaded runtime the fsyncs run with this
+    /// thread handed over to the blocking pool: the tasks it would have run next (other data
+    /// stores, the sessions carrying the commands sent just before) go on on another thread
+    /// meanwhile, however long the disk takes.
     fn save(&mut self, state: &StoreState) -> Result<()> {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

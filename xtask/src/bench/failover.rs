@@ -301,6 +301,27 @@ fn ping_rtt(host: &str, port: u16) -> Result<Duration> {
     Ok(rtts[rtts.len() / 2])
 }
 
+/// Waits until every node is healthy and linked again; when they are not, says what the
+/// controller and the agents last said before giving up.
+fn healthy_again(store: &impl VigilNodes) -> Result<()> {
+    let Err(e) = store.wait_healthy() else {
+        return Ok(());
+    };
+    let tail = |lines: &[String]| lines[lines.len().saturating_sub(15)..].join("\n    ");
+    eprintln!("\n  the data store did not settle: {e:#}");
+    if let Ok(status) = store.controller().status(NAME) {
+        eprintln!("  vigil status: {status}");
+    }
+    eprintln!(
+        "  controller:\n    {}",
+        tail(&store.controller().log.lines())
+    );
+    for (i, log) in store.agent_logs().iter().enumerate() {
+        eprintln!("  agent n{i}:\n    {}", tail(log));
+    }
+    Err(e)
+}
+
 /// Failovers the controller has started so far, by its log.
 fn failovers_started(store: &impl VigilNodes) -> usize {
     store
@@ -330,7 +351,7 @@ fn vigil_rounds(store: &mut impl VigilNodes, fault: Fault, runs: u32) -> Result<
                 let failovers = failovers_started(store);
                 if failovers > seen_failovers || store.primary()? != i {
                     r.false_failovers += 1;
-                    store.wait_healthy()?;
+                    healthy_again(store)?;
                 }
                 seen_failovers = failovers_started(store);
                 continue;
@@ -359,7 +380,7 @@ fn vigil_rounds(store: &mut impl VigilNodes, fault: Fault, runs: u32) -> Result<
             Fault::Kill => store.restart(i)?,
             _ => store.signal(i, Signal::SIGCONT)?,
         }
-        store.wait_healthy()?;
+        healthy_again(store)?;
         if fault == Fault::Kill {
             // The failover is over by now: every stage's line is in the logs.
             let agents = store.agent_logs();
