@@ -351,6 +351,17 @@ fn vigil_rounds(store: &mut impl VigilNodes, fault: Fault, runs: u32) -> Result<
                 let failovers = failovers_started(store);
                 if failovers > seen_failovers || store.primary()? != i {
                     r.false_failovers += 1;
+                    // What set it off, as the controller and the primary's agent said.
+                    let said = |lines: Vec<String>, what: &str| {
+                        lines.into_iter().rev().find(|l| l.contains(what))
+                    };
+                    let log = store.controller().log.lines();
+                    eprintln!(
+                        "\n  false failover: {}\n  n{i}'s last verdict: {}",
+                        said(log, "\"failing over\"").unwrap_or_default(),
+                        said(store.agent_logs().swap_remove(i), "verdict changed")
+                            .unwrap_or_default()
+                    );
                     healthy_again(store)?;
                 }
                 seen_failovers = failovers_started(store);
