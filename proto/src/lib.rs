@@ -4,6 +4,8 @@
 //! - [`v1`]: the messages and tonic services, generated from `proto/vigil/v1/vigil.proto`;
 //!   [`codec`]: the protobuf codec they use, with buffers sized for a fleet of sessions.
 //! - [`reason`]: the bits of a verdict's reasons, with their names.
+//! - [`heartbeat`]: how often an agent sends a verdict that did not change, and which verdicts
+//!   may go out slowly.
 //! - [`host_port`]: `HOST:PORT`, parsed in one place for every address.
 //! - [`limits`]: the protocol's bounds: string lengths, nodes per data store, message sizes.
 //! - [`telemetry`]: the logging flags and setup, and the HTTP server of `/metrics` (with
@@ -24,6 +26,7 @@ pub mod codec;
 pub mod error;
 pub mod health;
 pub mod health_state;
+pub mod heartbeat;
 pub mod host_port;
 pub mod limits;
 pub mod notify;

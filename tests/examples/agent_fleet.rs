@@ -1,7 +1,8 @@
 //! The simulated agents of `cargo xtask bench controller`, a program of their own so that xtask
 //! needs no protoc: xtask builds this after setup, starts the real controller, and runs this
 //! against it. A simulated agent per node of `--stores` data stores (a primary and two replicas
-//! each), every one on its own gRPC connection, sends a verdict every 100 ms as real agents do.
+//! each), every one on its own gRPC connection, sends verdicts as real agents do: on a change, and
+//! otherwise every 100 ms, or at the slow pace the controller gives a quiet replica.
 //! Faults are DOWN verdicts from `--failovers` primaries, one every 20 ms; the decision latency runs
 //! from that verdict leaving the simulated primary to the promote command reaching a replica.
 //!
@@ -32,14 +33,11 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use tokio::{
-    sync::{Semaphore, mpsc, watch},
-    time::MissedTickBehavior,
-};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use vigil_proto::{
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, heartbeat,
     v1::{
         self, Health, Role, agent_link_client::AgentLinkClient, agent_message::Msg,
         command::Action, controller_message,
@@ -406,15 +404,17 @@ impl Node {
         seq: &mut u64,
         health: &mut Health,
     ) -> Result<()> {
-        // As a real agent's heartbeat: a late tick is not made up for with a burst.
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // As a real agent's heartbeat: the next verdict is due a period after the last one, at
+        // the slow pace the controller gives a quiet replica.
+        let heartbeat = tokio::time::sleep(HEARTBEAT);
+        tokio::pin!(heartbeat);
+        let mut quiet_ms = 0;
         let offset = 1_000_000u64;
         let shared = Arc::clone(&self.shared);
         let count = &shared.count;
         loop {
             let send_verdict = tokio::select! {
-                _ = heartbeat.tick() => true,
+                () = &mut heartbeat => true,
                 changed = async {
                     match fault.as_mut() {
                         Some(f) => f.changed().await,
@@ -429,8 +429,9 @@ impl Node {
                 msg = inbound.message() => {
                     let Some(msg) = msg? else { return Ok(()) };
                     match msg.msg {
-                        Some(controller_message::Msg::Desired(_)) => {
+                        Some(controller_message::Msg::Desired(d)) => {
                             count.desired.fetch_add(1, Ordering::Relaxed);
+                            quiet_ms = d.quiet_heartbeat_ms;
                             false
                         }
                         Some(controller_message::Msg::Lease(_)) => {
@@ -466,6 +467,8 @@ impl Node {
                     link_up: self.role == Role::Replica,
                     ..Default::default()
                 };
+                let next = heartbeat::period(HEARTBEAT, quiet_ms, heartbeat::quiet(&verdict));
+                heartbeat.as_mut().reset(tokio::time::Instant::now() + next);
                 count.up.fetch_add(1, Ordering::Relaxed);
                 tx.send(message(Msg::Verdict(verdict))).await?;
             }

@@ -106,6 +106,7 @@ impl Daemon {
             return;
         }
         self.epochs.observe(d.epoch);
+        self.heartbeat.pace(d.quiet_heartbeat_ms);
         self.last_desired = Some(d.clone());
         self.topology = Topology::new(
             d.peers.iter().map(|p| p.address.as_str()),

@@ -8,7 +8,8 @@
 //! `inbound` (desired state and commands from the controller, and the acks), [`epochs`] (the
 //! epoch rule), [`bounds`] (what is refused even from the leader), [`leadership`] (the rule that no one obeys a deposed controller), [`worker`] (the
 //! controller's commands, one at a time), [`lease`] (the lease the controller grants),
-//! [`fencing`] (when a primary fences itself), [`link_down`] (how long a replica's link has been
+//! [`fencing`] (when a primary fences itself), [`heartbeat`] (when an unchanged verdict is sent
+//! again), [`link_down`] (how long a replica's link has been
 //! down), [`event_log`] (kernel events logged in full or summarised), [`metrics`] (what
 //! Prometheus scrapes) and [`health`] (the health endpoints and the status systemd shows). The
 //! fence itself is `crate::fence`.
@@ -38,6 +39,7 @@ pub mod epochs;
 pub mod event_log;
 pub mod fencing;
 pub mod health;
+pub mod heartbeat;
 mod inbound;
 pub mod leadership;
 pub mod lease;
@@ -52,6 +54,7 @@ use self::{
     epochs::EpochGuard,
     event_log::EventLog,
     health::{HealthState, View},
+    heartbeat::Heartbeat,
     leadership::{LeadershipGuard, Throttle},
     lease::Lease,
     link_down::LinkDown,
@@ -115,6 +118,8 @@ struct Daemon {
     fence: Fence,
     fence_state: watch::Receiver<Option<Record>>,
     lease: Lease,
+    /// When the verdict is next sent though it did not change.
+    heartbeat: Heartbeat,
     /// Fires when the lease runs out, so a cut-off primary fences itself at that instant rather
     /// than at the next periodic check.
     lease_end: std::pin::Pin<Box<tokio::time::Sleep>>,
@@ -266,8 +271,6 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         metrics = %cfg.metrics_listen.map_or("off".to_string(), |a| a.to_string()),
         "vigil-agent running"
     );
-    let mut heartbeat = tokio::time::interval(cfg.heartbeat);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut fence_check = tokio::time::interval(Duration::from_millis(100));
     fence_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut d = Daemon {
@@ -287,6 +290,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         fence_state: fence.subscribe(),
         fence,
         lease: Lease::default(),
+        heartbeat: Heartbeat::new(cfg.heartbeat),
         // Far off until the first grant.
         lease_end: Box::pin(tokio::time::sleep(Duration::from_secs(86_400))),
         self_change: None,
@@ -308,7 +312,7 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
             Some(m) = d.link.inbound.recv() => Ev::Down(m),
             Some(done) = done_rx.recv() => Ev::Done(done),
             Some(p) = peer_rx.recv() => Ev::Peer(p),
-            _ = heartbeat.tick() => Ev::Heartbeat,
+            () = &mut d.heartbeat.due => Ev::Heartbeat,
             _ = fence_check.tick() => Ev::FenceCheck,
             () = &mut d.lease_end => {
                 d.lease_end.as_mut().reset(Instant::now() + Duration::from_secs(86_400));
@@ -444,6 +448,7 @@ impl Daemon {
                 .flavour()
                 .map_or(v1::Flavour::Unspecified, v1::Flavour::from) as i32,
         };
+        self.heartbeat.sent(vigil_proto::heartbeat::quiet(&verdict));
         self.link.verdicts.send_replace(Some(verdict));
         self.metrics.verdicts_sent.inc();
     }

@@ -14,7 +14,7 @@ use crate::{
     store::settings::{
         DEFAULT_DESIRED_REFRESH_MS, DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS,
         DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
-        DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_SILENCE_MS,
+        DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_QUIET_HEARTBEAT_MS, DEFAULT_SILENCE_MS,
     },
 };
 
@@ -33,6 +33,7 @@ impl ControllerSettings {
             link_bound_ms: Some(DEFAULT_LINK_BOUND_MS),
             heartbeat_ms: Some(DEFAULT_HEARTBEAT_MS),
             desired_refresh_ms: Some(DEFAULT_DESIRED_REFRESH_MS),
+            quiet_heartbeat_ms: Some(DEFAULT_QUIET_HEARTBEAT_MS),
             lease_ms: Some(DEFAULT_LEASE_MS),
             lease_margin_ms: Some(DEFAULT_LEASE_MARGIN_MS),
             fence_deadline_ms: Some(DEFAULT_FENCE_DEADLINE_MS),

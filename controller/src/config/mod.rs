@@ -36,7 +36,7 @@ use crate::{
         settings::{
             DEFAULT_DESIRED_REFRESH_MS, DEFAULT_FENCE_DEADLINE_MS, DEFAULT_GRACE_MS,
             DEFAULT_HEARTBEAT_MS, DEFAULT_LEASE_MARGIN_MS, DEFAULT_LEASE_MS, DEFAULT_LINK_BOUND_MS,
-            DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_SILENCE_MS,
+            DEFAULT_MIN_FAILOVER_INTERVAL_MS, DEFAULT_QUIET_HEARTBEAT_MS, DEFAULT_SILENCE_MS,
         },
     },
 };
@@ -105,6 +105,9 @@ pub struct ControllerSettings {
     #[arg(long, env = "VIGIL_DESIRED_REFRESH_MS", value_name = "MS",
           help = with_default("Desired state goes to an agent as soon as it changes, and again this often, in ms", DEFAULT_DESIRED_REFRESH_MS))]
     pub desired_refresh_ms: Option<u64>,
+    #[arg(long, env = "VIGIL_QUIET_HEARTBEAT_MS", value_name = "MS",
+          help = with_default("How often a replica with nothing to report (healthy, linked, reaching its peers) sends its unchanged verdict, in ms; it is silent after five such beats. Any change is sent at once, and the primary beats at its agent's own pace. 0: every agent at its own pace", DEFAULT_QUIET_HEARTBEAT_MS))]
+    pub quiet_heartbeat_ms: Option<u64>,
     #[arg(long, env = "VIGIL_LEASE_MS", value_name = "MS",
           help = with_default("The lease on the primary role each heartbeat grants: a primary whose lease ran out fences itself when it cannot reach most of its data store, or when the controller is failing it over, in ms", DEFAULT_LEASE_MS))]
     pub lease_ms: Option<u64>,
@@ -254,6 +257,7 @@ impl ControllerSettings {
             link_bound_ms: self.link_bound_ms.or(file.link_bound_ms),
             heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
             desired_refresh_ms: self.desired_refresh_ms.or(file.desired_refresh_ms),
+            quiet_heartbeat_ms: self.quiet_heartbeat_ms.or(file.quiet_heartbeat_ms),
             lease_ms: self.lease_ms.or(file.lease_ms),
             lease_margin_ms: self.lease_margin_ms.or(file.lease_margin_ms),
             fence_deadline_ms: self.fence_deadline_ms.or(file.fence_deadline_ms),
@@ -505,6 +509,10 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 ),
             ));
         }
+        let quiet_heartbeat = match s.quiet_heartbeat_ms.unwrap_or(DEFAULT_QUIET_HEARTBEAT_MS) {
+            0 => Duration::ZERO,
+            v => ms("quiet_heartbeat_ms", Some(v), DEFAULT_QUIET_HEARTBEAT_MS)?,
+        };
         let grpc_listen = addr("grpc_listen", s.grpc_listen.clone(), DEFAULT_GRPC_LISTEN)?;
         let sentinel_listen = addr(
             "sentinel_listen",
@@ -545,6 +553,7 @@ impl TryFrom<ControllerSettings> for ControllerConfig {
                 link_bound: ms("link_bound_ms", s.link_bound_ms, DEFAULT_LINK_BOUND_MS)?,
                 heartbeat,
                 desired_refresh,
+                quiet_heartbeat,
                 lease,
                 lease_margin: ms(
                     "lease_margin_ms",

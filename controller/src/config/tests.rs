@@ -453,7 +453,7 @@ fn etcd_tls_takes_a_ca_alone_or_with_a_key_pair_and_https_urls_only() {
 #[test]
 fn the_help_shows_each_default_from_its_constant() {
     let command = ControllerSettings::augment_args(Command::new("vigil-controller"));
-    let defaults: [(&str, String); 20] = [
+    let defaults: [(&str, String); 21] = [
         ("grpc_listen", DEFAULT_GRPC_LISTEN.into()),
         ("sentinel_listen", DEFAULT_SENTINEL_LISTEN.into()),
         ("metrics_listen", DEFAULT_METRICS_LISTEN.into()),
@@ -467,6 +467,7 @@ fn the_help_shows_each_default_from_its_constant() {
         ("link_bound_ms", DEFAULT_LINK_BOUND_MS.to_string()),
         ("heartbeat_ms", DEFAULT_HEARTBEAT_MS.to_string()),
         ("desired_refresh_ms", DEFAULT_DESIRED_REFRESH_MS.to_string()),
+        ("quiet_heartbeat_ms", DEFAULT_QUIET_HEARTBEAT_MS.to_string()),
         ("lease_ms", DEFAULT_LEASE_MS.to_string()),
         ("lease_margin_ms", DEFAULT_LEASE_MARGIN_MS.to_string()),
         ("fence_deadline_ms", DEFAULT_FENCE_DEADLINE_MS.to_string()),

@@ -7,7 +7,10 @@
 //! alert and does not fail over (the Orchestrator rule).
 use std::time::Duration;
 
-use vigil_proto::v1::{Health, Role};
+use vigil_proto::{
+    heartbeat,
+    v1::{Health, Role},
+};
 
 use super::state::Cause;
 
@@ -31,19 +34,24 @@ pub struct NodeView {
     pub link_up_age: Option<Duration>,
     /// This node's agent reports the current primary unreachable.
     pub sees_primary_down: bool,
+    /// A replica whose last verdict had nothing to report: its agent beats at the slow pace.
+    pub quiet: bool,
 }
 
 impl NodeView {
-    /// Heard from within `silence`.
-    pub fn fresh(&self, silence: Duration) -> bool {
+    /// Heard from within the silence bound for the pace its agent beats at.
+    pub fn fresh(&self, p: &Policy) -> bool {
+        let silence = heartbeat::silence(p.silence, p.quiet_heartbeat_ms, self.quiet);
         self.connected && self.verdict_age.is_some_and(|a| a <= silence)
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// An agent not heard from this long is silent.
+    /// An agent not heard from this long is silent...
     pub silence: Duration,
+    /// ...unless it is a quiet replica, told to beat this slowly (0: none).
+    pub quiet_heartbeat_ms: u32,
     /// A replica whose link to the primary was last up longer ago than this is stale.
     pub link_bound: Duration,
     /// After a controller restart: agents are still reconnecting, so silence proves nothing.
@@ -63,7 +71,7 @@ pub enum PrimaryState {
 
 /// Has the primary failed?
 pub fn assess_primary(primary: &NodeView, replicas: &[NodeView], p: &Policy) -> PrimaryState {
-    if primary.fresh(p.silence) {
+    if primary.fresh(p) {
         return match primary.health {
             Health::Down => PrimaryState::Failed(Cause::Down),
             Health::Unhealthy => PrimaryState::Failed(Cause::Unhealthy),
@@ -75,7 +83,7 @@ pub fn assess_primary(primary: &NodeView, replicas: &[NodeView], p: &Policy) -> 
     }
     let reporting = replicas
         .iter()
-        .filter(|r| r.fresh(p.silence) && r.sees_primary_down)
+        .filter(|r| r.fresh(p) && r.sees_primary_down)
         .count();
     if !replicas.is_empty() && reporting * 2 > replicas.len() {
         PrimaryState::Failed(Cause::Unreachable)
@@ -86,7 +94,7 @@ pub fn assess_primary(primary: &NodeView, replicas: &[NodeView], p: &Policy) -> 
 
 /// A node that may be promoted: heard from, not failing, a replica with a recent link, priority > 0.
 pub fn promotable(n: &NodeView, p: &Policy) -> bool {
-    n.fresh(p.silence)
+    n.fresh(p)
         && matches!(n.health, Health::Healthy | Health::Degraded)
         && n.role == Role::Replica
         && n.priority > 0
@@ -97,9 +105,7 @@ pub fn promotable(n: &NodeView, p: &Policy) -> bool {
 pub fn zone_looks_down(zone: &str, nodes: &[NodeView], p: &Policy) -> bool {
     !zone.is_empty()
         && !nodes.iter().any(|n| {
-            n.zone == zone
-                && n.fresh(p.silence)
-                && matches!(n.health, Health::Healthy | Health::Degraded)
+            n.zone == zone && n.fresh(p) && matches!(n.health, Health::Healthy | Health::Degraded)
         })
 }
 
@@ -140,7 +146,7 @@ pub fn best_replica<'a>(
 pub fn unlinked_replicas<'a>(replicas: &'a [NodeView], p: &Policy) -> Vec<&'a str> {
     replicas
         .iter()
-        .filter(|r| r.fresh(p.silence) && r.role == Role::Replica)
+        .filter(|r| r.fresh(p) && r.role == Role::Replica)
         .filter(|r| {
             // A replica never seen linked counts from when it was first heard: one that just
             // started (its first sync under way) is not broken yet.
@@ -205,6 +211,7 @@ mod tests {
     fn policy(in_grace: bool) -> Policy {
         Policy {
             silence: SILENCE,
+            quiet_heartbeat_ms: 1_000,
             link_bound: Duration::from_secs(10),
             in_grace,
         }
@@ -223,6 +230,7 @@ mod tests {
             offset: 100,
             link_up_age: Some(Duration::from_millis(100)),
             sees_primary_down: false,
+            quiet: false,
         }
     }
 
@@ -315,6 +323,21 @@ mod tests {
             assess_primary(&primary(Heard::Silent), &r, &policy(false)),
             PrimaryState::Partitioned
         );
+    }
+
+    #[test]
+    fn a_quiet_replica_is_fresh_for_five_slow_beats_and_any_other_for_the_silence_bound() {
+        let p = policy(false);
+        let mut quiet = node("q", Role::Replica);
+        quiet.quiet = true;
+        let mut loud = node("l", Role::Replica);
+        let two_seconds = Some(Duration::from_secs(2));
+        quiet.verdict_age = two_seconds;
+        loud.verdict_age = two_seconds;
+        assert!(promotable(&quiet, &p));
+        assert!(!promotable(&loud, &p));
+        quiet.verdict_age = Some(Duration::from_millis(5_001));
+        assert!(!promotable(&quiet, &p));
     }
 
     #[test]

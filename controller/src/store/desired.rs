@@ -239,6 +239,11 @@ impl Reconciler {
             },
             lease_seq,
             leadership: self.term.token,
+            quiet_heartbeat_ms: if role == Role::Replica {
+                self.settings.quiet_heartbeat_ms()
+            } else {
+                0
+            },
         }
     }
 }

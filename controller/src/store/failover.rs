@@ -22,6 +22,7 @@ impl Reconciler {
     pub(super) fn policy(&self) -> Policy {
         Policy {
             silence: self.settings.silence,
+            quiet_heartbeat_ms: self.settings.quiet_heartbeat_ms(),
             link_bound: self.settings.link_bound,
             in_grace: self.started.elapsed() < self.settings.grace,
         }
@@ -91,6 +92,11 @@ impl Reconciler {
     /// verdict that triggered this evaluation arrived (for the decision latency).
     pub(super) fn evaluate(&mut self, received: Option<Instant>) {
         if self.active.is_some() || self.state.in_flight.is_some() {
+            return;
+        }
+        // A leader whose term ran out decides nothing, not even a new epoch: a newer leader
+        // may already be deciding for this data store.
+        if !self.leadership.holds(self.term.token) {
             return;
         }
         // The usual case, on every verdict of a well primary: nothing to do. Its replicas'

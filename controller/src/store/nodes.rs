@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use tokio::{sync::mpsc, time::Instant};
 use vigil_proto::{
-    HostPort, LINK_NEVER_UP,
+    HostPort, LINK_NEVER_UP, heartbeat,
     limits::{
         MAX_ADDRESS_LEN, MAX_DATASTORE_NAME_LEN, MAX_NODE_ID_LEN, MAX_NODES_PER_DATASTORE,
         MAX_VERSION_LEN, MAX_ZONE_LEN,
@@ -296,6 +296,8 @@ impl Nodes {
                 offset: v.map_or(0, |v| v.repl_offset),
                 link_up_age: n.link_up_at.map(|t| now.duration_since(t)),
                 sees_primary_down: sees_down,
+                // The primary is never told to beat slowly, whatever its verdict says.
+                quiet: n.info.id != primary && v.is_some_and(heartbeat::quiet),
             }
         };
         let p = self.get(primary).map(view);

@@ -17,6 +17,10 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
 /// changes travel, so it can be slow. Every agent of a fleet hears from the controller this often
 /// at least, and no more when nothing changes.
 pub const DEFAULT_DESIRED_REFRESH_MS: u64 = 5_000;
+/// How often a replica with nothing to report sends its unchanged verdict (0: on its agent's own
+/// heartbeat). Its silence waits for nothing, and replicas are most of a fleet's agents, so most
+/// of the verdicts a controller takes in; it is judged silent after five missed slow beats.
+pub const DEFAULT_QUIET_HEARTBEAT_MS: u64 = 1_000;
 /// The lease each heartbeat grants the primary: five heartbeats, so a lost one or two do not let
 /// a healthy primary fence itself; short, because an unreachable primary is failed over only
 /// once it has run out.
@@ -66,6 +70,8 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// How often an agent is sent its desired state again when it has not changed.
     pub desired_refresh: Duration,
+    /// How often a quiet replica's agent sends its unchanged verdict; zero: its own heartbeat.
+    pub quiet_heartbeat: Duration,
     /// The lease each heartbeat grants the primary.
     pub lease: Duration,
     /// Waited beyond the lease before promoting past a primary that did not confirm its fence.
@@ -85,6 +91,7 @@ impl Default for Settings {
             step_attempts: STEP_ATTEMPTS,
             heartbeat: Duration::from_millis(DEFAULT_HEARTBEAT_MS),
             desired_refresh: Duration::from_millis(DEFAULT_DESIRED_REFRESH_MS),
+            quiet_heartbeat: Duration::from_millis(DEFAULT_QUIET_HEARTBEAT_MS),
             lease: Duration::from_millis(DEFAULT_LEASE_MS),
             lease_margin: Duration::from_millis(DEFAULT_LEASE_MARGIN_MS),
             fence_deadline: Duration::from_millis(DEFAULT_FENCE_DEADLINE_MS),
@@ -93,6 +100,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The slow pace for quiet replicas, as desired state carries it.
+    pub fn quiet_heartbeat_ms(&self) -> u32 {
+        u32::try_from(self.quiet_heartbeat.as_millis()).unwrap_or(u32::MAX)
+    }
+
     /// After the last grant at `granted`, when the old primary is surely fenced or unable to
     /// acknowledge a write: its lease and the margin have run out.
     pub fn lease_over(&self, granted: tokio::time::Instant) -> tokio::time::Instant {

@@ -78,8 +78,7 @@ impl Reconciler {
             ..self.policy()
         };
         let target = self.pick_target(to, &p, &replicas, &policy)?;
-        let live =
-            p.fresh(policy.silence) && matches!(p.health, Health::Healthy | Health::Degraded);
+        let live = p.fresh(&policy) && matches!(p.health, Health::Healthy | Health::Degraded);
         if !live {
             // The primary is gone: a forced promotion.
             return Ok(Manual::Forced { primary, target });

@@ -141,7 +141,7 @@ fn one(stores: u32, failovers: u32) -> Result<Row> {
             Some("fleet") => {
                 agents = v["agents"].as_u64().context("no agents")?;
                 println!(
-                    "==> {stores} data stores, {agents} simulated agents (one connection each), verdicts every {} ms",
+                    "==> {stores} data stores, {agents} simulated agents (one connection each), verdicts on change and every {} ms, quiet replicas' at the controller's slow pace",
                     v["heartbeat_ms"].as_u64().context("no heartbeat_ms")?
                 );
             }
