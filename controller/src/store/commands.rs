@@ -12,6 +12,9 @@ use vigil_proto::v1::{self, command::Action, controller_message::Msg as Down};
 use super::actor::{Input, Reconciler, Reply};
 use crate::error::ControllerError;
 
+/// A command's acknowledgement, awaited by whoever sent it.
+pub(super) type PendingAck = oneshot::Receiver<Result<v1::CommandAck, ControllerError>>;
+
 /// Pause between attempts of a step.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 

@@ -1,6 +1,7 @@
 //! Failover, in its order: judge the primary (on its verdicts and on every tick), ask the ranked
-//! candidates for their offsets now, bump and persist the epoch, then the [`steps`] (fence the
-//! old primary while the candidates answer, settle the target on the one with the most data
+//! candidates for their offsets now, fence the old primary while the epoch is bumped and
+//! persisted ([`epoch`](super::epoch)), then the [`steps`] (the fence confirmed while the
+//! candidates answer, settle the target on the one with the most data
 //! ([`choice`]), promote it, re-point the others), then finish: publish the new primary,
 //! persist, record the history. A failover persisted as in flight (the controller stopped
 //! mid-way) is resumed, its old primary fenced again first.
@@ -8,15 +9,15 @@ use tokio::time::Instant;
 use vigil_proto::v1;
 
 use super::{
-    actor::{Active, Finished, Reconciler, Reply, unix_ms},
+    actor::{Active, Finished, Reconciler, Reply},
     choice::Choice,
     decision::{self, Policy, PrimaryState},
     settings::REPLICATION_BROKEN_AFTER,
-    state::{Cause, Failover, InFlight, Outcome},
+    state::{Cause, Failover, Outcome},
     steps::{self, Fencing, Handover, Plan},
     timeline::{Clock, Origin, Stage},
 };
-use crate::{alerts::Alert, error::ControllerError, hooks::Event, sentinel::topology::Channel};
+use crate::{alerts::Alert, hooks::Event, sentinel::topology::Channel};
 
 impl Reconciler {
     pub(super) fn policy(&self) -> Policy {
@@ -212,64 +213,6 @@ impl Reconciler {
         }
     }
 
-    /// Persists the new epoch and the failover in flight (with `candidates` when its target `to`
-    /// is not settled yet), before any command depends on them; on success the failover becomes
-    /// active, its timeline kept on `clock`, and is counted. On failure the state is as it was,
-    /// and nothing is counted: a failover is counted once, here, whatever led to it (a choice of
-    /// replica, `vigil failover`), and never again when it is resumed.
-    pub(super) fn begin(
-        &mut self,
-        from: Option<String>,
-        to: &str,
-        cause: Cause,
-        mut clock: Clock,
-        candidates: Vec<String>,
-    ) -> Result<u64, ControllerError> {
-        let epoch = self.state.epoch + 1;
-        let started_unix_ms = unix_ms();
-        let settled = candidates.is_empty();
-        self.state.epoch = epoch;
-        self.state.in_flight = Some(InFlight {
-            epoch,
-            from: from.clone(),
-            to: to.to_string(),
-            cause,
-            started_unix_ms,
-        });
-        self.state.candidates = candidates;
-        if let Err(e) = self.save("the new epoch") {
-            // Without a durable epoch a restart could reuse it: refuse to go on.
-            self.state.epoch -= 1;
-            self.state.in_flight = None;
-            self.state.candidates.clear();
-            return Err(ControllerError::EpochNotPersisted(Box::new(e)));
-        }
-        self.metrics.failover(&self.name, cause.name());
-        self.announce(Channel::NewEpoch, to, epoch.to_string());
-        if let Some(old) = &from {
-            self.announce(Channel::TryFailover, old, self.master_words(old));
-            // A target not settled yet is announced once it is (`choice`).
-            if settled {
-                self.announce(Channel::SelectedSlave, to, self.replica_words(to, old));
-            }
-        }
-        let started = Instant::now();
-        clock.mark(Stage::Decided, started);
-        self.active = Some(Active {
-            epoch,
-            from,
-            to: to.to_string(),
-            cause,
-            started,
-            started_unix_ms,
-            promoted: false,
-            clock,
-        });
-        // Status and the views shared with other controllers say a failover is under way.
-        self.publish();
-        Ok(epoch)
-    }
-
     /// Step 1 (bump and persist the epoch), then fence, promote and re-point in a task; with
     /// `choice`, `to` is the best candidate by the verdicts, and the task settles the target.
     pub(super) fn start_failover(
@@ -282,8 +225,11 @@ impl Reconciler {
         choice: Option<Choice>,
     ) {
         let candidates = choice.as_ref().map_or_else(Vec::new, |c| c.ranked.clone());
-        let epoch = match self.begin(from.clone(), &to, cause, clock, candidates) {
-            Ok(epoch) => epoch,
+        // The old primary is fenced while the epoch is persisted (the plan's fence: every
+        // failover from here fences without keeping its replicas' links).
+        let begun = self.begin_fencing(from.clone(), &to, cause, clock, candidates, true);
+        let (epoch, fence_sent) = match begun {
+            Ok(begun) => begun,
             Err(e) => {
                 self.alert(Alert::FailoverFailed, &e.to_string());
                 if let Some(r) = reply {
@@ -306,7 +252,14 @@ impl Reconciler {
             ),
         );
         match self.failover_plan(epoch, from, to) {
-            Some(plan) => steps::spawn(self.me.clone(), &self.settings, plan, reply, choice),
+            Some(plan) => {
+                let start = steps::Start {
+                    reply,
+                    choice,
+                    fence_sent,
+                };
+                steps::spawn(self.me.clone(), &self.settings, plan, start)
+            }
             None => {
                 tracing::error!(datastore = %self.name, epoch, "the target of the failover is unknown")
             }
@@ -548,6 +501,10 @@ impl Reconciler {
             promoted: false,
             clock: Clock::new(Origin::Resumed, Instant::now()),
         });
-        steps::spawn(self.me.clone(), &self.settings, plan, None, choice);
+        let start = steps::Start {
+            choice,
+            ..Default::default()
+        };
+        steps::spawn(self.me.clone(), &self.settings, plan, start);
     }
 }

@@ -7,7 +7,9 @@
 //! - [`intake`]: sessions and verdicts coming in; a node in the wrong role corrected.
 //! - [`nodes`]: each node as the reconciler knows it, and the view of it the decisions take.
 //! - [`decision`]: has the primary failed, which replica is best (pure).
-//! - [`failover`]: judge, probe the candidates, bump the epoch, finish, resume.
+//! - [`failover`]: judge, probe the candidates, start the failover, finish, resume.
+//! - [`epoch`]: the epoch that starts a failover, persisted before anything is promoted at it
+//!   (the old primary's fence already on its way).
 //! - [`choice`]: a failover's target, settled on the candidates' offsets while the old primary
 //!   is fenced.
 //! - [`steps`]: a failover's steps: fence the old primary, hand over, re-point.
@@ -32,6 +34,7 @@ mod commands;
 pub mod data_dir;
 pub mod decision;
 mod desired;
+mod epoch;
 pub mod etcd_state;
 mod exported;
 pub mod failover;

@@ -6,7 +6,7 @@
 //! reconciler finishes (publishes, persists) when the task reports [`Finished`].
 use tokio::{
     sync::mpsc,
-    time::{Instant, sleep, sleep_until},
+    time::{Instant, sleep, sleep_until, timeout},
 };
 use vigil_proto::{
     HostPort,
@@ -16,7 +16,7 @@ use vigil_proto::{
 use super::{
     actor::{Finished, Input, Reply},
     choice::{self, Choice},
-    commands::step,
+    commands::{PendingAck, step},
     settings::{CATCH_UP_POLL, CATCH_UP_WITHIN, Settings},
     timeline::Stage,
 };
@@ -65,18 +65,29 @@ pub struct Plan {
     pub repoint: Vec<String>,
 }
 
-/// Runs `plan` in a task (settling its target by `choice` when given); the reconciler gets
-/// [`Input::Done`] when it ends.
-pub fn spawn(
-    me: mpsc::Sender<Input>,
-    settings: &Settings,
-    mut plan: Plan,
-    reply: Option<Reply<v1::FailoverReply>>,
-    choice: Option<Choice>,
-) {
+/// What a failover's task starts with besides its plan.
+#[derive(Default)]
+pub struct Start {
+    /// Whoever asked for the failover (`vigil failover`), told how it ended.
+    pub reply: Option<Reply<v1::FailoverReply>>,
+    /// The candidates asked for their offsets, when the target is not settled yet.
+    pub choice: Option<Choice>,
+    /// The old primary's Fence, when it was sent with the epoch (see `begin_fencing`): its
+    /// acknowledgement is awaited instead of sending another.
+    pub fence_sent: Option<PendingAck>,
+}
+
+/// Runs `plan` in a task (settling its target by `start.choice` when given); the reconciler
+/// gets [`Input::Done`] when it ends.
+pub fn spawn(me: mpsc::Sender<Input>, settings: &Settings, mut plan: Plan, start: Start) {
     let settings = settings.clone();
+    let Start {
+        reply,
+        choice,
+        fence_sent,
+    } = start;
     tokio::spawn(async move {
-        let result = run(&me, &settings, &mut plan, choice).await;
+        let result = run(&me, &settings, &mut plan, choice, fence_sent).await;
         let _ = me
             .send(Input::Done(Finished {
                 epoch: plan.epoch,
@@ -93,19 +104,23 @@ async fn run(
     s: &Settings,
     plan: &mut Plan,
     choice: Option<Choice>,
+    fence_sent: Option<PendingAck>,
 ) -> Result<Vec<String>, ControllerError> {
     // A fresh failover's candidates answer while the old primary is fenced; a resumed one's are
     // asked once it is (their agents are back by then), since its target may have been promoted.
     let resumed = matches!(&choice, Some(c) if matches!(c.answers, choice::Answers::Resumed));
     let (fenced, chosen) = if resumed {
-        let fenced = fence(me, s, plan).await;
+        let fenced = fence(me, s, plan, fence_sent).await;
         let chosen = match &fenced {
             Ok(_) => choice::choose(me, plan, choice).await,
             Err(_) => None,
         };
         (fenced, chosen)
     } else {
-        tokio::join!(fence(me, s, plan), choice::choose(me, plan, choice))
+        tokio::join!(
+            fence(me, s, plan, fence_sent),
+            choice::choose(me, plan, choice)
+        )
     };
     let fenced = fenced?;
     let settled = match chosen {
@@ -151,6 +166,7 @@ async fn fence(
     me: &mpsc::Sender<Input>,
     s: &Settings,
     plan: &Plan,
+    sent: Option<PendingAck>,
 ) -> Result<Option<u64>, ControllerError> {
     let Fencing::Fence {
         node,
@@ -163,7 +179,19 @@ async fn fence(
     let action = Action::Fence(v1::Fence {
         keep_replicas: *keep_replicas,
     });
-    match step(me, node, action, plan.epoch, s.fence_deadline, 1).await {
+    let acked = match sent {
+        // Sent with the epoch: awaited as `step` awaits the one it sends.
+        Some(ack) => match timeout(s.fence_deadline, ack).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ControllerError::ReconcilerStopped),
+            Err(_) => Err(ControllerError::NoAnswer {
+                node: node.clone(),
+                within: s.fence_deadline,
+            }),
+        },
+        None => step(me, node, action, plan.epoch, s.fence_deadline, 1).await,
+    };
+    match acked {
         Ok(ack) => {
             reached(me, plan, Stage::Fenced).await;
             Ok(Some(ack.repl_offset))

@@ -52,7 +52,11 @@ impl Reconciler {
                         from.as_deref().unwrap_or("none")
                     ),
                 );
-                steps::spawn(self.me.clone(), &self.settings, plan, Some(reply), None);
+                let start = steps::Start {
+                    reply: Some(reply),
+                    ..Default::default()
+                };
+                steps::spawn(self.me.clone(), &self.settings, plan, start);
             }
             Err(e) => {
                 let _ = reply.send(Err(e));

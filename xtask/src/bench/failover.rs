@@ -218,17 +218,22 @@ pub(crate) fn first_write_of(
                 .get_connection_with_timeout(Duration::from_millis(100))
                 .ok();
         }
-        let addr = conn.as_mut().and_then(|c| {
+        let asked = conn.as_mut().map(|c| {
             redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(datastore)
                 .query::<Option<(String, u16)>>(c)
-                .ok()
-                .flatten()
         });
-        if addr.is_none() {
-            conn = None;
-        }
+        // No primary named (nil) is an answer: the connection is kept, as a client keeps it,
+        // and only a failed one is made again.
+        let addr = match asked {
+            Some(Ok(addr)) => addr,
+            Some(Err(_)) => {
+                conn = None;
+                None
+            }
+            None => None,
+        };
         if let Some((host, port)) = addr.filter(|(_, p)| *p != old_port)
             && let Ok(c) = redis::Client::open(format!("redis://{host}:{port}/"))
             && let Ok(mut primary) = c.get_connection_with_timeout(Duration::from_millis(100))

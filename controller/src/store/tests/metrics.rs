@@ -74,6 +74,31 @@ async fn a_failover_is_counted_once_when_its_epoch_is_persisted() {
     assert!(s.alerts(Alert::FailoverFailed) > 0, "no failover was tried");
     assert_eq!(s.status().await.epoch, 1, "no failover began");
     assert_eq!(s.failovers("down"), 0, "{}", s.page());
+    // Each try fenced the old primary with its epoch, and lifted the fence when the epoch could
+    // not be saved; nothing was promoted.
+    let sent: Vec<&str> = s
+        .commands_after("n0", Duration::ZERO)
+        .await
+        .iter()
+        .map(action_name)
+        .filter(|a| *a != "probe")
+        .collect();
+    assert!(!sent.is_empty(), "no fence was sent");
+    assert!(
+        sent.chunks(2).all(|pair| pair == ["fence", "unfence"]),
+        "{sent:?}"
+    );
+    for id in ["n1", "n2"] {
+        let promoted = s
+            .commands_after(id, Duration::ZERO)
+            .await
+            .iter()
+            .any(|c| action_name(c) == "promote");
+        assert!(
+            !promoted,
+            "{id} was promoted at an epoch that was not saved"
+        );
+    }
     *s.saved.broken.lock().unwrap() = false;
     verdicts(&s).await;
     loop {
