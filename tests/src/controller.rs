@@ -400,6 +400,19 @@ impl Controller {
         Ok(addr.and_then(|(_, port)| port.parse().ok()))
     }
 
+    /// Waits (bounded) until the Sentinel endpoint names a primary of `datastore` other than the
+    /// server on port `old`, and returns its port: a failover's outcome, as clients see it.
+    pub fn wait_primary_moved(&self, datastore: &str, old: u16) -> Result<u16> {
+        let what =
+            format!("the Sentinel endpoint to name a primary of {datastore} other than :{old}");
+        wait_until(WAIT, &what, || {
+            self.sentinel_primary(datastore)
+                .ok()
+                .flatten()
+                .filter(|p| *p != old)
+        })
+    }
+
     /// The primary's port as the controller holds it for `datastore`, whether or not it is down
     /// (`SENTINEL MASTER`, which, unlike `get-master-addr-by-name`, names a failed primary too).
     pub fn controller_primary(&self, datastore: &str) -> Result<Option<u16>> {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{StubController, assert_unserved};
+use common::{StubController, assert_unserved, primary_at};
 use nix::sys::signal::Signal;
 use vigil_proto::{
     LINK_NEVER_UP, PROTOCOL_VERSION,
@@ -46,17 +46,9 @@ fn desire_primary_with_peer(ctl: &StubController, replica: &RedisServer) -> Resu
 /// As [`desire_primary_with_peer`], from a controller of `leadership`.
 fn desire_primary_at(ctl: &StubController, replica: &RedisServer, leadership: u64) -> Result<()> {
     ctl.wait_session("p")?;
-    let peers = vec![v1::Peer {
-        node_id: "r".into(),
-        address: format!("127.0.0.1:{}", replica.port),
-    }];
     let desired = v1::DesiredState {
-        epoch: 1,
-        role: v1::Role::Primary as i32,
-        peers,
-        peers_version: 1,
         leadership,
-        ..Default::default()
+        ..primary_at(1, replica)
     };
     ctl.desire("p", desired)
 }
@@ -423,17 +415,7 @@ fn lease_grants_alone_renew_the_lease_of_the_desired_state_the_agent_has() -> Re
     let _: () = redis::cmd("SET").arg("granted").arg("1").query(&mut c)?;
 
     // Grants for an epoch whose desired state never came renew nothing: the lease runs out.
-    let next = v1::DesiredState {
-        epoch: 2,
-        role: v1::Role::Primary as i32,
-        peers: vec![v1::Peer {
-            node_id: "r".into(),
-            address: format!("127.0.0.1:{}", replica.port),
-        }],
-        peers_version: 1,
-        ..Default::default()
-    };
-    ctl.set_desired_quietly("p", next);
+    ctl.set_desired_quietly("p", primary_at(2, &replica));
     agent.log.wait_for("SELF-FENCING")?;
     wait_until(WAIT, "the fence up", || pin.is_up().then_some(()))?;
     replica.signal(Signal::SIGCONT)?;

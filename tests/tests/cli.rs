@@ -71,14 +71,7 @@ fn node_of(store: &VigilStore, port: u16) -> Result<String> {
 
 /// Waits until the Sentinel endpoint names a primary other than server 0.
 fn wait_failed_over(store: &VigilStore) -> Result<u16> {
-    wait_until(WAIT, "the Sentinel endpoint to name a replica", || {
-        store
-            .controller
-            .sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != store.ports[0])
-    })
+    store.controller.wait_primary_moved(DS, store.ports[0])
 }
 
 /// A log line of the controller whose event is `event`.

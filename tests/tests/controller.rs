@@ -87,12 +87,7 @@ fn kill_9_of_the_primary_promotes_a_replica_and_the_old_primary_rejoins_as_its_r
         p.signal(Signal::SIGKILL)?;
         p.wait_exit()?;
     }
-    let new = wait_until(WAIT, "the Sentinel endpoint to name a replica", || {
-        ctl.sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != s.ports[0])
-    })?;
+    let new = ctl.wait_primary_moved(DS, s.ports[0])?;
     assert!(
         new == s.ports[1] || new == s.ports[2],
         "{new} is not a former replica"
@@ -193,12 +188,7 @@ fn after_a_failover_every_agent_learns_the_new_primary_without_waiting_for_the_r
         p.signal(Signal::SIGKILL)?;
         p.wait_exit()?;
     }
-    let new = wait_until(WAIT, "the Sentinel endpoint to name a replica", || {
-        ctl.sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != s.ports[0])
-    })?;
+    let new = ctl.wait_primary_moved(DS, s.ports[0])?;
     let (promoted, other, other_port) = if new == s.ports[1] {
         ("n1", "n2", s.ports[2])
     } else {
@@ -386,12 +376,7 @@ fn sentinel_clients_redis_py_and_redis_rs_follow_a_failover() -> Result<()> {
         p.signal(Signal::SIGKILL)?;
         p.wait_exit()?;
     }
-    let new = wait_until(WAIT, "a new primary", || {
-        ctl.sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != s.ports[0])
-    })?;
+    let new = ctl.wait_primary_moved(DS, s.ports[0])?;
     // redis-py, pointed only at vigil, writes to the new primary.
     let after = redis_py(ctl.sentinel, PY_WRITE)?;
     assert_eq!(after, format!("from-python {new}"));

@@ -10,7 +10,7 @@ mod common;
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Result;
-use common::{StubController, assert_unserved};
+use common::{StubController, assert_unserved, primary_at};
 use nix::sys::signal::Signal;
 use vigil_proto::v1::{self, command::Action};
 use vigil_tests::{
@@ -354,20 +354,6 @@ fn demoted_clients_are_disconnected(server_args: &[&str]) -> Result<()> {
         "{answer:?}"
     );
     Ok(())
-}
-
-/// Desired state for `p`: the primary at `epoch`, with `replica` (node "r") its one peer.
-fn primary_at(epoch: u64, replica: &RedisServer) -> v1::DesiredState {
-    v1::DesiredState {
-        epoch,
-        role: v1::Role::Primary as i32,
-        peers: vec![v1::Peer {
-            node_id: "r".into(),
-            address: format!("127.0.0.1:{}", replica.port),
-        }],
-        peers_version: 1,
-        ..Default::default()
-    }
 }
 
 fn self_fences(agent: &Agent) -> usize {

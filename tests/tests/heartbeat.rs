@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use vigil_tests::{
-    Agent, Controller, MetricsPage, Servers, WAIT, free_port, require_root, serial, wait_until,
-};
+use vigil_tests::{Agent, Controller, MetricsPage, Servers, free_port, require_root, serial};
 
 const DS: &str = "heartbeat";
 /// Long enough for the primary's agent to send dozens of heartbeats at its own pace.
@@ -80,13 +78,7 @@ fn a_quiet_replica_beats_slowly_and_is_still_promoted() -> Result<()> {
     let ports = servers.ports();
     let old = ports[0];
     servers.kill(0)?;
-    let promoted = wait_until(WAIT, "a replica promoted", || {
-        controller
-            .sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != old)
-    })?;
+    let promoted = controller.wait_primary_moved(DS, old)?;
     assert!(
         ports[1..].contains(&promoted),
         "{promoted} is not a replica's port"

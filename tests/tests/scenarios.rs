@@ -265,13 +265,7 @@ fn a_deadlocked_primary_is_failed_over_with_its_acknowledged_writes() -> Result<
     let ok: String = redis::cmd("DEADLOCK").query(&mut c)?;
     assert_eq!(ok, "OK");
 
-    let new_port = wait_until(WAIT, "a replica published as the primary", || {
-        controller
-            .sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != front)
-    })?;
+    let new_port = controller.wait_primary_moved(DS, front)?;
     let new_primary = replicas
         .iter()
         .find(|r| r.port == new_port)

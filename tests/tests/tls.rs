@@ -251,14 +251,7 @@ fn failover_needs_an_operator_certificate() -> Result<()> {
     let done = failover_with(&store, &ca, &certs.cert("cli"), &certs.key("cli"))?;
     let said = done.map_err(anyhow::Error::msg)?;
     assert!(said.contains("primary is now n"), "{said}");
-    let moved = wait_until(WAIT, "a replica published as primary", || {
-        store
-            .controller
-            .sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != store.ports[0])
-    })?;
+    let moved = store.controller.wait_primary_moved(DS, store.ports[0])?;
     assert!(store.ports[1..].contains(&moved), "{moved} is no replica");
     Ok(())
 }
@@ -273,14 +266,7 @@ fn kill_9_of_the_primary_fails_over_with_every_link_on_tls() -> Result<()> {
         p.signal(Signal::SIGKILL)?;
         p.wait_exit()?;
     }
-    let new = wait_until(WAIT, "the Sentinel endpoint to name a replica", || {
-        store
-            .controller
-            .sentinel_primary(DS)
-            .ok()
-            .flatten()
-            .filter(|p| *p != store.ports[0])
-    })?;
+    let new = store.controller.wait_primary_moved(DS, store.ports[0])?;
     assert!(store.ports[1..].contains(&new), "{new} is no replica");
     store.controller.log.wait_for("failover_finished")?;
     let st = store.controller.status(DS)?;

@@ -44,7 +44,7 @@ impl Heartbeat {
     }
 
     /// The time between unchanged verdicts now.
-    pub fn period(&self) -> Duration {
+    fn period(&self) -> Duration {
         period(self.own, self.quiet_ms, self.quiet)
     }
 

@@ -71,6 +71,21 @@ impl Reconciler {
     }
 }
 
+/// Waits for the acknowledgement of a command sent to `node`, bounded by `deadline`.
+pub(super) async fn acked(
+    node: &str,
+    ack: PendingAck,
+    deadline: Duration,
+) -> Result<v1::CommandAck, ControllerError> {
+    match timeout(deadline, ack).await {
+        Ok(answer) => answer.unwrap_or(Err(ControllerError::ReconcilerStopped)),
+        Err(_) => Err(ControllerError::NoAnswer {
+            node: node.to_string(),
+            within: deadline,
+        }),
+    }
+}
+
 /// Sends `action` to `node` through the reconciler and waits for its acknowledgement, up to
 /// `attempts` times, each bounded by `deadline`; the last error when none succeeded.
 pub(super) async fn step(
@@ -93,16 +108,9 @@ pub(super) async fn step(
         if me.send(send).await.is_err() {
             return Err(ControllerError::ReconcilerStopped);
         }
-        match timeout(deadline, ack).await {
-            Ok(Ok(Ok(a))) => return Ok(a),
-            Ok(Ok(Err(e))) => last = e,
-            Ok(Err(_)) => last = ControllerError::ReconcilerStopped,
-            Err(_) => {
-                last = ControllerError::NoAnswer {
-                    node: node.to_string(),
-                    within: deadline,
-                }
-            }
+        match acked(node, ack, deadline).await {
+            Ok(a) => return Ok(a),
+            Err(e) => last = e,
         }
         if attempt < attempts {
             tokio::time::sleep(RETRY_AFTER).await;

@@ -6,7 +6,7 @@
 //! reconciler finishes (publishes, persists) when the task reports [`Finished`].
 use tokio::{
     sync::mpsc,
-    time::{Instant, sleep, sleep_until, timeout},
+    time::{Instant, sleep, sleep_until},
 };
 use vigil_proto::{
     HostPort,
@@ -16,7 +16,7 @@ use vigil_proto::{
 use super::{
     actor::{Finished, Input, Reply},
     choice::{self, Choice},
-    commands::{PendingAck, step},
+    commands::{PendingAck, acked, step},
     settings::{CATCH_UP_POLL, CATCH_UP_WITHIN, Settings},
     timeline::Stage,
 };
@@ -176,22 +176,17 @@ async fn fence(
     else {
         return Ok(None);
     };
-    let action = Action::Fence(v1::Fence {
-        keep_replicas: *keep_replicas,
-    });
-    let acked = match sent {
-        // Sent with the epoch: awaited as `step` awaits the one it sends.
-        Some(ack) => match timeout(s.fence_deadline, ack).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ControllerError::ReconcilerStopped),
-            Err(_) => Err(ControllerError::NoAnswer {
-                node: node.clone(),
-                within: s.fence_deadline,
-            }),
-        },
-        None => step(me, node, action, plan.epoch, s.fence_deadline, 1).await,
+    let answer = match sent {
+        // Sent with the epoch: only its acknowledgement is awaited.
+        Some(ack) => acked(node, ack, s.fence_deadline).await,
+        None => {
+            let action = Action::Fence(v1::Fence {
+                keep_replicas: *keep_replicas,
+            });
+            step(me, node, action, plan.epoch, s.fence_deadline, 1).await
+        }
     };
-    match acked {
+    match answer {
         Ok(ack) => {
             reached(me, plan, Stage::Fenced).await;
             Ok(Some(ack.repl_offset))

@@ -36,6 +36,20 @@ pub fn assert_unserved(addr: SocketAddr, words: &[&str], what: &str) {
     }
 }
 
+/// Desired state for `p`: the primary at `epoch`, with `replica` (node "r") its one peer.
+pub fn primary_at(epoch: u64, replica: &RedisServer) -> v1::DesiredState {
+    v1::DesiredState {
+        epoch,
+        role: v1::Role::Primary as i32,
+        peers: vec![v1::Peer {
+            node_id: "r".into(),
+            address: format!("127.0.0.1:{}", replica.port),
+        }],
+        peers_version: 1,
+        ..Default::default()
+    }
+}
+
 type Outbox = mpsc::Sender<Result<ControllerMessage, Status>>;
 
 #[derive(Default)]
